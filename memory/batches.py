@@ -1,0 +1,198 @@
+"""Checks and encodings shared by every backend, applied before any query is built."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mnemoflow.errors import EmbeddingDimensionError, InvalidNameError, InvalidRecordError, SchemaError, StoreError
+from memory.protocol import SCHEMA_VERSION
+from memory.names import KindSpec, NameRegistry, validate_identifier, validate_namespace
+from memory.records import JsonScalar, NodeRecord, RelationshipRecord, encode_properties
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_K",
+    "PreparedNode",
+    "PreparedRelationship",
+    "check_depth",
+    "check_direction",
+    "check_dimension",
+    "check_recorded_schema",
+    "check_vector_query",
+    "check_filters",
+    "check_ids",
+    "check_k",
+    "filterable_properties",
+    "prepare_nodes",
+    "prepare_relationships",
+    "query_terms",
+    "utc_now",
+]
+
+MAX_DEPTH = 10
+MAX_K = 10_000
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def utc_now() -> datetime:
+    """The timestamp written as ``created_at``/``updated_at``, always in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PreparedNode:
+    """A validated node with its encodings, ready for any backend."""
+
+    record: NodeRecord
+    kind: KindSpec
+    properties_json: str
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class PreparedRelationship:
+    """A validated relationship with its encodings."""
+
+    record: RelationshipRecord
+    properties_json: str
+    content_hash: str
+
+
+def check_dimension(vector: Sequence[float], dimension: int, *, where: str) -> None:
+    """Refuse a vector whose length is not the store's dimension, naming both."""
+    if len(vector) != dimension:
+        raise EmbeddingDimensionError(
+            f"{where}: vector has dimension {len(vector)} but the store's vector indexes have dimension {dimension}"
+        )
+
+
+def prepare_nodes(nodes: Sequence[NodeRecord], registry: NameRegistry, dimension: int) -> list[PreparedNode]:
+    """Validate a batch (namespaces, kinds, vectors, properties); the last record wins for a repeated id."""
+    latest: dict[tuple[str, str], NodeRecord] = {}
+    for node in nodes:
+        if not isinstance(node, NodeRecord):
+            raise InvalidRecordError(f"expected NodeRecord, got {type(node).__name__}")
+        validate_namespace(node.namespace)
+        latest[(node.namespace, node.id)] = node
+    prepared = []
+    for node in latest.values():
+        where = f"node {node.id!r} of kind {node.kind!r}"
+        kind = registry.kind(node.kind)
+        if node.embedding is not None:
+            if not kind.embedded:
+                raise InvalidRecordError(f"{where} has an embedding but the kind is not registered with embedded=True")
+            check_dimension(node.embedding, dimension, where=where)
+        prepared.append(PreparedNode(node, kind, encode_properties(node.properties, where=where), node.content_hash()))
+    return prepared
+
+
+def prepare_relationships(relationships: Sequence[RelationshipRecord], registry: NameRegistry) -> list[PreparedRelationship]:
+    """Validate a batch of relationships; the last record wins for a repeated id."""
+    latest: dict[tuple[str, str], RelationshipRecord] = {}
+    for relationship in relationships:
+        if not isinstance(relationship, RelationshipRecord):
+            raise InvalidRecordError(f"expected RelationshipRecord, got {type(relationship).__name__}")
+        validate_namespace(relationship.namespace)
+        registry.relationship_type(relationship.type)
+        latest[(relationship.namespace, relationship.id)] = relationship
+    return [
+        PreparedRelationship(
+            record,
+            encode_properties(record.properties, where=f"relationship {record.id!r}"),
+            record.content_hash(),
+        )
+        for record in latest.values()
+    ]
+
+
+def filterable_properties(properties: Mapping[str, Any]) -> dict[str, JsonScalar]:
+    """Top-level properties a search can filter on: identifier keys with str, int, float or bool values."""
+    return {
+        key: value
+        for key, value in properties.items()
+        if isinstance(value, str | int | float | bool) and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,62}", key)
+    }
+
+
+def check_vector_query(
+    registry: NameRegistry,
+    kind: str,
+    vector: Sequence[float],
+    dimension: int,
+    k: int,
+    filters: Mapping[str, JsonScalar] | None,
+) -> dict[str, JsonScalar]:
+    """Validate a vector search; returns the checked filters."""
+    if not registry.kind(kind).embedded:
+        raise InvalidNameError(f"node kind {kind!r} is not registered with embedded=True, so it has no vector index")
+    check_dimension(vector, dimension, where=f"vector search on {kind!r}")
+    check_k(k)
+    return check_filters(filters)
+
+
+def check_filters(filters: Mapping[str, JsonScalar] | None) -> dict[str, JsonScalar]:
+    """Validate search filters: identifier keys, scalar values."""
+    checked: dict[str, JsonScalar] = {}
+    for key, value in (filters or {}).items():
+        validate_identifier(key, what="filter property")
+        if not isinstance(value, str | int | float | bool) or (isinstance(value, float) and not math.isfinite(value)):
+            raise InvalidRecordError(f"filter {key!r}: value {value!r} must be a string, a number or a boolean")
+        checked[key] = value
+    return checked
+
+
+def check_ids(ids: Sequence[str]) -> list[str]:
+    """Validate a list of ids given to a read."""
+    if isinstance(ids, str):
+        raise InvalidRecordError("ids must be a sequence of strings, not a single string")
+    for value in ids:
+        if not isinstance(value, str) or not value:
+            raise InvalidRecordError(f"id {value!r} must be a non-empty string")
+    return list(ids)
+
+
+def check_k(k: int) -> int:
+    """Validate a result count."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise StoreError(f"k={k!r} must be an integer from 1 to {MAX_K}")
+    return k
+
+
+def check_depth(depth: int) -> int:
+    """Validate a traversal depth."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
+        raise StoreError(f"depth={depth!r} must be an integer from 1 to {MAX_DEPTH}")
+    return depth
+
+
+def check_direction(direction: str) -> str:
+    """Validate a traversal direction."""
+    if direction not in ("out", "in", "both"):
+        raise InvalidNameError(f"direction {direction!r} must be 'out', 'in' or 'both'")
+    return direction
+
+
+def query_terms(query: str) -> list[str]:
+    """Split a keyword query into lower-case words; every backend searches for any of them."""
+    return _WORD.findall(query.lower())
+
+
+def check_recorded_schema(
+    *, location: str, stored_version: int, stored_model: str | None, stored_dimension: int | None, model: str, dimension: int
+) -> None:
+    """Refuse a store written by a newer mnemoflow, or built with another embedding model or dimension."""
+    if stored_version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"{location} has schema version {stored_version} but this mnemoflow writes version {SCHEMA_VERSION}; "
+            "upgrade mnemoflow"
+        )
+    if stored_model is not None and (stored_model, stored_dimension) != (model, dimension):
+        raise SchemaError(
+            f"{location} holds vectors of model {stored_model!r} (dimension {stored_dimension}) but the configured "
+            f"embedder is {model!r} (dimension {dimension}); use the same embedder or another store"
+        )

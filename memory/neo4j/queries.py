@@ -1,0 +1,217 @@
+"""Every Cypher statement mnemoflow sends, as named functions.
+
+Values are always ``$parameters``. The only text spliced in is a label, a relationship type or an index
+name, and each passes :func:`label` first: it must be a plain identifier, and the callers take it from
+the :class:`~memory.names.NameRegistry`, never from raw input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from memory.names import validate_identifier
+
+__all__ = [
+    "BASE_LABEL",
+    "META_LABEL",
+    "TEXT_INDEX",
+    "count_nodes",
+    "count_relationships",
+    "delete_nodes",
+    "expand",
+    "find_kind_conflicts",
+    "find_missing_endpoints",
+    "get_nodes",
+    "keyword_search",
+    "label",
+    "read_meta",
+    "relationship_constraint",
+    "schema_statements",
+    "upsert_nodes",
+    "upsert_relationships",
+    "vector_index",
+    "vector_index_name",
+    "vector_search",
+    "write_meta",
+]
+
+BASE_LABEL = "MfNode"
+"""Label every memory node carries besides its kind; the (namespace, id) key and the text index live on it."""
+META_LABEL = "MfMeta"
+TEXT_INDEX = "mf_node_text"
+
+
+def label(name: str) -> str:
+    """A label or type, checked and back-quoted for splicing into Cypher."""
+    return f"`{validate_identifier(name)}`"
+
+
+def schema_statements() -> list[str]:
+    """Constraints and indexes of schema version 1, each idempotent."""
+    return [
+        f"CREATE CONSTRAINT mf_node_key IF NOT EXISTS FOR (n:{BASE_LABEL}) REQUIRE (n.namespace, n.id) IS UNIQUE",
+        f"CREATE CONSTRAINT mf_meta_key IF NOT EXISTS FOR (m:{META_LABEL}) REQUIRE m.key IS UNIQUE",
+        f"CREATE INDEX mf_node_kind IF NOT EXISTS FOR (n:{BASE_LABEL}) ON (n.namespace, n.kind)",
+        f"CREATE FULLTEXT INDEX {TEXT_INDEX} IF NOT EXISTS FOR (n:{BASE_LABEL}) ON EACH [n.text]",
+    ]
+
+
+def vector_index_name(kind: str) -> str:
+    return f"mf_vector_{validate_identifier(kind)}"
+
+
+def vector_index(kind: str, dimension: int) -> str:
+    """The vector index of one embedded kind (cosine similarity)."""
+    return (
+        f"CREATE VECTOR INDEX {vector_index_name(kind)} IF NOT EXISTS FOR (n:{label(kind)}) ON (n.embedding) "
+        f"OPTIONS {{indexConfig: {{`vector.dimensions`: {int(dimension)}, `vector.similarity_function`: 'cosine'}}}}"
+    )
+
+
+def relationship_constraint(type_: str) -> str:
+    """Uniqueness of (namespace, id) for one relationship type."""
+    return (
+        f"CREATE CONSTRAINT mf_rel_key_{validate_identifier(type_)} IF NOT EXISTS "
+        f"FOR ()-[r:{label(type_)}]-() REQUIRE (r.namespace, r.id) IS UNIQUE"
+    )
+
+
+def read_meta() -> str:
+    return f"MATCH (m:{META_LABEL} {{key: 'schema'}}) RETURN m {{.*}} AS meta"
+
+
+def write_meta() -> str:
+    return f"MERGE (m:{META_LABEL} {{key: 'schema'}}) SET m += $values"
+
+
+def upsert_nodes(kind: str) -> str:
+    """MERGE a batch of one kind by (namespace, id); a row whose id has another kind is skipped, not written.
+
+    ``created_at`` is kept, ``updated_at`` moves only when ``content_hash`` changes; the caller compares the
+    returned count with the row count to detect skipped rows and roll back.
+    """
+    return f"""
+    UNWIND $rows AS row
+    MERGE (n:{BASE_LABEL} {{namespace: row.values.namespace, id: row.values.id}})
+    ON CREATE SET n.kind = row.values.kind, n.created_at = $now
+    WITH n, row WHERE n.kind = row.values.kind
+    WITH n, row, n.created_at AS created,
+         CASE WHEN n.content_hash = row.values.content_hash THEN n.updated_at ELSE $now END AS updated
+    SET n = row.values
+    SET n.created_at = created, n.updated_at = updated, n:{label(kind)}
+    RETURN count(n) AS written
+    """
+
+
+def find_kind_conflicts() -> str:
+    return f"""
+    UNWIND $rows AS row
+    MATCH (n:{BASE_LABEL} {{namespace: row.values.namespace, id: row.values.id}})
+    WHERE n.kind <> row.values.kind
+    RETURN n.id AS id, n.kind AS kind, row.values.kind AS wanted ORDER BY id LIMIT 10
+    """
+
+
+def upsert_relationships(type_: str) -> str:
+    """MERGE a batch of one relationship type between existing nodes; rows with a missing end are skipped."""
+    return f"""
+    UNWIND $rows AS row
+    MATCH (a:{BASE_LABEL} {{namespace: row.values.namespace, id: row.source_id}})
+    MATCH (b:{BASE_LABEL} {{namespace: row.values.namespace, id: row.target_id}})
+    MERGE (a)-[r:{label(type_)} {{namespace: row.values.namespace, id: row.values.id}}]->(b)
+    ON CREATE SET r.created_at = $now
+    WITH r, row, r.created_at AS created,
+         CASE WHEN r.content_hash = row.values.content_hash THEN r.updated_at ELSE $now END AS updated
+    SET r = row.values
+    SET r.created_at = created, r.updated_at = updated
+    RETURN count(r) AS written
+    """
+
+
+def find_missing_endpoints() -> str:
+    return f"""
+    UNWIND $ends AS end
+    OPTIONAL MATCH (n:{BASE_LABEL} {{namespace: end.namespace, id: end.id}})
+    WITH end WHERE n IS NULL
+    RETURN end.namespace AS namespace, end.id AS id ORDER BY namespace, id
+    """
+
+
+def get_nodes() -> str:
+    return f"""
+    UNWIND $ids AS node_id
+    MATCH (n:{BASE_LABEL} {{namespace: $namespace, id: node_id}})
+    RETURN n {{.*}} AS node
+    """
+
+
+def expand(direction: str, types: Sequence[str] | None) -> str:
+    """One breadth-first hop from the frontier, along the given types and direction."""
+    type_filter = "" if types is None else ":" + "|".join(label(type_) for type_ in types)
+    arrows = {"out": ("-", "->"), "in": ("<-", "-"), "both": ("-", "-")}[direction]
+    return f"""
+    UNWIND $frontier AS node_id
+    MATCH (s:{BASE_LABEL} {{namespace: $namespace, id: node_id}}){arrows[0]}[r{type_filter}]{arrows[1]}(n:{BASE_LABEL})
+    WHERE n.namespace = $namespace
+    RETURN r {{.*, type: type(r), source_id: startNode(r).id, target_id: endNode(r).id}} AS relationship,
+           n {{.*}} AS node
+    """
+
+
+def vector_search() -> str:
+    """Approximate candidates from the kind's vector index, kept if in the namespace and filters, then
+    re-scored with the exact cosine (the index may quantize vectors) and cut to ``$k``.
+
+    Returns how many candidates the index gave (``seen``), so the caller can widen the pool, and the hits
+    best first. ``vector.similarity.cosine`` gives (1 + cosine) / 2; hits carry the cosine itself.
+    """
+    return f"""
+    CALL db.index.vector.queryNodes($index, $candidates, $vector) YIELD node
+    WITH collect(node) AS found
+    CALL (found) {{
+        UNWIND found AS node
+        WITH node WHERE node:{BASE_LABEL} AND node.namespace = $namespace
+                        AND all(key IN keys($filters) WHERE node['p_' + key] = $filters[key])
+        WITH node, 2 * vector.similarity.cosine(node.embedding, $vector) - 1 AS score
+        ORDER BY score DESC, node.id
+        LIMIT $k
+        RETURN collect({{node: node {{.*}}, score: score}}) AS hits
+    }}
+    RETURN size(found) AS seen, hits
+    """
+
+
+def keyword_search() -> str:
+    """Top candidates from the text index (BM25), kept if in the namespace and kinds; shaped like vector_search."""
+    return f"""
+    CALL db.index.fulltext.queryNodes($index, $query, {{limit: $candidates}}) YIELD node, score
+    WITH count(*) AS seen, collect(
+        CASE WHEN node.namespace = $namespace AND ($kinds IS NULL OR node.kind IN $kinds)
+             THEN {{node: node {{.*}}, score: score}} END
+    ) AS hits
+    RETURN seen, hits[0..$k] AS hits
+    """
+
+
+def delete_nodes() -> str:
+    return f"""
+    MATCH (n:{BASE_LABEL}) WHERE n.namespace = $namespace AND n.id IN $ids
+    DETACH DELETE n
+    RETURN count(*) AS deleted
+    """
+
+
+def count_nodes() -> str:
+    return f"""
+    MATCH (n:{BASE_LABEL}) WHERE n.namespace = $namespace AND ($kind IS NULL OR n.kind = $kind)
+    RETURN count(n) AS total
+    """
+
+
+def count_relationships(type_: str | None) -> str:
+    type_filter = "" if type_ is None else ":" + label(type_)
+    return f"""
+    MATCH (:{BASE_LABEL} {{namespace: $namespace}})-[r{type_filter}]->(:{BASE_LABEL})
+    WHERE r.namespace = $namespace
+    RETURN count(r) AS total
+    """

@@ -1,0 +1,433 @@
+"""The Neo4j store: official async driver, managed transactions, batched ``UNWIND`` upserts.
+
+Retries of transient faults (deadlocks, leader switches, a server that went away) belong to the driver's
+managed transactions (``execute_read``/``execute_write``), bounded by ``max_transaction_retry_time``;
+nothing here retries again. A whole upsert call runs in one transaction function, so after the retries it
+is either fully written or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+import neo4j
+from neo4j import AsyncGraphDatabase, AsyncManagedTransaction
+from neo4j import exceptions as neo4j_errors
+
+from mnemoflow.errors import (
+    ConflictError,
+    MissingEndpointError,
+    MnemoflowError,
+    StoreError,
+    StoreUnavailableError,
+)
+from memory.batches import (
+    PreparedNode,
+    PreparedRelationship,
+    check_depth,
+    check_direction,
+    check_ids,
+    check_k,
+    check_recorded_schema,
+    check_vector_query,
+    filterable_properties,
+    prepare_nodes,
+    prepare_relationships,
+    query_terms,
+    utc_now,
+)
+from memory.names import REGISTRY, NameRegistry, validate_namespace
+from memory.neo4j import queries
+from memory.protocol import SCHEMA_VERSION
+from memory.records import Direction, JsonScalar, NodeRecord, RelationshipRecord, ScoredNode, Subgraph
+from memory.traversal import breadth_first
+
+__all__ = ["Neo4jStore"]
+
+T = TypeVar("T")
+_MIGRATIONS: dict[int, Callable[[], list[str]]] = {1: queries.schema_statements}
+"""Schema version -> the statements that bring a database from the previous version to it."""
+
+
+def _node_from_map(values: Mapping[str, Any]) -> NodeRecord:
+    return NodeRecord(
+        id=values["id"],
+        namespace=values["namespace"],
+        kind=values["kind"],
+        properties=json.loads(values["properties"]),
+        text=values.get("text"),
+        embedding=values.get("embedding"),
+        created_at=datetime.fromisoformat(values["created_at"]),
+        updated_at=datetime.fromisoformat(values["updated_at"]),
+    )
+
+
+def _relationship_from_map(values: Mapping[str, Any]) -> RelationshipRecord:
+    return RelationshipRecord(
+        namespace=values["namespace"],
+        type=values["type"],
+        source_id=values["source_id"],
+        target_id=values["target_id"],
+        key=values["key"],
+        properties=json.loads(values["properties"]),
+        created_at=datetime.fromisoformat(values["created_at"]),
+        updated_at=datetime.fromisoformat(values["updated_at"]),
+    )
+
+
+def _node_row(item: PreparedNode) -> dict[str, Any]:
+    record = item.record
+    values: dict[str, Any] = {
+        "namespace": record.namespace,
+        "id": record.id,
+        "kind": record.kind,
+        "properties": item.properties_json,
+        "content_hash": item.content_hash,
+        "text": record.text,
+        "embedding": record.embedding,
+    }
+    values.update({f"p_{key}": value for key, value in filterable_properties(record.properties).items()})
+    return {"values": values}
+
+
+def _relationship_row(item: PreparedRelationship) -> dict[str, Any]:
+    record = item.record
+    return {
+        "source_id": record.source_id,
+        "target_id": record.target_id,
+        "values": {
+            "namespace": record.namespace,
+            "id": record.id,
+            "key": record.key,
+            "properties": item.properties_json,
+            "content_hash": item.content_hash,
+        },
+    }
+
+
+def _by(items: Sequence[T], key: Callable[[T], str]) -> dict[str, list[T]]:
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return groups
+
+
+class Neo4jStore:
+    """A :class:`~memory.protocol.GraphStore` on a Neo4j 5.26+ server.
+
+    Every node carries the label ``MfNode`` (the (namespace, id) key and the text index) and its kind's
+    label (the kind's vector index); relationships carry their type.
+    """
+
+    backend: Literal["neo4j"] = "neo4j"
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        embedding_model: str,
+        embedding_dimension: int,
+        auth: tuple[str, str] | None = None,
+        database: str = "neo4j",
+        registry: NameRegistry = REGISTRY,
+        max_transaction_retry_time: float = 30.0,
+        connection_timeout: float = 10.0,
+        write_chunk_rows: int = 2000,
+    ) -> None:
+        self.uri = uri
+        self.database = database
+        self.embedding_model = embedding_model
+        self.embedding_dimension = embedding_dimension
+        self.registry = registry
+        self.write_chunk_rows = write_chunk_rows
+        self._driver = AsyncGraphDatabase.driver(
+            uri,
+            auth=auth,
+            max_transaction_retry_time=max_transaction_retry_time,
+            connection_timeout=connection_timeout,
+        )
+        self._ready_kinds: set[str] = set()
+        self._ready_types: set[str] = set()
+        self._schema_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Neo4jStore:
+        await self.setup()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        """Turn driver errors into mnemoflow's, naming the server and the setting that points at it."""
+        try:
+            yield
+        except MnemoflowError:
+            raise
+        except neo4j_errors.AuthError as exc:
+            raise StoreUnavailableError(
+                f"Neo4j at {self.uri} (NEO4J_URI) refused the credentials; check NEO4J_USER and NEO4J_PASSWORD: {exc}"
+            ) from exc
+        except (neo4j_errors.ServiceUnavailable, neo4j_errors.SessionExpired, OSError) as exc:
+            raise StoreUnavailableError(f"cannot reach Neo4j at {self.uri} (NEO4J_URI): {exc}") from exc
+        except neo4j_errors.Neo4jError as exc:
+            raise StoreError(f"Neo4j at {self.uri} answered {exc.code}: {exc.message}") from exc
+        except neo4j_errors.DriverError as exc:
+            raise StoreError(f"Neo4j driver error talking to {self.uri}: {exc}") from exc
+
+    async def _write(self, work: Callable[[AsyncManagedTransaction], Awaitable[T]]) -> T:
+        with self._translate():
+            async with self._driver.session(database=self.database) as session:
+                return await session.execute_write(work)
+
+    async def _read(self, work: Callable[[AsyncManagedTransaction], Awaitable[T]]) -> T:
+        with self._translate():
+            async with self._driver.session(database=self.database) as session:
+                return await session.execute_read(work)
+
+    async def _query(
+        self, statement: str, routing: Literal["r", "w"] = "r", /, **parameters: Any
+    ) -> list[dict[str, Any]]:
+        """One statement in its own managed transaction (retried by the driver)."""
+        with self._translate():
+            result = await self._driver.execute_query(
+                statement, parameters, database_=self.database, routing_=neo4j.RoutingControl(routing)
+            )
+        return [record.data() for record in result.records]
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        with self._translate():
+            await self._driver.verify_connectivity()
+        meta_rows = await self._query(queries.read_meta())
+        meta = meta_rows[0]["meta"] if meta_rows else {}
+        stored_version = int(meta.get("schema_version", 0))
+        check_recorded_schema(
+            location=f"Neo4j at {self.uri}",
+            stored_version=stored_version,
+            stored_model=meta.get("embedding_model"),
+            stored_dimension=meta.get("embedding_dimension"),
+            model=self.embedding_model,
+            dimension=self.embedding_dimension,
+        )
+        for version in range(stored_version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[version]():
+                await self._query(statement, "w")
+        async with self._schema_lock:
+            self._ready_kinds.clear()
+            self._ready_types.clear()
+        await self._ensure_schema(
+            [spec.name for spec in self.registry.kinds if spec.embedded], self.registry.relationship_type_names
+        )
+        await self._query(
+            queries.write_meta(),
+            "w",
+            values={
+                "schema_version": max(stored_version, SCHEMA_VERSION),
+                "embedding_model": self.embedding_model,
+                "embedding_dimension": self.embedding_dimension,
+            },
+        )
+
+    async def _ensure_schema(self, embedded_kinds: Sequence[str], relationship_types: Sequence[str]) -> None:
+        """Create the vector index of each embedded kind and the key constraint of each type, once per store."""
+        async with self._schema_lock:
+            statements = [
+                queries.vector_index(kind, self.embedding_dimension) for kind in embedded_kinds if kind not in self._ready_kinds
+            ] + [queries.relationship_constraint(type_) for type_ in relationship_types if type_ not in self._ready_types]
+            for statement in statements:
+                await self._query(statement, "w")
+            if statements:
+                await self._query("CALL db.awaitIndexes(300)", "w")
+            self._ready_kinds.update(embedded_kinds)
+            self._ready_types.update(relationship_types)
+
+    async def schema_version(self) -> int:
+        rows = await self._query(queries.read_meta())
+        return int(rows[0]["meta"].get("schema_version", 0)) if rows else 0
+
+    async def close(self) -> None:
+        await self._driver.close()
+
+    # -- writes -----------------------------------------------------------------------------------------
+
+    async def upsert_nodes(self, nodes: Sequence[NodeRecord]) -> int:
+        prepared = prepare_nodes(nodes, self.registry, self.embedding_dimension)
+        if not prepared:
+            return 0
+        await self._ensure_schema(sorted({item.kind.name for item in prepared if item.kind.embedded}), [])
+        # sorted keys make concurrent writers lock nodes in the same order, which avoids most deadlocks
+        rows_by_kind = {
+            kind: [_node_row(item) for item in sorted(group, key=lambda item: (item.record.namespace, item.record.id))]
+            for kind, group in sorted(_by(prepared, lambda item: item.record.kind).items())
+        }
+        now = utc_now().isoformat()
+
+        async def work(tx: AsyncManagedTransaction) -> int:
+            written = 0
+            for kind, rows in rows_by_kind.items():
+                for start in range(0, len(rows), self.write_chunk_rows):
+                    chunk = rows[start : start + self.write_chunk_rows]
+                    result = await tx.run(queries.upsert_nodes(kind), rows=chunk, now=now)
+                    record = await result.single(strict=True)
+                    if record["written"] != len(chunk):
+                        conflicts = await (await tx.run(queries.find_kind_conflicts(), rows=chunk)).data()
+                        details = "; ".join(f"{row['id']!r} is a {row['kind']}, not a {row['wanted']}" for row in conflicts)
+                        raise ConflictError(f"upsert refused, nothing written: {details}")
+                    written += len(chunk)
+            return written
+
+        return await self._write(work)
+
+    async def upsert_relationships(self, relationships: Sequence[RelationshipRecord]) -> int:
+        prepared = prepare_relationships(relationships, self.registry)
+        if not prepared:
+            return 0
+        await self._ensure_schema([], sorted({item.record.type for item in prepared}))
+        rows_by_type = {
+            type_: [_relationship_row(item) for item in sorted(group, key=lambda item: item.record.id)]
+            for type_, group in sorted(_by(prepared, lambda item: item.record.type).items())
+        }
+        now = utc_now().isoformat()
+
+        async def work(tx: AsyncManagedTransaction) -> int:
+            written = 0
+            for type_, rows in rows_by_type.items():
+                for start in range(0, len(rows), self.write_chunk_rows):
+                    chunk = rows[start : start + self.write_chunk_rows]
+                    result = await tx.run(queries.upsert_relationships(type_), rows=chunk, now=now)
+                    record = await result.single(strict=True)
+                    if record["written"] != len(chunk):
+                        await self._raise_missing_endpoints(tx, chunk)
+                    written += len(chunk)
+            return written
+
+        return await self._write(work)
+
+    @staticmethod
+    async def _raise_missing_endpoints(tx: AsyncManagedTransaction, rows: list[dict[str, Any]]) -> None:
+        ends = sorted(
+            {(row["values"]["namespace"], row[side]) for row in rows for side in ("source_id", "target_id")}
+        )
+        missing = await (
+            await tx.run(queries.find_missing_endpoints(), ends=[{"namespace": ns, "id": node_id} for ns, node_id in ends])
+        ).data()
+        names = [f"{row['namespace']!r}/{row['id']!r}" for row in missing]
+        raise MissingEndpointError(
+            f"relationships refer to nodes that do not exist, nothing written: {', '.join(names[:10])}"
+            + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        )
+
+    async def delete_nodes(self, namespace: str, ids: Sequence[str]) -> int:
+        validate_namespace(namespace)
+        ids = check_ids(ids)
+        if not ids:
+            return 0
+
+        async def work(tx: AsyncManagedTransaction) -> int:
+            record = await (await tx.run(queries.delete_nodes(), namespace=namespace, ids=sorted(set(ids)))).single(strict=True)
+            return int(record["deleted"])
+
+        return await self._write(work)
+
+    # -- reads ------------------------------------------------------------------------------------------
+
+    async def get_nodes(self, namespace: str, ids: Sequence[str]) -> list[NodeRecord | None]:
+        validate_namespace(namespace)
+        ids = check_ids(ids)
+        rows = await self._query(queries.get_nodes(), namespace=namespace, ids=sorted(set(ids))) if ids else []
+        found = {row["node"]["id"]: _node_from_map(row["node"]) for row in rows}
+        return [found.get(node_id) for node_id in ids]
+
+    async def neighbourhood(
+        self,
+        namespace: str,
+        node_id: str,
+        *,
+        depth: int = 1,
+        relationship_types: Sequence[str] | None = None,
+        direction: Direction = "both",
+    ) -> Subgraph:
+        validate_namespace(namespace)
+        check_depth(depth)
+        check_direction(direction)
+        types = None if relationship_types is None else self.registry.relationship_types(relationship_types)
+        [start] = await self.get_nodes(namespace, [node_id])
+        if start is None:
+            return Subgraph(nodes=[], relationships=[], distances={})
+        query = queries.expand(direction, types)
+
+        async def expand(frontier: list[str]) -> list[tuple[RelationshipRecord, NodeRecord]]:
+            rows = await self._query(query, namespace=namespace, frontier=frontier)
+            return [(_relationship_from_map(row["relationship"]), _node_from_map(row["node"])) for row in rows]
+
+        return await breadth_first(start, depth, expand)
+
+    async def vector_search(
+        self,
+        namespace: str,
+        vector: Sequence[float],
+        *,
+        kind: str,
+        k: int = 10,
+        filters: Mapping[str, JsonScalar] | None = None,
+    ) -> list[ScoredNode]:
+        validate_namespace(namespace)
+        checked_filters = check_vector_query(self.registry, kind, vector, self.embedding_dimension, k, filters)
+        await self._ensure_schema([kind], [])
+        return await self._widening_search(
+            queries.vector_search(),
+            k,
+            index=queries.vector_index_name(kind),
+            vector=list(vector),
+            namespace=namespace,
+            filters=checked_filters,
+        )
+
+    async def _widening_search(self, statement: str, k: int, /, **parameters: Any) -> list[ScoredNode]:
+        """Run a search whose index is shared by every namespace and filtered after it.
+
+        The candidate pool grows until ``k`` hits survive the filters or the index has no more to give.
+        """
+        candidates = max(4 * k, 40)
+        while True:
+            [row] = await self._query(statement, candidates=candidates, k=k, **parameters)
+            if len(row["hits"]) >= k or row["seen"] < candidates:
+                return [ScoredNode(node=_node_from_map(hit["node"]), score=hit["score"]) for hit in row["hits"]]
+            candidates *= 4
+
+    async def keyword_search(
+        self, namespace: str, query: str, *, k: int = 10, kinds: Sequence[str] | None = None
+    ) -> list[ScoredNode]:
+        validate_namespace(namespace)
+        check_k(k)
+        kind_names = None if kinds is None else [self.registry.kind(kind).name for kind in kinds]
+        terms = query_terms(query)
+        if not terms or kind_names == []:
+            return []
+        return await self._widening_search(
+            queries.keyword_search(),
+            k,
+            index=queries.TEXT_INDEX,
+            query=" OR ".join(terms),
+            namespace=namespace,
+            kinds=kind_names,
+        )
+
+    async def count_nodes(self, namespace: str, kind: str | None = None) -> int:
+        validate_namespace(namespace)
+        kind_name = None if kind is None else self.registry.kind(kind).name
+        return int((await self._query(queries.count_nodes(), namespace=namespace, kind=kind_name))[0]["total"])
+
+    async def count_relationships(self, namespace: str, type: str | None = None) -> int:
+        validate_namespace(namespace)
+        type_name = None if type is None else self.registry.relationship_type(type)
+        return int((await self._query(queries.count_relationships(type_name), namespace=namespace))[0]["total"])

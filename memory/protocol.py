@@ -1,0 +1,147 @@
+"""The ``GraphStore`` contract every memory backend fulfils, and the ``Embedder`` contract.
+
+The conformance suite in ``tests/conformance/`` checks each guarantee written here against every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+from memory.names import NameRegistry
+from memory.records import Direction, JsonScalar, NodeRecord, RelationshipRecord, ScoredNode, Subgraph
+
+__all__ = ["Embedder", "GraphStore", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+"""The schema version this code writes; ``setup()`` migrates older stores up to it."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into vectors of a fixed dimension."""
+
+    @property
+    def model(self) -> str:
+        """Name of the model; stores record it so that vectors of two models are never mixed."""
+        ...
+
+    @property
+    def dimension(self) -> int:
+        """Length of every vector returned."""
+        ...
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Return one vector per text, in input order. Raises ``EmbeddingError``."""
+        ...
+
+
+@runtime_checkable
+class GraphStore(Protocol):
+    """An async store of namespaced nodes and relationships with vector and keyword search.
+
+    Guarantees shared by every method:
+
+    - **Namespaces.** Every read takes a namespace and returns only records of that namespace; a record
+      written in one namespace is invisible from every other. A blank namespace raises
+      ``InvalidNamespaceError``.
+    - **Names.** Kinds and relationship types must be registered in ``registry`` and be plain identifiers;
+      anything else raises ``InvalidNameError`` before a query is built. Values are always query parameters.
+    - **Errors.** Driver errors are translated: ``StoreUnavailableError`` when the database cannot be
+      reached (after the driver's own retries of transient faults), ``StoreError`` otherwise.
+
+    Lifecycle: construct, ``await setup()``, use, ``await close()`` (or ``async with``).
+    """
+
+    backend: Literal["sqlite", "neo4j"]
+    registry: NameRegistry
+
+    async def setup(self) -> None:
+        """Create constraints and indexes and migrate the schema to ``SCHEMA_VERSION``; idempotent.
+
+        Records the embedding model and dimension on first use; raises ``SchemaError`` when the store was
+        built with another model or dimension, or by a newer mnemoflow.
+        """
+        ...
+
+    async def schema_version(self) -> int:
+        """The schema version stored (0 before ``setup()``)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the store cannot be used afterwards."""
+        ...
+
+    async def upsert_nodes(self, nodes: Sequence[NodeRecord]) -> int:
+        """Insert or update nodes by (namespace, id), all in one transaction: all are written or none.
+
+        Writing the same batch twice leaves the same graph (``created_at`` is kept; ``updated_at`` changes
+        only when content changes). Raises ``ConflictError`` if an id exists with another kind,
+        ``EmbeddingDimensionError`` for a vector of the wrong length, ``InvalidRecordError`` for properties
+        that cannot be stored faithfully. Returns the number of records written.
+        """
+        ...
+
+    async def upsert_relationships(self, relationships: Sequence[RelationshipRecord]) -> int:
+        """Insert or update relationships by (namespace, id), in one transaction: all or none.
+
+        Both endpoints must exist in the relationship's namespace, else ``MissingEndpointError`` naming them.
+        Returns the number of records written.
+        """
+        ...
+
+    async def get_nodes(self, namespace: str, ids: Sequence[str]) -> list[NodeRecord | None]:
+        """The nodes with these ids, in input order, ``None`` where a node does not exist."""
+        ...
+
+    async def neighbourhood(
+        self,
+        namespace: str,
+        node_id: str,
+        *,
+        depth: int = 1,
+        relationship_types: Sequence[str] | None = None,
+        direction: Direction = "both",
+    ) -> Subgraph:
+        """Nodes within ``depth`` hops (1 to 10) of a node, following only the given types and direction.
+
+        Returns an empty subgraph when the start node does not exist.
+        """
+        ...
+
+    async def vector_search(
+        self,
+        namespace: str,
+        vector: Sequence[float],
+        *,
+        kind: str,
+        k: int = 10,
+        filters: Mapping[str, JsonScalar] | None = None,
+    ) -> list[ScoredNode]:
+        """The ``k`` nodes of ``kind`` most similar to ``vector`` (cosine), best first.
+
+        ``filters`` keeps only nodes whose top-level property equals the value. The kind must be registered
+        with ``embedded=True``; the vector must have the store's dimension (``EmbeddingDimensionError``).
+        """
+        ...
+
+    async def keyword_search(
+        self, namespace: str, query: str, *, k: int = 10, kinds: Sequence[str] | None = None
+    ) -> list[ScoredNode]:
+        """The ``k`` nodes whose text best matches any word of ``query`` (BM25), best first.
+
+        The query is plain words: operators and punctuation are not interpreted.
+        """
+        ...
+
+    async def delete_nodes(self, namespace: str, ids: Sequence[str]) -> int:
+        """Delete nodes and every relationship touching them; returns the number of nodes deleted."""
+        ...
+
+    async def count_nodes(self, namespace: str, kind: str | None = None) -> int:
+        """Number of nodes in the namespace, optionally of one kind."""
+        ...
+
+    async def count_relationships(self, namespace: str, type: str | None = None) -> int:
+        """Number of relationships in the namespace, optionally of one type."""
+        ...

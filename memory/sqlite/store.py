@@ -1,0 +1,563 @@
+"""The embedded SQLite store: one file, WAL mode, safe for several processes, zero set-up.
+
+Every operation runs as one function on a single worker thread that owns the connection, so each is a
+whole transaction and concurrent tasks never interleave statements. Writes take ``BEGIN IMMEDIATE``;
+other processes wait up to ``busy_timeout`` seconds. Keyword search uses FTS5 (BM25); vector search keeps a
+normalized matrix per (namespace, kind) in memory, reloaded when ``vector_versions`` says it changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+
+from mnemoflow.errors import (
+    ConflictError,
+    MissingEndpointError,
+    MnemoflowError,
+    StoreError,
+    StoreUnavailableError,
+)
+from memory.batches import (
+    PreparedNode,
+    PreparedRelationship,
+    check_depth,
+    check_direction,
+    check_ids,
+    check_k,
+    check_recorded_schema,
+    check_vector_query,
+    prepare_nodes,
+    prepare_relationships,
+    query_terms,
+    utc_now,
+)
+from memory.names import REGISTRY, NameRegistry, validate_namespace
+from memory.protocol import SCHEMA_VERSION
+from memory.records import Direction, JsonScalar, NodeRecord, RelationshipRecord, ScoredNode, Subgraph
+from memory.sqlite.schema import MIGRATIONS
+from memory.traversal import breadth_first
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+_NODE_COLUMNS = "rowid, namespace, id, kind, properties, text, embedding, created_at, updated_at"
+_RELATIONSHIP_COLUMNS = "namespace, type, source_id, target_id, key, properties, created_at, updated_at"
+_IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
+
+
+@dataclass(frozen=True)
+class _VectorMatrix:
+    version: int
+    rowids: np.ndarray
+    unit_vectors: np.ndarray
+
+
+def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _placeholders(count: int) -> str:
+    return ",".join("?" * count)
+
+
+def _node_from_row(row: sqlite3.Row) -> NodeRecord:
+    embedding = row["embedding"]
+    return NodeRecord(
+        id=row["id"],
+        namespace=row["namespace"],
+        kind=row["kind"],
+        properties=json.loads(row["properties"]),
+        text=row["text"],
+        embedding=None if embedding is None else np.frombuffer(embedding, dtype=np.float64).tolist(),
+        created_at=datetime.fromisoformat(row["created_at"]),
+        updated_at=datetime.fromisoformat(row["updated_at"]),
+    )
+
+
+def _relationship_from_row(row: sqlite3.Row, prefix: str = "") -> RelationshipRecord:
+    return RelationshipRecord(
+        namespace=row[f"{prefix}namespace"],
+        type=row[f"{prefix}type"],
+        source_id=row[f"{prefix}source_id"],
+        target_id=row[f"{prefix}target_id"],
+        key=row[f"{prefix}key"],
+        properties=json.loads(row[f"{prefix}properties"]),
+        created_at=datetime.fromisoformat(row[f"{prefix}created_at"]),
+        updated_at=datetime.fromisoformat(row[f"{prefix}updated_at"]),
+    )
+
+
+class SQLiteStore:
+    """A :class:`~memory.protocol.GraphStore` in one SQLite file.
+
+    >>> store = SQLiteStore(".mnemoflow/memory.db", embedding_model="hashing-v1", embedding_dimension=384)
+    >>> await store.setup()
+    """
+
+    backend: Literal["sqlite"] = "sqlite"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        embedding_model: str,
+        embedding_dimension: int,
+        registry: NameRegistry = REGISTRY,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        self.path = Path(path)
+        self.embedding_model = embedding_model
+        self.embedding_dimension = embedding_dimension
+        self.registry = registry
+        self._busy_timeout = busy_timeout
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mnemoflow-sqlite")
+        self._connection: sqlite3.Connection | None = None
+        self._vectors: dict[tuple[str, str], _VectorMatrix] = {}
+        self._closed = False
+
+    async def __aenter__(self) -> SQLiteStore:
+        await self.setup()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise StoreError(f"SQLite store {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(self._translate, function, *args))
+
+    def _translate(self, function: Callable[..., T], *args: Any) -> T:
+        try:
+            return function(self._connect(), *args)
+        except MnemoflowError:
+            raise
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "unable to open" in str(exc) or "disk I/O" in str(exc):
+                raise StoreUnavailableError(f"SQLite store {self.path}: {exc}") from exc
+            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(
+                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            self._connection = connection
+        return self._connection
+
+    @contextmanager
+    def _transaction(self, connection: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        connection.execute(f"BEGIN {mode}")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        await self._run(self._setup)
+
+    def _setup(self, connection: sqlite3.Connection) -> None:
+        with self._transaction(connection):
+            connection.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            meta = {row["key"]: row["value"] for row in connection.execute("SELECT key, value FROM meta")}
+            stored_version = int(meta.get("schema_version", 0))
+            check_recorded_schema(
+                location=f"SQLite store {self.path}",
+                stored_version=stored_version,
+                stored_model=meta.get("embedding_model"),
+                stored_dimension=int(meta["embedding_dimension"]) if "embedding_dimension" in meta else None,
+                model=self.embedding_model,
+                dimension=self.embedding_dimension,
+            )
+            for version in range(stored_version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version]:
+                    connection.execute(statement)
+            connection.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [
+                    ("schema_version", str(max(stored_version, SCHEMA_VERSION))),
+                    ("embedding_model", self.embedding_model),
+                    ("embedding_dimension", str(self.embedding_dimension)),
+                ],
+            )
+
+    async def schema_version(self) -> int:
+        def read(connection: sqlite3.Connection) -> int:
+            exists = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+            if not exists:
+                return 0
+            row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            return int(row["value"]) if row else 0
+
+        return await self._run(read)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+
+        def close(connection: sqlite3.Connection) -> None:
+            connection.close()
+
+        if self._connection is not None:
+            await self._run(close)
+        self._closed = True
+        self._executor.shutdown(wait=True)
+
+    # -- writes -----------------------------------------------------------------------------------------
+
+    async def upsert_nodes(self, nodes: Sequence[NodeRecord]) -> int:
+        prepared = prepare_nodes(nodes, self.registry, self.embedding_dimension)
+        if not prepared:
+            return 0
+        return await self._run(self._upsert_nodes, prepared)
+
+    def _upsert_nodes(self, connection: sqlite3.Connection, prepared: list[PreparedNode]) -> int:
+        now = utc_now().isoformat()
+        with self._transaction(connection):
+            conflicts = []
+            for namespace, group in _group_by_namespace(prepared, lambda item: item.record.namespace).items():
+                kinds = {item.record.id: item.record.kind for item in group}
+                for ids in _chunks(list(kinds)):
+                    rows = connection.execute(
+                        f"SELECT id, kind FROM nodes WHERE namespace = ? AND id IN ({_placeholders(len(ids))})",
+                        [namespace, *ids],
+                    )
+                    conflicts += [
+                        f"{row['id']!r} is a {row['kind']}, not a {kinds[row['id']]}"
+                        for row in rows
+                        if row["kind"] != kinds[row["id"]]
+                    ]
+            if conflicts:
+                raise ConflictError(f"upsert refused, nothing written: {'; '.join(sorted(conflicts)[:10])}")
+            connection.executemany(
+                """
+                INSERT INTO nodes (namespace, id, kind, properties, text, embedding, content_hash, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (namespace, id) DO UPDATE SET
+                    properties = excluded.properties,
+                    text = excluded.text,
+                    embedding = excluded.embedding,
+                    updated_at = CASE WHEN nodes.content_hash = excluded.content_hash
+                                      THEN nodes.updated_at ELSE excluded.updated_at END,
+                    content_hash = excluded.content_hash
+                """,
+                [
+                    (
+                        item.record.namespace,
+                        item.record.id,
+                        item.record.kind,
+                        item.properties_json,
+                        item.record.text,
+                        None if item.record.embedding is None else np.asarray(item.record.embedding, dtype=np.float64).tobytes(),
+                        item.content_hash,
+                        now,
+                        now,
+                    )
+                    for item in prepared
+                ],
+            )
+            self._bump_vector_versions(connection, {(item.record.namespace, item.record.kind) for item in prepared if item.kind.embedded})
+        return len(prepared)
+
+    @staticmethod
+    def _bump_vector_versions(connection: sqlite3.Connection, keys: set[tuple[str, str]]) -> None:
+        connection.executemany(
+            """
+            INSERT INTO vector_versions (namespace, kind, version) VALUES (?, ?, 1)
+            ON CONFLICT (namespace, kind) DO UPDATE SET version = version + 1
+            """,
+            sorted(keys),
+        )
+
+    async def upsert_relationships(self, relationships: Sequence[RelationshipRecord]) -> int:
+        prepared = prepare_relationships(relationships, self.registry)
+        if not prepared:
+            return 0
+        return await self._run(self._upsert_relationships, prepared)
+
+    def _upsert_relationships(self, connection: sqlite3.Connection, prepared: list[PreparedRelationship]) -> int:
+        now = utc_now().isoformat()
+        with self._transaction(connection):
+            missing = []
+            for namespace, group in _group_by_namespace(prepared, lambda item: item.record.namespace).items():
+                wanted = sorted({item.record.source_id for item in group} | {item.record.target_id for item in group})
+                found: set[str] = set()
+                for ids in _chunks(wanted):
+                    found.update(
+                        row["id"]
+                        for row in connection.execute(
+                            f"SELECT id FROM nodes WHERE namespace = ? AND id IN ({_placeholders(len(ids))})",
+                            [namespace, *ids],
+                        )
+                    )
+                missing += [f"{namespace!r}/{node_id!r}" for node_id in wanted if node_id not in found]
+            if missing:
+                raise MissingEndpointError(
+                    f"relationships refer to nodes that do not exist, nothing written: {', '.join(missing[:10])}"
+                    + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+                )
+            connection.executemany(
+                """
+                INSERT INTO relationships
+                    (namespace, id, type, source_id, target_id, key, properties, content_hash, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (namespace, id) DO UPDATE SET
+                    properties = excluded.properties,
+                    updated_at = CASE WHEN relationships.content_hash = excluded.content_hash
+                                      THEN relationships.updated_at ELSE excluded.updated_at END,
+                    content_hash = excluded.content_hash
+                """,
+                [
+                    (
+                        item.record.namespace,
+                        item.record.id,
+                        item.record.type,
+                        item.record.source_id,
+                        item.record.target_id,
+                        item.record.key,
+                        item.properties_json,
+                        item.content_hash,
+                        now,
+                        now,
+                    )
+                    for item in prepared
+                ],
+            )
+        return len(prepared)
+
+    async def delete_nodes(self, namespace: str, ids: Sequence[str]) -> int:
+        validate_namespace(namespace)
+        ids = check_ids(ids)
+        return await self._run(self._delete_nodes, namespace, ids) if ids else 0
+
+    def _delete_nodes(self, connection: sqlite3.Connection, namespace: str, ids: list[str]) -> int:
+        deleted = 0
+        with self._transaction(connection):
+            kinds: set[tuple[str, str]] = set()
+            for chunk in _chunks(sorted(set(ids))):
+                marks = _placeholders(len(chunk))
+                kinds.update(
+                    (namespace, row["kind"])
+                    for row in connection.execute(
+                        f"SELECT DISTINCT kind FROM nodes WHERE namespace = ? AND id IN ({marks})", [namespace, *chunk]
+                    )
+                )
+                connection.execute(
+                    f"DELETE FROM relationships WHERE namespace = ? AND (source_id IN ({marks}) OR target_id IN ({marks}))",
+                    [namespace, *chunk, *chunk],
+                )
+                deleted += connection.execute(
+                    f"DELETE FROM nodes WHERE namespace = ? AND id IN ({marks})", [namespace, *chunk]
+                ).rowcount
+            self._bump_vector_versions(connection, kinds)
+        return deleted
+
+    # -- reads ------------------------------------------------------------------------------------------
+
+    async def get_nodes(self, namespace: str, ids: Sequence[str]) -> list[NodeRecord | None]:
+        validate_namespace(namespace)
+        ids = check_ids(ids)
+        found = await self._run(self._nodes_by_id, namespace, ids)
+        return [found.get(node_id) for node_id in ids]
+
+    def _nodes_by_id(self, connection: sqlite3.Connection, namespace: str, ids: list[str]) -> dict[str, NodeRecord]:
+        found = {}
+        for chunk in _chunks(sorted(set(ids))):
+            for row in connection.execute(
+                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE namespace = ? AND id IN ({_placeholders(len(chunk))})",
+                [namespace, *chunk],
+            ):
+                found[row["id"]] = _node_from_row(row)
+        return found
+
+    async def neighbourhood(
+        self,
+        namespace: str,
+        node_id: str,
+        *,
+        depth: int = 1,
+        relationship_types: Sequence[str] | None = None,
+        direction: Direction = "both",
+    ) -> Subgraph:
+        validate_namespace(namespace)
+        check_depth(depth)
+        check_direction(direction)
+        types = None if relationship_types is None else self.registry.relationship_types(relationship_types)
+        [start] = await self.get_nodes(namespace, [node_id])
+        if start is None:
+            return Subgraph(nodes=[], relationships=[], distances={})
+
+        async def expand(frontier: list[str]) -> list[tuple[RelationshipRecord, NodeRecord]]:
+            return await self._run(self._expand, namespace, frontier, types, direction)
+
+        return await breadth_first(start, depth, expand)
+
+    def _expand(
+        self, connection: sqlite3.Connection, namespace: str, frontier: list[str], types: list[str] | None, direction: str
+    ) -> list[tuple[RelationshipRecord, NodeRecord]]:
+        prefixed = ", ".join(f"r.{column} AS r_{column}" for column in _RELATIONSHIP_COLUMNS.split(", "))
+        node_columns = ", ".join(f"n.{column}" for column in _NODE_COLUMNS.split(", "))
+        sides = {"out": [("source_id", "target_id")], "in": [("target_id", "source_id")]}
+        sides["both"] = sides["out"] + sides["in"]
+        pairs = []
+        for chunk in _chunks(frontier):
+            for near, far in sides[direction]:
+                type_filter = "" if types is None else f" AND r.type IN ({_placeholders(len(types))})"
+                rows = connection.execute(
+                    f"SELECT {prefixed}, {node_columns} FROM relationships r "
+                    f"JOIN nodes n ON n.namespace = r.namespace AND n.id = r.{far} "
+                    f"WHERE r.namespace = ? AND r.{near} IN ({_placeholders(len(chunk))}){type_filter}",
+                    [namespace, *chunk, *(types or [])],
+                )
+                pairs += [(_relationship_from_row(row, "r_"), _node_from_row(row)) for row in rows]
+        return pairs
+
+    async def vector_search(
+        self,
+        namespace: str,
+        vector: Sequence[float],
+        *,
+        kind: str,
+        k: int = 10,
+        filters: Mapping[str, JsonScalar] | None = None,
+    ) -> list[ScoredNode]:
+        validate_namespace(namespace)
+        checked_filters = check_vector_query(self.registry, kind, vector, self.embedding_dimension, k, filters)
+        query = np.asarray(vector, dtype=np.float32)
+        return await self._run(self._vector_search, namespace, kind, query, k, checked_filters)
+
+    def _vector_search(
+        self,
+        connection: sqlite3.Connection,
+        namespace: str,
+        kind: str,
+        query: np.ndarray,
+        k: int,
+        filters: dict[str, JsonScalar],
+    ) -> list[ScoredNode]:
+        with self._transaction(connection, "DEFERRED"):
+            matrix = self._vector_matrix(connection, namespace, kind)
+            rowids, unit_vectors = matrix.rowids, matrix.unit_vectors
+            if filters:
+                conditions = " AND ".join("json_extract(properties, ?) = ?" for _ in filters)
+                parameters: list[Any] = [namespace, kind]
+                for key, value in filters.items():
+                    parameters += [f'$."{key}"', value]
+                allowed = [
+                    row[0]
+                    for row in connection.execute(
+                        f"SELECT rowid FROM nodes WHERE namespace = ? AND kind = ? AND {conditions}", parameters
+                    )
+                ]
+                keep = np.isin(rowids, np.asarray(allowed, dtype=np.int64))
+                rowids, unit_vectors = rowids[keep], unit_vectors[keep]
+            if len(rowids) == 0:
+                return []
+            norm = float(np.linalg.norm(query))
+            scores = unit_vectors @ (query / norm if norm else query)
+            top = np.argpartition(-scores, min(k, len(scores)) - 1)[:k]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            chosen = [int(rowids[index]) for index in top]
+            rows = {
+                row["rowid"]: _node_from_row(row)
+                for row in connection.execute(
+                    f"SELECT {_NODE_COLUMNS} FROM nodes WHERE rowid IN ({_placeholders(len(chosen))})", chosen
+                )
+            }
+        return [ScoredNode(node=rows[rowid], score=float(scores[index])) for rowid, index in zip(chosen, top, strict=True)]
+
+    def _vector_matrix(self, connection: sqlite3.Connection, namespace: str, kind: str) -> _VectorMatrix:
+        row = connection.execute(
+            "SELECT version FROM vector_versions WHERE namespace = ? AND kind = ?", [namespace, kind]
+        ).fetchone()
+        version = row["version"] if row else 0
+        cached = self._vectors.get((namespace, kind))
+        if cached is not None and cached.version == version:
+            return cached
+        rows = connection.execute(
+            "SELECT rowid, embedding FROM nodes WHERE namespace = ? AND kind = ? AND embedding IS NOT NULL",
+            [namespace, kind],
+        ).fetchall()
+        rowids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        vectors = np.empty((len(rows), self.embedding_dimension), dtype=np.float32)
+        for position, row in enumerate(rows):
+            vectors[position] = np.frombuffer(row[1], dtype=np.float64)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        matrix = _VectorMatrix(version, rowids, vectors / norms)
+        self._vectors[(namespace, kind)] = matrix
+        return matrix
+
+    async def keyword_search(
+        self, namespace: str, query: str, *, k: int = 10, kinds: Sequence[str] | None = None
+    ) -> list[ScoredNode]:
+        validate_namespace(namespace)
+        check_k(k)
+        kind_names = None if kinds is None else [self.registry.kind(kind).name for kind in kinds]
+        terms = query_terms(query)
+        if not terms or kind_names == []:
+            return []
+        match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+        def search(connection: sqlite3.Connection) -> list[ScoredNode]:
+            kind_filter = "" if kind_names is None else f" AND n.kind IN ({_placeholders(len(kind_names))})"
+            node_columns = ", ".join(f"n.{column}" for column in _NODE_COLUMNS.split(", "))
+            rows = connection.execute(
+                f"SELECT {node_columns}, bm25(node_text) AS rank FROM node_text "
+                f"JOIN nodes n ON n.rowid = node_text.rowid "
+                f"WHERE node_text MATCH ? AND n.namespace = ?{kind_filter} ORDER BY rank, n.id LIMIT ?",
+                [match, namespace, *(kind_names or []), k],
+            )
+            return [ScoredNode(node=_node_from_row(row), score=-float(row["rank"])) for row in rows]
+
+        return await self._run(search)
+
+    async def count_nodes(self, namespace: str, kind: str | None = None) -> int:
+        validate_namespace(namespace)
+        if kind is None:
+            sql, parameters = "SELECT count(*) FROM nodes WHERE namespace = ?", [namespace]
+        else:
+            sql, parameters = "SELECT count(*) FROM nodes WHERE namespace = ? AND kind = ?", [namespace, self.registry.kind(kind).name]
+        return await self._run(lambda connection: int(connection.execute(sql, parameters).fetchone()[0]))
+
+    async def count_relationships(self, namespace: str, type: str | None = None) -> int:
+        validate_namespace(namespace)
+        if type is None:
+            sql, parameters = "SELECT count(*) FROM relationships WHERE namespace = ?", [namespace]
+        else:
+            sql = "SELECT count(*) FROM relationships WHERE namespace = ? AND type = ?"
+            parameters = [namespace, self.registry.relationship_type(type)]
+        return await self._run(lambda connection: int(connection.execute(sql, parameters).fetchone()[0]))
+
+
+def _group_by_namespace(items: Sequence[T], namespace_of: Callable[[T], str]) -> dict[str, list[T]]:
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(namespace_of(item), []).append(item)
+    return groups

@@ -1,0 +1,87 @@
+"""The exception tree of mnemoflow.
+
+Every error mnemoflow raises on purpose derives from :class:`MnemoflowError`; leaves that describe bad
+input also derive from the matching builtin, so ``except ValueError`` keeps working for callers who do not
+know mnemoflow::
+
+    MnemoflowError
+    ├── ConfigError (ValueError)             a setting or CLI argument is invalid
+    ├── EmbeddingError                       an embedder failed or returned vectors of the wrong shape
+    └── StoreError                           anything the memory store reports
+        ├── StoreUnavailableError (ConnectionError)   the database cannot be reached or went away
+        ├── SchemaError                      the stored schema does not match this code (version, model)
+        ├── InvalidNameError (ValueError)    a label, relationship type or property key is not allowed
+        ├── InvalidNamespaceError (ValueError)  a namespace is empty or malformed
+        ├── InvalidRecordError (ValueError)  a record's properties cannot be stored faithfully
+        ├── EmbeddingDimensionError (ValueError)  a vector's length differs from the index it targets
+        ├── MissingEndpointError (LookupError)    a relationship names a node that does not exist
+        └── ConflictError (ValueError)       an upsert would change what an existing id is
+
+Foreign errors (neo4j, sqlite3, openai) are translated at the edge of each backend and re-raised
+``from`` the original, so nothing above the memory layer sees driver types.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConflictError",
+    "EmbeddingDimensionError",
+    "EmbeddingError",
+    "InvalidNameError",
+    "InvalidNamespaceError",
+    "InvalidRecordError",
+    "MissingEndpointError",
+    "MnemoflowError",
+    "SchemaError",
+    "StoreError",
+    "StoreUnavailableError",
+]
+
+
+class MnemoflowError(Exception):
+    """Root of every error mnemoflow raises on purpose."""
+
+
+class ConfigError(MnemoflowError, ValueError):
+    """Raised when a setting, an environment variable or a CLI argument is invalid."""
+
+
+class EmbeddingError(MnemoflowError):
+    """Raised when an embedder fails or returns vectors of an unexpected shape."""
+
+
+class StoreError(MnemoflowError):
+    """Raised for any failure reported by a memory store."""
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """Raised when the database cannot be reached, or stopped answering and the driver's retries ran out."""
+
+
+class SchemaError(StoreError):
+    """Raised when the stored schema (version, embedding model or dimension) does not match this code."""
+
+
+class InvalidNameError(StoreError, ValueError):
+    """Raised when a label, relationship type or property key is unregistered or not a safe identifier."""
+
+
+class InvalidNamespaceError(StoreError, ValueError):
+    """Raised when a namespace is empty, too long or contains control characters."""
+
+
+class InvalidRecordError(StoreError, ValueError):
+    """Raised when a record's properties cannot be stored and read back faithfully (NaN, non-JSON values)."""
+
+
+class EmbeddingDimensionError(StoreError, ValueError):
+    """Raised when a vector's length differs from the dimension of the index it is written to or searched in."""
+
+
+class MissingEndpointError(StoreError, LookupError):
+    """Raised when a relationship names a source or target node that does not exist in its namespace."""
+
+
+class ConflictError(StoreError, ValueError):
+    """Raised when an upsert would change what an existing id is: a node's kind, a relationship's type or ends."""

@@ -1,0 +1,62 @@
+"""structlog, configured once per process.
+
+Human-readable lines on a terminal, JSON lines when ``MNEMOFLOW_LOG_FORMAT=json`` or when stderr is not a
+TTY. Context bound with :func:`bind_run_context` (namespace, run id, node) appears on every line logged
+inside it, across ``await`` points, because it lives in context variables.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+import structlog
+
+from mnemoflow.settings import LogSettings
+
+__all__ = ["bind_run_context", "configure_logging", "get_logger"]
+
+_configured = False
+
+
+def configure_logging(settings: LogSettings | None = None, *, stream: TextIO | None = None, force: bool = False) -> None:
+    """Configure structlog and the stdlib root logger; later calls do nothing unless ``force`` is set."""
+    global _configured
+    if _configured and not force:
+        return
+    settings = settings or LogSettings()
+    stream = stream or sys.stderr
+    as_json = settings.format == "json" or (settings.format == "auto" and not stream.isatty())
+    renderer: Any = structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    level = logging.getLevelNamesMapping()[settings.level.upper()]
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=max(level, logging.WARNING), stream=stream, force=True)
+    _configured = True
+
+
+def get_logger(name: str | None = None) -> Any:
+    """Return a structlog logger; ``name`` is added as the ``logger`` field."""
+    return structlog.get_logger(name) if name is None else structlog.get_logger().bind(logger=name)
+
+
+@contextmanager
+def bind_run_context(*, namespace: str | None = None, run_id: str | None = None, node: str | None = None) -> Iterator[None]:
+    """Bind the run's identifiers to every log line written inside the block."""
+    values = {key: value for key, value in {"namespace": namespace, "run_id": run_id, "node": node}.items() if value}
+    with structlog.contextvars.bound_contextvars(**values):
+        yield

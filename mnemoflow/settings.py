@@ -1,0 +1,113 @@
+"""Settings, read from the environment when a :class:`Settings` is built (never at import).
+
+One model per concern. mnemoflow's own settings use the ``MNEMOFLOW_`` prefix derived from the group name;
+the ecosystem's standard names are kept where they exist (``NEO4J_URI``, ``OPENAI_API_KEY``...). Tests and
+callers override by passing models explicitly: ``Settings(store=StoreSettings(backend="neo4j"))``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "EmbeddingSettings",
+    "LogSettings",
+    "Neo4jSettings",
+    "OpenAISettings",
+    "Settings",
+    "StoreSettings",
+]
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, extra="ignore", validate_default=True)
+
+
+class StoreSettings(BaseSettings):
+    """Which memory backend a run uses, and where the embedded one keeps its file."""
+
+    model_config = _config("MNEMOFLOW_STORE_")
+
+    backend: Literal["sqlite", "neo4j"] = Field(
+        "sqlite", description="Memory backend: the embedded SQLite file (zero set-up) or a Neo4j server."
+    )
+    sqlite_path: Path = Field(
+        Path(".mnemoflow/memory.db"), description="File of the embedded SQLite store; created when missing."
+    )
+    write_chunk_rows: int = Field(
+        2000, ge=1, le=100_000, description="Rows sent per query inside one upsert transaction."
+    )
+
+
+class Neo4jSettings(BaseSettings):
+    """Connection to a Neo4j server, under the standard ``NEO4J_*`` names."""
+
+    model_config = _config("NEO4J_")
+
+    uri: str = Field("bolt://127.0.0.1:7687", description="Bolt URI of the Neo4j server (NEO4J_URI).")
+    user: str = Field("neo4j", description="User name when the server has authentication on (NEO4J_USER).")
+    password: SecretStr | None = Field(
+        None, description="Password; leave unset for a server with authentication off (NEO4J_PASSWORD)."
+    )
+    database: str = Field("neo4j", description="Database name (NEO4J_DATABASE).")
+    max_transaction_retry_time: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Seconds the driver keeps retrying a transaction on transient faults (NEO4J_MAX_TRANSACTION_RETRY_TIME).",
+    )
+    connection_timeout: float = Field(
+        10.0, gt=0, le=600, description="Seconds to wait for a connection (NEO4J_CONNECTION_TIMEOUT)."
+    )
+
+
+class OpenAISettings(BaseSettings):
+    """An OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, the test server), under the standard names."""
+
+    model_config = _config("OPENAI_")
+
+    api_key: SecretStr | None = Field(None, description="API key (OPENAI_API_KEY); local servers accept any value.")
+    base_url: str | None = Field(None, description="Base URL of the API, e.g. http://127.0.0.1:8000/v1 (OPENAI_BASE_URL).")
+
+
+class EmbeddingSettings(BaseSettings):
+    """Which embedder turns text into vectors."""
+
+    model_config = _config("MNEMOFLOW_EMBEDDING_")
+
+    provider: Literal["hashing", "openai", "local"] = Field(
+        "hashing", description="hashing: deterministic, no model; openai: an OpenAI-compatible API; local: sentence-transformers."
+    )
+    model: str | None = Field(
+        None, description="Model name; defaults to text-embedding-3-small (openai) or all-MiniLM-L6-v2 (local)."
+    )
+    dimension: int = Field(384, ge=8, le=8192, description="Vector length (hashing, and openai models that take one).")
+    batch_size: int = Field(64, ge=1, le=2048, description="Texts sent per embedding request.")
+
+
+class LogSettings(BaseSettings):
+    """How mnemoflow logs."""
+
+    model_config = _config("MNEMOFLOW_LOG_")
+
+    format: Literal["auto", "console", "json"] = Field(
+        "auto", description="auto: human-readable on a terminal, JSON lines otherwise."
+    )
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level written.")
+
+
+class Settings(BaseSettings):
+    """All of mnemoflow's settings; each group reads its own environment variables."""
+
+    model_config = _config("MNEMOFLOW_")
+
+    namespace: str = Field("default", min_length=1, max_length=200, description="Namespace (tenant or project) of memory.")
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    neo4j: Neo4jSettings = Field(default_factory=Neo4jSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    log: LogSettings = Field(default_factory=LogSettings)

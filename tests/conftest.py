@@ -1,0 +1,111 @@
+"""Shared fixtures: a real Neo4j server once per session, and a store per backend for each test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from neo4j import AsyncGraphDatabase
+
+from memory import HashingEmbedder, Neo4jStore, SQLiteStore
+from memory.protocol import GraphStore
+from tests.support.neo4j_server import Neo4jServer, Neo4jStartError
+
+EMBEDDER = HashingEmbedder(384)
+
+
+def neo4j_required() -> bool:
+    """CI sets MNEMOFLOW_REQUIRE_NEO4J=1: there a missing Neo4j fails the run instead of skipping."""
+    return os.environ.get("MNEMOFLOW_REQUIRE_NEO4J", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def neo4j_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``NEO4J_URI`` when set; otherwise a server started through ``infra/neo4j`` for the whole session."""
+    if os.environ.get("NEO4J_URI"):
+        yield os.environ["NEO4J_URI"]
+        return
+    server = Neo4jServer(tmp_path_factory.mktemp("neo4j-home"))
+    try:
+        uri = server.start()
+    except (Neo4jStartError, OSError) as exc:
+        if neo4j_required():
+            pytest.fail(f"MNEMOFLOW_REQUIRE_NEO4J is set but Neo4j could not start: {exc}", pytrace=False)
+        pytest.skip(f"no Neo4j: {exc}")
+    try:
+        yield uri
+    finally:
+        server.stop()
+
+
+def neo4j_auth() -> tuple[str, str] | None:
+    password = os.environ.get("NEO4J_PASSWORD") if os.environ.get("NEO4J_URI") else None
+    return (os.environ.get("NEO4J_USER", "neo4j"), password) if password else None
+
+
+async def wipe_neo4j(uri: str) -> None:
+    """Remove every node and relationship; indexes and constraints stay (they are idempotent to recreate)."""
+    async with AsyncGraphDatabase.driver(uri, auth=neo4j_auth()) as driver:
+        await driver.execute_query("MATCH (n) DETACH DELETE n")
+
+
+def new_store(backend: str, *, neo4j_uri: str | None = None, sqlite_path: Path | None = None, **options: object) -> GraphStore:
+    """A store of either backend with the test embedder's model and dimension unless overridden."""
+    embedding = {"embedding_model": EMBEDDER.model, "embedding_dimension": EMBEDDER.dimension}
+    embedding.update(options)  # type: ignore[arg-type]
+    if backend == "neo4j":
+        assert neo4j_uri is not None
+        return Neo4jStore(neo4j_uri, auth=neo4j_auth(), **embedding)  # type: ignore[arg-type]
+    assert sqlite_path is not None
+    return SQLiteStore(sqlite_path, **embedding)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("neo4j", marks=pytest.mark.neo4j)])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[GraphStore]:
+    """A freshly set-up, empty store of the parametrized backend."""
+    uri = None
+    if backend == "neo4j":
+        uri = request.getfixturevalue("neo4j_uri")
+        await wipe_neo4j(uri)
+    created = new_store(backend, neo4j_uri=uri, sqlite_path=tmp_path / "memory.db")
+    await created.setup()
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+# -- in CI a skipped Neo4j test is a failure ------------------------------------------------------------
+
+_skipped_neo4j: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "neo4j" in report.keywords:
+        _skipped_neo4j.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _skipped_neo4j and neo4j_required():
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _skipped_neo4j and neo4j_required():
+        terminalreporter.write_line(
+            f"MNEMOFLOW_REQUIRE_NEO4J is set but {len(_skipped_neo4j)} Neo4j tests were skipped: failing the run",
+            red=True,
+        )

@@ -1,0 +1,52 @@
+"""Behaviour only the embedded SQLite store has: one file shared by several processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import new_store
+
+WRITER = """
+import asyncio, sys
+from memory import HashingEmbedder, NodeRecord, RelationshipRecord, SQLiteStore
+
+async def main(path, worker):
+    embedder = HashingEmbedder(384)
+    store = SQLiteStore(path, embedding_model=embedder.model, embedding_dimension=embedder.dimension)
+    await store.setup()
+    for round_ in range(15):
+        ids = [f"n{(worker * 7 + round_ + index) % 40:02d}" for index in range(10)]
+        await store.upsert_nodes([NodeRecord(id=i, namespace="shared", kind="Chunk", text=i) for i in ids])
+        await store.upsert_relationships(
+            [RelationshipRecord(namespace="shared", type="NEXT", source_id=a, target_id=b) for a, b in zip(ids, ids[1:])]
+        )
+    await store.close()
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+async def test_sqlite_file_shared_by_processes(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    workers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(worker)], stderr=subprocess.PIPE, text=True)
+        for worker in range(4)
+    ]
+    for process in workers:
+        _, errors = process.communicate(timeout=120)
+        assert process.returncode == 0, errors
+    reader = new_store("sqlite", sqlite_path=path)
+    await reader.setup()
+    try:
+        expected_ids = {f"n{(w * 7 + r + i) % 40:02d}" for w in range(4) for r in range(15) for i in range(10)}
+        assert await reader.count_nodes("shared") == len(expected_ids)
+        expected_links = set()
+        for w in range(4):
+            for r in range(15):
+                ids = [f"n{(w * 7 + r + i) % 40:02d}" for i in range(10)]
+                expected_links.update(zip(ids, ids[1:], strict=False))
+        assert await reader.count_relationships("shared") == len(expected_links)
+    finally:
+        await reader.close()
