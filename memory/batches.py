@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -9,7 +10,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mnemoflow.errors import EmbeddingDimensionError, InvalidNameError, InvalidRecordError, SchemaError, StoreError
+import numpy as np
+
+from mnemoflow.errors import (
+    EmbeddingDimensionError,
+    InvalidNameError,
+    InvalidQueryError,
+    InvalidRecordError,
+    SchemaError,
+)
 from memory.protocol import SCHEMA_VERSION
 from memory.names import KindSpec, NameRegistry, validate_identifier, validate_namespace
 from memory.records import JsonScalar, NodeRecord, RelationshipRecord, encode_properties
@@ -51,7 +60,10 @@ class PreparedNode:
     record: NodeRecord
     kind: KindSpec
     properties_json: str
+    embedding_bytes: bytes | None
+    """The embedding as little-endian float64, for hashing and for stores that keep vectors as blobs."""
     content_hash: str
+    """Hash of what the caller controls (kind, properties, text, embedding): same content, same hash."""
 
 
 @dataclass(frozen=True)
@@ -83,11 +95,21 @@ def prepare_nodes(nodes: Sequence[NodeRecord], registry: NameRegistry, dimension
     for node in latest.values():
         where = f"node {node.id!r} of kind {node.kind!r}"
         kind = registry.kind(node.kind)
+        embedding_bytes = None
         if node.embedding is not None:
             if not kind.embedded:
                 raise InvalidRecordError(f"{where} has an embedding but the kind is not registered with embedded=True")
             check_dimension(node.embedding, dimension, where=where)
-        prepared.append(PreparedNode(node, kind, encode_properties(node.properties, where=where), node.content_hash()))
+            vector = np.asarray(node.embedding, dtype="<f8")
+            if not np.isfinite(vector).all():
+                raise InvalidRecordError(f"{where}: embedding contains NaN or infinity")
+            embedding_bytes = vector.tobytes()
+        properties_json = encode_properties(node.properties, where=where)
+        digest = hashlib.sha256()
+        for part in (node.kind, properties_json, "\x00" if node.text is None else "\x01" + node.text):
+            digest.update(part.encode("utf-8") + b"\x1f")
+        digest.update(embedding_bytes or b"")
+        prepared.append(PreparedNode(node, kind, properties_json, embedding_bytes, digest.hexdigest()))
     return prepared
 
 
@@ -100,14 +122,12 @@ def prepare_relationships(relationships: Sequence[RelationshipRecord], registry:
         validate_namespace(relationship.namespace)
         registry.relationship_type(relationship.type)
         latest[(relationship.namespace, relationship.id)] = relationship
-    return [
-        PreparedRelationship(
-            record,
-            encode_properties(record.properties, where=f"relationship {record.id!r}"),
-            record.content_hash(),
-        )
-        for record in latest.values()
-    ]
+    prepared = []
+    for record in latest.values():
+        properties_json = encode_properties(record.properties, where=f"relationship {record.id!r}")
+        content_hash = hashlib.sha256(f"{record.id}\x1f{properties_json}".encode()).hexdigest()
+        prepared.append(PreparedRelationship(record, properties_json, content_hash))
+    return prepared
 
 
 def filterable_properties(properties: Mapping[str, Any]) -> dict[str, JsonScalar]:
@@ -141,7 +161,7 @@ def check_filters(filters: Mapping[str, JsonScalar] | None) -> dict[str, JsonSca
     for key, value in (filters or {}).items():
         validate_identifier(key, what="filter property")
         if not isinstance(value, str | int | float | bool) or (isinstance(value, float) and not math.isfinite(value)):
-            raise InvalidRecordError(f"filter {key!r}: value {value!r} must be a string, a number or a boolean")
+            raise InvalidQueryError(f"filter {key!r}: value {value!r} must be a string, a number or a boolean")
         checked[key] = value
     return checked
 
@@ -149,31 +169,31 @@ def check_filters(filters: Mapping[str, JsonScalar] | None) -> dict[str, JsonSca
 def check_ids(ids: Sequence[str]) -> list[str]:
     """Validate a list of ids given to a read."""
     if isinstance(ids, str):
-        raise InvalidRecordError("ids must be a sequence of strings, not a single string")
+        raise InvalidQueryError("ids must be a sequence of strings, not a single string")
     for value in ids:
         if not isinstance(value, str) or not value:
-            raise InvalidRecordError(f"id {value!r} must be a non-empty string")
+            raise InvalidQueryError(f"id {value!r} must be a non-empty string")
     return list(ids)
 
 
 def check_k(k: int) -> int:
     """Validate a result count."""
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise StoreError(f"k={k!r} must be an integer from 1 to {MAX_K}")
+        raise InvalidQueryError(f"k={k!r} must be an integer from 1 to {MAX_K}")
     return k
 
 
 def check_depth(depth: int) -> int:
     """Validate a traversal depth."""
     if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
-        raise StoreError(f"depth={depth!r} must be an integer from 1 to {MAX_DEPTH}")
+        raise InvalidQueryError(f"depth={depth!r} must be an integer from 1 to {MAX_DEPTH}")
     return depth
 
 
 def check_direction(direction: str) -> str:
     """Validate a traversal direction."""
     if direction not in ("out", "in", "both"):
-        raise InvalidNameError(f"direction {direction!r} must be 'out', 'in' or 'both'")
+        raise InvalidQueryError(f"direction {direction!r} must be 'out', 'in' or 'both'")
     return direction
 
 

@@ -53,8 +53,15 @@ class GraphStore(Protocol):
     Lifecycle: construct, ``await setup()``, use, ``await close()`` (or ``async with``).
     """
 
-    backend: Literal["sqlite", "neo4j"]
-    registry: NameRegistry
+    @property
+    def backend(self) -> Literal["sqlite", "neo4j"]:
+        """Which backend this is; for messages and reports, never for branching in upper layers."""
+        ...
+
+    @property
+    def registry(self) -> NameRegistry:
+        """The kinds and relationship types this store accepts."""
+        ...
 
     async def setup(self) -> None:
         """Create constraints and indexes and migrate the schema to ``SCHEMA_VERSION``; idempotent.

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from mnemoflow.errors import InvalidRecordError
 
@@ -65,22 +64,11 @@ class NodeRecord(BaseModel):
     text: str | None = None
     """Text indexed for keyword search."""
     embedding: list[float] | None = None
-    """Vector indexed for similarity search (kinds registered with ``embedded=True``)."""
+    """Vector indexed for similarity search (kinds registered with ``embedded=True``); finite values only."""
     created_at: datetime | None = None
     """Set by the store when the record is first written."""
     updated_at: datetime | None = None
     """Set by the store whenever the record's content changes."""
-
-    @model_validator(mode="after")
-    def _finite_embedding(self) -> NodeRecord:
-        if self.embedding is not None and not all(math.isfinite(value) for value in self.embedding):
-            raise ValueError(f"node {self.id!r}: embedding contains NaN or infinity")
-        return self
-
-    def content_hash(self) -> str:
-        """Hash of what the caller controls (kind, properties, text, embedding): unchanged content, unchanged record."""
-        payload = [self.kind, encode_properties(self.properties, where=f"node {self.id!r}"), self.text, self.embedding]
-        return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 class RelationshipRecord(BaseModel):
@@ -108,11 +96,6 @@ class RelationshipRecord(BaseModel):
     def id(self) -> str:
         """Stable id of (namespace, type, source, target, key)."""
         return stable_id(self.namespace, self.type, self.source_id, self.target_id, self.key)
-
-    def content_hash(self) -> str:
-        """Hash of the relationship's caller-controlled content."""
-        payload = [self.id, encode_properties(self.properties, where=f"relationship {self.id!r}")]
-        return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 class ScoredNode(BaseModel):

@@ -13,6 +13,7 @@ know mnemoflow::
         ├── InvalidNameError (ValueError)    a label, relationship type or property key is not allowed
         ├── InvalidNamespaceError (ValueError)  a namespace is empty or malformed
         ├── InvalidRecordError (ValueError)  a record's properties cannot be stored faithfully
+        ├── InvalidQueryError (ValueError)   a read's argument (k, depth, direction, ids) is out of range
         ├── EmbeddingDimensionError (ValueError)  a vector's length differs from the index it targets
         ├── MissingEndpointError (LookupError)    a relationship names a node that does not exist
         └── ConflictError (ValueError)       an upsert would change what an existing id is
@@ -30,6 +31,7 @@ __all__ = [
     "EmbeddingError",
     "InvalidNameError",
     "InvalidNamespaceError",
+    "InvalidQueryError",
     "InvalidRecordError",
     "MissingEndpointError",
     "MnemoflowError",
@@ -73,6 +75,10 @@ class InvalidNamespaceError(StoreError, ValueError):
 
 class InvalidRecordError(StoreError, ValueError):
     """Raised when a record's properties cannot be stored and read back faithfully (NaN, non-JSON values)."""
+
+
+class InvalidQueryError(StoreError, ValueError):
+    """Raised when an argument of a read (k, depth, direction, ids, filter values) is out of range."""
 
 
 class EmbeddingDimensionError(StoreError, ValueError):

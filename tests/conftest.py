@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from neo4j import AsyncGraphDatabase
+from neo4j import AsyncGraphDatabase, GraphDatabase
 
 from memory import HashingEmbedder, Neo4jStore, SQLiteStore
 from memory.protocol import GraphStore
@@ -26,7 +26,9 @@ def neo4j_required() -> bool:
 def neo4j_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``NEO4J_URI`` when set; otherwise a server started through ``infra/neo4j`` for the whole session."""
     if os.environ.get("NEO4J_URI"):
-        yield os.environ["NEO4J_URI"]
+        uri = os.environ["NEO4J_URI"]
+        claim_for_tests(uri)
+        yield uri
         return
     server = Neo4jServer(tmp_path_factory.mktemp("neo4j-home"))
     try:
@@ -46,10 +48,26 @@ def neo4j_auth() -> tuple[str, str] | None:
     return (os.environ.get("NEO4J_USER", "neo4j"), password) if password else None
 
 
+def claim_for_tests(uri: str) -> None:
+    """Refuse to wipe a database that holds data the tests did not write; mark it as a test database."""
+    with GraphDatabase.driver(uri, auth=neo4j_auth()) as driver:
+        records, _, _ = driver.execute_query(
+            "MATCH (n) RETURN count(n) AS total, count(CASE WHEN n:MfTestMarker THEN 1 END) AS markers"
+        )
+        if records[0]["total"] and not records[0]["markers"]:
+            pytest.fail(
+                f"NEO4J_URI={uri} holds {records[0]['total']} nodes the tests did not write, and the Neo4j tests "
+                "delete everything between tests. Point NEO4J_URI at a throwaway database, or unset it and let "
+                "the tests start one through infra/neo4j.",
+                pytrace=False,
+            )
+        driver.execute_query("MERGE (:MfTestMarker {key: 'mnemoflow-tests'})")
+
+
 async def wipe_neo4j(uri: str) -> None:
-    """Remove every node and relationship; indexes and constraints stay (they are idempotent to recreate)."""
+    """Remove every node but the test marker; indexes and constraints stay (they are idempotent to recreate)."""
     async with AsyncGraphDatabase.driver(uri, auth=neo4j_auth()) as driver:
-        await driver.execute_query("MATCH (n) DETACH DELETE n")
+        await driver.execute_query("MATCH (n) WHERE NOT n:MfTestMarker DETACH DELETE n")
 
 
 def new_store(backend: str, *, neo4j_uri: str | None = None, sqlite_path: Path | None = None, **options: object) -> GraphStore:
@@ -91,11 +109,16 @@ def namespace() -> str:
 # -- in CI a skipped Neo4j test is a failure ------------------------------------------------------------
 
 _skipped_neo4j: list[str] = []
+_passed_neo4j: list[str] = []
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.skipped and "neo4j" in report.keywords:
+    if "neo4j" not in report.keywords:
+        return
+    if report.skipped:
         _skipped_neo4j.append(report.nodeid)
+    elif report.when == "call" and report.passed:
+        _passed_neo4j.append(report.nodeid)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -104,6 +127,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_line(f"Neo4j tests: {len(_passed_neo4j)} passed, {len(_skipped_neo4j)} skipped")
     if _skipped_neo4j and neo4j_required():
         terminalreporter.write_line(
             f"MNEMOFLOW_REQUIRE_NEO4J is set but {len(_skipped_neo4j)} Neo4j tests were skipped: failing the run",

@@ -150,6 +150,8 @@ class Neo4jStore:
             auth=auth,
             max_transaction_retry_time=max_transaction_retry_time,
             connection_timeout=connection_timeout,
+            # schema-less reads ("label does not exist yet") are normal here; don't log them as warnings
+            notifications_min_severity="OFF",
         )
         self._ready_kinds: set[str] = set()
         self._ready_types: set[str] = set()

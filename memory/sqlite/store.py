@@ -81,7 +81,7 @@ def _node_from_row(row: sqlite3.Row) -> NodeRecord:
         kind=row["kind"],
         properties=json.loads(row["properties"]),
         text=row["text"],
-        embedding=None if embedding is None else np.frombuffer(embedding, dtype=np.float64).tolist(),
+        embedding=None if embedding is None else np.frombuffer(embedding, dtype="<f8").tolist(),
         created_at=datetime.fromisoformat(row["created_at"]),
         updated_at=datetime.fromisoformat(row["updated_at"]),
     )
@@ -274,7 +274,7 @@ class SQLiteStore:
                         item.record.kind,
                         item.properties_json,
                         item.record.text,
-                        None if item.record.embedding is None else np.asarray(item.record.embedding, dtype=np.float64).tobytes(),
+                        item.embedding_bytes,
                         item.content_hash,
                         now,
                         now,
@@ -507,7 +507,7 @@ class SQLiteStore:
         rowids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
         vectors = np.empty((len(rows), self.embedding_dimension), dtype=np.float32)
         for position, row in enumerate(rows):
-            vectors[position] = np.frombuffer(row[1], dtype=np.float64)
+            vectors[position] = np.frombuffer(row[1], dtype="<f8")
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
         matrix = _VectorMatrix(version, rowids, vectors / norms)

@@ -1,0 +1,41 @@
+# Everything a fresh machine needs: `make demo` and `make test` create .venv and install into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+NEO4J_HOME ?= .mnemoflow/neo4j
+NEO4J_PORT ?= 7687
+PYTEST_ARGS ?=
+
+.PHONY: install demo test neo4j-start neo4j-stop bench-store typecheck clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "mnemoflow needs Python 3.11 or newer; set PYTHON=python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/mnemoflow demo
+
+# The Neo4j tests run against a throwaway server started here through infra/ and stopped afterwards.
+test: install
+	$(BIN)/mypy
+	infra/with-neo4j.sh $(BIN)/python $(BIN)/pytest $(PYTEST_ARGS)
+
+typecheck: install
+	$(BIN)/mypy
+
+# A long-lived local server for development, at the default NEO4J_URI (bolt://127.0.0.1:7687).
+neo4j-start:
+	$(PYTHON) infra/neo4j/neo4jctl.py start --home $(NEO4J_HOME) --port $(NEO4J_PORT)
+
+neo4j-stop:
+	$(PYTHON) infra/neo4j/neo4jctl.py stop --home $(NEO4J_HOME)
+
+bench-store: install
+	infra/with-neo4j.sh $(BIN)/python $(BIN)/python bench/store.py --output bench/results/store.json
+
+clean:
+	rm -rf $(VENV) .mnemoflow infra/neo4j/target

@@ -1,0 +1,107 @@
+"""Settings from the environment, logging set-up, the exception tree and the public API of each layer."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import logging
+
+import pytest
+import structlog
+from pydantic import ValidationError
+
+import mnemoflow.errors as errors
+from mnemoflow.logging import bind_run_context, configure_logging, get_logger
+from mnemoflow.settings import LogSettings, Settings
+
+
+def test_settings_read_standard_and_prefixed_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEO4J_URI", "bolt://db.internal:7688")
+    monkeypatch.setenv("NEO4J_PASSWORD", "s3cret-password")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+    monkeypatch.setenv("MNEMOFLOW_STORE_BACKEND", "neo4j")
+    monkeypatch.setenv("MNEMOFLOW_EMBEDDING_DIMENSION", "256")
+    monkeypatch.setenv("MNEMOFLOW_NAMESPACE", "team-a")
+    settings = Settings()
+    assert settings.neo4j.uri == "bolt://db.internal:7688"
+    assert settings.neo4j.password is not None and settings.neo4j.password.get_secret_value() == "s3cret-password"
+    assert "s3cret" not in settings.model_dump_json()
+    assert settings.openai.base_url == "http://127.0.0.1:8000/v1"
+    assert (settings.store.backend, settings.embedding.dimension, settings.namespace) == ("neo4j", 256, "team-a")
+
+
+def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MNEMOFLOW_STORE_BACKEND", "postgres")
+    with pytest.raises(ValidationError, match="backend"):
+        Settings()
+    monkeypatch.delenv("MNEMOFLOW_STORE_BACKEND")
+    monkeypatch.setenv("MNEMOFLOW_EMBEDDING_DIMENSION", "3")
+    with pytest.raises(ValidationError, match="dimension"):
+        Settings()
+
+
+def test_every_setting_is_described() -> None:
+    for group in Settings().model_dump():
+        model = type(getattr(Settings(), group)) if group != "namespace" else None
+        if model is None:
+            continue
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+
+
+def test_json_logs_carry_run_context() -> None:
+    stream = io.StringIO()
+    configure_logging(LogSettings(format="json"), stream=stream, force=True)
+    try:
+        with bind_run_context(namespace="team-a", run_id="r1", node="comorag.try_answer"):
+            get_logger("test").info("step.done", calls=3)
+        get_logger("test").info("outside")
+        first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+        assert first["event"] == "step.done" and first["calls"] == 3
+        assert (first["namespace"], first["run_id"], first["node"]) == ("team-a", "r1", "comorag.try_answer")
+        assert "namespace" not in second
+    finally:
+        structlog.reset_defaults()
+        configure_logging(LogSettings(), force=True)
+
+
+def test_console_logs_on_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    configure_logging(LogSettings(format="auto"), stream=stream, force=True)
+    try:
+        with bind_run_context(namespace="ns"):
+            get_logger().warning("visible")
+        output = stream.getvalue()
+        assert "visible" in output and "namespace" in output and not output.lstrip().startswith("{")
+        assert logging.getLogger().level == logging.WARNING
+    finally:
+        configure_logging(LogSettings(), force=True)
+
+
+def test_exception_tree() -> None:
+    for name in errors.__all__:
+        error = getattr(errors, name)
+        assert issubclass(error, errors.MnemoflowError), name
+        assert error.__doc__, name
+    assert issubclass(errors.StoreUnavailableError, ConnectionError)
+    assert issubclass(errors.InvalidNameError, ValueError)
+    assert issubclass(errors.MissingEndpointError, LookupError)
+
+
+@pytest.mark.parametrize("package", ["mnemoflow", "memory"])
+def test_package_exports_exactly_its_all(package: str) -> None:
+    module = importlib.import_module(package)
+    assert len(set(module.__all__)) == len(module.__all__), f"{package}.__all__ has duplicates"
+    for name in module.__all__:
+        assert hasattr(module, name), f"{package}.__all__ names {name}, which does not exist"
+    public = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not isinstance(value, type(importlib)) and name != "annotations"
+    }
+    assert public <= set(module.__all__), f"{package} exposes names missing from __all__: {sorted(public - set(module.__all__))}"

@@ -1,0 +1,77 @@
+"""A Neo4j server that is not there, or that dies in the middle of a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from mnemoflow.errors import StoreUnavailableError
+from memory import NodeRecord
+from tests.conftest import EMBEDDER, neo4j_required, new_store
+from tests.support.neo4j_server import Neo4jServer, Neo4jStartError
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_unreachable_server_names_the_setting_and_address() -> None:
+    port = unused_port()
+    store = new_store("neo4j", neo4j_uri=f"bolt://127.0.0.1:{port}", max_transaction_retry_time=1.0, connection_timeout=2.0)
+    try:
+        with pytest.raises(StoreUnavailableError, match=rf"NEO4J_URI.*|127\.0\.0\.1:{port}") as caught:
+            await store.setup()
+        assert "NEO4J_URI" in str(caught.value) and f"127.0.0.1:{port}" in str(caught.value)
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def private_server(tmp_path: Path) -> Neo4jServer:
+    """A server of this test's own, which it may kill."""
+    server = Neo4jServer(tmp_path / "neo4j-home")
+    try:
+        server.start()
+    except Neo4jStartError as exc:
+        if neo4j_required():
+            pytest.fail(str(exc), pytrace=False)
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.mark.neo4j
+async def test_server_killed_mid_batch_writes_all_or_nothing(private_server: Neo4jServer) -> None:
+    uri = private_server.uri
+    port = int(uri.rsplit(":", 1)[1])
+    batch = [
+        NodeRecord(id=f"n{index}", namespace="crash", kind="Chunk", text=f"passage {index}", embedding=EMBEDDER.embed_one(f"passage {index}"))
+        for index in range(15_000)
+    ]
+    store = new_store("neo4j", neo4j_uri=uri, max_transaction_retry_time=3.0, connection_timeout=2.0, write_chunk_rows=500)
+    await store.setup()
+    try:
+        writing = asyncio.create_task(store.upsert_nodes(batch))
+        await asyncio.sleep(1.0)
+        assert not writing.done(), "the batch finished before the server was killed; make it bigger"
+        private_server.kill()
+        with pytest.raises(StoreUnavailableError, match="NEO4J_URI"):
+            await writing
+    finally:
+        await store.close()
+
+    private_server.stop()
+    private_server.start(port=port)
+    store = new_store("neo4j", neo4j_uri=uri)
+    await store.setup()
+    try:
+        assert await store.count_nodes("crash") in (0, len(batch))
+        assert await store.upsert_nodes(batch) == len(batch)
+        assert await store.count_nodes("crash") == len(batch)
+    finally:
+        await store.close()
