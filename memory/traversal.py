@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-from memory.records import NodeRecord, RelationshipRecord, Subgraph
+from memory.batches import check_depth, check_direction
+from memory.names import validate_namespace
+from memory.protocol import GraphStore
+from memory.records import Direction, NodeRecord, RelationshipRecord, Subgraph
 
-__all__ = ["ExpandHop", "breadth_first"]
+__all__ = ["ExpandHop", "Hop", "breadth_first", "neighbourhood"]
 
 ExpandHop = Callable[[list[str]], Awaitable[list[tuple[RelationshipRecord, NodeRecord]]]]
 """One hop: for frontier node ids, each allowed relationship touching them with the node at its other end."""
+
+Hop = Callable[[str, list[str], list[str] | None, str], Awaitable[list[tuple[RelationshipRecord, NodeRecord]]]]
+"""A backend's hop: (namespace, frontier ids, relationship types or None for all, direction)."""
+
+
+async def neighbourhood(
+    store: GraphStore,
+    hop: Hop,
+    namespace: str,
+    node_id: str,
+    *,
+    depth: int,
+    relationship_types: Sequence[str] | None,
+    direction: Direction,
+) -> Subgraph:
+    """``GraphStore.neighbourhood`` for any backend that can take one hop."""
+    validate_namespace(namespace)
+    check_depth(depth)
+    check_direction(direction)
+    types = None if relationship_types is None else store.registry.relationship_types(relationship_types)
+    [start] = await store.get_nodes(namespace, [node_id])
+    if start is None:
+        return Subgraph(nodes=[], relationships=[], distances={})
+
+    async def expand(frontier: list[str]) -> list[tuple[RelationshipRecord, NodeRecord]]:
+        return await hop(namespace, frontier, types, direction)
+
+    return await breadth_first(start, depth, expand)
 
 
 async def breadth_first(start: NodeRecord, depth: int, expand: ExpandHop) -> Subgraph:

@@ -29,8 +29,6 @@ from mnemoflow.errors import (
 from memory.batches import (
     PreparedNode,
     PreparedRelationship,
-    check_depth,
-    check_direction,
     check_ids,
     check_k,
     check_recorded_schema,
@@ -45,7 +43,7 @@ from memory.names import REGISTRY, NameRegistry, validate_namespace
 from memory.neo4j import queries
 from memory.protocol import SCHEMA_VERSION
 from memory.records import Direction, JsonScalar, NodeRecord, RelationshipRecord, ScoredNode, Subgraph
-from memory.traversal import breadth_first
+from memory import traversal
 
 __all__ = ["Neo4jStore"]
 
@@ -271,23 +269,7 @@ class Neo4jStore:
             kind: [_node_row(item) for item in sorted(group, key=lambda item: (item.record.namespace, item.record.id))]
             for kind, group in sorted(_by(prepared, lambda item: item.record.kind).items())
         }
-        now = utc_now().isoformat()
-
-        async def work(tx: AsyncManagedTransaction) -> int:
-            written = 0
-            for kind, rows in rows_by_kind.items():
-                for start in range(0, len(rows), self.write_chunk_rows):
-                    chunk = rows[start : start + self.write_chunk_rows]
-                    result = await tx.run(queries.upsert_nodes(kind), rows=chunk, now=now)
-                    record = await result.single(strict=True)
-                    if record["written"] != len(chunk):
-                        conflicts = await (await tx.run(queries.find_kind_conflicts(), rows=chunk)).data()
-                        details = "; ".join(f"{row['id']!r} is a {row['kind']}, not a {row['wanted']}" for row in conflicts)
-                        raise ConflictError(f"upsert refused, nothing written: {details}")
-                    written += len(chunk)
-            return written
-
-        return await self._write(work)
+        return await self._upsert_in_chunks(rows_by_kind, queries.upsert_nodes, self._raise_kind_conflicts)
 
     async def upsert_relationships(self, relationships: Sequence[RelationshipRecord]) -> int:
         prepared = prepare_relationships(relationships, self.registry)
@@ -298,21 +280,39 @@ class Neo4jStore:
             type_: [_relationship_row(item) for item in sorted(group, key=lambda item: item.record.id)]
             for type_, group in sorted(_by(prepared, lambda item: item.record.type).items())
         }
+        return await self._upsert_in_chunks(rows_by_type, queries.upsert_relationships, self._raise_missing_endpoints)
+
+    async def _upsert_in_chunks(
+        self,
+        rows_by_name: dict[str, list[dict[str, Any]]],
+        statement: Callable[[str], str],
+        explain_skipped: Callable[[AsyncManagedTransaction, list[dict[str, Any]]], Awaitable[None]],
+    ) -> int:
+        """Send every row, a chunk per statement, in one transaction; a skipped row aborts it all.
+
+        ``statement(name)`` is the upsert for one label or type and returns how many rows it wrote;
+        ``explain_skipped`` raises the error that says why rows were skipped, which rolls back.
+        """
         now = utc_now().isoformat()
 
         async def work(tx: AsyncManagedTransaction) -> int:
             written = 0
-            for type_, rows in rows_by_type.items():
+            for name, rows in rows_by_name.items():
                 for start in range(0, len(rows), self.write_chunk_rows):
                     chunk = rows[start : start + self.write_chunk_rows]
-                    result = await tx.run(queries.upsert_relationships(type_), rows=chunk, now=now)
-                    record = await result.single(strict=True)
+                    record = await (await tx.run(statement(name), rows=chunk, now=now)).single(strict=True)
                     if record["written"] != len(chunk):
-                        await self._raise_missing_endpoints(tx, chunk)
+                        await explain_skipped(tx, chunk)
                     written += len(chunk)
             return written
 
         return await self._write(work)
+
+    @staticmethod
+    async def _raise_kind_conflicts(tx: AsyncManagedTransaction, rows: list[dict[str, Any]]) -> None:
+        conflicts = await (await tx.run(queries.find_kind_conflicts(), rows=rows)).data()
+        details = "; ".join(f"{row['id']!r} is a {row['kind']}, not a {row['wanted']}" for row in conflicts)
+        raise ConflictError(f"upsert refused, nothing written: {details}")
 
     @staticmethod
     async def _raise_missing_endpoints(tx: AsyncManagedTransaction, rows: list[dict[str, Any]]) -> None:
@@ -358,20 +358,15 @@ class Neo4jStore:
         relationship_types: Sequence[str] | None = None,
         direction: Direction = "both",
     ) -> Subgraph:
-        validate_namespace(namespace)
-        check_depth(depth)
-        check_direction(direction)
-        types = None if relationship_types is None else self.registry.relationship_types(relationship_types)
-        [start] = await self.get_nodes(namespace, [node_id])
-        if start is None:
-            return Subgraph(nodes=[], relationships=[], distances={})
-        query = queries.expand(direction, types)
+        return await traversal.neighbourhood(
+            self, self._hop, namespace, node_id, depth=depth, relationship_types=relationship_types, direction=direction
+        )
 
-        async def expand(frontier: list[str]) -> list[tuple[RelationshipRecord, NodeRecord]]:
-            rows = await self._query(query, namespace=namespace, frontier=frontier)
-            return [(_relationship_from_map(row["relationship"]), _node_from_map(row["node"])) for row in rows]
-
-        return await breadth_first(start, depth, expand)
+    async def _hop(
+        self, namespace: str, frontier: list[str], types: list[str] | None, direction: str
+    ) -> list[tuple[RelationshipRecord, NodeRecord]]:
+        rows = await self._query(queries.expand(direction, types), namespace=namespace, frontier=frontier)
+        return [(_relationship_from_map(row["relationship"]), _node_from_map(row["node"])) for row in rows]
 
     async def vector_search(
         self,

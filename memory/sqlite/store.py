@@ -32,8 +32,6 @@ from mnemoflow.errors import (
 from memory.batches import (
     PreparedNode,
     PreparedRelationship,
-    check_depth,
-    check_direction,
     check_ids,
     check_k,
     check_recorded_schema,
@@ -47,7 +45,7 @@ from memory.names import REGISTRY, NameRegistry, validate_namespace
 from memory.protocol import SCHEMA_VERSION
 from memory.records import Direction, JsonScalar, NodeRecord, RelationshipRecord, ScoredNode, Subgraph
 from memory.sqlite.schema import MIGRATIONS
-from memory.traversal import breadth_first
+from memory import traversal
 
 __all__ = ["SQLiteStore"]
 
@@ -405,18 +403,14 @@ class SQLiteStore:
         relationship_types: Sequence[str] | None = None,
         direction: Direction = "both",
     ) -> Subgraph:
-        validate_namespace(namespace)
-        check_depth(depth)
-        check_direction(direction)
-        types = None if relationship_types is None else self.registry.relationship_types(relationship_types)
-        [start] = await self.get_nodes(namespace, [node_id])
-        if start is None:
-            return Subgraph(nodes=[], relationships=[], distances={})
+        return await traversal.neighbourhood(
+            self, self._hop, namespace, node_id, depth=depth, relationship_types=relationship_types, direction=direction
+        )
 
-        async def expand(frontier: list[str]) -> list[tuple[RelationshipRecord, NodeRecord]]:
-            return await self._run(self._expand, namespace, frontier, types, direction)
-
-        return await breadth_first(start, depth, expand)
+    async def _hop(
+        self, namespace: str, frontier: list[str], types: list[str] | None, direction: str
+    ) -> list[tuple[RelationshipRecord, NodeRecord]]:
+        return await self._run(self._expand, namespace, frontier, types, direction)
 
     def _expand(
         self, connection: sqlite3.Connection, namespace: str, frontier: list[str], types: list[str] | None, direction: str
@@ -505,9 +499,8 @@ class SQLiteStore:
             [namespace, kind],
         ).fetchall()
         rowids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        vectors = np.empty((len(rows), self.embedding_dimension), dtype=np.float32)
-        for position, row in enumerate(rows):
-            vectors[position] = np.frombuffer(row[1], dtype="<f8")
+        packed = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f8")
+        vectors = packed.reshape(len(rows), self.embedding_dimension).astype(np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
         matrix = _VectorMatrix(version, rowids, vectors / norms)
