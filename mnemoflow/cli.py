@@ -73,14 +73,14 @@ def _run(work: Callable[[GraphStore, Embedder], Awaitable[T]], settings: Setting
 @app.command()
 def demo(
     query: Annotated[str, typer.Option(help="What to search for.")] = "the storm and the ship near the reef",
-    namespace: NamespaceOption = None,
+    namespace: Annotated[str, typer.Option(help="Namespace the demo text is stored in.")] = "demo",
     backend: BackendOption = None,
 ) -> None:
     """Ingest a small bundled text into the store and print the top keyword and vector hits."""
     from mnemoflow.logging import bind_run_context, get_logger
     from memory.demo import run_demo
 
-    settings = _settings(backend, namespace or "demo")
+    settings = _settings(backend, namespace)
     log = get_logger("mnemoflow.demo")
 
     async def work(store: GraphStore, embedder: Embedder) -> Any:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from neo4j import AsyncGraphDatabase, GraphDatabase
+from neo4j import GraphDatabase
 
 from memory import HashingEmbedder, Neo4jStore, SQLiteStore
 from memory.protocol import GraphStore
@@ -64,10 +64,10 @@ def claim_for_tests(uri: str) -> None:
         driver.execute_query("MERGE (:MfTestMarker {key: 'mnemoflow-tests'})")
 
 
-async def wipe_neo4j(uri: str) -> None:
+def wipe_neo4j(uri: str) -> None:
     """Remove every node but the test marker; indexes and constraints stay (they are idempotent to recreate)."""
-    async with AsyncGraphDatabase.driver(uri, auth=neo4j_auth()) as driver:
-        await driver.execute_query("MATCH (n) WHERE NOT n:MfTestMarker DETACH DELETE n")
+    with GraphDatabase.driver(uri, auth=neo4j_auth()) as driver:
+        driver.execute_query("MATCH (n) WHERE NOT n:MfTestMarker DETACH DELETE n")
 
 
 def new_store(backend: str, *, neo4j_uri: str | None = None, sqlite_path: Path | None = None, **options: object) -> GraphStore:
@@ -87,12 +87,16 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def empty_neo4j(neo4j_uri: str) -> str:
+    """The session's Neo4j, emptied for this test."""
+    wipe_neo4j(neo4j_uri)
+    return neo4j_uri
+
+
+@pytest.fixture
 async def store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[GraphStore]:
     """A freshly set-up, empty store of the parametrized backend."""
-    uri = None
-    if backend == "neo4j":
-        uri = request.getfixturevalue("neo4j_uri")
-        await wipe_neo4j(uri)
+    uri = request.getfixturevalue("empty_neo4j") if backend == "neo4j" else None
     created = new_store(backend, neo4j_uri=uri, sqlite_path=tmp_path / "memory.db")
     await created.setup()
     try:

@@ -33,10 +33,12 @@ def test_demo_on_the_embedded_store_is_idempotent(tmp_path: Path) -> None:
 
 
 @pytest.mark.neo4j
-def test_demo_on_neo4j(tmp_path: Path, neo4j_uri: str) -> None:
-    result = run("demo", "--backend", "neo4j", "--namespace", f"cli-{tmp_path.name}", cwd=tmp_path, NEO4J_URI=neo4j_uri)
+def test_demo_on_neo4j(tmp_path: Path, empty_neo4j: str) -> None:
+    result = run("demo", "--backend", "neo4j", "--namespace", "cli", cwd=tmp_path, NEO4J_URI=empty_neo4j)
     assert result.returncode == 0, result.stderr
     assert "Stored 9 passages in the neo4j store" in result.stdout
+    info = run("store", "info", "--backend", "neo4j", "--namespace", "cli", cwd=tmp_path, NEO4J_URI=empty_neo4j)
+    assert "namespace 'cli': 10 nodes, 17 relationships" in info.stdout
 
 
 def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:

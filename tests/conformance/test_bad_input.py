@@ -121,7 +121,7 @@ async def test_bad_counts_and_depths(store: GraphStore, namespace: str) -> None:
 async def test_store_built_with_another_embedder_is_refused(
     store: GraphStore, backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    uri = request.getfixturevalue("neo4j_uri") if backend == "neo4j" else None
+    uri = request.getfixturevalue("empty_neo4j") if backend == "neo4j" else None
     other = new_store(backend, neo4j_uri=uri, sqlite_path=tmp_path / "memory.db", embedding_model="other", embedding_dimension=8)
     try:
         with pytest.raises(SchemaError, match="'hashing-v1-384' \\(dimension 384\\).*'other' \\(dimension 8\\)"):
