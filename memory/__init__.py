@@ -1,8 +1,10 @@
 """The memory layer: record models, the GraphStore contract, the Neo4j and SQLite backends, embedders."""
 
+from memory.checkpoints import open_checkpointer
 from memory.embeddings import HashingEmbedder, LocalEmbedder, OpenAIEmbedder, embedder_from_settings
 from memory.factory import store_from_settings
 from memory.names import REGISTRY, KindSpec, NameRegistry, validate_identifier, validate_namespace
+from memory.neo4j.checkpoints import Neo4jCheckpointSaver
 from memory.neo4j.store import Neo4jStore
 from memory.protocol import SCHEMA_VERSION, Embedder, GraphStore
 from memory.records import Direction, JsonScalar, NodeRecord, RelationshipRecord, ScoredNode, Subgraph, stable_id
@@ -19,6 +21,7 @@ __all__ = [
     "KindSpec",
     "LocalEmbedder",
     "NameRegistry",
+    "Neo4jCheckpointSaver",
     "Neo4jStore",
     "NodeRecord",
     "OpenAIEmbedder",
@@ -27,6 +30,7 @@ __all__ = [
     "ScoredNode",
     "Subgraph",
     "embedder_from_settings",
+    "open_checkpointer",
     "stable_id",
     "store_from_settings",
     "validate_identifier",

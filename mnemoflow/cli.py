@@ -23,6 +23,8 @@ T = TypeVar("T")
 app = typer.Typer(name="mnemoflow", help="Memory mechanisms for LLM agents, as declarative workflows.", no_args_is_help=True)
 store_app = typer.Typer(help="Set up and inspect the memory store.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
+graphs_app = typer.Typer(help="List, check, show and render graph files.", no_args_is_help=True)
+app.add_typer(graphs_app, name="graphs")
 
 NamespaceOption = Annotated[str | None, typer.Option(help="Namespace to use; defaults to MNEMOFLOW_NAMESPACE.")]
 BackendOption = Annotated[str | None, typer.Option(help="sqlite or neo4j; defaults to MNEMOFLOW_STORE_BACKEND.")]
@@ -129,6 +131,140 @@ def store_info(namespace: NamespaceOption = None, backend: BackendOption = None)
     version, nodes, relationships = _run(work, settings)
     typer.echo(f"backend: {settings.store.backend}\nschema version: {version}")
     typer.echo(f"namespace {settings.namespace!r}: {nodes} nodes, {relationships} relationships")
+
+
+def _load(reference: str) -> Any:
+    from graphs import load_graph
+
+    try:
+        return load_graph(reference)
+    except FileNotFoundError as exc:
+        raise _fail(str(exc)) from None
+    except MnemoflowError as exc:
+        raise _fail(f"{reference} is not a valid graph:\n{exc}") from None
+
+
+@graphs_app.command("list")
+def graphs_list() -> None:
+    """The shipped graphs, with their descriptions."""
+    import yaml
+
+    from graphs import library_graphs
+
+    for path in library_graphs():
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        description = " ".join(str(data.get("description", "")).split())
+        typer.echo(f"{path.stem:<24} {description}")
+
+
+@graphs_app.command("validate")
+def graphs_validate(references: Annotated[list[str], typer.Argument(help="Graph files or library names.")]) -> None:
+    """Check graph files; exit 1 and list every problem (file:line:column) when one is invalid."""
+    from graphs import load_graph
+
+    failed = False
+    for reference in references:
+        try:
+            graph = load_graph(reference)
+        except FileNotFoundError as exc:
+            typer.secho(f"{reference}: {exc}", fg=typer.colors.RED, err=True)
+            failed = True
+        except MnemoflowError as exc:
+            typer.secho(str(exc), fg=typer.colors.RED, err=True)
+            failed = True
+        else:
+            typer.echo(f"{graph.path}: ok ({graph.spec.name} v{graph.spec.version}, {len(graph.spec.nodes)} nodes)")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+@graphs_app.command("show")
+def graphs_show(reference: Annotated[str, typer.Argument(help="A graph file or library name.")]) -> None:
+    """Describe a graph: its state, input and each node with its documentation."""
+    from nodes import REGISTRY
+
+    graph = _load(reference)
+    spec = graph.spec
+    typer.echo(f"{spec.name} v{spec.version} ({graph.path})\n{' '.join(spec.description.split())}\n")
+    typer.echo(f"state: {spec.state}   input: {', '.join(spec.input) or '-'}   max_steps: {spec.max_steps or '-'}\n")
+    for name, node in spec.nodes.items():
+        if node.use is not None:
+            definition = REGISTRY.nodes[node.use]
+            typer.echo(f"{name}: {node.use} {node.with_ or ''}".rstrip())
+            typer.echo(f"    {definition.doc.splitlines()[0]}")
+            typer.echo(f"    reads {', '.join(sorted(definition.reads)) or '-'}; writes {', '.join(sorted(definition.writes)) or '-'}")
+        else:
+            typer.echo(f"{name}: graph {node.graph}")
+    for route in spec.routes:
+        outcomes = ", ".join(f"{outcome} -> {target}" for outcome, target in route.outcomes.items())
+        typer.echo(f"route after {route.from_}: {route.router} ({outcomes})")
+
+
+@graphs_app.command("render")
+def graphs_render(reference: Annotated[str, typer.Argument(help="A graph file or library name.")]) -> None:
+    """Print the graph as Mermaid text (paste it into any Mermaid viewer)."""
+    from graphs import to_mermaid
+
+    typer.echo(to_mermaid(_load(reference)), nl=False)
+
+
+@graphs_app.command("schema")
+def graphs_schema() -> None:
+    """Print the JSON Schema of graph files, for editors."""
+    import json
+
+    from graphs import GraphSpec
+
+    typer.echo(json.dumps(GraphSpec.model_json_schema(by_alias=True), indent=2))
+
+
+@app.command("run")
+def run(
+    graph: Annotated[str, typer.Argument(help="A graph file or library name.")],
+    input: Annotated[str, typer.Option("--input", help="Input as JSON, or @file holding JSON.")] = "{}",
+    thread: Annotated[str | None, typer.Option(help="Thread id: run again with the same id to resume.")] = None,
+    store: Annotated[str | None, typer.Option(help="sqlite or neo4j; defaults to MNEMOFLOW_STORE_BACKEND.")] = None,
+    namespace: NamespaceOption = None,
+    field: Annotated[str | None, typer.Option(help="Print only this field of the final state.")] = None,
+) -> None:
+    """Run a graph (or resume one on --thread) and print its final state and a one-line summary."""
+    import json
+    from pathlib import Path
+
+    from graphs import run_graph
+    from memory.checkpoints import open_checkpointer
+
+    loaded = _load(graph)
+    try:
+        text = Path(input[1:]).read_text(encoding="utf-8") if input.startswith("@") else input
+        values = json.loads(text)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise _fail(f"--input: {exc}") from None
+    if not isinstance(values, dict):
+        raise _fail("--input must be a JSON object of state fields")
+    settings = _settings(store, namespace)
+
+    async def work(memory: GraphStore, embedder: Embedder) -> Any:
+        async with open_checkpointer(settings) as checkpointer:
+            return await run_graph(
+                loaded,
+                values,
+                store=memory,
+                embedder=embedder,
+                settings=settings,
+                checkpointer=checkpointer,
+                namespace=settings.namespace,
+                thread_id=thread,
+            )
+
+    result = _run(work, settings)
+    if field is not None:
+        if field not in result.state:
+            raise _fail(f"--field {field!r} is not in the final state: {', '.join(result.state)}")
+        typer.echo(json.dumps(result.state[field], indent=2, default=str))
+    else:
+        typer.echo(json.dumps(result.state, indent=2, default=str))
+    typer.echo(result.summary(), err=True)
 
 
 @app.command("settings")

@@ -7,6 +7,9 @@ know mnemoflow::
     MnemoflowError
     ├── ConfigError (ValueError)             a setting or CLI argument is invalid
     ├── EmbeddingError                       an embedder failed or returned vectors of the wrong shape
+    ├── GraphSpecError (ValueError)          a graph file is invalid: every problem, with file, line and column
+    ├── RegistrationError (ValueError)       a node, router or state model is registered wrongly
+    ├── NodeError                            a node or router misbehaved while a graph ran
     └── StoreError                           anything the memory store reports
         ├── StoreUnavailableError (ConnectionError)   the database cannot be reached or went away
         ├── SchemaError                      the stored schema does not match this code (version, model)
@@ -24,17 +27,22 @@ Foreign errors (neo4j, sqlite3, openai) are translated at the edge of each backe
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ConfigError",
     "ConflictError",
     "EmbeddingDimensionError",
     "EmbeddingError",
+    "GraphSpecError",
     "InvalidNameError",
     "InvalidNamespaceError",
     "InvalidQueryError",
     "InvalidRecordError",
     "MissingEndpointError",
     "MnemoflowError",
+    "NodeError",
+    "RegistrationError",
     "SchemaError",
     "StoreError",
     "StoreUnavailableError",
@@ -51,6 +59,22 @@ class ConfigError(MnemoflowError, ValueError):
 
 class EmbeddingError(MnemoflowError):
     """Raised when an embedder fails or returns vectors of an unexpected shape."""
+
+
+class GraphSpecError(MnemoflowError, ValueError):
+    """Raised when a graph file is invalid; ``problems`` lists every problem found, each with its place."""
+
+    def __init__(self, problems: list[Any]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(problem) for problem in problems))
+
+
+class RegistrationError(MnemoflowError, ValueError):
+    """Raised when a node, router or state model is registered with a bad name, fields or signature."""
+
+
+class NodeError(MnemoflowError):
+    """Raised when a node writes a field it did not declare, or a router returns an undeclared outcome."""
 
 
 class StoreError(MnemoflowError):

@@ -1,0 +1,32 @@
+"""Nodes: the steps graphs are made of, their registry and the run context they receive.
+
+Importing this package registers the built-in node packages.
+"""
+
+from nodes.context import RunContext, Trace, TraceEvent
+from nodes.registry import (
+    REGISTRY,
+    NoConfig,
+    NodeDefinition,
+    Registry,
+    RouterDefinition,
+    node,
+    router,
+    state_model,
+)
+
+from nodes import text as _text  # noqa: E402,F401  (registers the text.* nodes)
+
+__all__ = [
+    "REGISTRY",
+    "NoConfig",
+    "NodeDefinition",
+    "Registry",
+    "RouterDefinition",
+    "RunContext",
+    "Trace",
+    "TraceEvent",
+    "node",
+    "router",
+    "state_model",
+]

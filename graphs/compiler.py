@@ -1,0 +1,140 @@
+"""Compile a checked graph to LangGraph: a ``StateGraph`` of wrapped nodes, then a compiled graph.
+
+Each node receives its state, its validated config and the :class:`~nodes.context.RunContext` that
+LangGraph passes as the runtime context. Retry and timeout of a node become LangGraph's ``RetryPolicy``
+and node timeout; under this engine they are the only retries of a node (transport retries stay in the
+LLM gateway and the database driver).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END as LANGGRAPH_END
+from langgraph.graph import START as LANGGRAPH_START
+from langgraph.graph import StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import RetryPolicy, Send
+from pydantic import BaseModel
+
+from mnemoflow.errors import MnemoflowError, NodeError
+from graphs.loader import LoadedGraph
+from graphs.spec import END, START, RetrySpec
+from nodes.context import RunContext
+from nodes.registry import REGISTRY, NodeDefinition, Registry, RouterDefinition
+
+__all__ = ["build_state_graph", "compile_graph"]
+
+
+def _endpoint(name: str) -> str:
+    return {START: LANGGRAPH_START, END: LANGGRAPH_END}.get(name, name)
+
+
+def _retryable(exc: Exception) -> bool:
+    """Node retries are for a node's own failures. mnemoflow errors were already retried by their owner
+    (the LLM gateway, the database driver) or describe bad input, and a ValueError, TypeError or LookupError
+    is a bug or bad data that the same attempt would meet again."""
+    return not isinstance(exc, MnemoflowError | ValueError | TypeError | LookupError)
+
+
+def _retry_policy(retry: RetrySpec | None) -> RetryPolicy | None:
+    if retry is None:
+        return None
+    return RetryPolicy(
+        initial_interval=retry.initial_interval,
+        backoff_factor=retry.backoff_factor,
+        max_interval=retry.max_interval,
+        max_attempts=retry.max_attempts,
+        jitter=retry.jitter,
+        retry_on=_retryable,
+    )
+
+
+def _wrap_node(step: str, definition: NodeDefinition, config: BaseModel, state_model: type[BaseModel]) -> Callable[..., Any]:
+    function, allowed = definition.function, definition.writes
+
+    async def run(state: Any, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        context = runtime.context
+        if isinstance(state, dict):  # a fanned-out branch may hand over a plain mapping
+            state = state_model.model_validate(state)
+        context.trace.record(step, "start")
+        started = time.perf_counter()
+        try:
+            update = await function(state, config, context)
+        except Exception as exc:
+            context.trace.record(step, "error", duration_s=time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
+            context.log.warning("node.error", node=step, error=str(exc))
+            raise
+        undeclared = set(update) - allowed
+        if undeclared:
+            raise NodeError(f"node {step!r} ({definition.name}) wrote {sorted(undeclared)}, which it does not declare in writes")
+        elapsed = time.perf_counter() - started
+        context.trace.record(step, "end", duration_s=elapsed)
+        context.log.debug("node.end", node=step, seconds=round(elapsed, 4))
+        return update
+
+    run.__name__ = step
+    return run
+
+
+def _wrap_router(source: str, definition: RouterDefinition, config: BaseModel) -> Callable[[Any], str]:
+    function, outcomes = definition.function, definition.outcomes
+
+    def route(state: Any) -> str:
+        outcome = function(state, config)
+        if outcome not in outcomes:
+            raise NodeError(f"router {definition.name} after {source!r} returned {outcome!r}, not one of {sorted(outcomes)}")
+        return outcome
+
+    return route
+
+
+def _fan_out(over: str, item: str, target: str) -> Callable[[Any], list[Send]]:
+    def send(state: Any) -> list[Send]:
+        return [Send(target, state.model_copy(update={item: value})) for value in getattr(state, over)]
+
+    return send
+
+
+def build_state_graph(
+    graph: LoadedGraph, registry: Registry = REGISTRY, *, step_prefix: str = ""
+) -> StateGraph[Any, RunContext, Any, Any]:
+    """The ``StateGraph`` of a checked graph (``load_graph`` has run every check).
+
+    Steps are named in traces by node name, prefixed by the subgraph node they run in (``stats/count``).
+    """
+    spec = graph.spec
+    state_model = registry.states[spec.state]
+    builder: StateGraph[Any, RunContext, Any, Any] = StateGraph(state_model, context_schema=RunContext)
+    for name, node in spec.nodes.items():
+        options: dict[str, Any] = {"retry_policy": _retry_policy(node.retry)}
+        if node.timeout is not None:
+            options["timeout"] = node.timeout
+        if node.use is not None:
+            definition = registry.nodes[node.use]
+            config = definition.config.model_validate(node.with_)
+            builder.add_node(name, _wrap_node(step_prefix + name, definition, config, state_model), **options)
+        else:
+            subgraph = build_state_graph(graph.subgraphs[name], registry, step_prefix=f"{step_prefix}{name}/")
+            builder.add_node(name, subgraph.compile(name=graph.subgraphs[name].spec.name), **options)
+    for edge in spec.edges:
+        builder.add_edge(_endpoint(edge.from_), _endpoint(edge.to))
+    for route in spec.routes:
+        router = registry.routers[route.router]
+        router_config = router.config.model_validate(route.with_)
+        targets: dict[Hashable, str] = {outcome: _endpoint(target) for outcome, target in route.outcomes.items()}
+        builder.add_conditional_edges(route.from_, _wrap_router(route.from_, router, router_config), targets)
+    for fanout in spec.fanouts:
+        builder.add_conditional_edges(fanout.from_, _fan_out(fanout.over, fanout.item, fanout.to), [fanout.to])
+    return builder
+
+
+def compile_graph(
+    graph: LoadedGraph, *, checkpointer: BaseCheckpointSaver[Any] | None = None, registry: Registry = REGISTRY
+) -> CompiledStateGraph[Any, RunContext, Any, Any]:
+    """Compile a checked graph, with a checkpointer when runs must survive a crash."""
+    return build_state_graph(graph, registry).compile(checkpointer=checkpointer, name=graph.spec.name)

@@ -1,0 +1,157 @@
+"""Run a checked graph under a thread id with a checkpointer, and keep the run's trace in the store.
+
+A thread whose last run stopped part-way (a crash, a kill, a failed node) resumes from its last completed
+step when run again with the same thread id; nothing before that step runs again.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.errors import GraphRecursionError, NodeTimeoutError
+
+from mnemoflow.errors import ConfigError, NodeError
+from mnemoflow.logging import bind_run_context, get_logger
+from mnemoflow.settings import Settings
+from graphs.compiler import compile_graph
+from graphs.loader import LoadedGraph
+from memory.protocol import Embedder, GraphStore
+from memory.records import NodeRecord, stable_id
+from nodes.context import RunContext
+from nodes.registry import REGISTRY, Registry
+
+__all__ = ["RunResult", "check_input", "run_graph", "step_limit"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced."""
+
+    graph: str
+    run_id: str
+    thread_id: str
+    status: str
+    """``completed``, or ``failed`` (only in the saved trace: a failed run raises)."""
+    state: dict[str, Any]
+    steps: list[str]
+    """Nodes that completed in this run, in order (a resumed run lists only what it ran)."""
+    resumed: bool
+    duration_s: float
+    llm_calls: int = 0
+    tokens: int = 0
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        resumed = ", resumed" if self.resumed else ""
+        return (
+            f"{self.graph}: {self.status}{resumed} in {len(self.steps)} steps, {self.duration_s:.2f} s, "
+            f"{self.llm_calls} LLM calls, {self.tokens} tokens (thread {self.thread_id}, run {self.run_id})"
+        )
+
+
+def step_limit(graph: LoadedGraph) -> int:
+    """LangGraph's recursion limit for a run: the file's ``max_steps``, or enough for an acyclic graph."""
+    return graph.spec.max_steps or 10 + 2 * len(graph.spec.nodes)
+
+
+def check_input(graph: LoadedGraph, values: dict[str, Any], registry: Registry = REGISTRY) -> None:
+    """Refuse an input that misses a declared input field or names a field the state does not have."""
+    fields = registry.states[graph.spec.state].model_fields
+    problems = [f"{name!r} is required" for name in graph.spec.input if name not in values]
+    problems += [f"{name!r} is not a field of {graph.spec.state}" for name in values if name not in fields]
+    if problems:
+        raise ConfigError(f"input of {graph.spec.name} ({graph.path}): {'; '.join(problems)}")
+
+
+async def run_graph(
+    graph: LoadedGraph,
+    values: dict[str, Any] | None,
+    *,
+    store: GraphStore,
+    embedder: Embedder,
+    settings: Settings,
+    checkpointer: BaseCheckpointSaver[Any],
+    namespace: str,
+    thread_id: str | None = None,
+    registry: Registry = REGISTRY,
+) -> RunResult:
+    """Run (or resume) ``graph`` on ``thread_id``; a new thread id is made when none is given."""
+    compiled = compile_graph(graph, checkpointer=checkpointer, registry=registry)
+    thread_id = thread_id or uuid.uuid4().hex
+    run_id = uuid.uuid4().hex[:16]
+    config: RunnableConfig = {"configurable": {"thread_id": thread_id}, "recursion_limit": step_limit(graph)}
+    resumed = bool((await compiled.aget_state(config)).next)
+    if not resumed:
+        check_input(graph, values or {}, registry)
+    log = get_logger("mnemoflow.run").bind(graph=graph.spec.name, thread_id=thread_id)
+    context = RunContext(
+        store=store, embedder=embedder, settings=settings, namespace=namespace, run_id=run_id, thread_id=thread_id, log=log
+    )
+    started = time.perf_counter()
+    status = "failed"
+    with bind_run_context(namespace=namespace, run_id=run_id):
+        log.info("run.start", resumed=resumed)
+        try:
+            state: dict[str, Any] = await compiled.ainvoke(None if resumed else values, config, context=context)
+            status = "completed"
+        except GraphRecursionError as exc:
+            raise NodeError(
+                f"{graph.spec.name} took more than {step_limit(graph)} steps (max_steps); the loop did not exit"
+            ) from exc
+        except NodeTimeoutError as exc:
+            context.trace.record(exc.node, "error", error=f"timed out after {exc.timeout} s")
+            raise NodeError(f"node {exc.node!r} of {graph.spec.name} timed out after {exc.timeout} s (timeout)") from exc
+        finally:
+            duration = time.perf_counter() - started
+            await _save_trace(store, namespace, graph, run_id, thread_id, status, resumed, duration, context)
+            log.info("run.end", status=status, steps=len(context.trace.steps), seconds=round(duration, 3))
+    return RunResult(
+        graph=graph.spec.name,
+        run_id=run_id,
+        thread_id=thread_id,
+        status=status,
+        state=dict(state),
+        steps=context.trace.steps,
+        resumed=resumed,
+        duration_s=duration,
+        trace=[event.as_dict() for event in context.trace.events],
+    )
+
+
+async def _save_trace(
+    store: GraphStore,
+    namespace: str,
+    graph: LoadedGraph,
+    run_id: str,
+    thread_id: str,
+    status: str,
+    resumed: bool,
+    duration: float,
+    context: RunContext,
+) -> None:
+    await store.upsert_nodes(
+        [
+            NodeRecord(
+                id=stable_id(namespace, "Run", run_id),
+                namespace=namespace,
+                kind="Run",
+                text=f"{graph.spec.name} {status}",
+                properties={
+                    "graph": graph.spec.name,
+                    "graph_version": graph.spec.version,
+                    "run_id": run_id,
+                    "thread_id": thread_id,
+                    "status": status,
+                    "resumed": resumed,
+                    "duration_s": round(duration, 6),
+                    "steps": len(context.trace.steps),
+                    "events": [event.as_dict() for event in context.trace.events],
+                },
+            )
+        ]
+    )

@@ -1,0 +1,62 @@
+"""The run context: everything a node may use besides its state, handed to it by the engine.
+
+LangGraph passes it as the runtime context, so nothing is global and a test can build one with other parts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mnemoflow.settings import Settings
+from memory.protocol import Embedder, GraphStore
+
+__all__ = ["RunContext", "TraceEvent", "Trace"]
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    """One thing that happened in a run: a node started, ended or failed."""
+
+    node: str
+    event: str
+    """``start``, ``end`` or ``error``."""
+    at: float
+    """Seconds since the epoch."""
+    duration_s: float | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if value is not None}
+
+
+@dataclass
+class Trace:
+    """The events of one run, kept in memory and saved to the store when the run ends or fails."""
+
+    events: list[TraceEvent] = field(default_factory=list)
+
+    def record(self, node: str, event: str, *, duration_s: float | None = None, error: str | None = None) -> None:
+        self.events.append(TraceEvent(node, event, time.time(), duration_s, error))
+
+    @property
+    def steps(self) -> list[str]:
+        """Nodes that completed, in order."""
+        return [event.node for event in self.events if event.event == "end"]
+
+
+@dataclass
+class RunContext:
+    """What a node receives besides its state and config."""
+
+    store: GraphStore
+    embedder: Embedder
+    settings: Settings
+    namespace: str
+    """The namespace every memory write and read of this run uses."""
+    run_id: str
+    thread_id: str
+    log: Any
+    """A structlog logger bound to the namespace, run id and graph."""
+    trace: Trace = field(default_factory=Trace)

@@ -1,0 +1,205 @@
+"""Registration of nodes, routers and state models, so a graph file can name them and be checked.
+
+A node is an async function ``(state, config, context) -> dict`` that returns the fields it changes::
+
+    @node("text.split_sentences", state=TextState, reads={"text"}, writes={"sentences"})
+    async def split_sentences(state: TextState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+        "Split the text into sentences."
+        ...
+
+A router is a plain function ``(state, config) -> outcome`` with the outcomes it can return declared.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from mnemoflow.errors import RegistrationError
+from nodes.context import RunContext
+
+__all__ = [
+    "REGISTRY",
+    "NoConfig",
+    "NodeDefinition",
+    "NodeFunction",
+    "Registry",
+    "RouterDefinition",
+    "RouterFunction",
+    "node",
+    "router",
+    "state_model",
+]
+
+StateT = TypeVar("StateT", bound=BaseModel)
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+NodeFunction = Callable[[Any, Any, RunContext], Awaitable[dict[str, Any]]]
+RouterFunction = Callable[[Any, Any], str]
+_DOTTED = re.compile(r"[a-z][a-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+class NoConfig(BaseModel):
+    """Config of a node or router that takes no parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class NodeDefinition:
+    """A registered node."""
+
+    name: str
+    function: NodeFunction
+    state: type[BaseModel]
+    reads: frozenset[str]
+    writes: frozenset[str]
+    config: type[BaseModel]
+    doc: str
+
+
+@dataclass(frozen=True)
+class RouterDefinition:
+    """A registered router: picks the next node by returning one of its declared outcomes."""
+
+    name: str
+    function: RouterFunction
+    state: type[BaseModel]
+    reads: frozenset[str]
+    outcomes: frozenset[str]
+    config: type[BaseModel]
+    doc: str
+
+
+class Registry:
+    """Nodes, routers and state models by name."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, NodeDefinition] = {}
+        self.routers: dict[str, RouterDefinition] = {}
+        self.states: dict[str, type[BaseModel]] = {}
+        self._lock = threading.Lock()
+
+    def add_state(self, name: str, model: type[BaseModel]) -> None:
+        _check_name(name, "state model")
+        with self._lock:
+            if self.states.get(name, model) is not model:
+                raise RegistrationError(f"state model {name!r} is already registered as {self.states[name].__qualname__}")
+            self.states[name] = model
+
+    def add_node(self, definition: NodeDefinition) -> None:
+        with self._lock:
+            if definition.name in self.nodes or definition.name in self.routers:
+                raise RegistrationError(f"{definition.name!r} is already registered")
+            self.nodes[definition.name] = definition
+
+    def add_router(self, definition: RouterDefinition) -> None:
+        with self._lock:
+            if definition.name in self.nodes or definition.name in self.routers:
+                raise RegistrationError(f"{definition.name!r} is already registered")
+            self.routers[definition.name] = definition
+
+
+REGISTRY = Registry()
+"""Where the decorators register; mechanisms' packages fill it when imported."""
+
+
+def _check_name(name: str, what: str) -> None:
+    if not _DOTTED.fullmatch(name):
+        raise RegistrationError(f"{what} name {name!r} must be dotted, like 'package.name'")
+
+
+def _check_fields(name: str, state: type[BaseModel], fields: set[str], what: str) -> frozenset[str]:
+    unknown = sorted(set(fields) - set(state.model_fields))
+    if unknown:
+        raise RegistrationError(
+            f"{name}: {what} {', '.join(unknown)} not fields of {state.__name__} "
+            f"(fields: {', '.join(state.model_fields)})"
+        )
+    return frozenset(fields)
+
+
+def _doc(function: Callable[..., Any], name: str) -> str:
+    doc = inspect.getdoc(function)
+    if not doc:
+        raise RegistrationError(f"{name}: give the function a docstring; the CLI shows it")
+    return doc
+
+
+def state_model(name: str, registry: Registry = REGISTRY) -> Callable[[type[StateT]], type[StateT]]:
+    """Register a pydantic state model under a dotted name that graph files use in ``state:``."""
+
+    def register(model: type[StateT]) -> type[StateT]:
+        registry.add_state(name, model)
+        return model
+
+    return register
+
+
+def node(
+    name: str,
+    *,
+    state: type[BaseModel],
+    reads: set[str],
+    writes: set[str],
+    config: type[BaseModel] = NoConfig,
+    registry: Registry = REGISTRY,
+) -> Callable[[NodeFunction], NodeFunction]:
+    """Register an async node function: ``(state, config, context) -> dict`` of the fields it writes."""
+    _check_name(name, "node")
+
+    def register(function: NodeFunction) -> NodeFunction:
+        if not inspect.iscoroutinefunction(function):
+            raise RegistrationError(f"node {name}: must be an async function")
+        registry.add_node(
+            NodeDefinition(
+                name=name,
+                function=function,
+                state=state,
+                reads=_check_fields(name, state, reads, "reads"),
+                writes=_check_fields(name, state, writes, "writes"),
+                config=config,
+                doc=_doc(function, name),
+            )
+        )
+        return function
+
+    return register
+
+
+def router(
+    name: str,
+    *,
+    state: type[BaseModel],
+    reads: set[str],
+    outcomes: set[str],
+    config: type[BaseModel] = NoConfig,
+    registry: Registry = REGISTRY,
+) -> Callable[[RouterFunction], RouterFunction]:
+    """Register a router: ``(state, config) -> outcome``, one of ``outcomes``."""
+    _check_name(name, "router")
+    if not outcomes:
+        raise RegistrationError(f"router {name}: declare the outcomes it can return")
+
+    def register(function: RouterFunction) -> RouterFunction:
+        if inspect.iscoroutinefunction(function):
+            raise RegistrationError(f"router {name}: must be a plain function; routing does no I/O")
+        registry.add_router(
+            RouterDefinition(
+                name=name,
+                function=function,
+                state=state,
+                reads=_check_fields(name, state, reads, "reads"),
+                outcomes=frozenset(outcomes),
+                config=config,
+                doc=_doc(function, name),
+            )
+        )
+        return function
+
+    return register

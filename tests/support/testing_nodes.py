@@ -1,0 +1,60 @@
+"""Nodes and routers that misbehave on purpose, registered under ``testing.*`` for the engine's tests."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from nodes import NoConfig, RunContext, node, router
+from nodes.text import TextState
+
+FAILURES: dict[str, int] = {}
+"""How many more times ``testing.flaky`` fails, by thread id."""
+
+
+class FlakyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    failures: int = 2
+
+
+@node("testing.flaky", state=TextState, reads=set(), writes={"notes"}, config=FlakyConfig)
+async def flaky(state: TextState, config: FlakyConfig, context: RunContext) -> dict[str, Any]:
+    """Fail the first ``failures`` attempts of each thread, then succeed."""
+    left = FAILURES.setdefault(context.thread_id, config.failures)
+    if left > 0:
+        FAILURES[context.thread_id] = left - 1
+        raise RuntimeError(f"flaky failure, {left - 1} left")
+    return {"notes": ["flaky succeeded"]}
+
+
+@node("testing.slow", state=TextState, reads=set(), writes=set())
+async def slow(state: TextState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+    """Take ten seconds."""
+    await asyncio.sleep(10)
+    return {}
+
+
+@node("testing.writes_undeclared", state=TextState, reads=set(), writes={"notes"})
+async def writes_undeclared(state: TextState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+    """Write a field it did not declare."""
+    return {"notes": ["ok"], "total_words": 99}
+
+
+@router("testing.bad_router", state=TextState, reads=set(), outcomes={"left", "right"})
+def bad_router(state: TextState, config: NoConfig) -> str:
+    """Return an outcome it did not declare."""
+    return "straight"
+
+
+@node("testing.noop", state=TextState, reads=set(), writes=set())
+async def noop(state: TextState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+    """Do nothing."""
+    return {}
+
+
+@router("testing.counter", state=TextState, reads={"rounds"}, outcomes={"again", "done"})
+def counter(state: TextState, config: NoConfig) -> str:
+    """'again' for the first two rounds."""
+    return "again" if state.rounds < 2 else "done"

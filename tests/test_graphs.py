@@ -1,0 +1,144 @@
+"""Graph files: every validation error with its line, compilation, runs on both stores, rendering, schema."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mnemoflow.errors import ConfigError, GraphSpecError, NodeError
+from mnemoflow.settings import Neo4jSettings, Settings, StoreSettings
+from graphs import GraphSpec, library_graphs, load_graph, run_graph, to_mermaid
+from memory.checkpoints import open_checkpointer
+from memory.protocol import GraphStore
+from tests.conftest import EMBEDDER
+
+INVALID = sorted((Path(__file__).parent / "fixtures" / "graphs" / "invalid").glob("*.yaml"))
+MNEMOFLOW = str(Path(sys.executable).with_name("mnemoflow"))
+TEXT = "The sea was calm that night. A ship came close to the reef! Its crew saw the light and turned. All were saved."
+
+
+def expectation(path: Path) -> tuple[str, int]:
+    code, line = path.read_text().splitlines()[0].removeprefix("# expect: ").split()
+    return code, int(line)
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[path.stem for path in INVALID])
+def test_invalid_graph_is_reported_with_its_line(path: Path) -> None:
+    code, line = expectation(path)
+    with pytest.raises(GraphSpecError) as caught:
+        load_graph(path)
+    matching = [problem for problem in caught.value.problems if (problem.code, problem.line) == (code, line)]
+    assert matching, f"expected {code} at line {line}, got:\n{caught.value}"
+    # a recursive include is reported where the cycle closes, in the file the chain leads back from
+    assert any(Path(problem.file).name == path.name or path.name in problem.message for problem in matching)
+    assert f"{Path(matching[0].file).name}:{line}:" in str(caught.value)
+
+
+def test_cli_validates_the_library_and_rejects_each_invalid_file() -> None:
+    library = subprocess.run([MNEMOFLOW, "graphs", "validate", *map(str, library_graphs())], capture_output=True, text=True)
+    assert library.returncode == 0, library.stderr
+    assert library.stdout.count(": ok (") == len(library_graphs()) >= 2
+    for path in INVALID[:5]:
+        _, line = expectation(path)
+        result = subprocess.run([MNEMOFLOW, "graphs", "validate", str(path)], capture_output=True, text=True)
+        assert result.returncode == 1
+        assert f"{path.name}:{line}:" in result.stderr
+
+
+def test_json_schema_describes_the_format() -> None:
+    schema = GraphSpec.model_json_schema(by_alias=True)
+    assert {"name", "state", "nodes", "edges", "routes", "fanouts", "max_steps"} <= set(schema["properties"])
+    node = schema["$defs"]["NodeSpec"]["properties"]
+    assert {"use", "graph", "with", "retry", "timeout"} <= set(node)
+    printed = subprocess.run([MNEMOFLOW, "graphs", "schema"], capture_output=True, text=True, check=True)
+    assert json.loads(printed.stdout) == schema
+
+
+def test_mermaid_rendering() -> None:
+    assert to_mermaid(load_graph("text-pipeline")) == (
+        "flowchart TD\n"
+        "    %% text-pipeline v1\n"
+        "    __start__([START])\n"
+        "    __end__([END])\n"
+        '    n_split["split<br/><small>text.split_sentences</small>"]\n'
+        '    n_remember["remember<br/><small>text.remember_sentences</small>"]\n'
+        '    n_wait["wait<br/><small>text.pause</small>"]\n'
+        '    n_stats[["stats<br/><small>graph: text-stats</small>"]]\n'
+        "    __start__ --> n_split\n"
+        "    n_remember --> n_wait\n"
+        "    n_wait --> n_stats\n"
+        "    n_stats --> __end__\n"
+        '    n_split -- "found" --> n_remember\n'
+        '    n_split -- "empty" --> __end__\n'
+    )
+    stats = to_mermaid(load_graph("text-stats"))
+    assert 'n_split -. "each sentences" .-> n_count' in stats
+    assert 'n_note -- "again" --> n_note' in stats
+
+
+def settings_for(store: GraphStore, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    if store.backend == "neo4j":
+        return Settings(store=StoreSettings(backend="neo4j"), neo4j=Neo4jSettings(uri=request.getfixturevalue("empty_neo4j")))
+    return Settings(store=StoreSettings(backend="sqlite", sqlite_path=tmp_path / "memory.db"))
+
+
+async def run(store: GraphStore, settings: Settings, graph: str | Path, values: dict[str, object] | None, namespace: str, thread: str | None = None):  # type: ignore[no-untyped-def]
+    async with open_checkpointer(settings) as checkpointer:
+        return await run_graph(
+            load_graph(graph), values, store=store, embedder=EMBEDDER, settings=settings, checkpointer=checkpointer, namespace=namespace, thread_id=thread
+        )
+
+
+async def test_example_graphs_run_on_both_stores(store: GraphStore, namespace: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    settings = settings_for(store, tmp_path, request)
+    result = await run(store, settings, "text-pipeline", {"text": TEXT}, namespace, "thread-1")
+    state = result.state
+    assert state["word_counts"] == [6, 7, 7, 3]  # merged in sentence order
+    assert state["total_words"] == 23
+    assert state["rounds"] == 3 and len(state["notes"]) == 3  # the loop's bound
+    assert result.steps[:3] == ["split", "remember", "wait"] and result.steps.count("stats/count") == 4
+    assert await store.count_nodes(namespace, "Chunk") == 4
+    assert await store.count_relationships(namespace, "NEXT") == 3
+    [trace] = await store.keyword_search(namespace, "text-pipeline completed", kinds=["Run"])
+    assert trace.node.properties["thread_id"] == "thread-1" and trace.node.properties["steps"] == len(result.steps)
+    assert [event["node"] for event in trace.node.properties["events"] if event["event"] == "end"] == result.steps
+
+    again = await run(store, settings, "text-pipeline", {"text": TEXT}, namespace, "thread-2")
+    assert not again.resumed and again.state["total_words"] == 23
+    assert await store.count_nodes(namespace, "Chunk") == 4  # memory written twice is not duplicated
+
+
+async def test_empty_text_takes_the_other_route(store: GraphStore, namespace: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    result = await run(store, settings_for(store, tmp_path, request), "text-pipeline", {"text": ""}, namespace)
+    assert result.steps == ["split"] and result.state["sentences"] == []
+
+
+def write_graph(folder: Path, name: str, body: str) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(f"name: {name}\nstate: text.TextState\ninput: [text]\n{body}")
+    return path
+
+
+async def test_max_steps_stops_a_runaway_loop(store: GraphStore, namespace: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    path = write_graph(
+        tmp_path,
+        "runaway",
+        "max_steps: 6\nnodes:\n  note: {use: text.note_round}\nedges:\n  - {from: START, to: note}\nroutes:\n"
+        "  - {from: note, router: text.until_rounds, with: {max_rounds: 100}, outcomes: {again: note, done: END}}\n",
+    )
+    with pytest.raises(NodeError, match="more than 6 steps"):
+        await run(store, settings_for(store, tmp_path, request), path, {"text": "x"}, namespace)
+    [trace] = await store.keyword_search(namespace, "runaway failed", kinds=["Run"])
+    assert trace.node.properties["status"] == "failed"
+
+
+async def test_bad_input_is_refused(store: GraphStore, namespace: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    settings = settings_for(store, tmp_path, request)
+    with pytest.raises(ConfigError, match="'text' is required"):
+        await run(store, settings, "text-stats", {}, namespace)
+    with pytest.raises(ConfigError, match="'txt' is not a field"):
+        await run(store, settings, "text-stats", {"text": "a.", "txt": "b"}, namespace)

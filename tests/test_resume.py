@@ -1,0 +1,92 @@
+"""A run killed part-way (SIGKILL, a real process) resumes on its thread without redoing finished steps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from memory.protocol import GraphStore
+from tests.conftest import new_store
+
+MNEMOFLOW = str(Path(sys.executable).with_name("mnemoflow"))
+TEXT = "The sea was calm that night. A ship came close to the reef! Its crew saw the light and turned. All were saved."
+SLOW_PIPELINE = """\
+name: slow-pipeline
+state: text.TextState
+input: [text]
+max_steps: 80
+nodes:
+  split: {use: text.split_sentences}
+  remember: {use: text.remember_sentences}
+  wait: {use: text.pause, with: {seconds: 4}}
+  stats: {graph: text-stats}
+edges:
+  - {from: START, to: split}
+  - {from: split, to: remember}
+  - {from: remember, to: wait}
+  - {from: wait, to: stats}
+  - {from: stats, to: END}
+"""
+
+
+async def wait_for(condition, timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, "the run never reached the expected step"
+        await asyncio.sleep(0.1)
+
+
+async def test_killed_run_resumes_on_its_thread(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    graph = tmp_path / "slow-pipeline.yaml"
+    graph.write_text(SLOW_PIPELINE)
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("MNEMOFLOW_", "NEO4J_"))}
+    environment.update(MNEMOFLOW_STORE_BACKEND=backend, MNEMOFLOW_STORE_SQLITE_PATH=str(tmp_path / "memory.db"), MNEMOFLOW_NAMESPACE="resume")
+    uri = None
+    if backend == "neo4j":
+        uri = request.getfixturevalue("empty_neo4j")
+        environment["NEO4J_URI"] = uri
+    command = [MNEMOFLOW, "run", str(graph), "--input", json.dumps({"text": TEXT}), "--thread", "killed-thread"]
+
+    store: GraphStore = new_store(backend, neo4j_uri=uri, sqlite_path=tmp_path / "memory.db")
+    first = subprocess.Popen(command, env=environment, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        async def remembered() -> bool:
+            assert first.poll() is None, first.communicate()[1]
+            try:
+                await store.setup()
+                return await store.count_nodes("resume", "Chunk") == 4
+            except Exception:  # the run may not have created the store yet
+                return False
+
+        await wait_for(remembered)
+        await asyncio.sleep(1.0)  # well inside the 4-second pause
+        assert first.poll() is None, "the run ended before it could be killed"
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        assert first.returncode == -signal.SIGKILL
+
+        second = subprocess.run(command, env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+        assert second.returncode == 0, second.stderr
+        state = json.loads(second.stdout)
+        assert state["total_words"] == 23 and state["word_counts"] == [6, 7, 7, 3]
+        assert "completed, resumed in" in second.stderr
+
+        [trace] = await store.keyword_search("resume", "slow-pipeline completed", kinds=["Run"])
+        steps = [event["node"] for event in trace.node.properties["events"] if event["event"] == "end"]
+        assert trace.node.properties["resumed"] is True
+        assert steps[0] == "wait" and "split" not in steps and "remember" not in steps
+        assert "stats/remember" in steps
+        assert await store.count_nodes("resume", "Chunk") == 4
+        assert await store.count_relationships("resume", "NEXT") == 3
+    finally:
+        if first.poll() is None:
+            first.kill()
+        await store.close()
