@@ -6,7 +6,7 @@ NEO4J_HOME ?= .mnemoflow/neo4j
 NEO4J_PORT ?= 7687
 PYTEST_ARGS ?=
 
-.PHONY: install demo test neo4j-start neo4j-stop bench-store typecheck clean
+.PHONY: install demo test neo4j-start neo4j-stop bench-store bench-engine typecheck clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,9 @@ neo4j-stop:
 
 bench-store: install
 	infra/with-neo4j.sh $(BIN)/python $(BIN)/python bench/store.py --output bench/results/store.json
+
+bench-engine: install
+	$(BIN)/python bench/engine.py --output bench/results/engine.json
 
 clean:
 	rm -rf $(VENV) .mnemoflow infra/neo4j/target

@@ -61,20 +61,21 @@ def _wrap_node(step: str, definition: NodeDefinition, config: BaseModel, state_m
         context = runtime.context
         if isinstance(state, dict):  # a fanned-out branch may hand over a plain mapping
             state = state_model.model_validate(state)
-        context.trace.record(step, "start")
-        started = time.perf_counter()
+        log, started_at, started = context.log, time.time(), time.perf_counter()
+        log.debug("node.start", node=step)
         try:
             update = await function(state, config, context)
+            undeclared = set(update) - allowed
+            if undeclared:
+                raise NodeError(f"node {step!r} ({definition.name}) wrote {sorted(undeclared)}, which it does not declare in writes")
         except Exception as exc:
-            context.trace.record(step, "error", duration_s=time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
-            context.log.warning("node.error", node=step, error=str(exc))
+            elapsed = time.perf_counter() - started
+            context.trace.record(step, "error", started_at, elapsed, f"{type(exc).__name__}: {exc}")
+            log.warning("node.error", node=step, seconds=round(elapsed, 6), error=str(exc))
             raise
-        undeclared = set(update) - allowed
-        if undeclared:
-            raise NodeError(f"node {step!r} ({definition.name}) wrote {sorted(undeclared)}, which it does not declare in writes")
         elapsed = time.perf_counter() - started
-        context.trace.record(step, "end", duration_s=elapsed)
-        context.log.debug("node.end", node=step, seconds=round(elapsed, 4))
+        context.trace.record(step, "end", started_at, elapsed)
+        log.debug("node.end", node=step, seconds=round(elapsed, 6))
         return update
 
     run.__name__ = step

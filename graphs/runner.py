@@ -25,7 +25,7 @@ from memory.records import NodeRecord, stable_id
 from nodes.context import RunContext
 from nodes.registry import REGISTRY, Registry
 
-__all__ = ["RunResult", "check_input", "run_graph", "step_limit"]
+__all__ = ["GraphRunner", "RunResult", "check_input", "run_graph", "step_limit"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,83 @@ def check_input(graph: LoadedGraph, values: dict[str, Any], registry: Registry =
         raise ConfigError(f"input of {graph.spec.name} ({graph.path}): {'; '.join(problems)}")
 
 
+class GraphRunner:
+    """A graph compiled once with its checkpointer and the parts its nodes use, ready to run many times.
+    """
+
+    def __init__(
+        self,
+        graph: LoadedGraph,
+        *,
+        store: GraphStore,
+        embedder: Embedder,
+        settings: Settings,
+        checkpointer: BaseCheckpointSaver[Any] | None,
+        registry: Registry = REGISTRY,
+    ) -> None:
+        self.graph = graph
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings
+        self.checkpointer = checkpointer
+        self.registry = registry
+        self.compiled = compile_graph(graph, checkpointer=checkpointer, registry=registry)
+
+    async def run(self, values: dict[str, Any] | None, *, namespace: str, thread_id: str | None = None) -> RunResult:
+        """Run (or resume) on ``thread_id``; a new thread id is made when none is given.
+
+        Without a checkpointer every run starts afresh and nothing can resume.
+        """
+        graph = self.graph
+        run_id = uuid.uuid4().hex[:16]
+        config: RunnableConfig = {"configurable": {"thread_id": thread_id or uuid.uuid4().hex}, "recursion_limit": step_limit(graph)}
+        # only a thread the caller names can have a run to resume
+        resumed = thread_id is not None and self.checkpointer is not None and bool((await self.compiled.aget_state(config)).next)
+        thread_id = str(config["configurable"]["thread_id"])
+        if not resumed:
+            check_input(graph, values or {}, self.registry)
+        log = get_logger("mnemoflow.run").bind(graph=graph.spec.name, thread_id=thread_id)
+        context = RunContext(
+            store=self.store,
+            embedder=self.embedder,
+            settings=self.settings,
+            namespace=namespace,
+            run_id=run_id,
+            thread_id=thread_id,
+            log=log,
+        )
+        started = time.perf_counter()
+        status = "failed"
+        with bind_run_context(namespace=namespace, run_id=run_id):
+            log.info("run.start", resumed=resumed)
+            try:
+                state: dict[str, Any] | None = await self.compiled.ainvoke(None if resumed else values, config, context=context)
+                status = "completed"
+            except GraphRecursionError as exc:
+                raise NodeError(
+                    f"{graph.spec.name} took more than {step_limit(graph)} steps (max_steps); the loop did not exit"
+                ) from exc
+            except NodeTimeoutError as exc:
+                context.trace.record(exc.node, "error", time.time() - exc.timeout, exc.timeout, f"timed out after {exc.timeout} s")
+                raise NodeError(f"node {exc.node!r} of {graph.spec.name} timed out after {exc.timeout} s (timeout)") from exc
+            finally:
+                duration = time.perf_counter() - started
+                trace = [event.as_dict() for event in context.trace.events]
+                await _save_trace(self.store, namespace, graph, run_id, thread_id, status, resumed, duration, trace)
+                log.info("run.end", status=status, steps=len(context.trace.steps), seconds=round(duration, 3))
+        return RunResult(
+            graph=graph.spec.name,
+            run_id=run_id,
+            thread_id=thread_id,
+            status=status,
+            state=dict(state or {}),
+            steps=context.trace.steps,
+            resumed=resumed,
+            duration_s=duration,
+            trace=trace,
+        )
+
+
 async def run_graph(
     graph: LoadedGraph,
     values: dict[str, Any] | None,
@@ -75,52 +152,14 @@ async def run_graph(
     store: GraphStore,
     embedder: Embedder,
     settings: Settings,
-    checkpointer: BaseCheckpointSaver[Any],
+    checkpointer: BaseCheckpointSaver[Any] | None,
     namespace: str,
     thread_id: str | None = None,
     registry: Registry = REGISTRY,
 ) -> RunResult:
-    """Run (or resume) ``graph`` on ``thread_id``; a new thread id is made when none is given."""
-    compiled = compile_graph(graph, checkpointer=checkpointer, registry=registry)
-    thread_id = thread_id or uuid.uuid4().hex
-    run_id = uuid.uuid4().hex[:16]
-    config: RunnableConfig = {"configurable": {"thread_id": thread_id}, "recursion_limit": step_limit(graph)}
-    resumed = bool((await compiled.aget_state(config)).next)
-    if not resumed:
-        check_input(graph, values or {}, registry)
-    log = get_logger("mnemoflow.run").bind(graph=graph.spec.name, thread_id=thread_id)
-    context = RunContext(
-        store=store, embedder=embedder, settings=settings, namespace=namespace, run_id=run_id, thread_id=thread_id, log=log
-    )
-    started = time.perf_counter()
-    status = "failed"
-    with bind_run_context(namespace=namespace, run_id=run_id):
-        log.info("run.start", resumed=resumed)
-        try:
-            state: dict[str, Any] = await compiled.ainvoke(None if resumed else values, config, context=context)
-            status = "completed"
-        except GraphRecursionError as exc:
-            raise NodeError(
-                f"{graph.spec.name} took more than {step_limit(graph)} steps (max_steps); the loop did not exit"
-            ) from exc
-        except NodeTimeoutError as exc:
-            context.trace.record(exc.node, "error", error=f"timed out after {exc.timeout} s")
-            raise NodeError(f"node {exc.node!r} of {graph.spec.name} timed out after {exc.timeout} s (timeout)") from exc
-        finally:
-            duration = time.perf_counter() - started
-            await _save_trace(store, namespace, graph, run_id, thread_id, status, resumed, duration, context)
-            log.info("run.end", status=status, steps=len(context.trace.steps), seconds=round(duration, 3))
-    return RunResult(
-        graph=graph.spec.name,
-        run_id=run_id,
-        thread_id=thread_id,
-        status=status,
-        state=dict(state),
-        steps=context.trace.steps,
-        resumed=resumed,
-        duration_s=duration,
-        trace=[event.as_dict() for event in context.trace.events],
-    )
+    """Compile ``graph`` and run it once (see :class:`GraphRunner` to run a graph many times)."""
+    runner = GraphRunner(graph, store=store, embedder=embedder, settings=settings, checkpointer=checkpointer, registry=registry)
+    return await runner.run(values, namespace=namespace, thread_id=thread_id)
 
 
 async def _save_trace(
@@ -132,7 +171,7 @@ async def _save_trace(
     status: str,
     resumed: bool,
     duration: float,
-    context: RunContext,
+    trace: list[dict[str, Any]],
 ) -> None:
     await store.upsert_nodes(
         [
@@ -149,8 +188,8 @@ async def _save_trace(
                     "status": status,
                     "resumed": resumed,
                     "duration_s": round(duration, 6),
-                    "steps": len(context.trace.steps),
-                    "events": [event.as_dict() for event in context.trace.events],
+                    "steps": sum(event["event"] == "end" for event in trace),
+                    "events": trace,
                 },
             )
         ]

@@ -5,7 +5,6 @@ LangGraph passes it as the runtime context, so nothing is global and a test can 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,14 +16,14 @@ __all__ = ["RunContext", "TraceEvent", "Trace"]
 
 @dataclass(frozen=True)
 class TraceEvent:
-    """One thing that happened in a run: a node started, ended or failed."""
+    """One step of a run: a node that ended or failed, when it started and how long it took."""
 
     node: str
     event: str
-    """``start``, ``end`` or ``error``."""
-    at: float
+    """``end`` or ``error``."""
+    started_at: float
     """Seconds since the epoch."""
-    duration_s: float | None = None
+    duration_s: float
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -33,12 +32,12 @@ class TraceEvent:
 
 @dataclass
 class Trace:
-    """The events of one run, kept in memory and saved to the store when the run ends or fails."""
+    """The steps of one run, kept in memory and saved to the store when the run ends or fails."""
 
     events: list[TraceEvent] = field(default_factory=list)
 
-    def record(self, node: str, event: str, *, duration_s: float | None = None, error: str | None = None) -> None:
-        self.events.append(TraceEvent(node, event, time.time(), duration_s, error))
+    def record(self, node: str, event: str, started_at: float, duration_s: float, error: str | None = None) -> None:
+        self.events.append(TraceEvent(node, event, started_at, duration_s, error))
 
     @property
     def steps(self) -> list[str]:

@@ -58,7 +58,8 @@ async def test_retry_from_the_graph_file(sqlite_run) -> None:  # type: ignore[no
     retried = LINEAR.format(use="testing.flaky", extra=", with: {failures: 2}, retry: {max_attempts: 3, initial_interval: 0.01, jitter: false}")
     result = await sqlite_run(retried, thread="retry-ok")
     assert result.state["notes"] == ["flaky succeeded"]
-    assert [event["event"] for event in result.trace] == ["start", "error", "start", "error", "start", "end"]
+    assert [event["event"] for event in result.trace] == ["error", "error", "end"]
+    assert "flaky failure, 1 left" in result.trace[0]["error"]
     with pytest.raises(RuntimeError, match="flaky failure"):
         await sqlite_run(LINEAR.format(use="testing.flaky", extra=", with: {failures: 1}"), thread="no-retry")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,26 @@ async def test_bad_input_is_refused(store: GraphStore, namespace: str, tmp_path:
         await run(store, settings, "text-stats", {}, namespace)
     with pytest.raises(ConfigError, match="'txt' is not a field"):
         await run(store, settings, "text-stats", {"text": "a.", "txt": "b"}, namespace)
+
+
+def test_cli_run_list_show_render(tmp_path: Path) -> None:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("MNEMOFLOW_", "NEO4J_"))}
+    (tmp_path / "input.json").write_text(json.dumps({"text": TEXT}))
+
+    def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([MNEMOFLOW, *arguments], capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=120)
+
+    result = cli("run", "text-stats", "--input", "@input.json", "--field", "word_counts", "--namespace", "cli")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [6, 7, 7, 3]
+    summary = result.stderr.strip().splitlines()[-1]
+    assert summary.startswith("text-stats: completed in 10 steps") and "0 LLM calls, 0 tokens" in summary
+    listed = cli("graphs", "list").stdout
+    assert "text-stats" in listed and "text-pipeline" in listed
+    shown = cli("graphs", "show", "text-stats").stdout
+    assert "split: text.split_sentences" in shown and "route after note: text.until_rounds (again -> note, done -> remember)" in shown
+    assert cli("graphs", "render", "text-stats").stdout.startswith("flowchart TD")
+    bad_input = cli("run", "text-stats", "--input", "{not json")
+    assert bad_input.returncode == 2 and "--input" in bad_input.stderr and "Traceback" not in bad_input.stderr
+    missing = cli("run", "no-such-graph")
+    assert missing.returncode == 2 and "no graph file or library graph named 'no-such-graph'" in missing.stderr
