@@ -21,10 +21,12 @@ demo: install
 
 # The Neo4j tests run against a throwaway server started here through infra/ and stopped afterwards.
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	infra/with-neo4j.sh $(BIN)/python $(BIN)/pytest $(PYTEST_ARGS)
 
 typecheck: install
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 # A long-lived local server for development, at the default NEO4J_URI (bolt://127.0.0.1:7687).

@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from neo4j import AsyncGraphDatabase
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memory import NodeRecord, Neo4jStore, SQLiteStore  # noqa: E402
+from memory import Neo4jStore, NodeRecord, SQLiteStore  # noqa: E402
 from memory.neo4j import queries  # noqa: E402
 from memory.protocol import GraphStore  # noqa: E402
 

@@ -21,9 +21,9 @@ from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy, Send
 from pydantic import BaseModel
 
-from mnemoflow.errors import MnemoflowError, NodeError
 from graphs.loader import LoadedGraph
 from graphs.spec import END, START, RetrySpec
+from mnemoflow.errors import MnemoflowError, NodeError
 from nodes.context import RunContext
 from nodes.registry import REGISTRY, NodeDefinition, Registry, RouterDefinition
 

@@ -6,16 +6,16 @@ Every problem names the file, line and column, and all problems of a file are re
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from mnemoflow.errors import GraphSpecError
 from graphs.spec import GraphSpec
+from mnemoflow.errors import GraphSpecError
 
 __all__ = ["LIBRARY", "LoadedGraph", "Positions", "Problem", "find_graph", "library_graphs", "parse_graph_file", "suggest"]
 

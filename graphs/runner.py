@@ -15,13 +15,13 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.errors import GraphRecursionError, NodeTimeoutError
 
-from mnemoflow.errors import ConfigError, NodeError
-from mnemoflow.logging import bind_run_context, get_logger
-from mnemoflow.settings import Settings
 from graphs.compiler import compile_graph
 from graphs.loader import LoadedGraph
 from memory.protocol import Embedder, GraphStore
 from memory.records import NodeRecord, stable_id
+from mnemoflow.errors import ConfigError, NodeError
+from mnemoflow.logging import bind_run_context, get_logger
+from mnemoflow.settings import Settings
 from nodes.context import RunContext
 from nodes.registry import REGISTRY, Registry
 

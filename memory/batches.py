@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from memory.names import KindSpec, NameRegistry, validate_identifier, validate_namespace
+from memory.protocol import SCHEMA_VERSION
+from memory.records import JsonScalar, NodeRecord, RelationshipRecord, encode_properties
 from mnemoflow.errors import (
     EmbeddingDimensionError,
     InvalidNameError,
@@ -19,9 +22,6 @@ from mnemoflow.errors import (
     InvalidRecordError,
     SchemaError,
 )
-from memory.protocol import SCHEMA_VERSION
-from memory.names import KindSpec, NameRegistry, validate_identifier, validate_namespace
-from memory.records import JsonScalar, NodeRecord, RelationshipRecord, encode_properties
 
 __all__ = [
     "MAX_DEPTH",

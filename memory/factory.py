@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from mnemoflow.settings import Settings
 from memory.names import REGISTRY, NameRegistry
 from memory.neo4j.store import Neo4jStore
 from memory.protocol import Embedder, GraphStore
 from memory.sqlite.store import SQLiteStore
+from mnemoflow.settings import Settings
 
 __all__ = ["store_from_settings"]
 

@@ -13,8 +13,8 @@ import typer
 from mnemoflow.errors import MnemoflowError
 
 if TYPE_CHECKING:
-    from mnemoflow.settings import Settings
     from memory.protocol import Embedder, GraphStore
+    from mnemoflow.settings import Settings
 
 __all__ = ["app"]
 
@@ -79,8 +79,8 @@ def demo(
     backend: BackendOption = None,
 ) -> None:
     """Ingest a small bundled text into the store and print the top keyword and vector hits."""
-    from mnemoflow.logging import bind_run_context, get_logger
     from memory.demo import run_demo
+    from mnemoflow.logging import bind_run_context, get_logger
 
     settings = _settings(backend, namespace)
     log = get_logger("mnemoflow.demo")

@@ -3,6 +3,7 @@
 Importing this package registers the built-in node packages.
 """
 
+from nodes import text as _text  # noqa: E402,F401  (registers the text.* nodes)
 from nodes.context import RunContext, Trace, TraceEvent
 from nodes.registry import (
     REGISTRY,
@@ -14,8 +15,6 @@ from nodes.registry import (
     router,
     state_model,
 )
-
-from nodes import text as _text  # noqa: E402,F401  (registers the text.* nodes)
 
 __all__ = [
     "REGISTRY",

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mnemoflow.settings import Settings
 from memory.protocol import Embedder, GraphStore
+from mnemoflow.settings import Settings
 
 __all__ = ["RunContext", "TraceEvent", "Trace"]
 

@@ -10,11 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tests.support.testing_nodes  # noqa: F401  (registers testing.*)
-from mnemoflow.errors import NodeError
-from mnemoflow.settings import Settings, StoreSettings
 from graphs import compile_graph, load_graph, run_graph, to_mermaid
 from memory import SQLiteStore
 from memory.checkpoints import open_checkpointer
+from mnemoflow.errors import NodeError
+from mnemoflow.settings import Settings, StoreSettings
 from tests.conftest import EMBEDDER
 
 

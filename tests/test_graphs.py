@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from mnemoflow.errors import ConfigError, GraphSpecError, NodeError
-from mnemoflow.settings import Neo4jSettings, Settings, StoreSettings
 from graphs import GraphSpec, library_graphs, load_graph, run_graph, to_mermaid
 from memory.checkpoints import open_checkpointer
 from memory.protocol import GraphStore
+from mnemoflow.errors import ConfigError, GraphSpecError, NodeError
+from mnemoflow.settings import Neo4jSettings, Settings, StoreSettings
 from tests.conftest import EMBEDDER
 
 INVALID = sorted((Path(__file__).parent / "fixtures" / "graphs" / "invalid").glob("*.yaml"))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mnemoflow.errors import StoreUnavailableError
 from memory import NodeRecord
+from mnemoflow.errors import StoreUnavailableError
 from tests.conftest import EMBEDDER, neo4j_required, new_store
 from tests.support.neo4j_server import Neo4jServer, Neo4jStartError
 

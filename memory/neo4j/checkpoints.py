@@ -20,10 +20,8 @@ import asyncio
 import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any, Literal, TypeVar, cast
 
-import neo4j
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -38,11 +36,11 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from neo4j import AsyncGraphDatabase, AsyncManagedTransaction
-from neo4j import exceptions as neo4j_errors
+from neo4j import AsyncManagedTransaction
 
 from memory.neo4j import checkpoint_queries as queries
-from mnemoflow.errors import InvalidQueryError, MnemoflowError, StoreError, StoreUnavailableError
+from memory.neo4j.connection import Neo4jConnection
+from mnemoflow.errors import InvalidQueryError
 
 __all__ = ["Neo4jCheckpointSaver", "metadata_filter_parameters", "metadata_index"]
 
@@ -114,13 +112,12 @@ class Neo4jCheckpointSaver(BaseCheckpointSaver[str]):
     ) -> None:
         super().__init__(serde=serde)
         self.uri = uri
-        self.database = database
-        self._driver = AsyncGraphDatabase.driver(
+        self._connection = Neo4jConnection(
             uri,
             auth=auth,
+            database=database,
             max_transaction_retry_time=max_transaction_retry_time,
             connection_timeout=connection_timeout,
-            notifications_min_severity="OFF",
         )
         self._is_setup = False
         self._setup_lock = asyncio.Lock()
@@ -138,41 +135,17 @@ class Neo4jCheckpointSaver(BaseCheckpointSaver[str]):
 
     # -- plumbing ---------------------------------------------------------------------------------------
 
-    @contextmanager
-    def _translate(self) -> Iterator[None]:
-        """Turn driver errors into mnemoflow's, naming the server and the setting that points at it."""
-        try:
-            yield
-        except MnemoflowError:
-            raise
-        except neo4j_errors.AuthError as exc:
-            raise StoreUnavailableError(
-                f"Neo4j at {self.uri} (NEO4J_URI) refused the credentials; check NEO4J_USER and NEO4J_PASSWORD: {exc}"
-            ) from exc
-        except (neo4j_errors.ServiceUnavailable, neo4j_errors.SessionExpired, OSError) as exc:
-            raise StoreUnavailableError(f"cannot reach Neo4j at {self.uri} (NEO4J_URI): {exc}") from exc
-        except neo4j_errors.Neo4jError as exc:
-            raise StoreError(f"Neo4j at {self.uri} answered {exc.code}: {exc.message}") from exc
-        except neo4j_errors.DriverError as exc:
-            raise StoreError(f"Neo4j driver error talking to {self.uri}: {exc}") from exc
-
     async def _query(
         self, statement: str, routing: Literal["r", "w"] = "r", /, **parameters: Any
     ) -> list[dict[str, Any]]:
         """One statement in its own managed transaction (retried by the driver)."""
         await self.setup()
-        with self._translate():
-            result = await self._driver.execute_query(
-                statement, parameters, database_=self.database, routing_=neo4j.RoutingControl(routing)
-            )
-        return [record.data() for record in result.records]
+        return await self._connection.query(statement, routing, **parameters)
 
     async def _write(self, work: Callable[[AsyncManagedTransaction], Awaitable[T]]) -> T:
         """Several statements in one managed write transaction (all or nothing, retried by the driver)."""
         await self.setup()
-        with self._translate():
-            async with self._driver.session(database=self.database) as session:
-                return await session.execute_write(work)
+        return await self._connection.write(work)
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -181,16 +154,13 @@ class Neo4jCheckpointSaver(BaseCheckpointSaver[str]):
         async with self._setup_lock:
             if self._is_setup:
                 return
-            with self._translate():
-                await self._driver.verify_connectivity()
-                for statement in queries.schema_statements():
-                    await self._driver.execute_query(
-                        statement, database_=self.database, routing_=neo4j.RoutingControl.WRITE
-                    )
+            await self._connection.verify()
+            for statement in queries.schema_statements():
+                await self._connection.query(statement, "w")
             self._is_setup = True
 
     async def close(self) -> None:
-        await self._driver.close()
+        await self._connection.close()
 
     # -- reads ------------------------------------------------------------------------------------------
 

@@ -183,11 +183,11 @@ def vector_search() -> str:
 
 def keyword_search() -> str:
     """Top candidates from the text index (BM25), kept if in the namespace and kinds; shaped like vector_search."""
-    return f"""
-    CALL db.index.fulltext.queryNodes($index, $query, {{limit: $candidates}}) YIELD node, score
+    return """
+    CALL db.index.fulltext.queryNodes($index, $query, {limit: $candidates}) YIELD node, score
     WITH count(*) AS seen, collect(
         CASE WHEN node.namespace = $namespace AND ($kinds IS NULL OR node.kind IN $kinds)
-             THEN {{node: node {{.*}}, score: score}} END
+             THEN {node: node {.*}, score: score} END
     ) AS hits
     RETURN seen, hits[0..$k] AS hits
     """

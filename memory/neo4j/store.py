@@ -1,31 +1,20 @@
 """The Neo4j store: official async driver, managed transactions, batched ``UNWIND`` upserts.
 
-Retries of transient faults (deadlocks, leader switches, a server that went away) belong to the driver's
-managed transactions (``execute_read``/``execute_write``), bounded by ``max_transaction_retry_time``;
-nothing here retries again. A whole upsert call runs in one transaction function, so after the retries it
-is either fully written or not at all.
+A whole upsert call runs in one managed transaction, so after the driver's retries of transient faults
+(see :mod:`memory.neo4j.connection`) it is either fully written or not at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-import neo4j
-from neo4j import AsyncGraphDatabase, AsyncManagedTransaction
-from neo4j import exceptions as neo4j_errors
+from neo4j import AsyncManagedTransaction
 
-from mnemoflow.errors import (
-    ConflictError,
-    MissingEndpointError,
-    MnemoflowError,
-    StoreError,
-    StoreUnavailableError,
-)
+from memory import traversal
 from memory.batches import (
     PreparedNode,
     PreparedRelationship,
@@ -41,9 +30,13 @@ from memory.batches import (
 )
 from memory.names import REGISTRY, NameRegistry, validate_namespace
 from memory.neo4j import queries
+from memory.neo4j.connection import Neo4jConnection
 from memory.protocol import SCHEMA_VERSION
 from memory.records import Direction, JsonScalar, NodeRecord, RelationshipRecord, ScoredNode, Subgraph
-from memory import traversal
+from mnemoflow.errors import (
+    ConflictError,
+    MissingEndpointError,
+)
 
 __all__ = ["Neo4jStore"]
 
@@ -143,14 +136,15 @@ class Neo4jStore:
         self.embedding_dimension = embedding_dimension
         self.registry = registry
         self.write_chunk_rows = write_chunk_rows
-        self._driver = AsyncGraphDatabase.driver(
+        self._connection = Neo4jConnection(
             uri,
             auth=auth,
+            database=database,
             max_transaction_retry_time=max_transaction_retry_time,
             connection_timeout=connection_timeout,
-            # schema-less reads ("label does not exist yet") are normal here; don't log them as warnings
-            notifications_min_severity="OFF",
         )
+        self._query = self._connection.query
+        self._write = self._connection.write
         self._ready_kinds: set[str] = set()
         self._ready_types: set[str] = set()
         self._schema_lock = asyncio.Lock()
@@ -162,51 +156,10 @@ class Neo4jStore:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    # -- plumbing ---------------------------------------------------------------------------------------
-
-    @contextmanager
-    def _translate(self) -> Iterator[None]:
-        """Turn driver errors into mnemoflow's, naming the server and the setting that points at it."""
-        try:
-            yield
-        except MnemoflowError:
-            raise
-        except neo4j_errors.AuthError as exc:
-            raise StoreUnavailableError(
-                f"Neo4j at {self.uri} (NEO4J_URI) refused the credentials; check NEO4J_USER and NEO4J_PASSWORD: {exc}"
-            ) from exc
-        except (neo4j_errors.ServiceUnavailable, neo4j_errors.SessionExpired, OSError) as exc:
-            raise StoreUnavailableError(f"cannot reach Neo4j at {self.uri} (NEO4J_URI): {exc}") from exc
-        except neo4j_errors.Neo4jError as exc:
-            raise StoreError(f"Neo4j at {self.uri} answered {exc.code}: {exc.message}") from exc
-        except neo4j_errors.DriverError as exc:
-            raise StoreError(f"Neo4j driver error talking to {self.uri}: {exc}") from exc
-
-    async def _write(self, work: Callable[[AsyncManagedTransaction], Awaitable[T]]) -> T:
-        with self._translate():
-            async with self._driver.session(database=self.database) as session:
-                return await session.execute_write(work)
-
-    async def _read(self, work: Callable[[AsyncManagedTransaction], Awaitable[T]]) -> T:
-        with self._translate():
-            async with self._driver.session(database=self.database) as session:
-                return await session.execute_read(work)
-
-    async def _query(
-        self, statement: str, routing: Literal["r", "w"] = "r", /, **parameters: Any
-    ) -> list[dict[str, Any]]:
-        """One statement in its own managed transaction (retried by the driver)."""
-        with self._translate():
-            result = await self._driver.execute_query(
-                statement, parameters, database_=self.database, routing_=neo4j.RoutingControl(routing)
-            )
-        return [record.data() for record in result.records]
-
     # -- lifecycle --------------------------------------------------------------------------------------
 
     async def setup(self) -> None:
-        with self._translate():
-            await self._driver.verify_connectivity()
+        await self._connection.verify()
         meta_rows = await self._query(queries.read_meta())
         meta = meta_rows[0]["meta"] if meta_rows else {}
         stored_version = int(meta.get("schema_version", 0))
@@ -255,7 +208,7 @@ class Neo4jStore:
         return int(rows[0]["meta"].get("schema_version", 0)) if rows else 0
 
     async def close(self) -> None:
-        await self._driver.close()
+        await self._connection.close()
 
     # -- writes -----------------------------------------------------------------------------------------
 

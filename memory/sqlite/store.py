@@ -22,13 +22,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from mnemoflow.errors import (
-    ConflictError,
-    MissingEndpointError,
-    MnemoflowError,
-    StoreError,
-    StoreUnavailableError,
-)
+from memory import traversal
 from memory.batches import (
     PreparedNode,
     PreparedRelationship,
@@ -45,7 +39,13 @@ from memory.names import REGISTRY, NameRegistry, validate_namespace
 from memory.protocol import SCHEMA_VERSION
 from memory.records import Direction, JsonScalar, NodeRecord, RelationshipRecord, ScoredNode, Subgraph
 from memory.sqlite.schema import MIGRATIONS
-from memory import traversal
+from mnemoflow.errors import (
+    ConflictError,
+    MissingEndpointError,
+    MnemoflowError,
+    StoreError,
+    StoreUnavailableError,
+)
 
 __all__ = ["SQLiteStore"]
 

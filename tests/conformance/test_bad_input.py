@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from memory import NameRegistry, NodeRecord, RelationshipRecord
+from memory.protocol import GraphStore
 from mnemoflow.errors import (
     ConflictError,
     EmbeddingDimensionError,
@@ -16,8 +18,6 @@ from mnemoflow.errors import (
     InvalidRecordError,
     SchemaError,
 )
-from memory import NameRegistry, NodeRecord, RelationshipRecord
-from memory.protocol import GraphStore
 from tests.conformance.helpers import chunk, link
 from tests.conftest import EMBEDDER, new_store
 

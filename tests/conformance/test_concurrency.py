@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+
 from memory.protocol import GraphStore
 from tests.conformance.helpers import chunk, link
 

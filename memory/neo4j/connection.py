@@ -1,0 +1,91 @@
+"""One driver to a Neo4j server: managed transactions, with driver errors translated to mnemoflow's.
+
+Retries of transient faults belong to the driver's managed transactions (``execute_query``,
+``execute_read``/``execute_write``), bounded by ``max_transaction_retry_time``; callers do not retry again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal, TypeVar
+
+import neo4j
+from neo4j import AsyncGraphDatabase, AsyncManagedTransaction
+from neo4j import exceptions as neo4j_errors
+
+from mnemoflow.errors import MnemoflowError, StoreError, StoreUnavailableError
+
+__all__ = ["Neo4jConnection"]
+
+T = TypeVar("T")
+
+
+class Neo4jConnection:
+    """The driver, its database, and error translation that names the server and ``NEO4J_URI``."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        auth: tuple[str, str] | None = None,
+        database: str = "neo4j",
+        max_transaction_retry_time: float = 30.0,
+        connection_timeout: float = 10.0,
+    ) -> None:
+        self.uri = uri
+        self.database = database
+        self.driver = AsyncGraphDatabase.driver(
+            uri,
+            auth=auth,
+            max_transaction_retry_time=max_transaction_retry_time,
+            connection_timeout=connection_timeout,
+            # schema-less reads ("label does not exist yet") are normal here; don't log them as warnings
+            notifications_min_severity="OFF",
+        )
+
+    @contextmanager
+    def translate(self) -> Iterator[None]:
+        """Turn driver errors into mnemoflow's, naming the server and the setting that points at it."""
+        try:
+            yield
+        except MnemoflowError:
+            raise
+        except neo4j_errors.AuthError as exc:
+            raise StoreUnavailableError(
+                f"Neo4j at {self.uri} (NEO4J_URI) refused the credentials; check NEO4J_USER and NEO4J_PASSWORD: {exc}"
+            ) from exc
+        except (neo4j_errors.ServiceUnavailable, neo4j_errors.SessionExpired, OSError) as exc:
+            raise StoreUnavailableError(f"cannot reach Neo4j at {self.uri} (NEO4J_URI): {exc}") from exc
+        except neo4j_errors.Neo4jError as exc:
+            raise StoreError(f"Neo4j at {self.uri} answered {exc.code}: {exc.message}") from exc
+        except neo4j_errors.DriverError as exc:
+            raise StoreError(f"Neo4j driver error talking to {self.uri}: {exc}") from exc
+
+    async def verify(self) -> None:
+        """Fail fast, with a clear error, when the server cannot be reached."""
+        with self.translate():
+            await self.driver.verify_connectivity()
+
+    async def query(self, statement: str, routing: Literal["r", "w"] = "r", /, **parameters: Any) -> list[dict[str, Any]]:
+        """One statement in its own managed transaction; the rows as dicts."""
+        with self.translate():
+            result = await self.driver.execute_query(
+                statement, parameters, database_=self.database, routing_=neo4j.RoutingControl(routing)
+            )
+        return [record.data() for record in result.records]
+
+    async def write(self, work: Callable[[AsyncManagedTransaction], Awaitable[T]]) -> T:
+        """Several statements in one managed write transaction: all or nothing."""
+        with self.translate():
+            async with self.driver.session(database=self.database) as session:
+                return await session.execute_write(work)
+
+    async def read(self, work: Callable[[AsyncManagedTransaction], Awaitable[T]]) -> T:
+        """Several statements in one managed read transaction."""
+        with self.translate():
+            async with self.driver.session(database=self.database) as session:
+                return await session.execute_read(work)
+
+    async def close(self) -> None:
+        await self.driver.close()
