@@ -70,6 +70,11 @@ def check_input(graph: LoadedGraph, values: dict[str, Any], registry: Registry =
 
 class GraphRunner:
     """A graph compiled once with its checkpointer and the parts its nodes use, ready to run many times.
+
+    Run records (the traces) are written to the store in batches, like a tracer's batch exporter: a
+    failed run's record at once, completed runs' records every ``trace_batch`` runs and when the runner
+    is flushed or closed (``async with GraphRunner(...) as runner``). A process that dies loses at most
+    the records of its last completed runs, never their memory or checkpoints.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class GraphRunner:
         settings: Settings,
         checkpointer: BaseCheckpointSaver[Any] | None,
         registry: Registry = REGISTRY,
+        trace_batch: int = 32,
     ) -> None:
         self.graph = graph
         self.store = store
@@ -89,6 +95,21 @@ class GraphRunner:
         self.checkpointer = checkpointer
         self.registry = registry
         self.compiled = compile_graph(graph, checkpointer=checkpointer, registry=registry)
+        self.trace_batch = trace_batch
+        self._unsaved: list[NodeRecord] = []
+        self._log = get_logger("mnemoflow.run").bind(graph=graph.spec.name)
+
+    async def __aenter__(self) -> GraphRunner:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write the run records not yet in the store."""
+        unsaved, self._unsaved = self._unsaved, []
+        if unsaved:
+            await self.store.upsert_nodes(unsaved)
 
     async def run(self, values: dict[str, Any] | None, *, namespace: str, thread_id: str | None = None) -> RunResult:
         """Run (or resume) on ``thread_id``; a new thread id is made when none is given.
@@ -103,7 +124,7 @@ class GraphRunner:
         thread_id = str(config["configurable"]["thread_id"])
         if not resumed:
             check_input(graph, values or {}, self.registry)
-        log = get_logger("mnemoflow.run").bind(graph=graph.spec.name, thread_id=thread_id)
+        log = self._log.bind(thread_id=thread_id)
         context = RunContext(
             store=self.store,
             embedder=self.embedder,
@@ -116,7 +137,7 @@ class GraphRunner:
         started = time.perf_counter()
         status = "failed"
         with bind_run_context(namespace=namespace, run_id=run_id):
-            log.info("run.start", resumed=resumed)
+            log.debug("run.start", resumed=resumed)
             try:
                 state: dict[str, Any] | None = await self.compiled.ainvoke(None if resumed else values, config, context=context)
                 status = "completed"
@@ -130,15 +151,18 @@ class GraphRunner:
             finally:
                 duration = time.perf_counter() - started
                 trace = [event.as_dict() for event in context.trace.events]
-                await _save_trace(self.store, namespace, graph, run_id, thread_id, status, resumed, duration, trace)
-                log.info("run.end", status=status, steps=len(context.trace.steps), seconds=round(duration, 3))
+                self._unsaved.append(_run_record(namespace, graph, run_id, thread_id, status, resumed, duration, trace))
+                if status != "completed" or len(self._unsaved) >= self.trace_batch:
+                    await self.flush()
+                steps = context.trace.steps
+                log.info("run.end", status=status, resumed=resumed, steps=len(steps), seconds=round(duration, 3))
         return RunResult(
             graph=graph.spec.name,
             run_id=run_id,
             thread_id=thread_id,
             status=status,
             state=dict(state or {}),
-            steps=context.trace.steps,
+            steps=steps,
             resumed=resumed,
             duration_s=duration,
             trace=trace,
@@ -157,13 +181,14 @@ async def run_graph(
     thread_id: str | None = None,
     registry: Registry = REGISTRY,
 ) -> RunResult:
-    """Compile ``graph`` and run it once (see :class:`GraphRunner` to run a graph many times)."""
-    runner = GraphRunner(graph, store=store, embedder=embedder, settings=settings, checkpointer=checkpointer, registry=registry)
-    return await runner.run(values, namespace=namespace, thread_id=thread_id)
+    """Compile ``graph``, run it once and save its run record (see :class:`GraphRunner` for many runs)."""
+    async with GraphRunner(
+        graph, store=store, embedder=embedder, settings=settings, checkpointer=checkpointer, registry=registry
+    ) as runner:
+        return await runner.run(values, namespace=namespace, thread_id=thread_id)
 
 
-async def _save_trace(
-    store: GraphStore,
+def _run_record(
     namespace: str,
     graph: LoadedGraph,
     run_id: str,
@@ -172,25 +197,21 @@ async def _save_trace(
     resumed: bool,
     duration: float,
     trace: list[dict[str, Any]],
-) -> None:
-    await store.upsert_nodes(
-        [
-            NodeRecord(
-                id=stable_id(namespace, "Run", run_id),
-                namespace=namespace,
-                kind="Run",
-                text=f"{graph.spec.name} {status}",
-                properties={
-                    "graph": graph.spec.name,
-                    "graph_version": graph.spec.version,
-                    "run_id": run_id,
-                    "thread_id": thread_id,
-                    "status": status,
-                    "resumed": resumed,
-                    "duration_s": round(duration, 6),
-                    "steps": sum(event["event"] == "end" for event in trace),
-                    "events": trace,
-                },
-            )
-        ]
+) -> NodeRecord:
+    return NodeRecord(
+        id=stable_id(namespace, "Run", run_id),
+        namespace=namespace,
+        kind="Run",
+        text=f"{graph.spec.name} {status}",
+        properties={
+            "graph": graph.spec.name,
+            "graph_version": graph.spec.version,
+            "run_id": run_id,
+            "thread_id": thread_id,
+            "status": status,
+            "resumed": resumed,
+            "duration_s": round(duration, 6),
+            "steps": sum(event["event"] == "end" for event in trace),
+            "events": trace,
+        },
     )
