@@ -120,7 +120,7 @@ async def measure(
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--runs", type=int, default=600)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--output", type=Path, default=Path("bench/results/engine.json"))
     args = parser.parse_args()

@@ -65,9 +65,9 @@ def _wrap_node(step: str, definition: NodeDefinition, config: BaseModel, state_m
         log.debug("node.start", node=step)
         try:
             update = await function(state, config, context)
-            undeclared = set(update) - allowed
-            if undeclared:
-                raise NodeError(f"node {step!r} ({definition.name}) wrote {sorted(undeclared)}, which it does not declare in writes")
+            if not allowed.issuperset(update):
+                undeclared = sorted(set(update) - allowed)
+                raise NodeError(f"node {step!r} ({definition.name}) wrote {undeclared}, which it does not declare in writes")
         except Exception as exc:
             elapsed = time.perf_counter() - started
             context.trace.record(step, "error", started_at, elapsed, f"{type(exc).__name__}: {exc}")

@@ -14,7 +14,7 @@ from mnemoflow.settings import Settings
 __all__ = ["RunContext", "TraceEvent", "Trace"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TraceEvent:
     """One step of a run: a node that ended or failed, when it started and how long it took."""
 
@@ -27,7 +27,10 @@ class TraceEvent:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in self.__dict__.items() if value is not None}
+        event = {"node": self.node, "event": self.event, "started_at": self.started_at, "duration_s": self.duration_s}
+        if self.error is not None:
+            event["error"] = self.error
+        return event
 
 
 @dataclass

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tests.support.testing_nodes  # noqa: F401  (registers testing.*)
-from graphs import compile_graph, load_graph, run_graph, to_mermaid
+from graphs import GraphRunner, compile_graph, load_graph, run_graph, to_mermaid
 from memory import SQLiteStore
 from memory.checkpoints import open_checkpointer
 from mnemoflow.errors import NodeError
@@ -101,3 +101,28 @@ def test_random_valid_graphs_compile_and_render(tmp_path: Path, document: dict[s
     assert set(compiled.get_graph().nodes) >= set(graph.spec.nodes)
     rendering = to_mermaid(graph)
     assert rendering.startswith("flowchart TD") and all(f"n_{name}[" in rendering for name in graph.spec.nodes)
+
+
+async def test_runner_writes_run_records_in_batches_and_on_close(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "memory.db", embedding_model=EMBEDDER.model, embedding_dimension=EMBEDDER.dimension)
+    await store.setup()
+    configured = Settings(store=StoreSettings(sqlite_path=tmp_path / "memory.db"))
+    path = tmp_path / "graph.yaml"
+    path.write_text("name: probe\nstate: text.TextState\ninput: [text]\n" + LINEAR.format(use="testing.noop", extra=""))
+    failing = tmp_path / "failing.yaml"
+    failing.write_text("name: failing\nstate: text.TextState\ninput: [text]\n" + LINEAR.format(use="testing.writes_undeclared", extra=""))
+    try:
+        async with GraphRunner(load_graph(path), store=store, embedder=EMBEDDER, settings=configured, checkpointer=None, trace_batch=3) as runner:
+            for _ in range(2):
+                await runner.run({"text": "x."}, namespace="batches")
+            assert await store.count_nodes("batches", "Run") == 0
+            await runner.run({"text": "x."}, namespace="batches")
+            assert await store.count_nodes("batches", "Run") == 3
+            await runner.run({"text": "x."}, namespace="batches")
+        assert await store.count_nodes("batches", "Run") == 4  # the rest when the runner closes
+        failing_runner = GraphRunner(load_graph(failing), store=store, embedder=EMBEDDER, settings=configured, checkpointer=None)
+        with pytest.raises(NodeError):
+            await failing_runner.run({"text": "x."}, namespace="batches")
+        assert await store.count_nodes("batches", "Run") == 5  # a failed run's record at once
+    finally:
+        await store.close()
