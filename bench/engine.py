@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from graphs import GraphRunner, load_graph  # noqa: E402
 from memory import HashingEmbedder, SQLiteStore  # noqa: E402
+from mnemoflow.llm import LLM, OfflineBackend  # noqa: E402
 from mnemoflow.logging import configure_logging, get_logger  # noqa: E402
-from mnemoflow.settings import LogSettings, Settings, StoreSettings  # noqa: E402
+from mnemoflow.settings import LLMSettings, LogSettings, Settings, StoreSettings  # noqa: E402
 from nodes import NoConfig, RunContext, node, state_model  # noqa: E402
 
 STEPS = 20
@@ -136,6 +137,7 @@ async def main() -> None:
         settings = Settings(store=StoreSettings(sqlite_path=folder / "memory.db"))
         configure_logging(LogSettings(level="info", format="json"), stream=open(os.devnull, "w"), force=True)  # noqa: SIM115
         log = get_logger("bench")
+        llm = LLM(OfflineBackend(), LLMSettings(cache=False))
         async with AsyncExitStack() as stack:
             store = await stack.enter_async_context(
                 SQLiteStore(folder / "memory.db", embedding_model=embedder.model, embedding_dimension=embedder.dimension)
@@ -148,7 +150,7 @@ async def main() -> None:
                     await ours_saver.setup()
                     await raw_saver.setup()
                 runner = await stack.enter_async_context(
-                    GraphRunner(graph, store=store, embedder=embedder, settings=settings, checkpointer=ours_saver)
+                    GraphRunner(graph, store=store, embedder=embedder, llm=llm, settings=settings, checkpointer=ours_saver)
                 )
                 compiled = raw_graph(raw_saver)
 
@@ -156,7 +158,7 @@ async def main() -> None:
                     return await runner.run({}, namespace="bench")  # a new thread, as `mnemoflow run` without --thread
 
                 async def raw(index: int, compiled: Any = compiled, label: str = label) -> Any:
-                    context = RunContext(store, embedder, settings, "bench", f"raw-{index}", f"{label}-{index}", log)
+                    context = RunContext(store, embedder, llm, settings, "bench", f"raw-{index}", f"{label}-{index}", log)
                     return await compiled.ainvoke({}, {"configurable": {"thread_id": f"{label}-{index}"}}, context=context)
 
                 results[label] = await measure(args.runs, args.warmup, ours, raw, runner.flush)
@@ -165,7 +167,7 @@ async def main() -> None:
                     # the same comparison without the run's bookkeeping (input check, run logs, trace saved
                     # to the store): what the wrapped nodes and the run context cost per step
                     async def engine_only(index: int, runner: GraphRunner = runner) -> Any:
-                        context = RunContext(store, embedder, settings, "bench", f"engine-{index}", f"engine-{index}", log)
+                        context = RunContext(store, embedder, llm, settings, "bench", f"engine-{index}", f"engine-{index}", log)
                         return await runner.compiled.ainvoke({}, {"configurable": {"thread_id": f"e-{index}"}}, context=context)
 
                     results["without_checkpointer_nodes_only"] = await measure(args.runs, args.warmup, engine_only, raw, runner.flush)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -62,20 +63,24 @@ def _wrap_node(step: str, definition: NodeDefinition, config: BaseModel, state_m
         if isinstance(state, dict):  # a fanned-out branch may hand over a plain mapping
             state = state_model.model_validate(state)
         log, started_at, started = context.log, time.time(), time.perf_counter()
+        node_llm = context.llm.fork()  # usage counted per node, exact even for parallel branches
         log.debug("node.start", node=step)
         try:
-            update = await function(state, config, context)
+            update = await function(state, config, replace(context, llm=node_llm))
             if not allowed.issuperset(update):
                 undeclared = sorted(set(update) - allowed)
                 raise NodeError(f"node {step!r} ({definition.name}) wrote {undeclared}, which it does not declare in writes")
         except Exception as exc:
             elapsed = time.perf_counter() - started
-            context.trace.record(step, "error", started_at, elapsed, f"{type(exc).__name__}: {exc}")
+            context.llm.usage.add(node_llm.usage)
+            usage = node_llm.usage.as_dict() if node_llm.usage.calls else None
+            context.trace.record(step, "error", started_at, elapsed, f"{type(exc).__name__}: {exc}", usage)
             log.warning("node.error", node=step, seconds=round(elapsed, 6), error=str(exc))
             raise
         elapsed = time.perf_counter() - started
-        context.trace.record(step, "end", started_at, elapsed)
-        log.debug("node.end", node=step, seconds=round(elapsed, 6))
+        context.llm.usage.add(node_llm.usage)
+        context.trace.record(step, "end", started_at, elapsed, None, node_llm.usage.as_dict() if node_llm.usage.calls else None)
+        log.debug("node.end", node=step, seconds=round(elapsed, 6), llm_calls=node_llm.usage.calls)
         return update
 
     run.__name__ = step

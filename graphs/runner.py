@@ -20,6 +20,7 @@ from graphs.loader import LoadedGraph
 from memory.protocol import Embedder, GraphStore
 from memory.records import NodeRecord, stable_id
 from mnemoflow.errors import ConfigError, NodeError
+from mnemoflow.llm import LLM
 from mnemoflow.logging import bind_run_context, get_logger
 from mnemoflow.settings import Settings
 from nodes.context import RunContext
@@ -44,13 +45,17 @@ class RunResult:
     duration_s: float
     llm_calls: int = 0
     tokens: int = 0
+    llm_usage: dict[str, Any] = field(default_factory=dict)
+    """Calls, requests, retries, re-asks, cache hits, tokens and seconds waiting on the model."""
+    offline_model: bool = False
     trace: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
         resumed = ", resumed" if self.resumed else ""
+        offline = " from the offline model" if self.offline_model and self.llm_calls else ""
         return (
             f"{self.graph}: {self.status}{resumed} in {len(self.steps)} steps, {self.duration_s:.2f} s, "
-            f"{self.llm_calls} LLM calls, {self.tokens} tokens (thread {self.thread_id}, run {self.run_id})"
+            f"{self.llm_calls} LLM calls{offline}, {self.tokens} tokens (thread {self.thread_id}, run {self.run_id})"
         )
 
 
@@ -83,6 +88,7 @@ class GraphRunner:
         *,
         store: GraphStore,
         embedder: Embedder,
+        llm: LLM,
         settings: Settings,
         checkpointer: BaseCheckpointSaver[Any] | None,
         registry: Registry = REGISTRY,
@@ -91,6 +97,7 @@ class GraphRunner:
         self.graph = graph
         self.store = store
         self.embedder = embedder
+        self.llm = llm
         self.settings = settings
         self.checkpointer = checkpointer
         self.registry = registry
@@ -128,6 +135,7 @@ class GraphRunner:
         context = RunContext(
             store=self.store,
             embedder=self.embedder,
+            llm=self.llm.fork(),
             settings=self.settings,
             namespace=namespace,
             run_id=run_id,
@@ -151,7 +159,8 @@ class GraphRunner:
             finally:
                 duration = time.perf_counter() - started
                 trace = [event.as_dict() for event in context.trace.events]
-                self._unsaved.append(_run_record(namespace, graph, run_id, thread_id, status, resumed, duration, trace))
+                usage = context.llm.usage.as_dict()
+                self._unsaved.append(_run_record(namespace, graph, run_id, thread_id, status, resumed, duration, trace, usage))
                 if status != "completed" or len(self._unsaved) >= self.trace_batch:
                     await self.flush()
                 steps = context.trace.steps
@@ -165,6 +174,10 @@ class GraphRunner:
             steps=steps,
             resumed=resumed,
             duration_s=duration,
+            llm_calls=context.llm.usage.calls,
+            tokens=context.llm.usage.tokens,
+            llm_usage=usage,
+            offline_model=self.llm.offline,
             trace=trace,
         )
 
@@ -175,6 +188,7 @@ async def run_graph(
     *,
     store: GraphStore,
     embedder: Embedder,
+    llm: LLM,
     settings: Settings,
     checkpointer: BaseCheckpointSaver[Any] | None,
     namespace: str,
@@ -183,7 +197,7 @@ async def run_graph(
 ) -> RunResult:
     """Compile ``graph``, run it once and save its run record (see :class:`GraphRunner` for many runs)."""
     async with GraphRunner(
-        graph, store=store, embedder=embedder, settings=settings, checkpointer=checkpointer, registry=registry
+        graph, store=store, embedder=embedder, llm=llm, settings=settings, checkpointer=checkpointer, registry=registry
     ) as runner:
         return await runner.run(values, namespace=namespace, thread_id=thread_id)
 
@@ -197,6 +211,7 @@ def _run_record(
     resumed: bool,
     duration: float,
     trace: list[dict[str, Any]],
+    llm_usage: dict[str, Any],
 ) -> NodeRecord:
     return NodeRecord(
         id=stable_id(namespace, "Run", run_id),
@@ -213,5 +228,6 @@ def _run_record(
             "duration_s": round(duration, 6),
             "steps": sum(event["event"] == "end" for event in trace),
             "events": trace,
+            "llm": llm_usage,
         },
     )

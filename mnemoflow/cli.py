@@ -233,6 +233,7 @@ def run(
 
     from graphs import run_graph
     from memory.checkpoints import open_checkpointer
+    from mnemoflow.llm import llm_from_settings
 
     loaded = _load(graph)
     try:
@@ -245,17 +246,22 @@ def run(
     settings = _settings(store, namespace)
 
     async def work(memory: GraphStore, embedder: Embedder) -> Any:
-        async with open_checkpointer(settings) as checkpointer:
-            return await run_graph(
-                loaded,
-                values,
-                store=memory,
-                embedder=embedder,
-                settings=settings,
-                checkpointer=checkpointer,
-                namespace=settings.namespace,
-                thread_id=thread,
-            )
+        llm = llm_from_settings(settings)
+        try:
+            async with open_checkpointer(settings) as checkpointer:
+                return await run_graph(
+                    loaded,
+                    values,
+                    store=memory,
+                    embedder=embedder,
+                    llm=llm,
+                    settings=settings,
+                    checkpointer=checkpointer,
+                    namespace=settings.namespace,
+                    thread_id=thread,
+                )
+        finally:
+            await llm.aclose()
 
     result = _run(work, settings)
     if field is not None:

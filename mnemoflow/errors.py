@@ -10,6 +10,11 @@ know mnemoflow::
     ├── GraphSpecError (ValueError)          a graph file is invalid: every problem, with file, line and column
     ├── RegistrationError (ValueError)       a node, router or state model is registered wrongly
     ├── NodeError                            a node or router misbehaved while a graph ran
+    ├── LLMError                             the language model could not give a usable answer
+    │   ├── LLMUnavailableError (ConnectionError)  transport faults outlasted the retries
+    │   ├── LLMTimeoutError (TimeoutError)   the call's total deadline passed
+    │   ├── LLMRequestError (ValueError)     the server refused the request (a 4xx other than 429)
+    │   └── LLMOutputError (ValueError)      the reply never validated; carries the raw replies
     └── StoreError                           anything the memory store reports
         ├── StoreUnavailableError (ConnectionError)   the database cannot be reached or went away
         ├── SchemaError                      the stored schema does not match this code (version, model)
@@ -39,6 +44,11 @@ __all__ = [
     "InvalidNamespaceError",
     "InvalidQueryError",
     "InvalidRecordError",
+    "LLMError",
+    "LLMOutputError",
+    "LLMRequestError",
+    "LLMTimeoutError",
+    "LLMUnavailableError",
     "MissingEndpointError",
     "MnemoflowError",
     "NodeError",
@@ -75,6 +85,30 @@ class RegistrationError(MnemoflowError, ValueError):
 
 class NodeError(MnemoflowError):
     """Raised when a node writes a field it did not declare, or a router returns an undeclared outcome."""
+
+
+class LLMError(MnemoflowError):
+    """Raised when the language model could not give a usable answer."""
+
+
+class LLMUnavailableError(LLMError, ConnectionError):
+    """Raised when 429s, 5xx, timeouts or dropped connections outlast the gateway's retries."""
+
+
+class LLMTimeoutError(LLMError, TimeoutError):
+    """Raised when a call, retries included, passes its total deadline."""
+
+
+class LLMRequestError(LLMError, ValueError):
+    """Raised at once when the server refuses a request with a 4xx other than 429 (its message included)."""
+
+
+class LLMOutputError(LLMError, ValueError):
+    """Raised when a reply still does not validate after the re-ask; ``raw_replies`` holds what came back."""
+
+    def __init__(self, message: str, raw_replies: list[str]) -> None:
+        self.raw_replies = raw_replies
+        super().__init__(message)
 
 
 class StoreError(MnemoflowError):

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "EmbeddingSettings",
+    "LLMSettings",
     "LogSettings",
     "Neo4jSettings",
     "OpenAISettings",
@@ -89,6 +90,31 @@ class EmbeddingSettings(BaseSettings):
     batch_size: int = Field(64, ge=1, le=2048, description="Texts sent per embedding request.")
 
 
+class LLMSettings(BaseSettings):
+    """How the LLM gateway calls the model; the endpoint itself is ``OPENAI_BASE_URL``/``OPENAI_API_KEY``."""
+
+    model_config = _config("MNEMOFLOW_LLM_")
+
+    model: str = Field("gpt-4o-mini", min_length=1, description="Chat model name.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature; 0 makes replies cacheable.")
+    max_attempts: int = Field(6, ge=1, le=20, description="Attempts per request on 429, 5xx, timeouts and drops.")
+    deadline: float = Field(300.0, gt=0, le=3600, description="Seconds one call may take, retries included.")
+    request_timeout: float = Field(120.0, gt=0, le=3600, description="Seconds one HTTP request may take.")
+    initial_backoff: float = Field(0.5, ge=0, le=60, description="Seconds before the first retry (then doubling, with jitter).")
+    max_backoff: float = Field(30.0, ge=0, le=600, description="Longest wait between retries, in seconds.")
+    concurrency: int = Field(8, ge=1, le=1024, description="Requests in flight at once, per process.")
+    requests_per_minute: int | None = Field(None, ge=1, description="Request budget per minute; unset for none.")
+    tokens_per_minute: int | None = Field(None, ge=1, description="Token budget per minute (estimated before the call); unset for none.")
+    cache: bool = Field(True, description="Cache replies of temperature-0 calls.")
+    cache_path: Path = Field(Path(".mnemoflow/llm-cache.db"), description="SQLite file of the reply cache.")
+    structured_mode: Literal["auto", "json_schema", "json_object"] = Field(
+        "auto", description="How to ask for JSON: auto tries the JSON-schema response format, then JSON mode."
+    )
+    offline: bool | None = Field(
+        None, description="Use the deterministic offline model; by default when neither OPENAI_BASE_URL nor OPENAI_API_KEY is set."
+    )
+
+
 class LogSettings(BaseSettings):
     """How mnemoflow logs."""
 
@@ -110,4 +136,5 @@ class Settings(BaseSettings):
     neo4j: Neo4jSettings = Field(default_factory=Neo4jSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
     log: LogSettings = Field(default_factory=LogSettings)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memory.protocol import Embedder, GraphStore
+from mnemoflow.llm import LLM
 from mnemoflow.settings import Settings
 
 __all__ = ["RunContext", "TraceEvent", "Trace"]
@@ -25,11 +26,15 @@ class TraceEvent:
     """Seconds since the epoch."""
     duration_s: float
     error: str | None = None
+    llm: dict[str, Any] | None = None
+    """The node's model usage (calls, tokens, retries, cache hits...), when it called the model."""
 
     def as_dict(self) -> dict[str, Any]:
         event = {"node": self.node, "event": self.event, "started_at": self.started_at, "duration_s": self.duration_s}
         if self.error is not None:
             event["error"] = self.error
+        if self.llm is not None:
+            event["llm"] = self.llm
         return event
 
 
@@ -39,8 +44,16 @@ class Trace:
 
     events: list[TraceEvent] = field(default_factory=list)
 
-    def record(self, node: str, event: str, started_at: float, duration_s: float, error: str | None = None) -> None:
-        self.events.append(TraceEvent(node, event, started_at, duration_s, error))
+    def record(
+        self,
+        node: str,
+        event: str,
+        started_at: float,
+        duration_s: float,
+        error: str | None = None,
+        llm: dict[str, Any] | None = None,
+    ) -> None:
+        self.events.append(TraceEvent(node, event, started_at, duration_s, error, llm))
 
     @property
     def steps(self) -> list[str]:
@@ -54,6 +67,8 @@ class RunContext:
 
     store: GraphStore
     embedder: Embedder
+    llm: LLM
+    """The LLM gateway; each node gets its own fork, so its usage is counted apart and added to the run's."""
     settings: Settings
     namespace: str
     """The namespace every memory write and read of this run uses."""

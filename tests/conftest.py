@@ -12,9 +12,16 @@ from neo4j import GraphDatabase
 
 from memory import HashingEmbedder, Neo4jStore, SQLiteStore
 from memory.protocol import GraphStore
+from mnemoflow.llm import LLM, OfflineBackend
+from mnemoflow.settings import LLMSettings
 from tests.support.neo4j_server import Neo4jServer, Neo4jStartError
 
 EMBEDDER = HashingEmbedder(384)
+
+
+def offline_llm() -> LLM:
+    """The deterministic offline model, no cache: for graphs whose nodes do not need a real model."""
+    return LLM(OfflineBackend(), LLMSettings(cache=False))
 
 
 def neo4j_required() -> bool:

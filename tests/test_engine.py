@@ -15,7 +15,7 @@ from memory import SQLiteStore
 from memory.checkpoints import open_checkpointer
 from mnemoflow.errors import NodeError
 from mnemoflow.settings import Settings, StoreSettings
-from tests.conftest import EMBEDDER
+from tests.conftest import EMBEDDER, offline_llm
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ async def sqlite_run(tmp_path: Path):  # type: ignore[no-untyped-def]
         path.write_text(f"name: probe\nstate: text.TextState\ninput: [text]\n{body}")
         async with open_checkpointer(configured) as checkpointer:
             return await run_graph(
-                load_graph(path), {"text": "a b."}, store=store, embedder=EMBEDDER, settings=configured,
+                load_graph(path), {"text": "a b."}, store=store, embedder=EMBEDDER, llm=offline_llm(), settings=configured,
                 checkpointer=checkpointer, namespace="engine", thread_id=thread,
             )
 
@@ -112,7 +112,7 @@ async def test_runner_writes_run_records_in_batches_and_on_close(tmp_path: Path)
     failing = tmp_path / "failing.yaml"
     failing.write_text("name: failing\nstate: text.TextState\ninput: [text]\n" + LINEAR.format(use="testing.writes_undeclared", extra=""))
     try:
-        async with GraphRunner(load_graph(path), store=store, embedder=EMBEDDER, settings=configured, checkpointer=None, trace_batch=3) as runner:
+        async with GraphRunner(load_graph(path), store=store, embedder=EMBEDDER, llm=offline_llm(), settings=configured, checkpointer=None, trace_batch=3) as runner:
             for _ in range(2):
                 await runner.run({"text": "x."}, namespace="batches")
             assert await store.count_nodes("batches", "Run") == 0
@@ -120,7 +120,7 @@ async def test_runner_writes_run_records_in_batches_and_on_close(tmp_path: Path)
             assert await store.count_nodes("batches", "Run") == 3
             await runner.run({"text": "x."}, namespace="batches")
         assert await store.count_nodes("batches", "Run") == 4  # the rest when the runner closes
-        failing_runner = GraphRunner(load_graph(failing), store=store, embedder=EMBEDDER, settings=configured, checkpointer=None)
+        failing_runner = GraphRunner(load_graph(failing), store=store, embedder=EMBEDDER, llm=offline_llm(), settings=configured, checkpointer=None)
         with pytest.raises(NodeError):
             await failing_runner.run({"text": "x."}, namespace="batches")
         assert await store.count_nodes("batches", "Run") == 5  # a failed run's record at once

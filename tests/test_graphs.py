@@ -15,7 +15,7 @@ from memory.checkpoints import open_checkpointer
 from memory.protocol import GraphStore
 from mnemoflow.errors import ConfigError, GraphSpecError, NodeError
 from mnemoflow.settings import Neo4jSettings, Settings, StoreSettings
-from tests.conftest import EMBEDDER
+from tests.conftest import EMBEDDER, offline_llm
 
 INVALID = sorted((Path(__file__).parent / "fixtures" / "graphs" / "invalid").glob("*.yaml"))
 MNEMOFLOW = str(Path(sys.executable).with_name("mnemoflow"))
@@ -97,7 +97,7 @@ def settings_for(store: GraphStore, tmp_path: Path, request: pytest.FixtureReque
 async def run(store: GraphStore, settings: Settings, graph: str | Path, values: dict[str, object] | None, namespace: str, thread: str | None = None):  # type: ignore[no-untyped-def]
     async with open_checkpointer(settings) as checkpointer:
         return await run_graph(
-            load_graph(graph), values, store=store, embedder=EMBEDDER, settings=settings, checkpointer=checkpointer, namespace=namespace, thread_id=thread
+            load_graph(graph), values, store=store, embedder=EMBEDDER, llm=offline_llm(), settings=settings, checkpointer=checkpointer, namespace=namespace, thread_id=thread
         )
 
 

@@ -1,0 +1,185 @@
+"""Where chat completions come from: any OpenAI-compatible server, or the deterministic offline model.
+
+Backends send one request and say what happened; retries, limits, caching and parsing belong to the
+gateway (:mod:`mnemoflow.llm.gateway`). A transport fault is raised as :class:`TransientError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from mnemoflow.errors import LLMError, LLMRequestError
+
+__all__ = [
+    "ChatRequest",
+    "Completion",
+    "OfflineBackend",
+    "OpenAIBackend",
+    "TransientError",
+    "offline_handler",
+]
+
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    messages: list[Message]
+    temperature: float
+    seed: int | None = None
+    max_tokens: int | None = None
+    response_format: dict[str, Any] | None = None
+    schema: type[BaseModel] | None = None
+    timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class TransientError(Exception):
+    """A fault worth retrying: 429, 5xx, a timeout or a dropped connection."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Backend(Protocol):
+    name: str
+
+    async def complete(self, request: ChatRequest) -> Completion: ...
+
+    async def close(self) -> None: ...
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class OpenAIBackend:
+    """OpenAI, vLLM, Ollama, LM Studio and the test server, through the official client (its retries off)."""
+
+    name = "openai-compatible"
+
+    def __init__(self, *, base_url: str | None, api_key: str | None, timeout: float) -> None:
+        from openai import AsyncOpenAI
+
+        self.client = AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0, timeout=timeout)
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        import openai
+
+        options: dict[str, Any] = {}
+        if request.seed is not None:
+            options["seed"] = request.seed
+        if request.max_tokens is not None:
+            options["max_tokens"] = request.max_tokens
+        if request.response_format is not None:
+            options["response_format"] = request.response_format
+        try:
+            response = await self.client.chat.completions.create(
+                model=request.model,
+                messages=request.messages,  # type: ignore[arg-type]
+                temperature=request.temperature,
+                timeout=request.timeout,
+                **options,
+            )
+        except openai.RateLimitError as exc:
+            raise TransientError(f"429 from {self.client.base_url}: {exc.message}", _retry_after(exc.response.headers)) from exc
+        except openai.InternalServerError as exc:
+            raise TransientError(f"{exc.status_code} from {self.client.base_url}: {exc.message}") from exc
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            raise TransientError(f"{type(exc).__name__} talking to {self.client.base_url}: {exc}") from exc
+        except openai.APIStatusError as exc:
+            raise LLMRequestError(f"{self.client.base_url} refused the request ({exc.status_code}): {exc.message}") from exc
+        if not response.choices:
+            raise TransientError(f"{self.client.base_url} answered with no choices")
+        choice = response.choices[0]
+        usage = response.usage
+        return Completion(
+            text=choice.message.content or "",
+            finish_reason=str(choice.finish_reason),
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+OfflineHandler = Callable[[list[Message]], BaseModel]
+
+
+@dataclass
+class OfflineRegistry:
+    handlers: dict[type[BaseModel], OfflineHandler] = field(default_factory=dict)
+
+
+OFFLINE = OfflineRegistry()
+
+
+def offline_handler(schema: type[BaseModel]) -> Callable[[OfflineHandler], OfflineHandler]:
+    """Register how the offline model answers a structured call for ``schema`` (mechanisms do this)."""
+
+    def register(handler: OfflineHandler) -> OfflineHandler:
+        OFFLINE.handlers[schema] = handler
+        return handler
+
+    return register
+
+
+def _words(messages: list[Message]) -> int:
+    return sum(len(str(message.get("content", "")).split()) for message in messages)
+
+
+class OfflineBackend:
+    """A deterministic stand-in with no network, so a pipeline can be seen working without a model.
+
+    Plain text calls answer with the first sentence of the last user message, marked as offline;
+    structured calls use the handler registered for their schema. It is not a model.
+    """
+
+    name = "offline"
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        if request.schema is not None:
+            handler = OFFLINE.handlers.get(request.schema)
+            if handler is None:
+                raise LLMError(
+                    f"the offline model has no answer for {request.schema.__name__}; "
+                    "set OPENAI_BASE_URL (and OPENAI_API_KEY) to use a real model"
+                )
+            text = handler(request.messages).model_dump_json()
+        else:
+            last = next((m for m in reversed(request.messages) if m.get("role") == "user"), {"content": ""})
+            first_sentence = re.split(r"(?<=[.!?])\s", str(last.get("content", "")).strip(), maxsplit=1)[0]
+            text = f"[offline model] {first_sentence}"
+        return Completion(text, "stop", _words(request.messages), len(text.split()))
+
+    async def close(self) -> None:
+        return None
+
+
+def schema_format(schema: type[BaseModel]) -> dict[str, Any]:
+    """The JSON-schema response format for ``schema`` (not strict, so any server that supports it can)."""
+    return {"type": "json_schema", "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema(), "strict": False}}
+
+
+def schema_instruction(schema: type[BaseModel]) -> str:
+    return "Reply with only a JSON object that matches this JSON Schema:\n" + json.dumps(schema.model_json_schema())

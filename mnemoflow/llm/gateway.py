@@ -1,0 +1,307 @@
+"""The LLM gateway: structured outputs, the single owner of transport retries, limits, cache, accounting.
+
+>>> llm = llm_from_settings(settings)
+>>> answer = await llm.structured([{"role": "user", "content": "..."}], Answer)
+
+Retries (tenacity) cover 429 (honouring ``Retry-After``), 5xx, timeouts and dropped connections, with
+exponential backoff and jitter, a bounded number of attempts and a total deadline per call; any other 4xx
+fails at once. The concurrency cap and the per-minute budgets are shared by every fork of a gateway.
+``fork()`` gives a run its own :class:`~mnemoflow.llm.usage.Usage` over the same client, limits and cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiolimiter import AsyncLimiter
+from pydantic import BaseModel, ValidationError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from mnemoflow.errors import LLMOutputError, LLMRequestError, LLMTimeoutError, LLMUnavailableError
+from mnemoflow.llm.backends import (
+    Backend,
+    ChatRequest,
+    Completion,
+    OfflineBackend,
+    OpenAIBackend,
+    TransientError,
+    schema_format,
+    schema_instruction,
+)
+from mnemoflow.llm.cache import ResponseCache, cache_key
+from mnemoflow.llm.parsing import extract_json
+from mnemoflow.llm.usage import Usage
+from mnemoflow.settings import LLMSettings, Settings
+
+__all__ = ["LLM", "llm_from_settings"]
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+Message = dict[str, Any]
+TRUNCATION_RETRIES = 2
+"""Times a truncated reply (finish_reason ``length``) is asked for again before the re-ask."""
+
+
+@dataclass
+class _Shared:
+    """What every fork of a gateway shares: the backend, limits, cache and the JSON mode that works."""
+
+    backend: Backend
+    settings: LLMSettings
+    sleep: Callable[[float], Awaitable[None]]
+    cache: ResponseCache | None
+    semaphore: asyncio.Semaphore
+    backoff: wait_random_exponential
+    """Exponential backoff with full jitter: a random wait up to ``initial * 2**retry``, capped."""
+    per_minute: list[tuple[AsyncLimiter, Callable[[ChatRequest], float]]] = field(default_factory=list)
+    json_mode: str = "json_schema"
+
+
+def _estimate_tokens(request: ChatRequest) -> float:
+    return len(json.dumps(request.messages)) / 4 + (request.max_tokens or 256)
+
+
+class LLM:
+    """Async chat with a model; construct with :func:`llm_from_settings`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        settings: LLMSettings,
+        *,
+        cache: ResponseCache | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        backoff = wait_random_exponential(multiplier=settings.initial_backoff, max=settings.max_backoff)
+        shared = _Shared(backend, settings, sleep, cache, asyncio.Semaphore(settings.concurrency), backoff)
+        if settings.requests_per_minute:
+            shared.per_minute.append((AsyncLimiter(settings.requests_per_minute, 60), lambda request: 1.0))
+        if settings.tokens_per_minute:
+            budget = settings.tokens_per_minute
+            shared.per_minute.append((AsyncLimiter(budget, 60), lambda request: min(_estimate_tokens(request), budget)))
+        shared.json_mode = "json_object" if settings.structured_mode == "json_object" else "json_schema"
+        self._shared = shared
+        self.usage = Usage()
+
+    @property
+    def offline(self) -> bool:
+        """Whether this is the offline stand-in rather than a model."""
+        return isinstance(self._shared.backend, OfflineBackend)
+
+    @property
+    def model(self) -> str:
+        return "offline" if self.offline else self._shared.settings.model
+
+    def fork(self) -> LLM:
+        """The same client, limits and cache, with usage counted apart (one per run)."""
+        child = LLM.__new__(LLM)
+        child._shared = self._shared
+        child.usage = Usage()
+        return child
+
+    async def aclose(self) -> None:
+        await self._shared.backend.close()
+        if self._shared.cache is not None:
+            self._shared.cache.close()
+
+    # -- calls ------------------------------------------------------------------------------------------
+
+    async def text(
+        self, messages: list[Message], *, temperature: float | None = None, seed: int | None = None, max_tokens: int | None = None
+    ) -> str:
+        """The model's reply as text."""
+        request = self._request(messages, temperature, seed, max_tokens, None)
+        self.usage.calls += 1
+        cached = await self._cached(request)
+        if cached is not None:
+            return cached
+        completion = await self._send(request)
+        await self._remember(request, completion)
+        return completion.text
+
+    async def structured(
+        self,
+        messages: list[Message],
+        schema: type[SchemaT],
+        *,
+        temperature: float | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+    ) -> SchemaT:
+        """The reply validated into ``schema``.
+
+        A reply wrapped in fences or prose is unwrapped; a truncated one is asked for again (twice at most);
+        one that still does not validate is re-asked once with the validation error; then
+        :class:`LLMOutputError` carries the raw replies.
+        """
+        request = self._request(messages, temperature, seed, max_tokens, schema)
+        self.usage.calls += 1
+        cached = await self._cached(request)
+        if cached is not None:
+            try:
+                return schema.model_validate(extract_json(cached))
+            except (ValueError, ValidationError):
+                pass  # a reply cached by an older schema: ask again
+        replies: list[str] = []
+        truncations = 0
+        current = request
+        while True:
+            completion = await self._send(current)
+            replies.append(completion.text)
+            if completion.finish_reason == "length" and truncations < TRUNCATION_RETRIES:
+                truncations += 1
+                self.usage.reasks += 1
+                continue
+            try:
+                result = schema.model_validate(extract_json(completion.text))
+            except (ValueError, ValidationError) as exc:
+                problem = f"the reply was cut off ({exc})" if completion.finish_reason == "length" else str(exc)
+                if current is not request:
+                    raise LLMOutputError(
+                        f"{schema.__name__}: the model's reply did not validate after a re-ask: {problem}", replies
+                    ) from exc
+                self.usage.reasks += 1
+                current = self._request(
+                    [
+                        *request.messages,
+                        {"role": "assistant", "content": completion.text},
+                        {"role": "user", "content": f"That reply is not valid: {problem}. Reply again with only the JSON object."},
+                    ],
+                    temperature,
+                    seed,
+                    max_tokens,
+                    schema,
+                )
+                continue
+            await self._remember(request, Completion(result.model_dump_json(), "stop", completion.prompt_tokens, completion.completion_tokens))
+            return result
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+
+    def _request(
+        self,
+        messages: list[Message],
+        temperature: float | None,
+        seed: int | None,
+        max_tokens: int | None,
+        schema: type[BaseModel] | None,
+    ) -> ChatRequest:
+        settings = self._shared.settings
+        response_format = None
+        if schema is not None and not self.offline:
+            if self._shared.json_mode == "json_schema":
+                response_format = schema_format(schema)
+            else:
+                response_format = {"type": "json_object"}
+                messages = [{"role": "system", "content": schema_instruction(schema)}, *messages]
+        return ChatRequest(
+            model=settings.model,
+            messages=list(messages),
+            temperature=settings.temperature if temperature is None else temperature,
+            seed=seed,
+            max_tokens=max_tokens,
+            response_format=response_format,
+            schema=schema,
+            timeout=settings.request_timeout,
+        )
+
+    def _key(self, request: ChatRequest) -> str | None:
+        settings = self._shared.settings
+        if self._shared.cache is None or not settings.cache or request.temperature != 0:
+            return None
+        return cache_key(
+            model=self.model,
+            messages=request.messages,
+            schema=request.schema.model_json_schema() if request.schema else None,
+            temperature=request.temperature,
+            seed=request.seed,
+            max_tokens=request.max_tokens,
+        )
+
+    async def _cached(self, request: ChatRequest) -> str | None:
+        key = self._key(request)
+        if key is None or self._shared.cache is None:
+            return None
+        hit = await self._shared.cache.get(key)
+        if hit is None:
+            return None
+        self.usage.cache_hits += 1
+        return hit[0]
+
+    async def _remember(self, request: ChatRequest, completion: Completion) -> None:
+        key = self._key(request)
+        if key is not None and self._shared.cache is not None and completion.finish_reason != "length":
+            await self._shared.cache.put(key, completion.text, completion.prompt_tokens, completion.completion_tokens)
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, TransientError) and error.retry_after is not None:
+            return error.retry_after
+        return float(self._shared.backoff(state))
+
+    async def _send(self, request: ChatRequest) -> Completion:
+        """One completion, with retries of transport faults, limits and a total deadline."""
+        shared, usage = self._shared, self.usage
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(shared.settings.deadline):
+                retrying = AsyncRetrying(
+                    stop=stop_after_attempt(shared.settings.max_attempts),
+                    wait=self._wait,
+                    retry=retry_if_exception_type(TransientError),
+                    sleep=shared.sleep,
+                    reraise=True,
+                )
+                async for attempt in retrying:
+                    with attempt:
+                        if attempt.retry_state.attempt_number > 1:
+                            usage.retries += 1
+                        completion = await self._attempt(request)
+            return completion
+        except TransientError as exc:
+            raise LLMUnavailableError(
+                f"the model did not answer after {shared.settings.max_attempts} attempts (MNEMOFLOW_LLM_MAX_ATTEMPTS): {exc}"
+            ) from exc
+        except TimeoutError as exc:
+            raise LLMTimeoutError(
+                f"the call took longer than its deadline of {shared.settings.deadline} s (MNEMOFLOW_LLM_DEADLINE)"
+            ) from exc
+        finally:
+            usage.wait_s += time.monotonic() - started
+
+    async def _attempt(self, request: ChatRequest) -> Completion:
+        shared = self._shared
+        for limiter, cost in shared.per_minute:
+            await limiter.acquire(cost(request))
+        async with shared.semaphore:
+            self.usage.requests += 1
+            try:
+                completion = await shared.backend.complete(request)
+            except LLMRequestError as exc:
+                wanted_schema = request.response_format is not None and request.response_format.get("type") == "json_schema"
+                if not (wanted_schema and "response_format" in str(exc) and shared.settings.structured_mode == "auto"):
+                    raise
+                # the server has no JSON-schema mode: use JSON mode from now on
+                shared.json_mode = "json_object"
+                assert request.schema is not None
+                retry = self._request(request.messages, request.temperature, request.seed, request.max_tokens, request.schema)
+                completion = await shared.backend.complete(retry)
+        self.usage.prompt_tokens += completion.prompt_tokens
+        self.usage.completion_tokens += completion.completion_tokens
+        return completion
+
+
+def llm_from_settings(settings: Settings, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> LLM:
+    """The gateway the settings describe: the offline model when no endpoint is configured."""
+    config, endpoint = settings.llm, settings.openai
+    offline = config.offline if config.offline is not None else not (endpoint.base_url or endpoint.api_key)
+    cache = ResponseCache(config.cache_path) if config.cache else None
+    if offline:
+        return LLM(OfflineBackend(), config, cache=None, sleep=sleep)
+    api_key = endpoint.api_key.get_secret_value() if endpoint.api_key else None
+    backend = OpenAIBackend(base_url=endpoint.base_url, api_key=api_key, timeout=config.request_timeout)
+    return LLM(backend, config, cache=cache, sleep=sleep)
