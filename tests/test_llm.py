@@ -198,3 +198,48 @@ async def test_offline_model_is_deterministic_and_labelled(tmp_path: Path) -> No
         await llm.structured(ASK, Verdict)
     online = llm_from_settings(Settings(openai=OpenAISettings(base_url="http://127.0.0.1:9/v1"), llm=LLMSettings(cache=False)))
     assert not online.offline and isinstance(OfflineBackend(), OfflineBackend)
+
+
+async def test_request_and_token_budgets_hold_calls_back(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    server.script(text="ok")
+    per_request = gateway(server, tmp_path, requests_per_minute=1)
+    await per_request.text(ASK)
+    with pytest.raises(TimeoutError):  # the second request of the minute waits for the budget
+        await asyncio.wait_for(per_request.text(ASK), 0.3)
+    per_token = gateway(server, tmp_path, tokens_per_minute=100)
+    await per_token.text(ASK, max_tokens=500)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(per_token.text(ASK, max_tokens=500), 0.3)
+    assert server.count("/chat/completions") == 2
+
+
+async def test_run_result_and_trace_carry_llm_usage(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    import re
+
+    import tests.support.testing_nodes  # noqa: F401  (registers testing.ask)
+    from graphs import GraphRunner, load_graph
+    from memory import HashingEmbedder, SQLiteStore
+    from mnemoflow.settings import StoreSettings
+
+    server.script(user=re.compile(r"count: \S+ \S+\.$"), text="2")
+    server.script(user="count:", text="3")
+    graph = tmp_path / "ask.yaml"
+    graph.write_text(
+        "name: ask\nstate: text.TextState\ninput: [text]\nnodes:\n  split: {use: text.split_sentences}\n"
+        "  ask: {use: testing.ask}\n  total: {use: text.total}\nedges:\n  - {from: START, to: split}\n"
+        "  - {from: ask, to: total}\n  - {from: total, to: END}\n"
+        "fanouts:\n  - {from: split, over: sentences, item: sentence, to: ask}\n"
+    )
+    embedder = HashingEmbedder(384)
+    async with SQLiteStore(tmp_path / "m.db", embedding_model=embedder.model, embedding_dimension=384) as store:
+        llm = gateway(server, tmp_path)
+        async with GraphRunner(
+            load_graph(graph), store=store, embedder=embedder, llm=llm, settings=Settings(store=StoreSettings(sqlite_path=tmp_path / "m.db")), checkpointer=None
+        ) as runner:
+            result = await runner.run({"text": "One two. Three four five. Six seven."}, namespace="ask")
+    assert result.state["word_counts"] == [2, 3, 2] and result.state["total_words"] == 7
+    assert result.llm_calls == 3 and result.tokens == result.llm_usage["tokens"] > 0
+    assert llm.usage.calls == 0  # a run counts on its own fork of the gateway
+    asked = [event for event in result.trace if event["node"] == "ask"]
+    assert len(asked) == 3 and all(event["llm"]["calls"] == 1 for event in asked)
+    assert "3 LLM calls, " in result.summary()

@@ -58,3 +58,10 @@ async def noop(state: TextState, config: NoConfig, context: RunContext) -> dict[
 def counter(state: TextState, config: NoConfig) -> str:
     """'again' for the first two rounds."""
     return "again" if state.rounds < 2 else "done"
+
+
+@node("testing.ask", state=TextState, reads={"sentence"}, writes={"word_counts"})
+async def ask(state: TextState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+    """Ask the model how many words the sentence has (one call per fanned-out sentence)."""
+    reply = await context.llm.text([{"role": "user", "content": f"count: {state.sentence}"}])
+    return {"word_counts": [int(reply)]}
