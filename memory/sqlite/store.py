@@ -2,8 +2,8 @@
 
 Every operation runs as one function on a single worker thread that owns the connection, so each is a
 whole transaction and concurrent tasks never interleave statements. Writes take ``BEGIN IMMEDIATE``;
-other processes wait up to ``busy_timeout`` seconds. Keyword search uses FTS5 (BM25); vector search keeps a
-normalized matrix per (namespace, kind) in memory, reloaded when ``vector_versions`` says it changed.
+other processes wait up to ``busy_timeout`` seconds. Keyword search uses FTS5 (BM25); vector search is in
+:mod:`memory.sqlite.vectors`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -39,6 +38,7 @@ from memory.names import REGISTRY, NameRegistry, validate_namespace
 from memory.protocol import SCHEMA_VERSION
 from memory.records import Direction, JsonScalar, NodeRecord, RelationshipRecord, ScoredNode, Subgraph
 from memory.sqlite.schema import MIGRATIONS
+from memory.sqlite.vectors import VectorMatrices
 from mnemoflow.errors import (
     ConflictError,
     MissingEndpointError,
@@ -53,13 +53,6 @@ T = TypeVar("T")
 _NODE_COLUMNS = "rowid, namespace, id, kind, properties, text, embedding, created_at, updated_at"
 _RELATIONSHIP_COLUMNS = "namespace, type, source_id, target_id, key, properties, created_at, updated_at"
 _IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
-
-
-@dataclass(frozen=True)
-class _VectorMatrix:
-    version: int
-    rowids: np.ndarray
-    unit_vectors: np.ndarray
 
 
 def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterator[Sequence[T]]:
@@ -123,7 +116,7 @@ class SQLiteStore:
         self._busy_timeout = busy_timeout
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mnemoflow-sqlite")
         self._connection: sqlite3.Connection | None = None
-        self._vectors: dict[tuple[str, str], _VectorMatrix] = {}
+        self._vectors = VectorMatrices(embedding_dimension)
         self._closed = False
 
     async def __aenter__(self) -> SQLiteStore:
@@ -280,18 +273,8 @@ class SQLiteStore:
                     for item in prepared
                 ],
             )
-            self._bump_vector_versions(connection, {(item.record.namespace, item.record.kind) for item in prepared if item.kind.embedded})
+            self._vectors.bump(connection, {(item.record.namespace, item.record.kind) for item in prepared if item.kind.embedded})
         return len(prepared)
-
-    @staticmethod
-    def _bump_vector_versions(connection: sqlite3.Connection, keys: set[tuple[str, str]]) -> None:
-        connection.executemany(
-            """
-            INSERT INTO vector_versions (namespace, kind, version) VALUES (?, ?, 1)
-            ON CONFLICT (namespace, kind) DO UPDATE SET version = version + 1
-            """,
-            sorted(keys),
-        )
 
     async def upsert_relationships(self, relationships: Sequence[RelationshipRecord]) -> int:
         prepared = prepare_relationships(relationships, self.registry)
@@ -373,7 +356,7 @@ class SQLiteStore:
                 deleted += connection.execute(
                     f"DELETE FROM nodes WHERE namespace = ? AND id IN ({marks})", [namespace, *chunk]
                 ).rowcount
-            self._bump_vector_versions(connection, kinds)
+            self._vectors.bump(connection, kinds)
         return deleted
 
     # -- reads ------------------------------------------------------------------------------------------
@@ -456,8 +439,8 @@ class SQLiteStore:
         filters: dict[str, JsonScalar],
     ) -> list[ScoredNode]:
         with self._transaction(connection, "DEFERRED"):
-            matrix = self._vector_matrix(connection, namespace, kind)
-            rowids, unit_vectors = matrix.rowids, matrix.unit_vectors
+            matrix = self._vectors.get(connection, namespace, kind)
+            allowed = None
             if filters:
                 conditions = " AND ".join("json_extract(properties, ?) = ?" for _ in filters)
                 parameters: list[Any] = [namespace, kind]
@@ -469,43 +452,16 @@ class SQLiteStore:
                         f"SELECT rowid FROM nodes WHERE namespace = ? AND kind = ? AND {conditions}", parameters
                     )
                 ]
-                keep = np.isin(rowids, np.asarray(allowed, dtype=np.int64))
-                rowids, unit_vectors = rowids[keep], unit_vectors[keep]
-            if len(rowids) == 0:
+            best = matrix.top_k(query, k, allowed)
+            if not best:
                 return []
-            norm = float(np.linalg.norm(query))
-            scores = unit_vectors @ (query / norm if norm else query)
-            top = np.argpartition(-scores, min(k, len(scores)) - 1)[:k]
-            top = top[np.argsort(-scores[top], kind="stable")]
-            chosen = [int(rowids[index]) for index in top]
             rows = {
                 row["rowid"]: _node_from_row(row)
                 for row in connection.execute(
-                    f"SELECT {_NODE_COLUMNS} FROM nodes WHERE rowid IN ({_placeholders(len(chosen))})", chosen
+                    f"SELECT {_NODE_COLUMNS} FROM nodes WHERE rowid IN ({_placeholders(len(best))})", [rowid for rowid, _ in best]
                 )
             }
-        return [ScoredNode(node=rows[rowid], score=float(scores[index])) for rowid, index in zip(chosen, top, strict=True)]
-
-    def _vector_matrix(self, connection: sqlite3.Connection, namespace: str, kind: str) -> _VectorMatrix:
-        row = connection.execute(
-            "SELECT version FROM vector_versions WHERE namespace = ? AND kind = ?", [namespace, kind]
-        ).fetchone()
-        version = row["version"] if row else 0
-        cached = self._vectors.get((namespace, kind))
-        if cached is not None and cached.version == version:
-            return cached
-        rows = connection.execute(
-            "SELECT rowid, embedding FROM nodes WHERE namespace = ? AND kind = ? AND embedding IS NOT NULL",
-            [namespace, kind],
-        ).fetchall()
-        rowids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        packed = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f8")
-        vectors = packed.reshape(len(rows), self.embedding_dimension).astype(np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        matrix = _VectorMatrix(version, rowids, vectors / norms)
-        self._vectors[(namespace, kind)] = matrix
-        return matrix
+        return [ScoredNode(node=rows[rowid], score=score) for rowid, score in best]
 
     async def keyword_search(
         self, namespace: str, query: str, *, k: int = 10, kinds: Sequence[str] | None = None
