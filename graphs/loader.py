@@ -102,9 +102,9 @@ def _read_yaml(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        return None, positions, [Problem(file, line, column, "yaml-syntax", f"{exc.problem or exc}")]
+        return None, positions, [_yaml_problem(file, exc)]
+    except yaml.YAMLError as exc:  # e.g. a character YAML does not allow, reported without a mark
+        return None, positions, [Problem(file, 1, 1, "yaml-syntax", str(exc))]
     if root is None:
         return None, positions, [Problem(file, 1, 1, "empty-file", "the file holds no graph")]
     constructor = yaml.SafeLoader("")
@@ -128,7 +128,16 @@ def _read_yaml(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
             return [build(item, (*path, index)) for index, item in enumerate(node.value)]
         return constructor.construct_object(node, deep=True)
 
-    return build(root, ()), positions, problems
+    try:
+        return build(root, ()), positions, problems
+    except yaml.MarkedYAMLError as exc:  # a value YAML cannot build, e.g. an unknown !tag
+        return None, positions, [*problems, _yaml_problem(file, exc)]
+
+
+def _yaml_problem(file: str, error: yaml.MarkedYAMLError) -> Problem:
+    mark = error.problem_mark or error.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    return Problem(file, line, column, "yaml-syntax", str(error.problem or error))
 
 
 def parse_graph_file(path: Path) -> tuple[GraphSpec | None, Positions, list[Problem]]:

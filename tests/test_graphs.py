@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from graphs import GraphSpec, library_graphs, load_graph, run_graph, to_mermaid
 from memory.checkpoints import open_checkpointer
@@ -173,3 +175,33 @@ def test_cli_run_list_show_render(tmp_path: Path) -> None:
     assert bad_input.returncode == 2 and "--input" in bad_input.stderr and "Traceback" not in bad_input.stderr
     missing = cli("run", "no-such-graph")
     assert missing.returncode == 2 and "no graph file or library graph named 'no-such-graph'" in missing.stderr
+
+
+LIBRARY_TEXT = (Path(__file__).parents[1] / "graphs" / "library" / "text-stats.yaml").read_text()
+edits = st.lists(
+    st.tuples(
+        st.integers(0, len(LIBRARY_TEXT)),
+        st.integers(0, 40),
+        st.text(alphabet=":-{}[],'\"#*&!|>%@` \n\tabcxyz0123456789.", max_size=12),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=edits)
+def test_mangled_graph_files_fail_only_with_graph_spec_errors(tmp_path: Path, changes: list[tuple[int, int, str]]) -> None:
+    """Whatever a broken file holds, loading it gives a GraphSpecError naming file and line, or a valid graph."""
+    text = LIBRARY_TEXT
+    for start, length, insert in changes:
+        start = min(start, len(text))
+        text = text[:start] + insert + text[start + length :]
+    path = tmp_path / "mangled.yaml"
+    path.write_text(text)
+    try:
+        graph = load_graph(path)
+    except GraphSpecError as exc:
+        assert exc.problems and all(problem.file == str(path) and problem.line >= 1 for problem in exc.problems)
+    else:
+        assert graph.spec.nodes
