@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from graphs.loader import LoadedGraph
 from graphs.spec import END, START, RetrySpec
 from mnemoflow.errors import MnemoflowError, NodeError
+from mnemoflow.logging import bind_run_context
 from nodes.context import RunContext
 from nodes.registry import REGISTRY, NodeDefinition, Registry, RouterDefinition
 
@@ -64,9 +65,10 @@ def _wrap_node(step: str, definition: NodeDefinition, config: BaseModel, state_m
             state = state_model.model_validate(state)
         log, started_at, started = context.log, time.time(), time.perf_counter()
         node_llm = context.llm.fork()  # usage counted per node, exact even for parallel branches
-        log.debug("node.start", node=step)
         try:
-            update = await function(state, config, replace(context, llm=node_llm))
+            with bind_run_context(node=step):  # every line logged inside the node names it
+                log.debug("node.start")
+                update = await function(state, config, replace(context, llm=node_llm))
             if not allowed.issuperset(update):
                 undeclared = sorted(set(update) - allowed)
                 raise NodeError(f"node {step!r} ({definition.name}) wrote {undeclared}, which it does not declare in writes")

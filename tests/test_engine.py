@@ -126,3 +126,43 @@ async def test_runner_writes_run_records_in_batches_and_on_close(tmp_path: Path)
         assert await store.count_nodes("batches", "Run") == 5  # a failed run's record at once
     finally:
         await store.close()
+
+
+async def test_lines_logged_inside_a_node_name_the_run_and_the_node(tmp_path: Path) -> None:
+    import io
+    import json
+
+    import structlog
+
+    from mnemoflow.logging import configure_logging, get_logger
+    from mnemoflow.settings import LogSettings
+    from nodes import NoConfig, node
+    from nodes.text import TextState
+
+    @node("testing.logs_a_line", state=TextState, reads=set(), writes=set())
+    async def logs_a_line(state: TextState, config: NoConfig, context: object) -> dict[str, object]:
+        """Log one line from inside the node."""
+        get_logger("inside").info("hello")
+        return {}
+
+    stream = io.StringIO()
+    configure_logging(LogSettings(format="json", level="info"), stream=stream, force=True)
+    try:
+        store = SQLiteStore(tmp_path / "memory.db", embedding_model=EMBEDDER.model, embedding_dimension=EMBEDDER.dimension)
+        await store.setup()
+        path = tmp_path / "graph.yaml"
+        path.write_text("name: probe\nstate: text.TextState\ninput: [text]\n" + LINEAR.format(use="testing.logs_a_line", extra=""))
+        configured = Settings(store=StoreSettings(sqlite_path=tmp_path / "memory.db"))
+        result = await run_graph(
+            load_graph(path), {"text": "x"}, store=store, embedder=EMBEDDER, llm=offline_llm(), settings=configured,
+            checkpointer=None, namespace="logs",
+        )
+        await store.close()
+    finally:
+        structlog.reset_defaults()
+        configure_logging(LogSettings(), force=True)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    [inside] = [line for line in lines if line["event"] == "hello"]
+    assert (inside["namespace"], inside["run_id"], inside["node"]) == ("logs", result.run_id, "only")
+    [end] = [line for line in lines if line["event"] == "run.end"]
+    assert end["run_id"] == result.run_id and "node" not in end
