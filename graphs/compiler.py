@@ -25,7 +25,8 @@ from pydantic import BaseModel
 from graphs.loader import LoadedGraph
 from graphs.spec import END, START, RetrySpec
 from mnemoflow.errors import MnemoflowError, NodeError
-from mnemoflow.logging import bind_run_context
+from mnemoflow.llm import LLM
+from mnemoflow.logging import pop_log_context, push_log_context
 from nodes.context import RunContext
 from nodes.registry import REGISTRY, NodeDefinition, Registry, RouterDefinition
 
@@ -56,6 +57,14 @@ def _retry_policy(retry: RetrySpec | None) -> RetryPolicy | None:
     )
 
 
+def _count_usage(context: RunContext, node_llm: LLM) -> dict[str, Any] | None:
+    """Add a node's model usage to its run's; the node's usage for its trace event, if it called the model."""
+    if not node_llm.usage.calls:
+        return None
+    context.llm.usage.add(node_llm.usage)
+    return node_llm.usage.as_dict()
+
+
 def _wrap_node(step: str, definition: NodeDefinition, config: BaseModel, state_model: type[BaseModel]) -> Callable[..., Any]:
     function, allowed = definition.function, definition.writes
 
@@ -65,23 +74,22 @@ def _wrap_node(step: str, definition: NodeDefinition, config: BaseModel, state_m
             state = state_model.model_validate(state)
         log, started_at, started = context.log, time.time(), time.perf_counter()
         node_llm = context.llm.fork()  # usage counted per node, exact even for parallel branches
+        log_context = push_log_context(node=step)  # every line logged inside the node names it
         try:
-            with bind_run_context(node=step):  # every line logged inside the node names it
-                log.debug("node.start")
-                update = await function(state, config, replace(context, llm=node_llm))
+            log.debug("node.start")
+            update = await function(state, config, replace(context, llm=node_llm))
             if not allowed.issuperset(update):
                 undeclared = sorted(set(update) - allowed)
                 raise NodeError(f"node {step!r} ({definition.name}) wrote {undeclared}, which it does not declare in writes")
         except Exception as exc:
             elapsed = time.perf_counter() - started
-            context.llm.usage.add(node_llm.usage)
-            usage = node_llm.usage.as_dict() if node_llm.usage.calls else None
-            context.trace.record(step, "error", started_at, elapsed, f"{type(exc).__name__}: {exc}", usage)
-            log.warning("node.error", node=step, seconds=round(elapsed, 6), error=str(exc))
+            context.trace.record(step, "error", started_at, elapsed, f"{type(exc).__name__}: {exc}", _count_usage(context, node_llm))
+            log.warning("node.error", seconds=round(elapsed, 6), error=str(exc))
             raise
+        finally:
+            pop_log_context(log_context)
         elapsed = time.perf_counter() - started
-        context.llm.usage.add(node_llm.usage)
-        context.trace.record(step, "end", started_at, elapsed, None, node_llm.usage.as_dict() if node_llm.usage.calls else None)
+        context.trace.record(step, "end", started_at, elapsed, None, _count_usage(context, node_llm))
         log.debug("node.end", node=step, seconds=round(elapsed, 6), llm_calls=node_llm.usage.calls)
         return update
 
