@@ -25,6 +25,8 @@ store_app = typer.Typer(help="Set up and inspect the memory store.", no_args_is_
 app.add_typer(store_app, name="store")
 graphs_app = typer.Typer(help="List, check, show and render graph files.", no_args_is_help=True)
 app.add_typer(graphs_app, name="graphs")
+ingest_app = typer.Typer(help="Index texts for a memory mechanism.", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
 
 NamespaceOption = Annotated[str | None, typer.Option(help="Namespace to use; defaults to MNEMOFLOW_NAMESPACE.")]
 BackendOption = Annotated[str | None, typer.Option(help="sqlite or neo4j; defaults to MNEMOFLOW_STORE_BACKEND.")]
@@ -270,6 +272,62 @@ def run(
         typer.echo(json.dumps(result.state[field], indent=2, default=str))
     else:
         typer.echo(json.dumps(result.state, indent=2, default=str))
+    typer.echo(result.summary(), err=True)
+
+
+@ingest_app.command("comorag")
+def ingest_comorag(
+    file: Annotated[str, typer.Argument(help="A UTF-8 text file: the book.")],
+    book: Annotated[str, typer.Option("--book", help="The book's id within the namespace.")],
+    title: Annotated[str | None, typer.Option(help="The book's title; defaults to the file name.")] = None,
+    kg: Annotated[bool, typer.Option("--kg/--no-kg", help="Extract entities and facts (2 model calls per chunk).")] = True,
+    chunk_tokens: Annotated[int, typer.Option(help="Tokens per chunk at most.")] = 512,
+    store: Annotated[str | None, typer.Option(help="sqlite or neo4j; defaults to MNEMOFLOW_STORE_BACKEND.")] = None,
+    namespace: NamespaceOption = None,
+) -> None:
+    """Index a book for ComoRAG (chunks, knowledge graph, semantic and episodic summaries); safe to run again."""
+    from pathlib import Path
+
+    from graphs import run_graph
+    from memory.checkpoints import open_checkpointer
+    from mnemoflow.llm import llm_from_settings
+
+    path = Path(file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(f"cannot read {file}: {exc}") from None
+    values = {"book_id": book, "title": title or path.stem, "text": text, "kg": kg, "chunk_tokens": chunk_tokens}
+    loaded = _load("comorag-ingest")
+    settings = _settings(store, namespace)
+    offline = settings.llm.offline if settings.llm.offline is not None else not (settings.openai.base_url or settings.openai.api_key)
+    model = "the offline model" if offline else settings.llm.model
+    typer.echo(f"Ingesting {path.name} as book {book!r} into the {settings.store.backend} store "
+               f"(namespace {settings.namespace!r}) with {model}; progress is logged below.", err=True)  # fmt: skip
+
+    async def work(memory: GraphStore, embedder: Embedder) -> Any:
+        llm = llm_from_settings(settings)
+        try:
+            async with open_checkpointer(settings) as checkpointer:
+                return await run_graph(
+                    loaded, values, store=memory, embedder=embedder, llm=llm, settings=settings,
+                    checkpointer=checkpointer, namespace=settings.namespace,
+                )  # fmt: skip
+        finally:
+            await llm.aclose()
+
+    try:
+        result = _run(work, settings)
+    except ValueError as exc:  # e.g. an empty book, or input the state model refuses
+        raise _fail(str(exc)) from None
+    state, usage = result.state, result.llm_usage
+    levels = state.get("semantic_levels", [])
+    typer.echo(f"book {book!r}: {len(state.get('chunk_ids', []))} chunks (window {state.get('window')})")
+    if kg:
+        typer.echo(f"  entities: {len(state.get('entity_ids', []))}, facts: {state.get('facts')}, synonym links: {state.get('synonyms')}")
+    typer.echo(f"  semantic summaries: {sum(levels)} ({', '.join(f'level {i}: {n}' for i, n in enumerate(levels, 1)) or 'none'})")
+    typer.echo(f"  episodic summaries: {state.get('episodes')}")
+    typer.echo(f"  LLM calls: {result.llm_calls} ({usage.get('cache_hits', 0)} from the cache, {usage.get('requests', 0)} requests)")
     typer.echo(result.summary(), err=True)
 
 

@@ -3,6 +3,7 @@
 Importing this package registers the built-in node packages.
 """
 
+from nodes import comorag as _comorag  # noqa: E402,F401  (registers the comorag.* nodes)
 from nodes import text as _text  # noqa: E402,F401  (registers the text.* nodes)
 from nodes.context import RunContext, Trace, TraceEvent
 from nodes.registry import (

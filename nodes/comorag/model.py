@@ -33,11 +33,25 @@ Workspace of a question:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from memory.names import REGISTRY
 from memory.records import stable_id
 
-__all__ = ["LAYERS", "book_record_id", "chunk_id", "entity_id", "normalize_name"]
+__all__ = [
+    "LAYERS",
+    "book_record_id",
+    "chunk_id",
+    "cycle_id",
+    "entity_id",
+    "episodic_summary_id",
+    "fact_id",
+    "memory_unit_id",
+    "normalize_name",
+    "probe_id",
+    "question_id",
+    "semantic_summary_id",
+]
 
 LAYERS = ("veridical", "semantic", "episodic")
 
@@ -75,3 +89,41 @@ def chunk_id(namespace: str, book_id: str, order: int) -> str:
 
 def entity_id(namespace: str, book_id: str, name: str) -> str:
     return stable_id(namespace, "Entity", book_id, normalize_name(name))
+
+
+def fact_id(namespace: str, book_id: str, subject: str, predicate: str, object_: str) -> str:
+    """A (subject, predicate, object) triple of a book, by the normalized forms of its three parts."""
+    return stable_id(namespace, "Fact", book_id, normalize_name(subject), normalize_name(predicate), normalize_name(object_))
+
+
+def semantic_summary_id(namespace: str, book_id: str, level: int, member_ids: Sequence[str]) -> str:
+    """The summary of a cluster at ``level``, by the ids of what it summarizes (in any order)."""
+    return stable_id(namespace, "SemanticSummary", book_id, level, sorted(member_ids))
+
+
+def episodic_summary_id(namespace: str, book_id: str, first_order: int, last_order: int) -> str:
+    """The summary of the window of chunks ``first_order``..``last_order`` (inclusive)."""
+    return stable_id(namespace, "EpisodicSummary", book_id, first_order, last_order)
+
+
+# -- ids of a question's workspace (question answering) ---------------------------------------------------
+
+
+def question_id(namespace: str, book_id: str, question: str, thread_id: str) -> str:
+    """A question asked of a book on one run thread: a resumed run (same thread) finds the same workspace."""
+    return stable_id(namespace, "Question", book_id, question, thread_id)
+
+
+def cycle_id(question: str, index: int) -> str:
+    """Cycle ``index`` of a question (by the question's id)."""
+    return stable_id(question, "Cycle", index)
+
+
+def probe_id(question: str, cycle: int, text: str) -> str:
+    """A probe issued in a cycle of a question."""
+    return stable_id(question, "Probe", cycle, text)
+
+
+def memory_unit_id(question: str, cycle: int, probe: str, layer: str) -> str:
+    """The memory unit one layer's evidence gave for a probe in a cycle (``fusion``: the cycle's fusion)."""
+    return stable_id(question, "MemoryUnit", cycle, probe, layer)

@@ -1,0 +1,283 @@
+"""ComoRAG ingestion: chunk a book and build its three-layer index in the store (spec §1.1, §5).
+
+The nodes run in this order (``graphs/library/comorag-ingest.yaml``): ``comorag.chunk_book`` (the chunks
+in reading order), ``comorag.extract_graph`` (entities and facts, when ``kg``), ``comorag.link_synonyms``,
+``comorag.summarize_semantic`` (recursive clusters) and ``comorag.summarize_episodes`` (the timeline).
+
+Every record has a stable id from :mod:`nodes.comorag.model` and a ``book_id`` property, and every model
+call is a temperature-0 call the gateway caches, so ingesting the same book twice leaves the same index
+and sends no request the second time. Calls per chunk, cluster or window run concurrently; the gateway
+caps how many are in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from memory.protocol import GraphStore
+from memory.records import NodeRecord, RelationshipRecord
+from nodes.comorag import extraction
+from nodes.comorag.chunking import DEFAULT_CHUNK_TOKENS, chunk_text, count_tokens, episode_window
+from nodes.comorag.clustering import MAX_LEVELS, THRESHOLD, cluster_level
+from nodes.comorag.knowledge import build_graph_records, synonym_pairs
+from nodes.comorag.model import book_record_id, chunk_id, episodic_summary_id, semantic_summary_id
+from nodes.context import RunContext
+from nodes.registry import NoConfig, node, state_model
+
+__all__ = ["IngestState", "SemanticConfig", "SummaryConfig", "SynonymConfig", "write_records"]
+
+T = TypeVar("T")
+BATCH = 500
+"""Records per upsert transaction."""
+
+
+@state_model("comorag.IngestState")
+class IngestState(BaseModel):
+    """State of an ingestion run: the book given, then what each step wrote."""
+
+    book_id: str = Field(min_length=1, max_length=200)
+    """The book's identity within the namespace; every record of its index carries it."""
+    text: str
+    title: str = ""
+    kg: bool = True
+    """Extract entities and facts (two model calls per chunk) for personalized-PageRank retrieval."""
+    chunk_tokens: int = Field(DEFAULT_CHUNK_TOKENS, ge=16, le=8192)
+    chunks: list[str] = Field(default_factory=list)
+    """Chunk texts in reading order."""
+    chunk_ids: list[str] = Field(default_factory=list)
+    window: int = 0
+    """Chunks per episodic window."""
+    entity_ids: list[str] = Field(default_factory=list)
+    facts: int = 0
+    synonyms: int = 0
+    semantic_levels: list[int] = Field(default_factory=list)
+    """Semantic summaries per level, level 1 first."""
+    episodes: int = 0
+
+
+async def write_records(store: GraphStore, nodes: Sequence[NodeRecord], relationships: Sequence[RelationshipRecord]) -> None:
+    """Upsert nodes, then relationships, in batches of :data:`BATCH`."""
+    for start in range(0, len(nodes), BATCH):
+        await store.upsert_nodes(nodes[start : start + BATCH])
+    for start in range(0, len(relationships), BATCH):
+        await store.upsert_relationships(relationships[start : start + BATCH])
+
+
+async def _gather(context: RunContext, step: str, calls: Sequence[Awaitable[T]]) -> list[T]:
+    """Await ``calls`` concurrently, logging progress about every tenth of the way."""
+    total, done = len(calls), 0
+    every = max(1, total // 10)
+
+    async def tracked(call: Awaitable[T]) -> T:
+        nonlocal done
+        result = await call
+        done += 1
+        if done % every == 0 or done == total:
+            context.log.info("comorag.progress", step=step, done=done, total=total)
+        return result
+
+    return list(await asyncio.gather(*(tracked(call) for call in calls)))
+
+
+def _rel(context: RunContext, type_: str, source: str, target: str, **properties: Any) -> RelationshipRecord:
+    return RelationshipRecord(namespace=context.namespace, type=type_, source_id=source, target_id=target, properties=properties)
+
+
+@node(
+    "comorag.chunk_book",
+    state=IngestState,
+    reads={"book_id", "title", "text", "chunk_tokens"},
+    writes={"chunks", "chunk_ids", "window"},
+)
+async def chunk_book(state: IngestState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+    """Split the book into token-bounded chunks and store them in reading order (Book, Chunk, PART_OF, NEXT)."""
+    chunks = chunk_text(state.text, state.chunk_tokens)
+    if not chunks:
+        raise ValueError(f"book {state.book_id!r} has no text to ingest")
+    namespace, book = context.namespace, state.book_id
+    window = episode_window(len(chunks))
+    book_node = book_record_id(namespace, book)
+    ids = [chunk_id(namespace, book, order) for order in range(len(chunks))]
+    vectors = await context.embedder.embed(chunks)
+    records = [
+        NodeRecord(
+            id=book_node,
+            namespace=namespace,
+            kind="Book",
+            text=state.title or book,
+            properties={"book_id": book, "title": state.title, "chunks": len(chunks), "window": window},
+        )
+    ]
+    records += [
+        NodeRecord(
+            id=node_id,
+            namespace=namespace,
+            kind="Chunk",
+            text=chunk,
+            embedding=vector,
+            properties={"book_id": book, "order": order, "tokens": count_tokens(chunk)},
+        )
+        for order, (node_id, chunk, vector) in enumerate(zip(ids, chunks, vectors, strict=True))
+    ]
+    links = [_rel(context, "PART_OF", node_id, book_node) for node_id in ids]
+    links += [_rel(context, "NEXT", left, right) for left, right in zip(ids, ids[1:], strict=False)]
+    await write_records(context.store, records, links)
+    context.log.info("comorag.chunked", book=book, chunks=len(chunks), window=window)
+    return {"chunks": chunks, "chunk_ids": ids, "window": window}
+
+
+@node("comorag.extract_graph", state=IngestState, reads={"book_id", "kg", "chunks", "chunk_ids"}, writes={"entity_ids", "facts"})
+async def extract_graph(state: IngestState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+    """Per chunk, ask the model for named entities, then triples among them; store Entity and Fact records."""
+    if not state.kg:
+        return {"entity_ids": [], "facts": 0}
+
+    async def extract(passage: str) -> tuple[list[str], list[list[str]]]:
+        names = (await context.llm.structured(extraction.ner_messages(passage), extraction.NamedEntities)).named_entities
+        triples = (await context.llm.structured(extraction.triples_messages(passage, names), extraction.Triples)).triples
+        return names, triples
+
+    results = await _gather(context, "extract_graph", [extract(passage) for passage in state.chunks])
+    graph = build_graph_records(context.namespace, state.book_id, state.chunk_ids, results)
+    entity_vectors = await context.embedder.embed([record.text or "" for record in graph.entities])
+    fact_vectors = await context.embedder.embed([record.text or "" for record in graph.facts])
+    nodes = [
+        record.model_copy(update={"embedding": vector}) for record, vector in zip(graph.entities, entity_vectors, strict=True)
+    ]
+    nodes += [record.model_copy(update={"embedding": vector}) for record, vector in zip(graph.facts, fact_vectors, strict=True)]
+    await write_records(context.store, nodes, graph.relationships)
+    context.log.info("comorag.graph", entities=len(graph.entities), facts=len(graph.facts))
+    return {"entity_ids": [record.id for record in graph.entities], "facts": len(graph.facts)}
+
+
+class SynonymConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = Field(0.8, gt=0, le=1, description="Cosine similarity at or above which two names are synonyms.")
+    max_neighbours: int = Field(100, ge=1, le=2047, description="Synonyms kept per entity, most similar first.")
+
+
+@node("comorag.link_synonyms", state=IngestState, reads={"entity_ids"}, writes={"synonyms"}, config=SynonymConfig)
+async def link_synonyms(state: IngestState, config: SynonymConfig, context: RunContext) -> dict[str, Any]:
+    """Link entities whose name embeddings are similar (SYNONYM {score}), once per pair."""
+    if len(state.entity_ids) < 2:
+        return {"synonyms": 0}
+    found = await context.store.get_nodes(context.namespace, state.entity_ids)
+    missing = [node_id for node_id, record in zip(state.entity_ids, found, strict=True) if record is None or not record.embedding]
+    if missing:
+        raise LookupError(f"{len(missing)} entities of this run are missing from the store or have no embedding")
+    vectors = np.array([record.embedding for record in found if record is not None and record.embedding], dtype=np.float64)
+    pairs = synonym_pairs(vectors, threshold=config.threshold, max_neighbours=config.max_neighbours)
+    ids = state.entity_ids
+    links = [_rel(context, "SYNONYM", ids[left], ids[right], score=round(score, 6)) for left, right, score in pairs]
+    await write_records(context.store, [], links)
+    context.log.info("comorag.synonyms", pairs=len(links))
+    return {"synonyms": len(links)}
+
+
+class SummaryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_tokens: int = Field(500, ge=16, le=8192, description="Longest summary the model may write, in tokens.")
+
+
+class SemanticConfig(SummaryConfig):
+    max_tokens: int = Field(200, ge=16, le=8192, description="Longest cluster summary the model may write, in tokens.")
+    max_levels: int = Field(MAX_LEVELS, ge=1, le=10, description="Levels of summaries at most.")
+    threshold: float = Field(THRESHOLD, gt=0, lt=1, description="Soft membership threshold of the clustering.")
+
+
+@node(
+    "comorag.summarize_semantic",
+    state=IngestState,
+    reads={"book_id", "chunks", "chunk_ids"},
+    writes={"semantic_levels"},
+    config=SemanticConfig,
+)
+async def summarize_semantic(state: IngestState, config: SemanticConfig, context: RunContext) -> dict[str, Any]:
+    """Cluster the chunks, summarize each cluster, and recurse on the summaries until one remains (RAPTOR).
+
+    Stops early when a level's clustering no longer reduces the number of texts.
+    """
+    namespace, book = context.namespace, state.book_id
+    ids, texts = list(state.chunk_ids), list(state.chunks)
+    vectors = await context.embedder.embed(texts)
+    levels: list[int] = []
+    for level in range(1, config.max_levels + 1):
+        clusters = cluster_level(np.array(vectors, dtype=np.float64), threshold=config.threshold)
+        if level > 1 and len(clusters) >= len(ids):
+            break
+        calls = [
+            context.llm.text(extraction.semantic_messages([texts[m] for m in cluster.members]), max_tokens=config.max_tokens)
+            for cluster in clusters
+        ]
+        summaries = [summary.strip() for summary in await _gather(context, f"summarize_semantic level {level}", calls)]
+        summary_vectors = await context.embedder.embed(summaries)
+        summary_ids = [semantic_summary_id(namespace, book, level, [ids[m] for m in cluster.members]) for cluster in clusters]
+        records = [
+            NodeRecord(
+                id=sid,
+                namespace=namespace,
+                kind="SemanticSummary",
+                text=text,
+                embedding=vector,
+                properties={"book_id": book, "level": level},
+            )
+            for sid, text, vector in zip(summary_ids, summaries, summary_vectors, strict=True)
+        ]
+        links = [
+            _rel(context, "SUMMARIZES", sid, ids[member], membership=membership)
+            for sid, cluster in zip(summary_ids, clusters, strict=True)
+            for member, membership in zip(cluster.members, cluster.memberships, strict=True)
+        ]
+        await write_records(context.store, records, links)
+        levels.append(len(clusters))
+        if len(clusters) == 1:
+            break
+        ids, texts, vectors = summary_ids, summaries, summary_vectors
+    context.log.info("comorag.semantic", levels=levels)
+    return {"semantic_levels": levels}
+
+
+@node(
+    "comorag.summarize_episodes",
+    state=IngestState,
+    reads={"book_id", "chunks", "chunk_ids", "window"},
+    writes={"episodes"},
+    config=SummaryConfig,
+)
+async def summarize_episodes(state: IngestState, config: SummaryConfig, context: RunContext) -> dict[str, Any]:
+    """Summarize non-overlapping windows of consecutive chunks into a timeline (a 1-chunk window is copied)."""
+    namespace, book = context.namespace, state.book_id
+    window = state.window or episode_window(len(state.chunks))
+    starts = list(range(0, len(state.chunks), window))
+
+    async def summarize(start: int) -> str:
+        passages = state.chunks[start : start + window]
+        if len(passages) == 1:
+            return passages[0]
+        return (await context.llm.text(extraction.episodic_messages(passages), max_tokens=config.max_tokens)).strip()
+
+    summaries = await _gather(context, "summarize_episodes", [summarize(start) for start in starts])
+    vectors = await context.embedder.embed(summaries)
+    ids: list[str] = []
+    records: list[NodeRecord] = []
+    links: list[RelationshipRecord] = []
+    for index, (start, text, vector) in enumerate(zip(starts, summaries, vectors, strict=True)):
+        last = min(start + window, len(state.chunks)) - 1
+        episode = episodic_summary_id(namespace, book, start, last)
+        ids.append(episode)
+        properties = {"book_id": book, "window_index": index, "first_order": start, "last_order": last}
+        records.append(
+            NodeRecord(
+                id=episode, namespace=namespace, kind="EpisodicSummary", text=text, embedding=vector, properties=properties
+            )
+        )
+        links += [_rel(context, "COVERS", episode, state.chunk_ids[order]) for order in range(start, last + 1)]
+    links += [_rel(context, "NEXT", left, right) for left, right in zip(ids, ids[1:], strict=False)]
+    await write_records(context.store, records, links)
+    context.log.info("comorag.episodic", windows=len(ids), window=window)
+    return {"episodes": len(ids)}

@@ -1,0 +1,135 @@
+"""A question's workspace in the store: Question, Cycle, Probe and MemoryUnit records and their links.
+
+Every record has a stable id (question id + cycle + probe + layer, see :mod:`nodes.comorag.model`), so a
+retried or resumed step rewrites the same records instead of adding new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from memory.records import NodeRecord, RelationshipRecord
+from mnemoflow.errors import LLMOutputError
+from nodes.comorag.agents import CueReply, cue_messages
+from nodes.comorag.model import cycle_id, memory_unit_id, probe_id
+from nodes.comorag.retrieval import EvidenceItem
+from nodes.context import RunContext
+
+__all__ = ["Unit", "cycle_records", "encode", "merge_units", "merge_vectors", "set_in_pool"]
+
+
+class Unit(BaseModel):
+    """What the state keeps of a memory unit (the store has it all, embedding included)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    layer: str
+    probe: str
+    cycle: int
+    cue: str
+    evidence: list[str] = Field(default_factory=list)
+    """Ids of the evidence records, in rank order."""
+
+
+def merge_units(left: list[Unit], right: list[Unit]) -> list[Unit]:
+    """Reducer of ``units``: append, keeping the first of each id (a re-applied write adds nothing)."""
+    merged: dict[str, Unit] = {}
+    for unit in [*left, *right]:
+        value = unit if isinstance(unit, Unit) else Unit.model_validate(unit)
+        merged.setdefault(value.id, value)
+    return list(merged.values())
+
+
+def merge_vectors(left: dict[str, list[float]], right: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Reducer of the query-embedding cache: union by text."""
+    return {**left, **right}
+
+
+def cycle_records(
+    namespace: str, question: str, index: int, properties: dict[str, Any]
+) -> tuple[NodeRecord, list[RelationshipRecord]]:
+    """Cycle ``index`` of a question, its HAS_CYCLE link and the NEXT link from the cycle before."""
+    node = NodeRecord(id=cycle_id(question, index), namespace=namespace, kind="Cycle", properties={"index": index, **properties})
+    links = [RelationshipRecord(namespace=namespace, type="HAS_CYCLE", source_id=question, target_id=node.id)]
+    if index:
+        links.append(
+            RelationshipRecord(namespace=namespace, type="NEXT", source_id=cycle_id(question, index - 1), target_id=node.id)
+        )
+    return node, links
+
+
+async def _cue(context: RunContext, question: str, probe: str, items: list[EvidenceItem]) -> str:
+    """The comprehension agent's cue; "" when the layer has no evidence or the reply never validated
+    (an error is never stored as a cue)."""
+    if not items:
+        return ""
+    try:
+        reply = await context.llm.structured(cue_messages(question, probe, [item.text for item in items]), CueReply)
+    except LLMOutputError as exc:
+        context.log.warning("comorag.cue_unreadable", probe=probe, error=str(exc))
+        return ""
+    return reply.cue()
+
+
+async def encode(
+    context: RunContext, *, question_id: str, question: str, probe: str, cycle: int, evidence: dict[str, list[EvidenceItem]]
+) -> list[Unit]:
+    """Mem-Encode: one cue per layer with evidence (calls in parallel), stored as memory units of ``cycle``.
+
+    Writes the cycle, the probe (ISSUED by the cycle), the units (YIELDED by the probe) and their EVIDENCE.
+    """
+    layers = list(evidence)
+    cues = await asyncio.gather(*(_cue(context, question, probe, evidence[layer]) for layer in layers))
+    units = [
+        Unit(
+            id=memory_unit_id(question_id, cycle, probe, layer),
+            layer=layer,
+            probe=probe,
+            cycle=cycle,
+            cue=cue,
+            evidence=[item.id for item in evidence[layer]],
+        )
+        for layer, cue in zip(layers, cues, strict=True)
+        if cue
+    ]
+    namespace = context.namespace
+    cycle_node, links = cycle_records(namespace, question_id, cycle, {"prediction": "", "failed": False})
+    probe_node = NodeRecord(
+        id=probe_id(question_id, cycle, probe), namespace=namespace, kind="Probe", text=probe, properties={"text": probe}
+    )
+    vectors = await context.embedder.embed([f"{unit.probe} {unit.cue}" for unit in units]) if units else []
+    records = [cycle_node, probe_node] + [
+        NodeRecord(
+            id=unit.id,
+            namespace=namespace,
+            kind="MemoryUnit",
+            text=unit.cue,
+            embedding=vector,
+            properties={"layer": unit.layer, "probe": unit.probe, "cycle": cycle, "in_pool": False, "question_id": question_id},
+        )
+        for unit, vector in zip(units, vectors, strict=True)
+    ]
+    links.append(RelationshipRecord(namespace=namespace, type="ISSUED", source_id=cycle_node.id, target_id=probe_node.id))
+    for unit in units:
+        links.append(RelationshipRecord(namespace=namespace, type="YIELDED", source_id=probe_node.id, target_id=unit.id))
+        links += [
+            RelationshipRecord(
+                namespace=namespace, type="EVIDENCE", source_id=unit.id, target_id=target, properties={"rank": rank}
+            )
+            for rank, target in enumerate(unit.evidence)
+        ]
+    await context.store.upsert_nodes(records)
+    await context.store.upsert_relationships(links)
+    return units
+
+
+async def set_in_pool(context: RunContext, ids: list[str]) -> None:
+    """Mark memory units as pool members (Mem-Update)."""
+    records = [record for record in await context.store.get_nodes(context.namespace, ids) if record is not None]
+    await context.store.upsert_nodes(
+        [record.model_copy(update={"properties": {**record.properties, "in_pool": True}}) for record in records]
+    )

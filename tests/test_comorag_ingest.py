@@ -1,0 +1,275 @@
+"""ComoRAG ingestion: chunking, window sizes, clustering, and the three-layer index on both stores."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from graphs import load_graph, run_graph
+from memory.protocol import GraphStore
+from mnemoflow.llm import LLM, OpenAIBackend, ResponseCache
+from mnemoflow.settings import LLMSettings, Settings, StoreSettings
+from nodes.comorag.chunking import chunk_text, count_tokens, episode_window
+from nodes.comorag.clustering import cluster_level, soft_clusters
+from nodes.comorag.extraction import EPISODIC_SYSTEM, NER_SYSTEM, SEMANTIC_SYSTEM, TRIPLES_SYSTEM, Triples
+from nodes.comorag.knowledge import synonym_pairs
+from nodes.comorag.model import book_record_id, chunk_id, entity_id
+from tests.conftest import EMBEDDER, offline_llm
+from tests.support.openai_server import Rule, ScriptedOpenAIServer
+from tests.test_cli import run as run_cli
+
+BOOK = Path(__file__).parents[1] / "nodes" / "comorag" / "data" / "the-salt-road.txt"
+INDEX_KINDS = ("Book", "Chunk", "Entity", "Fact", "SemanticSummary", "EpisodicSummary")
+INDEX_TYPES = ("PART_OF", "NEXT", "MENTIONS", "SYNONYM", "SUBJECT", "OBJECT", "EXTRACTED_FROM", "SUMMARIZES", "COVERS")
+CHUNK_TOKENS = 256
+
+
+def opening(words: int = 1500) -> str:
+    """The first paragraphs of the bundled story, about ``words`` words."""
+    kept: list[str] = []
+    for paragraph in BOOK.read_text(encoding="utf-8").split("\n\n"):
+        if sum(len(p.split()) for p in kept) >= words:
+            break
+        kept.append(paragraph)
+    return "\n\n".join(kept)
+
+
+# -- chunking, windows, clustering ------------------------------------------------------------------------
+
+
+def test_chunks_respect_the_budget_and_keep_every_word() -> None:
+    text = opening()
+    chunks = chunk_text(text, 128)
+    assert len(chunks) > 5
+    assert all(count_tokens(chunk) <= 128 for chunk in chunks)
+    assert " ".join(" ".join(chunks).split()) == " ".join(text.split())
+    assert chunk_text(text) == chunk_text(text)  # deterministic
+    assert chunk_text("") == []
+
+
+def test_a_long_sentence_is_cut_at_words_and_paragraphs_stay_apart() -> None:
+    assert chunk_text("word " * 30, 10) == ["word " * 9 + "word"] * 3
+    assert chunk_text("One two.\n\nThree four.", 100) == ["One two.\n\nThree four."]
+    assert chunk_text("One two three. Four five six.", 4) == ["One two three.", "Four five six."]
+    with pytest.raises(ValueError):
+        chunk_text("text", 0)
+
+
+@pytest.mark.parametrize(
+    ("chunks", "window"),
+    [(0, 2), (1, 2), (5, 2), (6, 3), (20, 3), (21, 5), (50, 5), (51, 8), (100, 8), (101, 10), (200, 10),
+     (201, 15), (1000, 19), (5000, 20)],
+)  # fmt: skip
+def test_episode_window(chunks: int, window: int) -> None:
+    assert episode_window(chunks) == window
+
+
+def blobs(seed: int = 0) -> np.ndarray[Any, Any]:
+    generator = np.random.default_rng(seed)
+    centres = generator.normal(size=(3, 32)) * 10
+    return np.vstack([centre + generator.normal(scale=0.1, size=(10, 32)) for centre in centres])
+
+
+def test_soft_clusters_find_separated_groups() -> None:
+    clusters = soft_clusters(blobs()[:, :5])
+    assert sorted(sorted(row for row, _ in cluster) for cluster in clusters) == [
+        list(range(0, 10)),
+        list(range(10, 20)),
+        list(range(20, 30)),
+    ]
+    assert soft_clusters(np.zeros((2, 4))) == [[(0, 1.0), (1, 1.0)]]
+    assert soft_clusters(np.zeros((0, 4))) == []
+
+
+def test_cluster_level_covers_every_row_and_is_deterministic() -> None:
+    vectors = blobs()
+    clusters = cluster_level(vectors)
+    assert clusters == cluster_level(vectors)
+    assert {row for cluster in clusters for row in cluster.members} == set(range(30))
+    for cluster in clusters:
+        assert len(cluster.members) == len(cluster.memberships)
+        assert list(cluster.memberships) == sorted(cluster.memberships, reverse=True)
+        groups = {row // 10 for row in cluster.members}
+        assert len(groups) == 1  # never mixes well-separated groups
+    assert len(cluster_level(vectors[:1])) == 1
+
+
+def test_synonym_pairs_and_malformed_triples() -> None:
+    names = ["Sea of Glass", "the Sea of Glass", "Nima Orsk"]
+    pairs = synonym_pairs(np.array([EMBEDDER.embed_one(name) for name in names]))
+    assert [(left, right) for left, right, _ in pairs] == [(0, 1)]
+    parsed = Triples.model_validate({"triples": [["a", "b", "c"], ["x", "y"], "z", ["a", "", "c"], [1, "is", 2]]})
+    assert parsed.triples == [["a", "b", "c"], ["1", "is", "2"]]
+
+
+# -- ingestion on both stores --------------------------------------------------------------------------------
+
+ENTITIES = ["Nima Orsk", "Hollin Pan", "Sea of Glass", "the Sea of Glass"]
+TRIPLES = [
+    ["Nima Orsk", "lives in", "Hollin Pan"],
+    ["Nima Orsk", "is missing an object"],
+    ["Sea of Glass", "lies beyond", "Hollin Pan"],
+]
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedOpenAIServer]:
+    with ScriptedOpenAIServer() as running:
+        running.script(
+            Rule(system=NER_SYSTEM, json={"named_entities": ENTITIES}, latency=0.05),
+            Rule(system=TRIPLES_SYSTEM, json={"triples": TRIPLES}),
+            Rule(system=SEMANTIC_SYSTEM, replies=[f"Summary {i}: Nima Orsk counts the years in Hollin Pan." for i in range(200)]),
+            Rule(
+                system=EPISODIC_SYSTEM,
+                replies=[f"Episode {i}: the caravan returns and the debt is read out." for i in range(200)],
+            ),
+        )
+        yield running
+
+
+def cached_gateway(server: ScriptedOpenAIServer, tmp_path: Path) -> LLM:
+    config = LLMSettings(cache=True, cache_path=tmp_path / "llm-cache.db", initial_backoff=0.0, max_backoff=0.01)
+    backend = OpenAIBackend(base_url=server.base_url, api_key="test", timeout=config.request_timeout)
+    return LLM(backend, config, cache=ResponseCache(config.cache_path))
+
+
+async def ingest(store: GraphStore, llm: LLM, namespace: str, tmp_path: Path, text: str, **values: Any) -> Any:
+    settings = Settings(store=StoreSettings(sqlite_path=tmp_path / "memory.db"))
+    result = await run_graph(
+        load_graph("comorag-ingest"),
+        {"book_id": "salt", "title": "The Salt Road", "text": text, "chunk_tokens": CHUNK_TOKENS, **values},
+        store=store,
+        embedder=EMBEDDER,
+        llm=llm,
+        settings=settings,
+        checkpointer=None,
+        namespace=namespace,
+    )
+    assert result.status == "completed"
+    return result
+
+
+async def counts(store: GraphStore, namespace: str) -> dict[str, int]:
+    found = {kind: await store.count_nodes(namespace, kind) for kind in INDEX_KINDS}
+    found.update({type_: await store.count_relationships(namespace, type_) for type_ in INDEX_TYPES})
+    return found
+
+
+async def linked(store: GraphStore, namespace: str, node_id: str, type_: str, direction: str, kind: str) -> list[str]:
+    around = await store.neighbourhood(namespace, node_id, relationship_types=[type_], direction=direction)  # type: ignore[arg-type]
+    return [node.id for node in around.nodes if node.kind == kind and node.id != node_id]
+
+
+async def test_ingest_builds_the_three_layers_once(
+    store: GraphStore, namespace: str, server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
+    text = opening()
+    expected_chunks = chunk_text(text, CHUNK_TOKENS)
+    n = len(expected_chunks)
+    window = episode_window(n)
+    llm = cached_gateway(server, tmp_path)
+    try:
+        result = await ingest(store, llm, namespace, tmp_path, text)
+        state = result.state
+        levels, episodes = state["semantic_levels"], math.ceil(n / window)
+        assert state["chunks"] == expected_chunks and state["window"] == window and state["episodes"] == episodes
+        multi_chunk_windows = sum(1 for start in range(0, n, window) if min(start + window, n) - start > 1)
+        assert server.count("/chat/completions") == 2 * n + sum(levels) + multi_chunk_windows
+        assert server.max_concurrent > 1  # calls per chunk run concurrently
+
+        found = await counts(store, namespace)
+        assert found["Book"] == 1 and found["Chunk"] == n and found["PART_OF"] == n
+        assert found["Entity"] == 4 and found["MENTIONS"] == 4 * n
+        assert found["Fact"] == 2 and found["SUBJECT"] == 2 and found["OBJECT"] == 2 and found["EXTRACTED_FROM"] == 2 * n
+        assert found["SemanticSummary"] == sum(levels) and levels[0] >= 1 and (levels[-1] == 1 or len(levels) == 5)
+        assert found["EpisodicSummary"] == episodes and found["COVERS"] == n
+        assert found["NEXT"] == (n - 1) + (episodes - 1)
+
+        book = (await store.get_nodes(namespace, [book_record_id(namespace, "salt")]))[0]
+        assert book is not None and book.properties == {
+            "book_id": "salt",
+            "title": "The Salt Road",
+            "chunks": n,
+            "window": window,
+        }
+        ids = [chunk_id(namespace, "salt", order) for order in range(n)]
+        for order, node_id in enumerate(ids):
+            if order + 1 < n:
+                assert await linked(store, namespace, node_id, "NEXT", "out", "Chunk") == [ids[order + 1]]
+            assert len(await linked(store, namespace, node_id, "COVERS", "in", "EpisodicSummary")) == 1
+            assert len(await linked(store, namespace, node_id, "MENTIONS", "out", "Entity")) == 4
+            assert len(await linked(store, namespace, node_id, "EXTRACTED_FROM", "in", "Fact")) == 2
+        level_one = await store.vector_search(
+            namespace, EMBEDDER.embed_one("Nima"), kind="SemanticSummary", k=100, filters={"book_id": "salt", "level": 1}
+        )
+        assert len(level_one) == levels[0]
+        covered: set[str] = set()
+        for hit in level_one:
+            members = await linked(store, namespace, hit.node.id, "SUMMARIZES", "out", "Chunk")
+            assert members
+            covered.update(members)
+        assert covered == set(ids)
+
+        sea, the_sea, nima = (entity_id(namespace, "salt", name) for name in ("Sea of Glass", "the Sea of Glass", "Nima Orsk"))
+        assert await linked(store, namespace, sea, "SYNONYM", "both", "Entity") == [the_sea]
+        assert await linked(store, namespace, nima, "SYNONYM", "both", "Entity") == []
+        nima_node = (await store.get_nodes(namespace, [nima]))[0]
+        assert nima_node is not None and nima_node.properties["num_chunks"] == n and nima_node.properties["book_id"] == "salt"
+        facts = await linked(store, namespace, nima, "SUBJECT", "in", "Fact")
+        assert len(facts) == 1
+        fact = (await store.get_nodes(namespace, facts))[0]
+        assert fact is not None and fact.text == "Nima Orsk lives in Hollin Pan"
+
+        before, requests = found, server.count("/chat/completions")
+        again = await ingest(store, llm, namespace, tmp_path, text)
+        assert server.count("/chat/completions") == requests  # everything came from the cache
+        assert again.llm_usage["cache_hits"] == again.llm_calls > 0
+        assert await counts(store, namespace) == before
+        assert again.state["semantic_levels"] == levels
+    finally:
+        await llm.aclose()
+
+
+async def test_ingest_without_a_model_or_a_knowledge_graph(store: GraphStore, namespace: str, tmp_path: Path) -> None:
+    text = opening(700)
+    result = await ingest(store, offline_llm(), namespace, tmp_path, text, kg=False)
+    n = len(chunk_text(text, CHUNK_TOKENS))
+    assert result.offline_model and result.state["entity_ids"] == [] and result.state["facts"] == 0
+    found = await counts(store, namespace)
+    assert found["Chunk"] == n and found["Entity"] == 0 and found["Fact"] == 0
+    assert found["EpisodicSummary"] == math.ceil(n / episode_window(n)) and found["SemanticSummary"] >= 1
+
+
+async def test_offline_ingestion_extracts_a_graph(store: GraphStore, namespace: str, tmp_path: Path) -> None:
+    result = await ingest(store, offline_llm(), namespace, tmp_path, opening(800))
+    assert result.llm_calls > 0
+    found = await counts(store, namespace)
+    assert found["Entity"] > 5 and found["MENTIONS"] >= found["Entity"]
+    names = {node.text for node in (await store.get_nodes(namespace, result.state["entity_ids"])) if node is not None}
+    assert {"Nima Orsk", "Hollin Pan", "Saba Thorn"} <= names
+    assert "The" not in names and "She" not in names
+
+
+def test_cli_ingests_then_finds_everything_in_the_cache(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    book = tmp_path / "salt-road.txt"
+    book.write_text(opening(600), encoding="utf-8")
+    arguments = ("ingest", "comorag", str(book), "--book", "salt", "--store", "sqlite", "--namespace", "cli")
+    environment = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test", "MNEMOFLOW_LOG_LEVEL": "info"}
+    first = run_cli(*arguments, cwd=tmp_path, **environment)
+    assert first.returncode == 0, first.stderr
+    n = len(chunk_text(opening(600)))
+    assert f"book 'salt': {n} chunks" in first.stdout and "entities: 4, facts: 2" in first.stdout
+    assert "comorag.progress" in first.stderr and "episodic summaries: 1" in first.stdout
+    requests = server.count("/chat/completions")
+    assert requests > 0 and f"{requests} requests" in first.stdout
+    second = run_cli(*arguments, cwd=tmp_path, **environment)
+    assert second.returncode == 0, second.stderr
+    assert server.count("/chat/completions") == requests and "0 requests" in second.stdout
+    assert second.stdout.split("LLM calls")[0] == first.stdout.split("LLM calls")[0]
+    missing = run_cli("ingest", "comorag", str(tmp_path / "nope.txt"), "--book", "x", cwd=tmp_path)
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
