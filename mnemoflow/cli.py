@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -76,34 +75,102 @@ def _run(work: Callable[[GraphStore, Embedder], Awaitable[T]], settings: Setting
 
 @app.command()
 def demo(
-    query: Annotated[str, typer.Option(help="What to search for.")] = "the storm and the ship near the reef",
-    namespace: Annotated[str, typer.Option(help="Namespace the demo text is stored in.")] = "demo",
+    namespace: Annotated[str, typer.Option(help="Namespace the demo book and its workspaces are stored in.")] = "demo",
     backend: BackendOption = None,
 ) -> None:
-    """Ingest a small bundled text into the store and print the top keyword and vector hits."""
-    from memory.demo import run_demo
-    from mnemoflow.logging import bind_run_context, get_logger
+    """The main job: index a bundled story with ComoRAG, then answer three questions about it.
 
+    Uses the model configured by OPENAI_BASE_URL / OPENAI_API_KEY, or the offline stand-in when none is.
+    """
+    import json
+    from importlib import resources
+
+    from graphs import GraphRunner, load_graph
+    from memory.checkpoints import open_checkpointer
+    from mnemoflow.llm import llm_from_settings
+
+    data = resources.files("nodes.comorag").joinpath("data")
+    story = data.joinpath("the-salt-road.txt").read_text(encoding="utf-8")
+    questions = json.loads(data.joinpath("questions.json").read_text(encoding="utf-8"))
+    title = story.split("\n", 1)[0].strip()
     settings = _settings(backend, namespace)
-    log = get_logger("mnemoflow.demo")
 
     async def work(store: GraphStore, embedder: Embedder) -> Any:
-        with bind_run_context(namespace=settings.namespace, run_id=uuid.uuid4().hex[:12]):
-            log.info("demo.start", backend=store.backend, embedder=embedder.model)
-            result = await run_demo(store, embedder, settings.namespace, query)
-            log.info("demo.ingested", chunks=result.chunks_written, document=result.document_id)
-            return result
+        llm = llm_from_settings(settings)
+        try:
+            async with open_checkpointer(settings) as checkpointer:
+                ingest = GraphRunner(load_graph("comorag-ingest"), store=store, embedder=embedder, llm=llm, settings=settings, checkpointer=checkpointer)
+                async with ingest:
+                    indexed = await ingest.run({"book_id": "the-salt-road", "title": title, "text": story}, namespace=settings.namespace)
+                answers = []
+                qa = GraphRunner(load_graph("comorag-qa"), store=store, embedder=embedder, llm=llm, settings=settings, checkpointer=checkpointer)
+                async with qa:
+                    for item in questions:
+                        values = {"question": item["question"], "book_id": "the-salt-road", "options": item.get("options", {})}
+                        answers.append((item, await qa.run(values, namespace=settings.namespace)))
+                return indexed, answers, llm.offline
+        finally:
+            await llm.aclose()
 
-    result = _run(work, settings)
-    typer.echo(f"Stored {result.chunks_written} passages in the {settings.store.backend} store (namespace {settings.namespace!r}).")
-    typer.echo(f"Query: {query}")
-    for title, hits in (("Keyword search (BM25)", result.keyword_hits), ("Vector search (cosine)", result.vector_hits)):
-        typer.echo(f"\n{title}:")
-        for rank, hit in enumerate(hits, 1):
-            text = (hit.node.text or "").replace("\n", " ")
-            typer.echo(f"  {rank}. [{hit.score:.3f}] {text[:110]}{'...' if len(text) > 110 else ''}")
-        if not hits:
-            typer.echo("  (no hits)")
+    indexed, answers, offline = _run(work, settings)
+    model = "the offline model (no OPENAI_BASE_URL or OPENAI_API_KEY set)" if offline else settings.llm.model
+    state = indexed.state
+    typer.echo(f"Indexed {title!r} in the {settings.store.backend} store (namespace {settings.namespace!r}) with {model}:")
+    typer.echo(
+        f"  {len(state.get('chunk_ids', []))} chunks, {len(state.get('entity_ids', []))} entities, {state.get('facts')} facts, "
+        f"{sum(state.get('semantic_levels', []))} semantic and {state.get('episodes')} episodic summaries; "
+        f"{indexed.llm_calls} LLM calls ({indexed.llm_usage.get('cache_hits', 0)} from the cache)"
+    )
+    for number, (item, result) in enumerate(answers, 1):
+        final = result.state
+        probes = len(final.get("probe_history", [])) - (1 if final.get("probe_history") else 0)
+        typer.echo(f"\n{number}. {item['question']}")
+        for letter, option in item.get("options", {}).items():
+            typer.echo(f"     {letter}) {option}")
+        typer.echo(f"   answer: {final.get('final_answer')}   ({final.get('status')}; expected: {item['answer']})")
+        typer.echo(
+            f"   {final.get('cycle', 0)} cycles, {max(probes, 0)} probes, {result.llm_calls} LLM calls, {result.tokens} tokens"
+        )
+        typer.echo(f"   workspace: mnemoflow comorag show {final.get('question_id')} --namespace {settings.namespace}")
+    if offline:
+        typer.echo("\nThe offline model is a deterministic stand-in, not a model: configure one to see real answers.")
+
+
+comorag_app = typer.Typer(help="Inspect ComoRAG's indexes and question workspaces.", no_args_is_help=True)
+app.add_typer(comorag_app, name="comorag")
+
+
+@comorag_app.command("show")
+def comorag_show(
+    question_id: Annotated[str, typer.Argument(help="The question's id, as `mnemoflow demo` prints it.")],
+    namespace: NamespaceOption = None,
+    backend: BackendOption = None,
+) -> None:
+    """Print a question's workspace: its cycles, probes and memory units."""
+    import nodes.comorag  # noqa: F401  (registers the workspace's kinds)
+
+    settings = _settings(backend, namespace)
+
+    async def work(store: GraphStore, embedder: Embedder) -> Any:
+        return await store.neighbourhood(
+            settings.namespace, question_id, depth=3, relationship_types=["HAS_CYCLE", "ISSUED", "YIELDED"], direction="out"
+        )
+
+    workspace = _run(work, settings)
+    if not workspace.nodes:
+        raise _fail(f"no question {question_id!r} in namespace {settings.namespace!r}")
+    question, *others = workspace.nodes
+    props = question.properties
+    typer.echo(f"{props.get('question')}\n  status: {props.get('status')}, final answer: {props.get('final_answer')}")
+    for node in others:
+        indent = {1: "  ", 2: "    ", 3: "      "}[workspace.distances[node.id]]
+        if node.kind == "Cycle":
+            typer.echo(f"{indent}cycle {node.properties.get('index')}: prediction {node.properties.get('prediction')!r}")
+        elif node.kind == "Probe":
+            typer.echo(f"{indent}probe: {node.properties.get('text') or node.text}")
+        else:
+            cue = " ".join((node.text or "").split())
+            typer.echo(f"{indent}{node.properties.get('layer', node.kind)} unit: {cue[:140]}{'...' if len(cue) > 140 else ''}")
 
 
 @store_app.command("setup")
