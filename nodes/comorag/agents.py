@@ -194,7 +194,9 @@ _STOP = frozenset(
 
 
 def _words(text: str) -> set[str]:
-    return {word for word in _WORD.findall(text.lower()) if word not in _STOP and len(word) > 2}
+    """Content words, possessives folded ("Roe's" is "roe")."""
+    plain = re.sub(r"['\u2019]s\b", "", text.lower())
+    return {word for word in _WORD.findall(plain) if word not in _STOP and len(word) > 2}
 
 
 def _user(messages: list[Message]) -> str:
