@@ -17,6 +17,7 @@ passes the vector, so every search of one retrieval shares it.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 
@@ -137,10 +138,12 @@ async def _veridical(
     context: RunContext, book_id: str, query: str, vector: list[float], exclude: set[str], config: RetrievalConfig
 ) -> list[EvidenceItem]:
     store, namespace, where = context.store, context.namespace, {"book_id": book_id}
-    chunks = await store.vector_search(namespace, vector, kind="Chunk", k=_wider(config.ver_top_k, exclude), filters=where)
+    chunks, facts = await asyncio.gather(
+        store.vector_search(namespace, vector, kind="Chunk", k=_wider(config.ver_top_k, exclude), filters=where),
+        store.vector_search(namespace, vector, kind="Fact", k=config.fact_top_k, filters=where),
+    )
     scored = [_item(hit.node, score, "order") for hit, score in zip(chunks, _normalized(chunks), strict=True)]
     dense = [item for item in scored if item.id not in exclude][: config.ver_top_k]
-    facts = await store.vector_search(namespace, vector, kind="Fact", k=config.fact_top_k, filters=where)
     if not facts:
         return dense
     selection = await context.llm.structured(fact_filter_messages(query, [hit.node.text or "" for hit in facts]), FactSelection)
@@ -151,28 +154,33 @@ async def _veridical(
     seeds: dict[str, float] = {}
     texts: dict[str, NodeRecord] = {}
     edges: dict[tuple[str, str], float] = {}
-    for position in kept:
-        around = await store.neighbourhood(
-            namespace, facts[position].node.id, depth=1, relationship_types=["SUBJECT", "OBJECT"], direction="out"
+    arounds = await asyncio.gather(
+        *(
+            store.neighbourhood(namespace, facts[position].node.id, depth=1, relationship_types=["SUBJECT", "OBJECT"], direction="out")
+            for position in kept
         )
+    )
+    for position, around in zip(kept, arounds, strict=True):
         for entity in around.nodes[1:]:
             chunks_of = entity.properties.get("num_chunks", 1)
             weight = fact_scores[position] / max(float(chunks_of) if isinstance(chunks_of, int | float) else 1.0, 1.0)
             seeds[entity.id] = seeds.get(entity.id, 0.0) + weight
-    for entity_id in list(seeds):
-        local = await store.neighbourhood(namespace, entity_id, depth=2, relationship_types=LOCAL_GRAPH, direction="both")
+    locals_ = await asyncio.gather(
+        *(store.neighbourhood(namespace, entity_id, depth=2, relationship_types=LOCAL_GRAPH, direction="both") for entity_id in seeds)
+    )
+    for local in locals_:
         for node in local.nodes:
             if node.properties.get("book_id") == book_id:
                 texts[node.id] = node
         for link in local.relationships:
             score = link.properties.get("score", 1.0)
             edges[(link.source_id, link.target_id)] = float(score) if isinstance(score, int | float) else 1.0
+    missing = [item.id for item in dense if item.id not in texts]
+    for record in await store.get_nodes(namespace, missing) if missing else []:
+        if record is not None:
+            texts[record.id] = record
     for item in dense:
         seeds[item.id] = seeds.get(item.id, 0.0) + config.passage_weight * item.score
-        if item.id not in texts:
-            [record] = await store.get_nodes(namespace, [item.id])
-            if record is not None:
-                texts[item.id] = record
     ranks = personalized_pagerank(sorted(texts), edges, seeds, config.damping)
     ranked = sorted(
         (node for node in texts.values() if node.kind == "Chunk" and node.id not in exclude),
@@ -192,12 +200,11 @@ async def tri_retrieve(
 ) -> dict[str, list[EvidenceItem]]:
     """Evidence per layer (``veridical``, ``semantic``, ``episodic``) for ``query`` embedded as ``vector``."""
     store, namespace, where = context.store, context.namespace, {"book_id": book_id}
-    veridical = await _veridical(context, book_id, query, vector, exclude, config)
-    semantic_hits = await store.vector_search(
-        namespace, vector, kind="SemanticSummary", k=_wider(config.sem_top_k, exclude), filters=where
-    )
-    episodic_hits = await store.vector_search(
-        namespace, vector, kind="EpisodicSummary", k=_wider(config.epi_top_k, exclude), filters=where
+    # the summary layers need no model call: search them while the veridical layer waits on its fact filter
+    veridical, semantic_hits, episodic_hits = await asyncio.gather(
+        _veridical(context, book_id, query, vector, exclude, config),
+        store.vector_search(namespace, vector, kind="SemanticSummary", k=_wider(config.sem_top_k, exclude), filters=where),
+        store.vector_search(namespace, vector, kind="EpisodicSummary", k=_wider(config.epi_top_k, exclude), filters=where),
     )
     semantic = [_item(hit.node, hit.score, "level") for hit in semantic_hits]
     episodic = [_item(hit.node, hit.score, "first_order") for hit in episodic_hits]
