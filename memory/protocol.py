@@ -109,10 +109,12 @@ class GraphStore(Protocol):
         depth: int = 1,
         relationship_types: Sequence[str] | None = None,
         direction: Direction = "both",
+        include_embeddings: bool = True,
     ) -> Subgraph:
         """Nodes within ``depth`` hops (1 to 10) of a node, following only the given types and direction.
 
-        Returns an empty subgraph when the start node does not exist.
+        Returns an empty subgraph when the start node does not exist. With ``include_embeddings=False`` the
+        nodes reached come without their vectors (much less to read when only the shape is wanted).
         """
         ...
 

@@ -14,8 +14,8 @@ __all__ = ["ExpandHop", "Hop", "breadth_first", "neighbourhood"]
 ExpandHop = Callable[[list[str]], Awaitable[list[tuple[RelationshipRecord, NodeRecord]]]]
 """One hop: for frontier node ids, each allowed relationship touching them with the node at its other end."""
 
-Hop = Callable[[str, list[str], list[str] | None, str], Awaitable[list[tuple[RelationshipRecord, NodeRecord]]]]
-"""A backend's hop: (namespace, frontier ids, relationship types or None for all, direction)."""
+Hop = Callable[[str, list[str], list[str] | None, str, bool], Awaitable[list[tuple[RelationshipRecord, NodeRecord]]]]
+"""A backend's hop: (namespace, frontier ids, relationship types or None for all, direction, with embeddings)."""
 
 
 async def neighbourhood(
@@ -27,6 +27,7 @@ async def neighbourhood(
     depth: int,
     relationship_types: Sequence[str] | None,
     direction: Direction,
+    include_embeddings: bool = True,
 ) -> Subgraph:
     """``GraphStore.neighbourhood`` for any backend that can take one hop."""
     validate_namespace(namespace)
@@ -38,7 +39,7 @@ async def neighbourhood(
         return Subgraph(nodes=[], relationships=[], distances={})
 
     async def expand(frontier: list[str]) -> list[tuple[RelationshipRecord, NodeRecord]]:
-        return await hop(namespace, frontier, types, direction)
+        return await hop(namespace, frontier, types, direction, include_embeddings)
 
     return await breadth_first(start, depth, expand)
 

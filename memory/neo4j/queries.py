@@ -145,8 +145,9 @@ def get_nodes() -> str:
     """
 
 
-def expand(direction: str, types: Sequence[str] | None) -> str:
+def expand(direction: str, types: Sequence[str] | None, *, include_embeddings: bool = True) -> str:
     """One breadth-first hop from the frontier, along the given types and direction."""
+    node = "n {.*}" if include_embeddings else "n {.*, embedding: null}"
     type_filter = "" if types is None else ":" + "|".join(label(type_) for type_ in types)
     arrows = {"out": ("-", "->"), "in": ("<-", "-"), "both": ("-", "-")}[direction]
     return f"""
@@ -154,7 +155,7 @@ def expand(direction: str, types: Sequence[str] | None) -> str:
     MATCH (s:{BASE_LABEL} {{namespace: $namespace, id: node_id}}){arrows[0]}[r{type_filter}]{arrows[1]}(n:{BASE_LABEL})
     WHERE n.namespace = $namespace
     RETURN r {{.*, type: type(r), source_id: startNode(r).id, target_id: endNode(r).id}} AS relationship,
-           n {{.*}} AS node
+           {node} AS node
     """
 
 

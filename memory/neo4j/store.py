@@ -310,15 +310,24 @@ class Neo4jStore:
         depth: int = 1,
         relationship_types: Sequence[str] | None = None,
         direction: Direction = "both",
+        include_embeddings: bool = True,
     ) -> Subgraph:
         return await traversal.neighbourhood(
-            self, self._hop, namespace, node_id, depth=depth, relationship_types=relationship_types, direction=direction
+            self,
+            self._hop,
+            namespace,
+            node_id,
+            depth=depth,
+            relationship_types=relationship_types,
+            direction=direction,
+            include_embeddings=include_embeddings,
         )
 
     async def _hop(
-        self, namespace: str, frontier: list[str], types: list[str] | None, direction: str
+        self, namespace: str, frontier: list[str], types: list[str] | None, direction: str, include_embeddings: bool
     ) -> list[tuple[RelationshipRecord, NodeRecord]]:
-        rows = await self._query(queries.expand(direction, types), namespace=namespace, frontier=frontier)
+        statement = queries.expand(direction, types, include_embeddings=include_embeddings)
+        rows = await self._query(statement, namespace=namespace, frontier=frontier)
         return [(_relationship_from_map(row["relationship"]), _node_from_map(row["node"])) for row in rows]
 
     async def vector_search(

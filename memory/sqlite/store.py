@@ -385,21 +385,38 @@ class SQLiteStore:
         depth: int = 1,
         relationship_types: Sequence[str] | None = None,
         direction: Direction = "both",
+        include_embeddings: bool = True,
     ) -> Subgraph:
         return await traversal.neighbourhood(
-            self, self._hop, namespace, node_id, depth=depth, relationship_types=relationship_types, direction=direction
+            self,
+            self._hop,
+            namespace,
+            node_id,
+            depth=depth,
+            relationship_types=relationship_types,
+            direction=direction,
+            include_embeddings=include_embeddings,
         )
 
     async def _hop(
-        self, namespace: str, frontier: list[str], types: list[str] | None, direction: str
+        self, namespace: str, frontier: list[str], types: list[str] | None, direction: str, include_embeddings: bool
     ) -> list[tuple[RelationshipRecord, NodeRecord]]:
-        return await self._run(self._expand, namespace, frontier, types, direction)
+        return await self._run(self._expand, namespace, frontier, types, direction, include_embeddings)
 
     def _expand(
-        self, connection: sqlite3.Connection, namespace: str, frontier: list[str], types: list[str] | None, direction: str
+        self,
+        connection: sqlite3.Connection,
+        namespace: str,
+        frontier: list[str],
+        types: list[str] | None,
+        direction: str,
+        include_embeddings: bool,
     ) -> list[tuple[RelationshipRecord, NodeRecord]]:
         prefixed = ", ".join(f"r.{column} AS r_{column}" for column in _RELATIONSHIP_COLUMNS.split(", "))
-        node_columns = ", ".join(f"n.{column}" for column in _NODE_COLUMNS.split(", "))
+        node_columns = ", ".join(
+            f"n.{column}" if include_embeddings or column != "embedding" else "NULL AS embedding"
+            for column in _NODE_COLUMNS.split(", ")
+        )
         sides = {"out": [("source_id", "target_id")], "in": [("target_id", "source_id")]}
         sides["both"] = sides["out"] + sides["in"]
         pairs = []

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from memory.records import NodeRecord, ScoredNode
+from memory.protocol import GraphStore
+from memory.records import NodeRecord, ScoredNode, Subgraph
 from nodes.comorag.agents import FactSelection, fact_filter_messages
 from nodes.context import RunContext
 
@@ -134,6 +135,31 @@ def personalized_pagerank(
     return {node: float(rank[i]) for node, i in index.items()}
 
 
+async def _fact_graphs(
+    store: GraphStore, namespace: str, fact_ids: list[str]
+) -> tuple[list[list[NodeRecord]], dict[str, Subgraph]]:
+    """Each fact's entities, and each entity's local graph (two hops over LOCAL_GRAPH), without vectors."""
+    arounds = await asyncio.gather(
+        *(
+            store.neighbourhood(
+                namespace, fact, depth=1, relationship_types=["SUBJECT", "OBJECT"], direction="out", include_embeddings=False
+            )
+            for fact in fact_ids
+        )
+    )
+    entities = [around.nodes[1:] for around in arounds]
+    unique = sorted({entity.id for found in entities for entity in found})
+    locals_ = await asyncio.gather(
+        *(
+            store.neighbourhood(
+                namespace, entity, depth=2, relationship_types=LOCAL_GRAPH, direction="both", include_embeddings=False
+            )
+            for entity in unique
+        )
+    )
+    return entities, dict(zip(unique, locals_, strict=True))
+
+
 async def _veridical(
     context: RunContext, book_id: str, query: str, vector: list[float], exclude: set[str], config: RetrievalConfig
 ) -> list[EvidenceItem]:
@@ -146,7 +172,16 @@ async def _veridical(
     dense = [item for item in scored if item.id not in exclude][: config.ver_top_k]
     if not facts:
         return dense
-    selection = await context.llm.structured(fact_filter_messages(query, [hit.node.text or "" for hit in facts]), FactSelection)
+    # read every candidate fact's graph while the model filters them: the reads leave the critical path
+    graphs = asyncio.ensure_future(_fact_graphs(store, namespace, [hit.node.id for hit in facts]))
+    try:
+        selection = await context.llm.structured(
+            fact_filter_messages(query, [hit.node.text or "" for hit in facts]), FactSelection
+        )
+    except BaseException:
+        graphs.cancel()
+        raise
+    entities_of, local_graphs = await graphs
     fact_scores = _normalized(facts)
     kept = sorted({number - 1 for number in selection.keep if 1 <= number <= len(facts)})
     if not kept:
@@ -154,21 +189,13 @@ async def _veridical(
     seeds: dict[str, float] = {}
     texts: dict[str, NodeRecord] = {}
     edges: dict[tuple[str, str], float] = {}
-    arounds = await asyncio.gather(
-        *(
-            store.neighbourhood(namespace, facts[position].node.id, depth=1, relationship_types=["SUBJECT", "OBJECT"], direction="out")
-            for position in kept
-        )
-    )
-    for position, around in zip(kept, arounds, strict=True):
-        for entity in around.nodes[1:]:
+    for position in kept:
+        for entity in entities_of[position]:
             chunks_of = entity.properties.get("num_chunks", 1)
             weight = fact_scores[position] / max(float(chunks_of) if isinstance(chunks_of, int | float) else 1.0, 1.0)
             seeds[entity.id] = seeds.get(entity.id, 0.0) + weight
-    locals_ = await asyncio.gather(
-        *(store.neighbourhood(namespace, entity_id, depth=2, relationship_types=LOCAL_GRAPH, direction="both") for entity_id in seeds)
-    )
-    for local in locals_:
+    for entity_id in list(seeds):
+        local = local_graphs[entity_id]
         for node in local.nodes:
             if node.properties.get("book_id") == book_id:
                 texts[node.id] = node

@@ -49,3 +49,14 @@ async def test_missing_start_gives_an_empty_subgraph(store: GraphStore, namespac
     await build_chain(store, namespace)
     empty = await store.neighbourhood(namespace, "nowhere", depth=2)
     assert empty.nodes == [] and empty.relationships == [] and empty.distances == {}
+
+
+async def test_neighbourhood_without_embeddings(store: GraphStore, namespace: str) -> None:
+    await build_chain(store, namespace)
+    full = await store.neighbourhood(namespace, "a", depth=2)
+    bare = await store.neighbourhood(namespace, "a", depth=2, include_embeddings=False)
+    assert [node.id for node in bare.nodes] == [node.id for node in full.nodes]
+    assert bare.relationships == full.relationships
+    assert all(node.embedding is None for node in bare.nodes[1:])
+    assert all(node.embedding is not None for node in full.nodes if node.kind == "Chunk")
+    assert [node.model_copy(update={"embedding": None}) for node in full.nodes[1:]] == bare.nodes[1:]
