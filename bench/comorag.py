@@ -18,7 +18,6 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,13 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from graphs import GraphRunner, load_graph  # noqa: E402
-from memory import HashingEmbedder, SQLiteStore  # noqa: E402
+from memory import SQLiteStore  # noqa: E402
 from memory.checkpoints import open_checkpointer  # noqa: E402
 from mnemoflow.llm import LLM, OpenAIBackend  # noqa: E402
 from mnemoflow.logging import configure_logging  # noqa: E402
 from mnemoflow.settings import LLMSettings, LogSettings, Settings, StoreSettings  # noqa: E402
 from tests.conftest import offline_llm  # noqa: E402
+from tests.support.embedders import CountingEmbedder  # noqa: E402
 from tests.support.openai_server import Rule, ScriptedOpenAIServer  # noqa: E402
 
 LATENCY = 0.2
@@ -45,28 +45,6 @@ REFERENCE_EMBEDDINGS = 4 + CYCLES * (4 * PROBES + 3)  # ~4 per tri_retrieve; 4|P
 QUESTION = "Who was the guardian of Tobin Orsk after Hedda Vale married?"
 BOOK = "the-salt-road"
 STORY = Path(__file__).resolve().parents[1] / "nodes" / "comorag" / "data" / "the-salt-road.txt"
-
-
-class CountingEmbedder:
-    """The hashing embedder, counting calls and texts."""
-
-    def __init__(self) -> None:
-        self.inner = HashingEmbedder(384)
-        self.calls = 0
-        self.texts = 0
-
-    @property
-    def model(self) -> str:
-        return self.inner.model
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        self.calls += 1
-        self.texts += len(texts)
-        return await self.inner.embed(texts)
 
 
 def script(server: ScriptedOpenAIServer) -> None:
@@ -117,7 +95,7 @@ async def one_question(
         "llm_calls": result.llm_calls,
         "requests": server.count("/chat/completions") - before,
         "embedding_calls": embedder.calls,
-        "embedded_texts": embedder.texts,
+        "embedded_texts": len(embedder.texts),
     }
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from nodes.comorag.agents import ProbeSet, is_impasse, loose_probes, parse_final
 from nodes.comorag.retrieval import personalized_pagerank
 from tests.conftest import EMBEDDER, new_store, offline_llm
 from tests.support.comorag_book import BOOK, build_book
+from tests.support.embedders import CountingEmbedder
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
 
 LIBRARY_GRAPH = Path(__file__).parents[1] / "graphs" / "library" / "comorag-qa.yaml"
@@ -45,25 +46,6 @@ STEP0 = ["filter", "cue", "cue", "cue", "answer"]
 
 def answer(text: str) -> dict[str, str]:
     return {"analysis": "### Content Understanding\n...\n### Key Facts\n...", "final_answer": text}
-
-
-class CountingEmbedder:
-    """The test embedder, remembering every text it embedded."""
-
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-
-    @property
-    def model(self) -> str:
-        return EMBEDDER.model
-
-    @property
-    def dimension(self) -> int:
-        return EMBEDDER.dimension
-
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        self.texts.extend(texts)
-        return await EMBEDDER.embed(texts)
 
 
 @pytest.fixture
