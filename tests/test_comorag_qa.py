@@ -392,17 +392,22 @@ def test_personalized_pagerank_prefers_the_seeds_neighbourhood() -> None:
 MNEMOFLOW = str(Path(sys.executable).with_name("mnemoflow"))
 
 
-async def test_killed_run_resumes_without_duplicating_the_workspace(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+async def test_killed_run_resumes_without_duplicating_the_workspace(
+    backend: str, server: ScriptedOpenAIServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """SIGKILL a real ``mnemoflow run`` while the fusion call hangs; the resumed run finishes the cycle once."""
     script(server, [answer("*"), answer("Corvin Ashe")], [{"probes": ["Who looked after the Orsk children?"]}])
     fusion = next(rule for rule in server.rules if rule.system == "integration agent")
     fusion.latency = 60.0
-    store = new_store("sqlite", sqlite_path=tmp_path / "memory.db")
+    uri = request.getfixturevalue("empty_neo4j") if backend == "neo4j" else None
+    store = new_store(backend, neo4j_uri=uri, sqlite_path=tmp_path / "memory.db")
     await store.setup()
     await build_book(store, EMBEDDER, "resume")
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("MNEMOFLOW_", "NEO4J_", "OPENAI_"))}
+    if uri is not None:
+        environment["NEO4J_URI"] = uri
     environment.update(
-        MNEMOFLOW_STORE_BACKEND="sqlite",
+        MNEMOFLOW_STORE_BACKEND=backend,
         MNEMOFLOW_STORE_SQLITE_PATH=str(tmp_path / "memory.db"),
         MNEMOFLOW_NAMESPACE="resume",
         MNEMOFLOW_LLM_CACHE="false",
