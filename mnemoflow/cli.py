@@ -357,7 +357,7 @@ def ingest_comorag(
 
     from graphs import run_graph
     from memory.checkpoints import open_checkpointer
-    from mnemoflow.llm import llm_from_settings
+    from mnemoflow.llm import llm_from_settings, uses_offline_model
 
     path = Path(file)
     try:
@@ -367,8 +367,7 @@ def ingest_comorag(
     values = {"book_id": book, "title": title or path.stem, "text": text, "kg": kg, "chunk_tokens": chunk_tokens}
     loaded = _load("comorag-ingest")
     settings = _settings(store, namespace)
-    offline = settings.llm.offline if settings.llm.offline is not None else not (settings.openai.base_url or settings.openai.api_key)
-    model = "the offline model" if offline else settings.llm.model
+    model = "the offline model" if uses_offline_model(settings) else settings.llm.model
     typer.echo(f"Ingesting {path.name} as book {book!r} into the {settings.store.backend} store "
                f"(namespace {settings.namespace!r}) with {model}; progress is logged below.", err=True)  # fmt: skip
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 from neo4j import GraphDatabase
+from pydantic import SecretStr
 
 from memory import HashingEmbedder, Neo4jStore, SQLiteStore
 from memory.protocol import GraphStore
 from mnemoflow.llm import LLM, OfflineBackend
-from mnemoflow.settings import LLMSettings
+from mnemoflow.settings import LLMSettings, Neo4jSettings, Settings, StoreSettings
 from tests.support.neo4j_server import Neo4jServer, Neo4jStartError
 
 EMBEDDER = HashingEmbedder(384)
@@ -86,6 +87,25 @@ def new_store(backend: str, *, neo4j_uri: str | None = None, sqlite_path: Path |
         return Neo4jStore(neo4j_uri, auth=neo4j_auth(), **embedding)  # type: ignore[arg-type]
     assert sqlite_path is not None
     return SQLiteStore(sqlite_path, **embedding)  # type: ignore[arg-type]
+
+
+def settings_for(backend: str, *, neo4j_uri: str | None = None, sqlite_path: Path | None = None) -> Settings:
+    """Settings for a run on either backend: the test Neo4j (with its credentials) or a SQLite file."""
+    auth = neo4j_auth()
+    return Settings(
+        store=StoreSettings(backend=backend, sqlite_path=sqlite_path or Path("unused/memory.db")),
+        neo4j=Neo4jSettings(
+            uri=neo4j_uri or "bolt://127.0.0.1:7687",
+            user=auth[0] if auth else "neo4j",
+            password=SecretStr(auth[1]) if auth else None,
+        ),
+    )
+
+
+def settings_of(store: GraphStore, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """Settings matching a ``store`` fixture's backend: its Neo4j, or ``memory.db`` in ``tmp_path``."""
+    uri = request.getfixturevalue("empty_neo4j") if store.backend == "neo4j" else None
+    return settings_for(store.backend, neo4j_uri=uri, sqlite_path=tmp_path / "memory.db")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("neo4j", marks=pytest.mark.neo4j)])

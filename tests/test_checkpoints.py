@@ -15,25 +15,11 @@ from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.report import CapabilityReport
 from langgraph.graph import END, START, StateGraph
 from neo4j import AsyncGraphDatabase
-from pydantic import SecretStr
 
 from memory.checkpoints import open_checkpointer
 from memory.neo4j.checkpoints import Neo4jCheckpointSaver
 from mnemoflow.errors import StoreUnavailableError
-from mnemoflow.settings import Neo4jSettings, Settings, StoreSettings
-from tests.conftest import neo4j_auth
-
-
-def settings_for(backend: str, *, neo4j_uri: str | None = None, sqlite_path: Path | None = None) -> Settings:
-    auth = neo4j_auth()
-    return Settings(
-        store=StoreSettings(backend=backend, sqlite_path=sqlite_path or Path("unused/memory.db")),
-        neo4j=Neo4jSettings(
-            uri=neo4j_uri or "bolt://127.0.0.1:7687",
-            user=auth[0] if auth else "neo4j",
-            password=SecretStr(auth[1]) if auth else None,
-        ),
-    )
+from tests.conftest import neo4j_auth, settings_for
 
 
 async def wipe_checkpoints(uri: str) -> None:

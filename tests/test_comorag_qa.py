@@ -24,10 +24,10 @@ from graphs.runner import RunResult
 from memory.checkpoints import open_checkpointer
 from memory.protocol import GraphStore
 from mnemoflow.llm import LLM, OpenAIBackend
-from mnemoflow.settings import LLMSettings, Neo4jSettings, Settings, StoreSettings
+from mnemoflow.settings import LLMSettings, Settings, StoreSettings
 from nodes.comorag.agents import ProbeSet, is_impasse, loose_probes, parse_final_answer
 from nodes.comorag.retrieval import personalized_pagerank
-from tests.conftest import EMBEDDER, new_store, offline_llm
+from tests.conftest import EMBEDDER, new_store, offline_llm, settings_of
 from tests.support.comorag_book import BOOK, build_book
 from tests.support.embedders import CountingEmbedder
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
@@ -77,12 +77,6 @@ def small_graph(tmp_path: Path) -> Path:
     path = tmp_path / "comorag-qa.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
-
-
-def settings_for(store: GraphStore, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
-    if store.backend == "neo4j":
-        return Settings(store=StoreSettings(backend="neo4j"), neo4j=Neo4jSettings(uri=request.getfixturevalue("empty_neo4j")))
-    return Settings(store=StoreSettings(backend="sqlite", sqlite_path=tmp_path / "memory.db"))
 
 
 async def ask(
@@ -166,7 +160,7 @@ async def test_impasse_then_answered_after_one_cycle(
     store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     script(server, [answer("*"), answer("Corvin Ashe")], [{"probes": ["Who looked after the Orsk children?"]}])
-    settings = settings_for(store, tmp_path, request)
+    settings = settings_of(store, tmp_path, request)
     result = await ask(store, tmp_path, gateway(server), namespace, {"question": QUESTION}, settings=settings)
     assert roles(server) == [*STEP0, "probe", "filter", "cue", "cue", "cue", "fuse", "answer"]
     assert result.state["final_answer"] == "Corvin Ashe" and result.state["cycle"] == 1

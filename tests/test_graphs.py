@@ -16,8 +16,8 @@ from graphs import GraphSpec, library_graphs, load_graph, run_graph, to_mermaid
 from memory.checkpoints import open_checkpointer
 from memory.protocol import GraphStore
 from mnemoflow.errors import ConfigError, GraphSpecError, NodeError
-from mnemoflow.settings import Neo4jSettings, Settings, StoreSettings
-from tests.conftest import EMBEDDER, offline_llm
+from mnemoflow.settings import Settings
+from tests.conftest import EMBEDDER, offline_llm, settings_of
 
 INVALID = sorted((Path(__file__).parent / "fixtures" / "graphs" / "invalid").glob("*.yaml"))
 MNEMOFLOW = str(Path(sys.executable).with_name("mnemoflow"))
@@ -90,12 +90,6 @@ def test_mermaid_rendering() -> None:
     assert 'n_note -- "again" --> n_note' in stats
 
 
-def settings_for(store: GraphStore, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
-    if store.backend == "neo4j":
-        return Settings(store=StoreSettings(backend="neo4j"), neo4j=Neo4jSettings(uri=request.getfixturevalue("empty_neo4j")))
-    return Settings(store=StoreSettings(backend="sqlite", sqlite_path=tmp_path / "memory.db"))
-
-
 async def run(store: GraphStore, settings: Settings, graph: str | Path, values: dict[str, object] | None, namespace: str, thread: str | None = None):  # type: ignore[no-untyped-def]
     async with open_checkpointer(settings) as checkpointer:
         return await run_graph(
@@ -104,7 +98,7 @@ async def run(store: GraphStore, settings: Settings, graph: str | Path, values: 
 
 
 async def test_example_graphs_run_on_both_stores(store: GraphStore, namespace: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    settings = settings_for(store, tmp_path, request)
+    settings = settings_of(store, tmp_path, request)
     result = await run(store, settings, "text-pipeline", {"text": TEXT}, namespace, "thread-1")
     state = result.state
     assert state["word_counts"] == [6, 7, 7, 3]  # merged in sentence order
@@ -123,7 +117,7 @@ async def test_example_graphs_run_on_both_stores(store: GraphStore, namespace: s
 
 
 async def test_empty_text_takes_the_other_route(store: GraphStore, namespace: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    result = await run(store, settings_for(store, tmp_path, request), "text-pipeline", {"text": ""}, namespace)
+    result = await run(store, settings_of(store, tmp_path, request), "text-pipeline", {"text": ""}, namespace)
     assert result.steps == ["split"] and result.state["sentences"] == []
 
 
@@ -141,13 +135,13 @@ async def test_max_steps_stops_a_runaway_loop(store: GraphStore, namespace: str,
         "  - {from: note, router: text.until_rounds, with: {max_rounds: 100}, outcomes: {again: note, done: END}}\n",
     )
     with pytest.raises(NodeError, match="more than 6 steps"):
-        await run(store, settings_for(store, tmp_path, request), path, {"text": "x"}, namespace)
+        await run(store, settings_of(store, tmp_path, request), path, {"text": "x"}, namespace)
     [trace] = await store.keyword_search(namespace, "runaway failed", kinds=["Run"])
     assert trace.node.properties["status"] == "failed"
 
 
 async def test_bad_input_is_refused(store: GraphStore, namespace: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    settings = settings_for(store, tmp_path, request)
+    settings = settings_of(store, tmp_path, request)
     with pytest.raises(ConfigError, match="'text' is required"):
         await run(store, settings, "text-stats", {}, namespace)
     with pytest.raises(ConfigError, match="'txt' is not a field"):

@@ -2,7 +2,7 @@
 
 from mnemoflow.llm.backends import ChatRequest, Completion, OfflineBackend, OpenAIBackend, offline_handler
 from mnemoflow.llm.cache import ResponseCache
-from mnemoflow.llm.gateway import LLM, llm_from_settings
+from mnemoflow.llm.gateway import LLM, llm_from_settings, uses_offline_model
 from mnemoflow.llm.parsing import extract_json
 from mnemoflow.llm.usage import Usage
 
@@ -17,4 +17,5 @@ __all__ = [
     "extract_json",
     "llm_from_settings",
     "offline_handler",
+    "uses_offline_model",
 ]

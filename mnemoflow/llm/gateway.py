@@ -38,7 +38,7 @@ from mnemoflow.llm.parsing import extract_json
 from mnemoflow.llm.usage import Usage
 from mnemoflow.settings import LLMSettings, Settings
 
-__all__ = ["LLM", "llm_from_settings"]
+__all__ = ["LLM", "llm_from_settings", "uses_offline_model"]
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
 Message = dict[str, Any]
@@ -295,12 +295,18 @@ class LLM:
         return completion
 
 
+def uses_offline_model(settings: Settings) -> bool:
+    """Whether the settings call for the offline model: ``MNEMOFLOW_LLM_OFFLINE``, else no endpoint set."""
+    if settings.llm.offline is not None:
+        return settings.llm.offline
+    return not (settings.openai.base_url or settings.openai.api_key)
+
+
 def llm_from_settings(settings: Settings, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> LLM:
     """The gateway the settings describe: the offline model when no endpoint is configured."""
     config, endpoint = settings.llm, settings.openai
-    offline = config.offline if config.offline is not None else not (endpoint.base_url or endpoint.api_key)
     cache = ResponseCache(config.cache_path) if config.cache else None
-    if offline:
+    if uses_offline_model(settings):
         return LLM(OfflineBackend(), config, cache=None, sleep=sleep)
     api_key = endpoint.api_key.get_secret_value() if endpoint.api_key else None
     backend = OpenAIBackend(base_url=endpoint.base_url, api_key=api_key, timeout=config.request_timeout)
