@@ -147,6 +147,15 @@ class GraphStore(Protocol):
         """Delete nodes and every relationship touching them; returns the number of nodes deleted."""
         ...
 
+    async def delete_expired(self, now: float) -> int:
+        """Delete every node, in every namespace, whose ``expires_at`` property is <= ``now``, with its relationships.
+
+        ``now`` and ``expires_at`` are Unix epoch seconds; only a top-level int or float ``expires_at`` counts
+        (a node without one, or with another type, never expires). One transaction; returns the number of
+        nodes deleted.
+        """
+        ...
+
     async def count_nodes(self, namespace: str, kind: str | None = None) -> int:
         """Number of nodes in the namespace, optionally of one kind."""
         ...

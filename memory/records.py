@@ -60,7 +60,11 @@ class NodeRecord(BaseModel):
     kind: str
     """A kind registered in the store's :class:`~memory.names.NameRegistry`; becomes the node's label."""
     properties: dict[str, Any] = Field(default_factory=dict)
-    """Any JSON value per key; top-level scalars can be used as search filters."""
+    """Any JSON value per key; top-level scalars can be used as search filters.
+
+    ``expires_at`` (Unix epoch seconds, int or float) marks a node as temporary: ``GraphStore.delete_expired``
+    removes it, with its relationships, once that time has passed.
+    """
     text: str | None = None
     """Text indexed for keyword search."""
     embedding: list[float] | None = None

@@ -26,6 +26,7 @@ __all__ = [
     "DELETE_THREADS",
     "INSERT_WRITES",
     "PRUNE_KEEP_LATEST",
+    "PRUNE_OLDER_THAN",
     "REPLACE_WRITES",
     "UPSERT_CHECKPOINT",
     "WRITE_LABEL",
@@ -189,3 +190,23 @@ CALL (thread_id, checkpoint_ns, latest) {{
 """
 """In each namespace of the threads ``$thread_ids``, delete every checkpoint and write older than the
 newest checkpoint."""
+
+PRUNE_OLDER_THAN = f"""
+MATCH (c:{CHECKPOINT_LABEL})
+WITH c.thread_id AS thread_id, c.checkpoint_ns AS checkpoint_ns, max(c.checkpoint_id) AS latest
+WITH thread_id, checkpoint_ns, CASE WHEN latest < $cutoff THEN latest ELSE $cutoff END AS bound
+CALL (thread_id, checkpoint_ns, bound) {{
+    MATCH (w:{WRITE_LABEL} {{thread_id: thread_id, checkpoint_ns: checkpoint_ns}})
+    WHERE w.checkpoint_id < bound
+    DELETE w
+}}
+CALL (thread_id, checkpoint_ns, bound) {{
+    MATCH (old:{CHECKPOINT_LABEL} {{thread_id: thread_id, checkpoint_ns: checkpoint_ns}})
+    WHERE old.checkpoint_id < bound
+    DELETE old
+    RETURN count(old) AS deleted
+}}
+RETURN coalesce(sum(deleted), 0) AS deleted
+"""
+"""In every namespace of every thread, delete the checkpoints (and their writes) whose id sorts below
+``$cutoff``, except the namespace's newest checkpoint; returns how many checkpoints were deleted."""

@@ -20,6 +20,7 @@ import asyncio
 import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Literal, TypeVar, cast
 
 from langchain_core.runnables import RunnableConfig
@@ -38,6 +39,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from neo4j import AsyncManagedTransaction
 
+from memory.checkpoint_ids import checkpoint_id_floor
 from memory.neo4j import checkpoint_queries as queries
 from memory.neo4j.connection import Neo4jConnection
 from mnemoflow.errors import InvalidQueryError
@@ -359,6 +361,16 @@ class Neo4jCheckpointSaver(BaseCheckpointSaver[str]):
             return
         statement = queries.PRUNE_KEEP_LATEST if strategy == "keep_latest" else queries.DELETE_THREADS
         await self._query(statement, "w", thread_ids=sorted({str(thread_id) for thread_id in thread_ids}))
+
+    async def aprune_older_than(self, older_than: datetime) -> int:
+        """Delete every checkpoint made before ``older_than`` (aware), with its writes, except the newest of
+        each (thread, namespace); one transaction. Returns how many checkpoints were deleted.
+
+        Ages come from the ids (see :mod:`memory.checkpoint_ids`). As with ``aprune``, don't prune threads
+        of graphs that use a ``DeltaChannel``.
+        """
+        rows = await self._query(queries.PRUNE_OLDER_THAN, "w", cutoff=checkpoint_id_floor(older_than))
+        return int(rows[0]["deleted"])
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """``<32-digit counter>.<random>``: increasing, and unique across concurrent writers (as the SQLite saver)."""

@@ -17,6 +17,7 @@ __all__ = [
     "TEXT_INDEX",
     "count_nodes",
     "count_relationships",
+    "delete_expired",
     "delete_nodes",
     "expand",
     "find_kind_conflicts",
@@ -197,6 +198,17 @@ def keyword_search() -> str:
 def delete_nodes() -> str:
     return f"""
     MATCH (n:{BASE_LABEL}) WHERE n.namespace = $namespace AND n.id IN $ids
+    DETACH DELETE n
+    RETURN count(*) AS deleted
+    """
+
+
+def delete_expired() -> str:
+    """Nodes of every namespace whose ``expires_at`` (a filterable property, stored as ``p_expires_at``) is a
+    number <= ``$now``, with their relationships."""
+    return f"""
+    MATCH (n:{BASE_LABEL})
+    WHERE n.p_expires_at IS :: INTEGER | FLOAT AND n.p_expires_at <= $now
     DETACH DELETE n
     RETURN count(*) AS deleted
     """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -35,6 +36,7 @@ from memory.protocol import SCHEMA_VERSION
 from memory.records import Direction, JsonScalar, NodeRecord, RelationshipRecord, ScoredNode, Subgraph
 from mnemoflow.errors import (
     ConflictError,
+    InvalidQueryError,
     MissingEndpointError,
 )
 
@@ -289,6 +291,16 @@ class Neo4jStore:
 
         async def work(tx: AsyncManagedTransaction) -> int:
             record = await (await tx.run(queries.delete_nodes(), namespace=namespace, ids=sorted(set(ids)))).single(strict=True)
+            return int(record["deleted"])
+
+        return await self._write(work)
+
+    async def delete_expired(self, now: float) -> int:
+        if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+            raise InvalidQueryError(f"now={now!r} must be a finite number of Unix epoch seconds")
+
+        async def work(tx: AsyncManagedTransaction) -> int:
+            record = await (await tx.run(queries.delete_expired(), now=float(now))).single(strict=True)
             return int(record["deleted"])
 
         return await self._write(work)

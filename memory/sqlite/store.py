@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,7 @@ from memory.sqlite.schema import MIGRATIONS
 from memory.sqlite.vectors import VectorMatrices
 from mnemoflow.errors import (
     ConflictError,
+    InvalidQueryError,
     MissingEndpointError,
     MnemoflowError,
     StoreError,
@@ -338,9 +340,14 @@ class SQLiteStore:
         return await self._run(self._delete_nodes, namespace, ids) if ids else 0
 
     def _delete_nodes(self, connection: sqlite3.Connection, namespace: str, ids: list[str]) -> int:
-        deleted = 0
         with self._transaction(connection):
-            kinds: set[tuple[str, str]] = set()
+            return self._delete_in_transaction(connection, {namespace: ids})
+
+    def _delete_in_transaction(self, connection: sqlite3.Connection, ids_by_namespace: Mapping[str, Sequence[str]]) -> int:
+        """Delete nodes and their relationships, and mark the vector matrices they were in stale."""
+        deleted = 0
+        kinds: set[tuple[str, str]] = set()
+        for namespace, ids in ids_by_namespace.items():
             for chunk in _chunks(sorted(set(ids))):
                 marks = _placeholders(len(chunk))
                 kinds.update(
@@ -356,8 +363,22 @@ class SQLiteStore:
                 deleted += connection.execute(
                     f"DELETE FROM nodes WHERE namespace = ? AND id IN ({marks})", [namespace, *chunk]
                 ).rowcount
-            self._vectors.bump(connection, kinds)
+        self._vectors.bump(connection, kinds)
         return deleted
+
+    async def delete_expired(self, now: float) -> int:
+        return await self._run(self._delete_expired, _check_now(now))
+
+    def _delete_expired(self, connection: sqlite3.Connection, now: float) -> int:
+        with self._transaction(connection):
+            expired: dict[str, list[str]] = {}
+            for row in connection.execute(
+                "SELECT namespace, id FROM nodes WHERE json_type(properties, '$.expires_at') IN ('integer', 'real') "
+                "AND json_extract(properties, '$.expires_at') <= ?",
+                [now],
+            ):
+                expired.setdefault(row["namespace"], []).append(row["id"])
+            return self._delete_in_transaction(connection, expired)
 
     # -- reads ------------------------------------------------------------------------------------------
 
@@ -520,6 +541,12 @@ class SQLiteStore:
             sql = "SELECT count(*) FROM relationships WHERE namespace = ? AND type = ?"
             parameters = [namespace, self.registry.relationship_type(type)]
         return await self._run(lambda connection: int(connection.execute(sql, parameters).fetchone()[0]))
+
+
+def _check_now(now: float) -> float:
+    if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+        raise InvalidQueryError(f"now={now!r} must be a finite number of Unix epoch seconds")
+    return float(now)
 
 
 def _group_by_namespace(items: Sequence[T], namespace_of: Callable[[T], str]) -> dict[str, list[T]]:
