@@ -4,12 +4,15 @@ Each node receives its state, its validated config and the :class:`~nodes.contex
 LangGraph passes as the runtime context. Retry and timeout of a node become LangGraph's ``RetryPolicy``
 and node timeout; under this engine they are the only retries of a node (transport retries stay in the
 LLM gateway and the database driver).
+
+A :data:`NodeWrapper` hands every attempt of a node to another executor, which then owns the node's retries
+and timeout: the Prefect flows run each node as a task that way (see ``flows/tasks.py``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import replace
 from typing import Any
 
@@ -23,21 +26,28 @@ from langgraph.types import RetryPolicy, Send
 from pydantic import BaseModel
 
 from graphs.loader import LoadedGraph
-from graphs.spec import END, START, RetrySpec
+from graphs.spec import END, START, NodeSpec, RetrySpec
 from mnemoflow.errors import MnemoflowError, NodeError
 from mnemoflow.llm import LLM
 from mnemoflow.logging import pop_log_context, push_log_context
 from nodes.context import RunContext
 from nodes.registry import REGISTRY, NodeDefinition, Registry, RouterDefinition
 
-__all__ = ["build_state_graph", "compile_graph"]
+__all__ = ["NodeAttempt", "NodeWrapper", "build_state_graph", "compile_graph", "retryable"]
+
+NodeAttempt = Callable[[Any, RunContext], Awaitable[dict[str, Any]]]
+"""One attempt of a node: its state and run context in, its state update out (traced and checked)."""
+
+NodeWrapper = Callable[[str, NodeSpec, NodeAttempt], NodeAttempt]
+"""Given a step name, its node spec and its attempt, the callable the graph runs instead; it owns the node's
+retries and timeout (the compiler then sets neither)."""
 
 
 def _endpoint(name: str) -> str:
     return {START: LANGGRAPH_START, END: LANGGRAPH_END}.get(name, name)
 
 
-def _retryable(exc: Exception) -> bool:
+def retryable(exc: BaseException) -> bool:
     """Node retries are for a node's own failures. mnemoflow errors were already retried by their owner
     (the LLM gateway, the database driver) or describe bad input, and a ValueError, TypeError or LookupError
     is a bug or bad data that the same attempt would meet again."""
@@ -53,7 +63,7 @@ def _retry_policy(retry: RetrySpec | None) -> RetryPolicy | None:
         max_interval=retry.max_interval,
         max_attempts=retry.max_attempts,
         jitter=retry.jitter,
-        retry_on=_retryable,
+        retry_on=retryable,
     )
 
 
@@ -65,11 +75,10 @@ def _count_usage(context: RunContext, node_llm: LLM) -> dict[str, Any] | None:
     return node_llm.usage.as_dict()
 
 
-def _wrap_node(step: str, definition: NodeDefinition, config: BaseModel, state_model: type[BaseModel]) -> Callable[..., Any]:
+def _node_attempt(step: str, definition: NodeDefinition, config: BaseModel, state_model: type[BaseModel]) -> NodeAttempt:
     function, allowed = definition.function, definition.writes
 
-    async def run(state: Any, runtime: Runtime[RunContext]) -> dict[str, Any]:
-        context = runtime.context
+    async def attempt(state: Any, context: RunContext) -> dict[str, Any]:
         if isinstance(state, dict):  # a fanned-out branch may hand over a plain mapping
             state = state_model.model_validate(state)
         log, started_at, started = context.log, time.time(), time.perf_counter()
@@ -92,6 +101,13 @@ def _wrap_node(step: str, definition: NodeDefinition, config: BaseModel, state_m
         context.trace.record(step, "end", started_at, elapsed, None, _count_usage(context, node_llm))
         log.debug("node.end", node=step, seconds=round(elapsed, 6), llm_calls=node_llm.usage.calls)
         return update
+
+    return attempt
+
+
+def _as_langgraph_node(step: str, attempt: NodeAttempt) -> Callable[..., Any]:
+    async def run(state: Any, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        return await attempt(state, runtime.context)
 
     run.__name__ = step
     return run
@@ -117,25 +133,30 @@ def _fan_out(over: str, item: str, target: str) -> Callable[[Any], list[Send]]:
 
 
 def build_state_graph(
-    graph: LoadedGraph, registry: Registry = REGISTRY, *, step_prefix: str = ""
+    graph: LoadedGraph, registry: Registry = REGISTRY, *, step_prefix: str = "", wrap_node: NodeWrapper | None = None
 ) -> StateGraph[Any, RunContext, Any, Any]:
     """The ``StateGraph`` of a checked graph (``load_graph`` has run every check).
 
     Steps are named in traces by node name, prefixed by the subgraph node they run in (``stats/count``).
+    With ``wrap_node``, every registered node runs through it and it owns their retries and timeouts; a
+    subgraph node's own ``retry`` and ``timeout`` stay with LangGraph, around its wrapped inner nodes.
     """
     spec = graph.spec
     state_model = registry.states[spec.state]
     builder: StateGraph[Any, RunContext, Any, Any] = StateGraph(state_model, context_schema=RunContext)
     for name, node in spec.nodes.items():
-        options: dict[str, Any] = {"retry_policy": _retry_policy(node.retry)}
-        if node.timeout is not None:
-            options["timeout"] = node.timeout
+        options: dict[str, Any] = {}
+        if wrap_node is None or node.use is None:
+            options["retry_policy"] = _retry_policy(node.retry)
+            if node.timeout is not None:
+                options["timeout"] = node.timeout
+        step = step_prefix + name
         if node.use is not None:
             definition = registry.nodes[node.use]
-            config = definition.config.model_validate(node.with_)
-            builder.add_node(name, _wrap_node(step_prefix + name, definition, config, state_model), **options)
+            attempt = _node_attempt(step, definition, definition.config.model_validate(node.with_), state_model)
+            builder.add_node(name, _as_langgraph_node(step, attempt if wrap_node is None else wrap_node(step, node, attempt)), **options)
         else:
-            subgraph = build_state_graph(graph.subgraphs[name], registry, step_prefix=f"{step_prefix}{name}/")
+            subgraph = build_state_graph(graph.subgraphs[name], registry, step_prefix=f"{step}/", wrap_node=wrap_node)
             builder.add_node(name, subgraph.compile(name=graph.subgraphs[name].spec.name), **options)
     for edge in spec.edges:
         builder.add_edge(_endpoint(edge.from_), _endpoint(edge.to))
@@ -150,7 +171,11 @@ def build_state_graph(
 
 
 def compile_graph(
-    graph: LoadedGraph, *, checkpointer: BaseCheckpointSaver[Any] | None = None, registry: Registry = REGISTRY
+    graph: LoadedGraph,
+    *,
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+    registry: Registry = REGISTRY,
+    wrap_node: NodeWrapper | None = None,
 ) -> CompiledStateGraph[Any, RunContext, Any, Any]:
     """Compile a checked graph, with a checkpointer when runs must survive a crash."""
-    return build_state_graph(graph, registry).compile(checkpointer=checkpointer, name=graph.spec.name)
+    return build_state_graph(graph, registry, wrap_node=wrap_node).compile(checkpointer=checkpointer, name=graph.spec.name)

@@ -15,7 +15,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.errors import GraphRecursionError, NodeTimeoutError
 
-from graphs.compiler import compile_graph
+from graphs.compiler import NodeWrapper, compile_graph
 from graphs.loader import LoadedGraph
 from memory.protocol import Embedder, GraphStore
 from memory.records import NodeRecord, stable_id
@@ -80,6 +80,8 @@ class GraphRunner:
     failed run's record at once, completed runs' records every ``trace_batch`` runs and when the runner
     is flushed or closed (``async with GraphRunner(...) as runner``). A process that dies loses at most
     the records of its last completed runs, never their memory or checkpoints.
+
+    ``wrap_node`` hands each node's attempts to another executor (see :data:`graphs.compiler.NodeWrapper`).
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class GraphRunner:
         checkpointer: BaseCheckpointSaver[Any] | None,
         registry: Registry = REGISTRY,
         trace_batch: int = 32,
+        wrap_node: NodeWrapper | None = None,
     ) -> None:
         self.graph = graph
         self.store = store
@@ -101,7 +104,7 @@ class GraphRunner:
         self.settings = settings
         self.checkpointer = checkpointer
         self.registry = registry
-        self.compiled = compile_graph(graph, checkpointer=checkpointer, registry=registry)
+        self.compiled = compile_graph(graph, checkpointer=checkpointer, registry=registry, wrap_node=wrap_node)
         self.trace_batch = trace_batch
         self._unsaved: list[NodeRecord] = []
         self._log = get_logger("mnemoflow.run").bind(graph=graph.spec.name)

@@ -6,6 +6,7 @@ A graph names registered nodes and wires them::
     state: text.TextState          # a registered state model
     input: [text]                  # fields the caller provides
     max_steps: 40                  # bound on steps; required when the graph has a cycle
+    retry: {max_attempts: 2}       # a failed run is tried again from its last checkpoint (under Prefect)
     nodes:
       split: {use: text.split_sentences, with: {min_length: 2}, retry: {max_attempts: 2}, timeout: 10}
       count: {use: text.count_words}
@@ -23,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["END", "START", "EdgeSpec", "FanOutSpec", "GraphSpec", "NodeSpec", "RetrySpec", "RouteSpec"]
+__all__ = ["END", "START", "EdgeSpec", "FanOutSpec", "GraphSpec", "NodeSpec", "RetrySpec", "RouteSpec", "RunRetrySpec"]
 
 START = "START"
 END = "END"
@@ -41,6 +42,16 @@ class RetrySpec(_Strict):
     backoff_factor: float = Field(2.0, ge=1, le=10, description="Multiplier of the interval after each retry.")
     max_interval: float = Field(60.0, ge=0, le=3600, description="Longest wait between retries, in seconds.")
     jitter: bool = Field(True, description="Randomize the waits.")
+
+
+class RunRetrySpec(_Strict):
+    """How often a whole run is tried when it fails: each retry resumes from its last checkpoint.
+
+    The Prefect flows apply it as the flow's retries; ``mnemoflow run`` does not retry a run.
+    """
+
+    max_attempts: int = Field(1, ge=1, le=20, description="Attempts in all, the first included.")
+    delay: float = Field(10.0, ge=0, le=3600, description="Seconds between attempts.")
 
 
 class NodeSpec(_Strict):
@@ -99,6 +110,7 @@ class GraphSpec(_Strict):
     state: str = Field(description="Dotted name of a registered state model.")
     input: list[str] = Field(default_factory=list, description="State fields the caller provides.")
     max_steps: int | None = Field(None, ge=1, le=100_000, description="Most steps a run may take; required with cycles.")
+    retry: RunRetrySpec = Field(default_factory=RunRetrySpec, description="Retries of the whole run (Prefect flow retries).")
     nodes: dict[str, NodeSpec] = Field(min_length=1)
     edges: list[EdgeSpec] = Field(default_factory=list)
     routes: list[RouteSpec] = Field(default_factory=list)

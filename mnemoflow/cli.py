@@ -397,6 +397,40 @@ def ingest_comorag(
     typer.echo(result.summary(), err=True)
 
 
+prefect_app = typer.Typer(help="Prepare a Prefect server for mnemoflow's flows.", no_args_is_help=True)
+app.add_typer(prefect_app, name="prefect")
+
+
+@prefect_app.command("setup")
+def prefect_setup(
+    pool: Annotated[str, typer.Option(help="Name of the process work pool prefect.yaml deploys to.")] = "mnemoflow",
+    silence: Annotated[float, typer.Option(help="Seconds without a heartbeat after which a run is rescheduled.")] = 90.0,
+    model_slots: Annotated[
+        int | None, typer.Option(help="Create or resize the limit MNEMOFLOW_PREFECT_MODEL_LIMIT names to this many requests.")
+    ] = None,
+) -> None:
+    """Create the work pool, the automation that reschedules runs whose worker died and, with --model-slots, the
+    shared model limit, on the server PREFECT_API_URL names; safe to run again."""
+    from datetime import timedelta
+
+    from flows.setup import ensure_model_limit, setup_prefect
+
+    settings = _settings()
+
+    async def work() -> list[str]:
+        done = await setup_prefect(pool, silence=timedelta(seconds=silence))
+        if model_slots is not None:
+            name = settings.prefect.model_limit
+            if name is None:
+                raise _fail("--model-slots needs MNEMOFLOW_PREFECT_MODEL_LIMIT: the name of the limit")
+            await ensure_model_limit(name, model_slots)
+            done.append(f"the model limit {name!r} allows {model_slots} requests at once")
+        return done
+
+    for line in asyncio.run(work()):
+        typer.echo(line)
+
+
 @app.command("settings")
 def show_settings() -> None:
     """Print the effective settings (secrets hidden)."""

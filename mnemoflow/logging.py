@@ -23,8 +23,11 @@ __all__ = ["bind_run_context", "configure_logging", "get_logger", "pop_log_conte
 _configured = False
 
 
-def configure_logging(settings: LogSettings | None = None, *, stream: TextIO | None = None, force: bool = False) -> None:
-    """Configure structlog and the stdlib root logger; later calls do nothing unless ``force`` is set."""
+def configure_logging(
+    settings: LogSettings | None = None, *, stream: TextIO | None = None, force: bool = False, stdlib: bool = True
+) -> None:
+    """Configure structlog and (unless ``stdlib`` is false: a host such as Prefect owns it) the stdlib root
+    logger; later calls do nothing unless ``force`` is set."""
     global _configured
     if _configured and not force:
         return
@@ -46,7 +49,8 @@ def configure_logging(settings: LogSettings | None = None, *, stream: TextIO | N
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=max(level, logging.WARNING), stream=stream, force=True)
+    if stdlib:
+        logging.basicConfig(level=max(level, logging.WARNING), stream=stream, force=True)
     _configured = True
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "LogSettings",
     "Neo4jSettings",
     "OpenAISettings",
+    "PrefectSettings",
     "Settings",
     "StoreSettings",
 ]
@@ -126,15 +127,44 @@ class LogSettings(BaseSettings):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level written.")
 
 
+class PrefectSettings(BaseSettings):
+    """How the Prefect flows share the model and keep memory tidy."""
+
+    model_config = _config("MNEMOFLOW_PREFECT_")
+
+    model_limit: str | None = Field(
+        None,
+        description="Name of a Prefect global concurrency limit that caps requests in flight to the model across "
+        "every worker (create it with `prefect gcl create NAME --limit N`); unset for none.",
+    )
+    model_rate_limit: str | None = Field(
+        None,
+        description="Name of a Prefect global concurrency limit with slot decay that caps requests per second to "
+        "the model across every worker (`prefect gcl create NAME --limit N --slot-decay-per-second R`); unset for none.",
+    )
+    slot_timeout: float = Field(600.0, gt=0, le=86_400, description="Seconds a request may wait for a model slot before failing.")
+    checkpoint_retention_days: float = Field(
+        30.0, ge=0, description="maintain_memory deletes checkpoints older than this, keeping each thread's latest."
+    )
+
+
 class Settings(BaseSettings):
     """All of mnemoflow's settings; each group reads its own environment variables."""
 
     model_config = _config("MNEMOFLOW_")
 
     namespace: str = Field("default", min_length=1, max_length=200, description="Namespace (tenant or project) of memory.")
+    node_modules: str = Field(
+        "", description="Comma-separated modules to import before loading graphs: they register a project's own nodes."
+    )
     store: StoreSettings = Field(default_factory=StoreSettings)
     neo4j: Neo4jSettings = Field(default_factory=Neo4jSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+
+    @property
+    def node_module_names(self) -> list[str]:
+        return [name.strip() for name in self.node_modules.split(",") if name.strip()]

@@ -12,10 +12,11 @@ A router is a plain function ``(state, config) -> outcome`` with the outcomes it
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,6 +33,7 @@ __all__ = [
     "Registry",
     "RouterDefinition",
     "RouterFunction",
+    "import_node_modules",
     "node",
     "router",
     "state_model",
@@ -203,3 +205,13 @@ def router(
         return function
 
     return register
+
+
+def import_node_modules(modules: Iterable[str]) -> None:
+    """Import the modules that register a project's own nodes (``MNEMOFLOW_NODE_MODULES``), so that a worker
+    process can run graphs that use them."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise RegistrationError(f"cannot import node module {module!r} (MNEMOFLOW_NODE_MODULES): {exc}") from exc

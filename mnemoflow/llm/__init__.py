@@ -2,7 +2,7 @@
 
 from mnemoflow.llm.backends import ChatRequest, Completion, OfflineBackend, OpenAIBackend, offline_handler
 from mnemoflow.llm.cache import ResponseCache
-from mnemoflow.llm.gateway import LLM, llm_from_settings, uses_offline_model
+from mnemoflow.llm.gateway import LLM, RequestSlot, llm_from_settings, uses_offline_model
 from mnemoflow.llm.parsing import extract_json
 from mnemoflow.llm.usage import Usage
 
@@ -12,6 +12,7 @@ __all__ = [
     "Completion",
     "OfflineBackend",
     "OpenAIBackend",
+    "RequestSlot",
     "ResponseCache",
     "Usage",
     "extract_json",

@@ -7,6 +7,8 @@ Retries (tenacity) cover 429 (honouring ``Retry-After``), 5xx, timeouts and drop
 exponential backoff and jitter, a bounded number of attempts and a total deadline per call; any other 4xx
 fails at once. The concurrency cap and the per-minute budgets are shared by every fork of a gateway.
 ``fork()`` gives a run its own :class:`~mnemoflow.llm.usage.Usage` over the same client, limits and cache.
+A ``request_slot`` (an async context manager factory) is entered around every request sent: the Prefect
+flows pass one that holds a slot of a global concurrency or rate limit, shared by every worker.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -42,6 +45,8 @@ __all__ = ["LLM", "llm_from_settings", "uses_offline_model"]
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
 Message = dict[str, Any]
+RequestSlot = Callable[[], AbstractAsyncContextManager[Any]]
+"""Entered around every request sent to the model (a shared budget across processes, for instance)."""
 TRUNCATION_RETRIES = 2
 """Times a truncated reply (finish_reason ``length``) is asked for again before the re-ask."""
 
@@ -59,6 +64,7 @@ class _Shared:
     """Exponential backoff with full jitter: a random wait up to ``initial * 2**retry``, capped."""
     per_minute: list[tuple[AsyncLimiter, Callable[[ChatRequest], float]]] = field(default_factory=list)
     json_mode: str = "json_schema"
+    request_slot: RequestSlot | None = None
 
 
 def _estimate_tokens(request: ChatRequest) -> float:
@@ -75,6 +81,7 @@ class LLM:
         *,
         cache: ResponseCache | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        request_slot: RequestSlot | None = None,
     ) -> None:
         backoff = wait_random_exponential(multiplier=settings.initial_backoff, max=settings.max_backoff)
         shared = _Shared(backend, settings, sleep, cache, asyncio.Semaphore(settings.concurrency), backoff)
@@ -84,6 +91,7 @@ class LLM:
             budget = settings.tokens_per_minute
             shared.per_minute.append((AsyncLimiter(budget, 60), lambda request: min(_estimate_tokens(request), budget)))
         shared.json_mode = "json_object" if settings.structured_mode == "json_object" else "json_schema"
+        shared.request_slot = request_slot
         self._shared = shared
         self.usage = Usage()
 
@@ -277,7 +285,7 @@ class LLM:
         shared = self._shared
         for limiter, cost in shared.per_minute:
             await limiter.acquire(cost(request))
-        async with shared.semaphore:
+        async with shared.semaphore, shared.request_slot() if shared.request_slot else nullcontext():
             self.usage.requests += 1
             try:
                 completion = await shared.backend.complete(request)
@@ -302,12 +310,14 @@ def uses_offline_model(settings: Settings) -> bool:
     return not (settings.openai.base_url or settings.openai.api_key)
 
 
-def llm_from_settings(settings: Settings, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> LLM:
+def llm_from_settings(
+    settings: Settings, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, request_slot: RequestSlot | None = None
+) -> LLM:
     """The gateway the settings describe: the offline model when no endpoint is configured."""
     config, endpoint = settings.llm, settings.openai
     cache = ResponseCache(config.cache_path) if config.cache else None
     if uses_offline_model(settings):
-        return LLM(OfflineBackend(), config, cache=None, sleep=sleep)
+        return LLM(OfflineBackend(), config, cache=None, sleep=sleep, request_slot=request_slot)
     api_key = endpoint.api_key.get_secret_value() if endpoint.api_key else None
     backend = OpenAIBackend(base_url=endpoint.base_url, api_key=api_key, timeout=config.request_timeout)
-    return LLM(backend, config, cache=cache, sleep=sleep)
+    return LLM(backend, config, cache=cache, sleep=sleep, request_slot=request_slot)

@@ -1,0 +1,86 @@
+"""The Markdown report of a graph run, published as a Prefect artifact: the graph's Mermaid diagram with the
+nodes the run visited highlighted, the path it took, the nodes it ran again (its cycles) and its model usage.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from itertools import groupby
+from typing import Any
+
+from graphs.loader import LoadedGraph
+from graphs.render import to_mermaid
+from graphs.runner import RunResult
+
+__all__ = ["artifact_key", "run_report"]
+
+_USAGE_COLUMNS = ("calls", "requests", "retries", "reasks", "cache_hits", "prompt_tokens", "completion_tokens")
+
+
+def artifact_key(graph: LoadedGraph) -> str:
+    """The key the UI groups a graph's reports under (lowercase letters, digits and dashes)."""
+    return "graph-run-" + "".join(char if char.isalnum() else "-" for char in graph.spec.name.lower())
+
+
+def _path(events: list[dict[str, Any]]) -> list[str]:
+    """One line per step, consecutive runs of one node (a fan-out) folded into one line."""
+    lines = []
+    for number, (node, group) in enumerate(groupby(events, key=lambda event: (event["node"], event["event"])), 1):
+        steps = list(group)
+        seconds = sum(step["duration_s"] for step in steps)
+        times = f" ×{len(steps)}" if len(steps) > 1 else ""
+        failed = f" — **failed**: {steps[-1].get('error', '')}" if node[1] == "error" else ""
+        lines.append(f"{number}. `{node[0]}`{times} ({seconds:.3f} s){failed}")
+    return lines
+
+
+def _usage_table(events: list[dict[str, Any]], total: dict[str, Any]) -> list[str]:
+    rows = [(event["node"], event["llm"]) for event in events if event.get("llm")]
+    if not rows:
+        return ["No model calls."]
+    header = "| node | " + " | ".join(_USAGE_COLUMNS) + " |"
+    lines = [header, "|" + " --- |" * (len(_USAGE_COLUMNS) + 1)]
+    for node, usage in [*rows, ("**total**", total)]:
+        lines.append(f"| {node} | " + " | ".join(str(usage.get(column, 0)) for column in _USAGE_COLUMNS) + " |")
+    return lines
+
+
+def run_report(graph: LoadedGraph, result: RunResult) -> str:
+    """The Markdown of one completed run."""
+    visited = Counter(step.split("/", 1)[0] for step in result.steps)
+    fanned_out = {fanout.to for fanout in graph.spec.fanouts}
+    repeated = {node: count for node, count in visited.items() if count > 1 and node not in fanned_out}
+    cycles = max(repeated.values(), default=1) - 1
+    diagram = to_mermaid(graph).rstrip("\n").split("\n")
+    if visited:
+        diagram.append("    classDef visited fill:#d1fae5,stroke:#047857,stroke-width:2px")
+        diagram.append("    class " + ",".join(f"n_{node}" for node in sorted(visited)) + " visited")
+    resumed = " It resumed an earlier attempt from its checkpoint." if result.resumed else ""
+    lines = [
+        f"# {result.graph}: {result.status}",
+        "",
+        f"Thread `{result.thread_id}`, run `{result.run_id}`: {len(result.steps)} steps in {result.duration_s:.2f} s, "
+        f"{result.llm_calls} model calls, {result.tokens} tokens.{resumed}",
+        "",
+        "```mermaid",
+        *diagram,
+        "```",
+        "",
+        "## Path",
+        "",
+        *_path(result.trace),
+        "",
+        "## Cycles",
+        "",
+        (
+            f"{cycles} cycle{'s' if cycles != 1 else ''}: " + ", ".join(f"`{node}` ran {count} times" for node, count in sorted(repeated.items()))
+            if repeated
+            else "No node ran twice: the run took no cycle."
+        ),
+        "",
+        "## Model usage",
+        "",
+        *_usage_table(result.trace, result.llm_usage),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,34 @@
+"""The ``ingest`` flow: index a text file with a mechanism's ingest graph (ComoRAG's by default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows.resources import Backend, flow_settings
+from flows.run import start_graph_run
+from graphs import load_graph
+
+__all__ = ["ingest"]
+
+
+@flow(name="ingest", persist_result=False)
+async def ingest(
+    source: str,
+    input: dict[str, Any] | None = None,
+    graph: str = "comorag-ingest",
+    text_field: str = "text",
+    thread_id: str | None = None,
+    namespace: str | None = None,
+    store: Backend | None = None,
+) -> dict[str, Any]:
+    """Read the UTF-8 file ``source`` into the input field ``text_field`` and run the ingest ``graph``.
+
+    ``input`` gives the graph's other fields (ComoRAG: ``book_id``, and optionally ``title``, ``kg``,
+    ``chunk_tokens``). Ingest graphs are idempotent: running one again over the same text changes nothing.
+    """
+    flow_settings(store=store, namespace=namespace)  # checks the overrides, imports MNEMOFLOW_NODE_MODULES
+    files = {text_field: str(Path(source).resolve())}
+    return await start_graph_run(load_graph(graph), input or {}, thread_id, namespace, store, files)

@@ -1,0 +1,70 @@
+"""The ``maintain_memory`` flow, run on a schedule: prune old checkpoints, remove expired records, report counts."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.resources import Backend, flow_settings
+from memory import embedder_from_settings, store_from_settings
+from memory.checkpoints import open_checkpointer
+from memory.maintenance import prune_checkpoints
+from mnemoflow.settings import Settings
+
+__all__ = ["maintain_memory"]
+
+
+@task(name="prune-checkpoints", persist_result=False, cache_policy=NO_CACHE)
+async def prune_old_checkpoints(settings: Settings, older_than: datetime) -> int:
+    """Delete checkpoints older than ``older_than``, keeping each thread's latest; the number deleted."""
+    async with open_checkpointer(settings) as checkpointer:
+        return await prune_checkpoints(checkpointer, older_than=older_than)
+
+
+@task(name="remove-expired-records", persist_result=False, cache_policy=NO_CACHE)
+async def remove_expired_records(settings: Settings) -> int:
+    """Delete the records whose ``expires_at`` has passed, in every namespace; the number deleted."""
+    embedder = embedder_from_settings(settings)
+    store = store_from_settings(settings, embedder)
+    try:
+        await store.setup()
+        return await store.delete_expired(time.time())
+    finally:
+        await store.close()
+
+
+@flow(name="maintain_memory", persist_result=False)
+async def maintain_memory(retention_days: float | None = None, store: Backend | None = None) -> dict[str, Any]:
+    """Prune checkpoints older than ``retention_days`` (default MNEMOFLOW_PREFECT_CHECKPOINT_RETENTION_DAYS),
+    keeping each thread's latest, and remove expired records; return and report the counts."""
+    settings = flow_settings(store=store)
+    days = settings.prefect.checkpoint_retention_days if retention_days is None else retention_days
+    older_than = datetime.now(UTC) - timedelta(days=days)
+    pruned = await prune_old_checkpoints(settings, older_than)
+    expired = await remove_expired_records(settings)
+    report = {
+        "backend": settings.store.backend,
+        "checkpoints_older_than": older_than.isoformat(),
+        "checkpoints_deleted": pruned,
+        "records_expired": expired,
+    }
+    await acreate_markdown_artifact(
+        "\n".join(
+            [
+                f"# Memory maintenance ({settings.store.backend})",
+                "",
+                "| what | count |",
+                "| --- | --- |",
+                f"| checkpoints older than {older_than:%Y-%m-%d %H:%M} UTC deleted (each thread keeps its latest) | {pruned} |",
+                f"| expired records deleted | {expired} |",
+            ]
+        ),
+        key="maintain-memory",
+        description=f"{pruned} checkpoints pruned, {expired} expired records removed",
+    )
+    return report
