@@ -28,7 +28,7 @@ from mnemoflow.settings import LLMSettings, Settings, StoreSettings
 from nodes.comorag.agents import ProbeSet, is_impasse, loose_probes, parse_final_answer
 from nodes.comorag.retrieval import personalized_pagerank
 from tests.conftest import EMBEDDER, new_store, offline_llm, settings_of
-from tests.support.comorag_book import BOOK, build_book
+from tests.support.comorag_book import BOOK, answer, build_book, script
 from tests.support.embedders import CountingEmbedder
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
 
@@ -42,10 +42,6 @@ ROLES = {
     "careful reader": "answer",
 }
 STEP0 = ["filter", "cue", "cue", "cue", "answer"]
-
-
-def answer(text: str) -> dict[str, str]:
-    return {"analysis": "### Content Understanding\n...\n### Key Facts\n...", "final_answer": text}
 
 
 @pytest.fixture
@@ -128,14 +124,6 @@ def user_text(request: dict[str, Any]) -> str:
 async def units(store: GraphStore, namespace: str) -> list[Any]:
     hits = await store.keyword_search(namespace, "key finding narrative", k=100, kinds=["MemoryUnit"])
     return [hit.node for hit in hits]
-
-
-def script(server: ScriptedOpenAIServer, answers: list[Any], probes: list[Any] | None = None) -> None:
-    server.script(Rule(system="recognition memory", json={"keep": [1, 2]}))
-    server.script(Rule(system="narrative analyst", json={"findings": ["Key finding about the guardian of Tobin Orsk."]}))
-    server.script(Rule(system="regulation agent", replies=probes or [{"probes": []}]))
-    server.script(Rule(system="integration agent", json={"narrative": "Fused narrative: Corvin Ashe became guardian."}))
-    server.script(Rule(system="careful reader", replies=answers))
 
 
 # -- paths of the graph ---------------------------------------------------------------------------------

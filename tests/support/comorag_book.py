@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from memory.protocol import Embedder, GraphStore
 from memory.records import NodeRecord, RelationshipRecord, stable_id
 from nodes.comorag.model import book_record_id, chunk_id, entity_id
+from tests.support.openai_server import Rule, ScriptedOpenAIServer
 
 BOOK = "salt-road"
 CHUNKS = [
@@ -143,3 +146,17 @@ async def build_book(store: GraphStore, embedder: Embedder, namespace: str, book
     await store.upsert_nodes(nodes)
     await store.upsert_relationships(links)
     return ids
+
+
+def answer(text: str) -> dict[str, str]:
+    """A reply of the answer agent."""
+    return {"analysis": "### Content Understanding\n...\n### Key Facts\n...", "final_answer": text}
+
+
+def script(server: ScriptedOpenAIServer, answers: list[Any], probes: list[Any] | None = None) -> None:
+    """Rules for every ComoRAG QA agent: the answer agent replies ``answers`` in turn, the regulation agent ``probes``."""
+    server.script(Rule(system="recognition memory", json={"keep": [1, 2]}))
+    server.script(Rule(system="narrative analyst", json={"findings": ["Key finding about the guardian of Tobin Orsk."]}))
+    server.script(Rule(system="regulation agent", replies=probes or [{"probes": []}]))
+    server.script(Rule(system="integration agent", json={"narrative": "Fused narrative: Corvin Ashe became guardian."}))
+    server.script(Rule(system="careful reader", replies=answers))

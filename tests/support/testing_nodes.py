@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from memory.names import REGISTRY as REGISTRY_KINDS
+from memory.records import NodeRecord
 from nodes import NoConfig, RunContext, node, router
 from nodes.text import TextState
 
@@ -65,3 +70,39 @@ async def ask(state: TextState, config: NoConfig, context: RunContext) -> dict[s
     """Ask the model how many words the sentence has (one call per fanned-out sentence)."""
     reply = await context.llm.text([{"role": "user", "content": f"count: {state.sentence}"}])
     return {"word_counts": [int(reply)]}
+
+
+REGISTRY_KINDS.register_kind("TestMark", description="A record a testing node writes each time it runs.")
+
+
+class MarkConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str
+
+
+@node("testing.mark", state=TextState, reads=set(), writes={"notes"}, config=MarkConfig)
+async def mark(state: TextState, config: MarkConfig, context: RunContext) -> dict[str, Any]:
+    """Write a new TestMark record each time it runs (so a node run twice leaves two)."""
+    record = NodeRecord(
+        id=uuid.uuid4().hex,
+        namespace=context.namespace,
+        kind="TestMark",
+        text=config.label,
+        properties={"label": config.label, "thread_id": context.thread_id, "pid": os.getpid()},
+    )
+    await context.store.upsert_nodes([record])
+    return {"notes": [config.label]}
+
+
+class WaitConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+
+
+@node("testing.wait_for_file", state=TextState, reads=set(), writes=set(), config=WaitConfig)
+async def wait_for_file(state: TextState, config: WaitConfig, context: RunContext) -> dict[str, Any]:
+    """Touch ``path + '.started'``, then wait until ``path`` exists (a test holds a run here)."""
+    Path(config.path + ".started").touch()
+    while not Path(config.path).exists():
+        await asyncio.sleep(0.2)
+    return {}

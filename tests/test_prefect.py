@@ -1,0 +1,409 @@
+"""The Prefect flows against a real ``prefect server start`` and real ``prefect worker start`` processes, with
+memory in the test Neo4j and the scripted OpenAI-compatible server as the model."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterParentFlowRunId,
+)
+from prefect.client.schemas.objects import FlowRun, TaskRun
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from flows.maintain import maintain_memory
+from flows.run import run_graph
+from flows.setup import ensure_model_limit, setup_prefect
+from memory.neo4j.checkpoints import Neo4jCheckpointSaver
+from memory.protocol import GraphStore
+from memory.records import NodeRecord
+from tests.conftest import EMBEDDER, neo4j_auth, new_store
+from tests.support import testing_nodes
+from tests.support.comorag_book import BOOK, answer, build_book, script
+from tests.support.openai_server import Rule, ScriptedOpenAIServer
+from tests.support.prefect_server import PrefectServer, Worker
+
+pytestmark = [pytest.mark.neo4j, pytest.mark.timeout(900)]
+
+RUN_TIMEOUT = 300.0
+MODEL_LIMIT = "model-budget"
+HEARTBEAT_SECONDS = 30
+SILENCE_SECONDS = 45
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    with PrefectServer(tmp_path_factory.mktemp("prefect")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[ScriptedOpenAIServer]:
+    with ScriptedOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def prefect_api(prefect_server: PrefectServer) -> AsyncIterator[PrefectServer]:
+    """This process's Prefect client points at the test server."""
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        yield prefect_server
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server: PrefectServer) -> Any:
+    """``mnemoflow prefect setup`` then ``prefect deploy --all`` from the repository's prefect.yaml."""
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        asyncio.run(setup_prefect(silence=timedelta(seconds=SILENCE_SECONDS)))
+        asyncio.run(ensure_model_limit(MODEL_LIMIT, 2))
+    return prefect_server.cli("deploy", "--all")
+
+
+@pytest.fixture
+async def neo4j(empty_neo4j: str) -> AsyncIterator[GraphStore]:
+    store = new_store("neo4j", neo4j_uri=empty_neo4j)
+    await store.setup()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def run_env(neo4j_uri: str, model: ScriptedOpenAIServer, namespace: str) -> dict[str, str]:
+    """What a worker (or this process, for a flow called in it) needs: the test Neo4j, the scripted model."""
+    env = {
+        "MNEMOFLOW_STORE_BACKEND": "neo4j",
+        "MNEMOFLOW_NAMESPACE": namespace,
+        "MNEMOFLOW_NODE_MODULES": "tests.support.testing_nodes",
+        "MNEMOFLOW_LLM_CACHE": "false",
+        "MNEMOFLOW_LLM_INITIAL_BACKOFF": "0.05",
+        "MNEMOFLOW_LOG_LEVEL": "warning",
+        "MNEMOFLOW_PREFECT_MODEL_LIMIT": MODEL_LIMIT,
+        "NEO4J_URI": neo4j_uri,
+        "OPENAI_BASE_URL": model.base_url,
+        "OPENAI_API_KEY": "test",
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+    }
+    auth = neo4j_auth()
+    if auth:
+        env["NEO4J_USER"], env["NEO4J_PASSWORD"] = auth
+    return env
+
+
+@pytest.fixture
+def workers(prefect_server: PrefectServer) -> Iterator[Callable[..., Worker]]:
+    """Start workers with ``workers(name, env=..., limit=...)``; they stop when the test ends."""
+    started: list[Worker] = []
+
+    def start(name: str, *, env: dict[str, str], limit: int | None = None) -> Worker:
+        worker = prefect_server.start_worker(f"{name}-{uuid.uuid4().hex[:6]}", env=env, limit=limit)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def logs(workers: list[Worker]) -> str:
+    return "\n".join(f"--- {worker.name}\n{worker.output()[-4000:]}" for worker in workers)
+
+
+async def wait_final(flow_run_id: uuid.UUID, workers: list[Worker], timeout: float = RUN_TIMEOUT) -> FlowRun:
+    deadline = time.monotonic() + timeout
+    async with get_client() as client:
+        while time.monotonic() < deadline:
+            run = await client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout} s (state {run.state}):\n{logs(workers)}")
+
+
+async def subflow_runs(parent: uuid.UUID) -> list[FlowRun]:
+    async with get_client() as client:
+        return await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent]))
+        )
+
+
+async def task_runs(flow_runs: list[FlowRun]) -> list[TaskRun]:
+    async with get_client() as client:
+        return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id for run in flow_runs])))
+
+
+async def marks(store: GraphStore, namespace: str) -> Counter[str]:
+    hits = await store.keyword_search(namespace, "before after", k=100, kinds=["TestMark"])
+    return Counter(hit.node.properties["label"] for hit in hits)
+
+
+def write_graph(path: Path, nodes: dict[str, Any], *, edges: list[tuple[str, str]], **fields: Any) -> Path:
+    spec = {"name": path.stem, "state": "text.TextState", "input": ["text"], "nodes": nodes, **fields}
+    spec["edges"] = [{"from": source, "to": target} for source, target in edges]
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+# -- deploying and running on a worker ---------------------------------------------------------------------
+
+
+async def test_deploy_all_then_comorag_qa_runs_on_a_worker(
+    deployed: Any,
+    prefect_api: PrefectServer,
+    workers: Callable[..., Worker],
+    model: ScriptedOpenAIServer,
+    neo4j: GraphStore,
+    empty_neo4j: str,
+    namespace: str,
+) -> None:
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    async with get_client() as client:
+        names = {deployment.name for deployment in await client.read_deployments()}
+    assert names == {"comorag-qa", "comorag-ingest", "text-stats", "text-pipeline", "ingest-comorag", "maintain-memory"}
+
+    await build_book(neo4j, EMBEDDER, namespace)
+    script(model, [answer("*"), answer("Corvin Ashe")], [{"probes": ["Who looked after the Orsk children?"]}])
+    worker = workers("qa", env=run_env(empty_neo4j, model, namespace))
+    question = "Who was the guardian of Tobin Orsk after Hedda Vale married?"
+    flow_run = await run_deployment(
+        "run_graph/comorag-qa", parameters={"input": {"book_id": BOOK, "question": question}}, timeout=0
+    )
+    finished = await wait_final(flow_run.id, [worker])
+    assert finished.state is not None and finished.state.is_completed(), logs([worker])
+
+    [question_node] = [hit.node for hit in await neo4j.keyword_search(namespace, "guardian Tobin", kinds=["Question"])]
+    assert question_node.properties["status"] == "answered" and question_node.properties["final_answer"] == "Corvin Ashe"
+    assert question_node.properties["cycles"] == 1
+    assert await neo4j.count_nodes(namespace, "MemoryUnit") > 0
+
+    [subflow] = await subflow_runs(flow_run.id)
+    steps = Counter(run.name for run in await task_runs([subflow]))
+    assert steps["answer"] == 2 and steps["retrieve"] == 1 and steps["finalize"] == 1 and steps["probe_worker"] == 1
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["graph-run-comorag-qa"])))
+    [report] = [artifact for artifact in artifacts if artifact.flow_run_id == subflow.id]
+    content = str(report.data)
+    assert "```mermaid" in content and "flowchart TD" in content and "class " in content
+    assert "`answer` ran 2 times" in content and "## Model usage" in content
+
+
+# -- retries -----------------------------------------------------------------------------------------------
+
+
+async def test_a_node_failing_twice_succeeds_as_a_retried_task(
+    prefect_api: PrefectServer,
+    model: ScriptedOpenAIServer,
+    neo4j: GraphStore,
+    empty_neo4j: str,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in run_env(empty_neo4j, model, namespace).items():
+        monkeypatch.setenv(name, value)
+    graph = write_graph(
+        tmp_path / "flaky-twice.yaml",
+        {
+            "before": {"use": "testing.mark", "with": {"label": "before"}},
+            "flaky": {"use": "testing.flaky", "with": {"failures": 2}, "retry": {"max_attempts": 3, "initial_interval": 0.1}},
+        },
+        edges=[("START", "before"), ("before", "flaky"), ("flaky", "END")],
+    )
+    summary = await run_graph(str(graph), {"text": "x"})
+    assert summary["status"] == "completed" and summary["steps"] == ["before", "flaky"]
+    assert testing_nodes.FAILURES[summary["thread_id"]] == 0  # both injected failures were used
+
+    async with get_client() as client:
+        [parent] = await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(summary["thread_id"])])))
+    tasks = {run.name: run for run in await task_runs(await subflow_runs(parent.id))}
+    assert tasks["flaky"].run_count == 3 and tasks["flaky"].state is not None and tasks["flaky"].state.is_completed()
+    assert tasks["before"].run_count == 1
+    assert await marks(neo4j, namespace) == Counter({"before": 1})
+    [run] = [hit.node for hit in await neo4j.keyword_search(namespace, "flaky-twice", kinds=["Run"])]
+    assert [event["event"] for event in run.properties["events"] if event["node"] == "flaky"] == ["error", "error", "end"]
+
+
+async def test_a_bad_input_fails_before_any_task_runs(
+    prefect_api: PrefectServer, model: ScriptedOpenAIServer, empty_neo4j: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in run_env(empty_neo4j, model, namespace).items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(Exception, match="'text' is required"):
+        await run_graph("text-stats", {"txt": "typo"})
+    with pytest.raises(Exception, match="no-such-graph"):
+        await run_graph("no-such-graph", {})
+
+
+# -- crash and resume --------------------------------------------------------------------------------------
+
+
+async def heartbeats(prefect_server: PrefectServer, flow_run_id: uuid.UUID) -> int:
+    body = {"filter": {"event": {"name": ["prefect.flow-run.heartbeat"]}, "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]}}}
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{prefect_server.api_url}/events/filter", json=body)
+        response.raise_for_status()
+        return len(response.json()["events"])
+
+
+async def test_killed_worker_run_resumes_from_its_checkpoint_on_a_new_worker(
+    deployed: Any,
+    prefect_api: PrefectServer,
+    workers: Callable[..., Worker],
+    model: ScriptedOpenAIServer,
+    neo4j: GraphStore,
+    empty_neo4j: str,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    release = tmp_path / "release"
+    graph = write_graph(
+        tmp_path / "held-run.yaml",
+        {
+            "before": {"use": "testing.mark", "with": {"label": "before"}},
+            "hold": {"use": "testing.wait_for_file", "with": {"path": str(release)}},
+            "after": {"use": "testing.mark", "with": {"label": "after"}},
+        },
+        edges=[("START", "before"), ("before", "hold"), ("hold", "after"), ("after", "END")],
+    )
+    env = run_env(empty_neo4j, model, namespace)
+    first = workers("doomed", env=env)
+    flow_run = await run_deployment("run_graph/text-stats", parameters={"graph": str(graph), "input": {"text": "x"}}, timeout=0)
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not (Path(str(release) + ".started").exists() and await heartbeats(prefect_api, flow_run.id)):
+        assert time.monotonic() < deadline, f"the run never reached the held node:\n{logs([first])}"
+        await asyncio.sleep(0.5)
+    async with get_client() as client:
+        running = await client.read_flow_run(flow_run.id)
+    assert running.state is not None and running.state.is_running() and running.infrastructure_pid
+    first.kill()  # the worker, then the flow run's process (the worker starts it in a session of its own)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(int(running.infrastructure_pid.rsplit(":", 1)[-1]), signal.SIGKILL)
+    release.touch()
+
+    second = workers("rescuer", env=env)  # takes the run once the automation reschedules it
+    finished = await wait_final(flow_run.id, [first, second], timeout=RUN_TIMEOUT + 2 * SILENCE_SECONDS)
+    assert finished.state is not None and finished.state.is_completed(), logs([first, second])
+    assert finished.run_count == 2
+    assert second.name in second.output() and str(flow_run.id) in second.output()
+
+    assert await marks(neo4j, namespace) == Counter({"before": 1, "after": 1})  # nothing ran twice
+    runs = [hit.node for hit in await neo4j.keyword_search(namespace, "held-run", kinds=["Run"])]
+    resumed = [run for run in runs if run.properties["status"] == "completed"]
+    assert len(resumed) == 1 and resumed[0].properties["resumed"] is True
+    assert [event["node"] for event in resumed[0].properties["events"]] == ["hold", "after"]
+    assert resumed[0].properties["thread_id"] == str(flow_run.id)
+
+
+# -- scale-out ---------------------------------------------------------------------------------------------
+
+
+async def submitted_by(prefect_server: PrefectServer, flow_run_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The worker that submitted each flow run, from the workers' ``submitted-flow-run`` events."""
+    body = {"filter": {"event": {"name": ["prefect.worker.submitted-flow-run"]}}, "limit": 50}
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{prefect_server.api_url}/events/filter", json=body)
+        response.raise_for_status()
+        events = response.json()["events"]
+    owners = {}
+    for event in events:
+        for related in event["related"]:
+            if related.get("prefect.resource.role") == "flow-run":
+                run_id = uuid.UUID(related["prefect.resource.id"].removeprefix("prefect.flow-run."))
+                if run_id in flow_run_ids:
+                    owners[run_id] = event["resource"]["prefect.resource.name"]
+    return owners
+
+
+async def test_two_workers_share_ten_runs_within_the_model_limit(
+    deployed: Any,
+    prefect_api: PrefectServer,
+    workers: Callable[..., Worker],
+    model: ScriptedOpenAIServer,
+    neo4j: GraphStore,
+    empty_neo4j: str,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    graph = write_graph(
+        tmp_path / "ask-each.yaml",
+        {"split": {"use": "text.split_sentences"}, "ask": {"use": "testing.ask"}},
+        edges=[("START", "split"), ("ask", "END")],
+        fanouts=[{"from": "split", "over": "sentences", "item": "sentence", "to": "ask"}],
+    )
+    model.script(Rule(user="count:", text="4", latency=0.3))
+    model.max_concurrent = 0
+    env = run_env(empty_neo4j, model, namespace)
+    text = "One two three four. Five six seven eight. Nine ten eleven twelve."
+    runs = [
+        await run_deployment("run_graph/text-stats", parameters={"graph": str(graph), "input": {"text": text}}, timeout=0)
+        for _ in range(10)
+    ]
+    pool = [workers("left", env=env, limit=3), workers("right", env=env, limit=3)]
+    finished = [await wait_final(run.id, pool) for run in runs]
+    assert all(run.state is not None and run.state.is_completed() for run in finished), logs(pool)
+
+    owners = await submitted_by(prefect_api, {run.id for run in runs})
+    assert len(owners) == 10
+    assert set(owners.values()) == {worker.name for worker in pool}, owners  # both workers took runs
+    asked = [request for request in model.requests if "count:" in str(request["body"]["messages"])]
+    assert len(asked) == 30  # 3 sentences x 10 runs
+    assert 1 <= model.max_concurrent <= 2  # the shared limit held across both workers' processes
+    assert await neo4j.count_nodes(namespace, "Run") == 10
+
+
+# -- maintenance -------------------------------------------------------------------------------------------
+
+
+async def test_maintain_memory_prunes_old_checkpoints_keeping_each_threads_latest(
+    prefect_api: PrefectServer,
+    model: ScriptedOpenAIServer,
+    neo4j: GraphStore,
+    empty_neo4j: str,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in run_env(empty_neo4j, model, namespace).items():
+        monkeypatch.setenv(name, value)
+    threads = [(await run_graph("text-stats", {"text": f"Thread {n} has words. And more words."}))["thread_id"] for n in range(3)]
+    expired = NodeRecord(id="old", namespace=namespace, kind="TestMark", properties={"label": "old", "expires_at": time.time() - 5})
+    kept = NodeRecord(id="new", namespace=namespace, kind="TestMark", properties={"label": "new", "expires_at": time.time() + 3600})
+    await neo4j.upsert_nodes([expired, kept])
+    auth = neo4j_auth()
+
+    async def checkpoints() -> dict[str, int]:
+        async with Neo4jCheckpointSaver(empty_neo4j, auth=auth) as saver:
+            counts: Counter[str] = Counter()
+            for thread in threads:
+                async for _ in saver.alist({"configurable": {"thread_id": thread}}):
+                    counts[thread] += 1
+            return dict(counts)
+
+    before = await checkpoints()
+    assert all(count > 1 for count in before.values())
+    report = await maintain_memory(retention_days=0)
+    assert report["checkpoints_deleted"] == sum(before.values()) - len(threads)
+    assert await checkpoints() == {thread: 1 for thread in threads}
+    assert report["records_expired"] == 1
+    assert [node is not None for node in await neo4j.get_nodes(namespace, ["old", "new"])] == [False, True]
+    async with Neo4jCheckpointSaver(empty_neo4j, auth=auth) as saver:
+        state = await saver.aget_tuple({"configurable": {"thread_id": threads[0], "checkpoint_ns": ""}})
+    assert state is not None and state.checkpoint["channel_values"]["total_words"] == 7
