@@ -6,7 +6,7 @@ NEO4J_HOME ?= .mnemoflow/neo4j
 NEO4J_PORT ?= 7687
 PYTEST_ARGS ?=
 
-.PHONY: install demo test neo4j-start neo4j-stop bench-store bench-engine bench-comorag typecheck clean
+.PHONY: install demo test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag typecheck clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,9 @@ bench-store: install
 
 bench-engine: install
 	$(BIN)/python bench/engine.py --output bench/results/engine.json
+
+bench-prefect: install
+	$(BIN)/python bench/prefect.py --output bench/results/prefect.json
 
 bench-comorag: install
 	$(BIN)/python bench/comorag.py --output bench/results/comorag.json

@@ -30,6 +30,7 @@ from prefect.client.schemas.objects import FlowRun, TaskRun
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows.ingest import ingest
 from flows.maintain import maintain_memory
 from flows.run import run_graph
 from flows.setup import ensure_model_limit, setup_prefect
@@ -38,7 +39,7 @@ from memory.protocol import GraphStore
 from memory.records import NodeRecord
 from tests.conftest import EMBEDDER, neo4j_auth, new_store
 from tests.support import testing_nodes
-from tests.support.comorag_book import BOOK, answer, build_book, script
+from tests.support.comorag_book import BOOK, CHUNKS, answer, build_book, script
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
 from tests.support.prefect_server import PrefectServer, Worker
 
@@ -97,7 +98,6 @@ def run_env(neo4j_uri: str, model: ScriptedOpenAIServer, namespace: str) -> dict
         "MNEMOFLOW_LLM_CACHE": "false",
         "MNEMOFLOW_LLM_INITIAL_BACKOFF": "0.05",
         "MNEMOFLOW_LOG_LEVEL": "warning",
-        "MNEMOFLOW_PREFECT_MODEL_LIMIT": MODEL_LIMIT,
         "NEO4J_URI": neo4j_uri,
         "OPENAI_BASE_URL": model.base_url,
         "OPENAI_API_KEY": "test",
@@ -351,7 +351,7 @@ async def test_two_workers_share_ten_runs_within_the_model_limit(
     )
     model.script(Rule(user="count:", text="4", latency=0.3))
     model.max_concurrent = 0
-    env = run_env(empty_neo4j, model, namespace)
+    env = {**run_env(empty_neo4j, model, namespace), "MNEMOFLOW_PREFECT_MODEL_LIMIT": MODEL_LIMIT}
     text = "One two three four. Five six seven eight. Nine ten eleven twelve."
     runs = [
         await run_deployment("run_graph/text-stats", parameters={"graph": str(graph), "input": {"text": text}}, timeout=0)
@@ -407,3 +407,47 @@ async def test_maintain_memory_prunes_old_checkpoints_keeping_each_threads_lates
     async with Neo4jCheckpointSaver(empty_neo4j, auth=auth) as saver:
         state = await saver.aget_tuple({"configurable": {"thread_id": threads[0], "checkpoint_ns": ""}})
     assert state is not None and state.checkpoint["channel_values"]["total_words"] == 7
+
+
+# -- ingest and bad configuration --------------------------------------------------------------------------
+
+
+async def test_ingest_reads_a_book_file_and_is_idempotent(
+    prefect_api: PrefectServer,
+    model: ScriptedOpenAIServer,
+    neo4j: GraphStore,
+    empty_neo4j: str,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in run_env(empty_neo4j, model, namespace).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MNEMOFLOW_LLM_OFFLINE", "true")
+    book = tmp_path / "book.txt"
+    book.write_text("\n\n".join(CHUNKS * 4), encoding="utf-8")
+    first = await ingest(str(book), {"book_id": "tiny", "title": "Tiny"})
+    assert first["status"] == "completed" and first["steps"][0] == "chunk"
+    chunks = await neo4j.count_nodes(namespace, "Chunk")
+    assert chunks >= 1 and await neo4j.count_nodes(namespace, "Book") == 1
+    again = await ingest(str(book), {"book_id": "tiny", "title": "Tiny"})
+    assert again["status"] == "completed" and await neo4j.count_nodes(namespace, "Chunk") == chunks
+    with pytest.raises(Exception, match="cannot read .*missing.txt"):
+        await ingest(str(tmp_path / "missing.txt"), {"book_id": "tiny"})
+
+
+async def test_a_model_limit_missing_on_the_server_fails_clearly(
+    prefect_api: PrefectServer,
+    model: ScriptedOpenAIServer,
+    empty_neo4j: str,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in run_env(empty_neo4j, model, namespace).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MNEMOFLOW_PREFECT_MODEL_LIMIT", "nobody-created-this")
+    model.script(Rule(user="count:", text="2"))
+    graph = write_graph(tmp_path / "ask-once.yaml", {"ask": {"use": "testing.ask"}}, edges=[("START", "ask"), ("ask", "END")])
+    with pytest.raises(Exception, match="nobody-created-this.*prefect gcl create"):
+        await run_graph(str(graph), {"text": "x", "sentence": "one two"})
