@@ -14,7 +14,8 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from memory.checkpoint_ids import checkpoint_id_floor
 from memory.neo4j.checkpoints import Neo4jCheckpointSaver
-from mnemoflow.errors import ConfigError, StoreError, StoreUnavailableError
+from memory.sqlite.store import sqlite_error
+from mnemoflow.errors import ConfigError
 
 __all__ = ["prune_checkpoints"]
 
@@ -74,10 +75,6 @@ async def _prune_sqlite(saver: AsyncSqliteSaver, cutoff: str) -> int:
             except BaseException:
                 await connection.rollback()
                 raise
-    except sqlite3.OperationalError as exc:
-        if "locked" in str(exc) or "unable to open" in str(exc) or "disk I/O" in str(exc):
-            raise StoreUnavailableError(f"SQLite checkpointer: pruning failed, nothing deleted: {exc}") from exc
-        raise StoreError(f"SQLite checkpointer: pruning failed, nothing deleted: {exc}") from exc
     except sqlite3.Error as exc:
-        raise StoreError(f"SQLite checkpointer: pruning failed, nothing deleted: {exc}") from exc
+        raise sqlite_error(exc, "SQLite checkpointer: pruning failed, nothing deleted") from exc
     return deleted

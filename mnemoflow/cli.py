@@ -202,9 +202,21 @@ def store_info(namespace: NamespaceOption = None, backend: BackendOption = None)
     typer.echo(f"namespace {settings.namespace!r}: {nodes} nodes, {relationships} relationships")
 
 
+def _register_project_nodes() -> None:
+    """Import MNEMOFLOW_NODE_MODULES, so graph files can use a project's own nodes."""
+    from mnemoflow.settings import Settings
+    from nodes import import_node_modules
+
+    try:
+        import_node_modules(Settings().node_module_names)
+    except MnemoflowError as exc:
+        raise _fail(str(exc)) from None
+
+
 def _load(reference: str) -> Any:
     from graphs import load_graph
 
+    _register_project_nodes()
     try:
         return load_graph(reference)
     except FileNotFoundError as exc:
@@ -231,6 +243,7 @@ def graphs_validate(references: Annotated[list[str], typer.Argument(help="Graph 
     """Check graph files; exit 1 and list every problem (file:line:column) when one is invalid."""
     from graphs import load_graph
 
+    _register_project_nodes()
     failed = False
     for reference in references:
         try:

@@ -110,6 +110,16 @@ def run_env(neo4j_uri: str, model: ScriptedOpenAIServer, namespace: str) -> dict
 
 
 @pytest.fixture
+def in_process(
+    prefect_api: PrefectServer, model: ScriptedOpenAIServer, empty_neo4j: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> pytest.MonkeyPatch:
+    """Flows called in this process see the run environment; the monkeypatch sets more."""
+    for name, value in run_env(empty_neo4j, model, namespace).items():
+        monkeypatch.setenv(name, value)
+    return monkeypatch
+
+
+@pytest.fixture
 def workers(prefect_server: PrefectServer) -> Iterator[Callable[..., Worker]]:
     """Start workers with ``workers(name, env=..., limit=...)``; they stop when the test ends."""
     started: list[Worker] = []
@@ -210,16 +220,11 @@ async def test_deploy_all_then_comorag_qa_runs_on_a_worker(
 
 
 async def test_a_node_failing_twice_succeeds_as_a_retried_task(
-    prefect_api: PrefectServer,
-    model: ScriptedOpenAIServer,
     neo4j: GraphStore,
-    empty_neo4j: str,
     namespace: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    in_process: pytest.MonkeyPatch,
 ) -> None:
-    for name, value in run_env(empty_neo4j, model, namespace).items():
-        monkeypatch.setenv(name, value)
     graph = write_graph(
         tmp_path / "flaky-twice.yaml",
         {
@@ -242,11 +247,7 @@ async def test_a_node_failing_twice_succeeds_as_a_retried_task(
     assert [event["event"] for event in run.properties["events"] if event["node"] == "flaky"] == ["error", "error", "end"]
 
 
-async def test_a_bad_input_fails_before_any_task_runs(
-    prefect_api: PrefectServer, model: ScriptedOpenAIServer, empty_neo4j: str, namespace: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name, value in run_env(empty_neo4j, model, namespace).items():
-        monkeypatch.setenv(name, value)
+async def test_a_bad_input_or_graph_fails_the_flow_run_clearly(in_process: pytest.MonkeyPatch) -> None:
     with pytest.raises(Exception, match="'text' is required"):
         await run_graph("text-stats", {"txt": "typo"})
     with pytest.raises(Exception, match="no-such-graph"):
@@ -374,15 +375,11 @@ async def test_two_workers_share_ten_runs_within_the_model_limit(
 
 
 async def test_maintain_memory_prunes_old_checkpoints_keeping_each_threads_latest(
-    prefect_api: PrefectServer,
-    model: ScriptedOpenAIServer,
     neo4j: GraphStore,
     empty_neo4j: str,
     namespace: str,
-    monkeypatch: pytest.MonkeyPatch,
+    in_process: pytest.MonkeyPatch,
 ) -> None:
-    for name, value in run_env(empty_neo4j, model, namespace).items():
-        monkeypatch.setenv(name, value)
     threads = [(await run_graph("text-stats", {"text": f"Thread {n} has words. And more words."}))["thread_id"] for n in range(3)]
     expired = NodeRecord(id="old", namespace=namespace, kind="TestMark", properties={"label": "old", "expires_at": time.time() - 5})
     kept = NodeRecord(id="new", namespace=namespace, kind="TestMark", properties={"label": "new", "expires_at": time.time() + 3600})
@@ -413,17 +410,12 @@ async def test_maintain_memory_prunes_old_checkpoints_keeping_each_threads_lates
 
 
 async def test_ingest_reads_a_book_file_and_is_idempotent(
-    prefect_api: PrefectServer,
-    model: ScriptedOpenAIServer,
     neo4j: GraphStore,
-    empty_neo4j: str,
     namespace: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    in_process: pytest.MonkeyPatch,
 ) -> None:
-    for name, value in run_env(empty_neo4j, model, namespace).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MNEMOFLOW_LLM_OFFLINE", "true")
+    in_process.setenv("MNEMOFLOW_LLM_OFFLINE", "true")
     book = tmp_path / "book.txt"
     book.write_text("\n\n".join(CHUNKS * 4), encoding="utf-8")
     first = await ingest(str(book), {"book_id": "tiny", "title": "Tiny"})
@@ -437,16 +429,11 @@ async def test_ingest_reads_a_book_file_and_is_idempotent(
 
 
 async def test_a_model_limit_missing_on_the_server_fails_clearly(
-    prefect_api: PrefectServer,
     model: ScriptedOpenAIServer,
-    empty_neo4j: str,
-    namespace: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    in_process: pytest.MonkeyPatch,
 ) -> None:
-    for name, value in run_env(empty_neo4j, model, namespace).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MNEMOFLOW_PREFECT_MODEL_LIMIT", "nobody-created-this")
+    in_process.setenv("MNEMOFLOW_PREFECT_MODEL_LIMIT", "nobody-created-this")
     model.script(Rule(user="count:", text="2"))
     graph = write_graph(tmp_path / "ask-once.yaml", {"ask": {"use": "testing.ask"}}, edges=[("START", "ask"), ("ask", "END")])
     with pytest.raises(Exception, match="nobody-created-this.*prefect gcl create"):

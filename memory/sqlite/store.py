@@ -49,7 +49,7 @@ from mnemoflow.errors import (
     StoreUnavailableError,
 )
 
-__all__ = ["SQLiteStore"]
+__all__ = ["SQLiteStore", "sqlite_error"]
 
 T = TypeVar("T")
 _NODE_COLUMNS = "rowid, namespace, id, kind, properties, text, embedding, created_at, updated_at"
@@ -92,6 +92,14 @@ def _relationship_from_row(row: sqlite3.Row, prefix: str = "") -> RelationshipRe
         updated_at=datetime.fromisoformat(row[f"{prefix}updated_at"]),
     )
 
+
+
+def sqlite_error(exc: sqlite3.Error, where: str) -> StoreError:
+    """The store error of a SQLite failure: unavailable when the file is locked, unopenable or failing."""
+    message = f"{where}: {exc}"
+    if isinstance(exc, sqlite3.OperationalError) and any(sign in str(exc) for sign in ("locked", "unable to open", "disk I/O")):
+        return StoreUnavailableError(message)
+    return StoreError(message)
 
 class SQLiteStore:
     """A :class:`~memory.protocol.GraphStore` in one SQLite file.
@@ -141,12 +149,8 @@ class SQLiteStore:
             return function(self._connect(), *args)
         except MnemoflowError:
             raise
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "unable to open" in str(exc) or "disk I/O" in str(exc):
-                raise StoreUnavailableError(f"SQLite store {self.path}: {exc}") from exc
-            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
         except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+            raise sqlite_error(exc, f"SQLite store {self.path}") from exc
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
