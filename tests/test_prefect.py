@@ -28,7 +28,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, TaskRun
 from prefect.deployments import run_deployment
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
 from flows.ingest import ingest
 from flows.maintain import maintain_memory
@@ -65,8 +65,8 @@ def model() -> Iterator[ScriptedOpenAIServer]:
 
 @pytest.fixture
 async def prefect_api(prefect_server: PrefectServer) -> AsyncIterator[PrefectServer]:
-    """This process's Prefect client points at the test server."""
-    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+    """This process's Prefect client points at the test server (logs stay local: the server stops first)."""
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url, PREFECT_LOGGING_TO_API_ENABLED: False}):
         yield prefect_server
 
 
