@@ -183,6 +183,13 @@ def check_k(k: int) -> int:
     return k
 
 
+def check_now(now: float) -> float:
+    """Validate a moment given as Unix epoch seconds (the expiry cut-off)."""
+    if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+        raise InvalidQueryError(f"now={now!r} must be a finite number of Unix epoch seconds")
+    return float(now)
+
+
 def check_depth(depth: int) -> int:
     """Validate a traversal depth."""
     if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:

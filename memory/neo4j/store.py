@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -21,6 +20,7 @@ from memory.batches import (
     PreparedRelationship,
     check_ids,
     check_k,
+    check_now,
     check_recorded_schema,
     check_vector_query,
     filterable_properties,
@@ -36,7 +36,6 @@ from memory.protocol import SCHEMA_VERSION
 from memory.records import Direction, JsonScalar, NodeRecord, RelationshipRecord, ScoredNode, Subgraph
 from mnemoflow.errors import (
     ConflictError,
-    InvalidQueryError,
     MissingEndpointError,
 )
 
@@ -296,11 +295,10 @@ class Neo4jStore:
         return await self._write(work)
 
     async def delete_expired(self, now: float) -> int:
-        if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
-            raise InvalidQueryError(f"now={now!r} must be a finite number of Unix epoch seconds")
+        cutoff = check_now(now)
 
         async def work(tx: AsyncManagedTransaction) -> int:
-            record = await (await tx.run(queries.delete_expired(), now=float(now))).single(strict=True)
+            record = await (await tx.run(queries.delete_expired(), now=cutoff)).single(strict=True)
             return int(record["deleted"])
 
         return await self._write(work)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import math
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from memory.batches import (
     PreparedRelationship,
     check_ids,
     check_k,
+    check_now,
     check_recorded_schema,
     check_vector_query,
     prepare_nodes,
@@ -42,7 +42,6 @@ from memory.sqlite.schema import MIGRATIONS
 from memory.sqlite.vectors import VectorMatrices
 from mnemoflow.errors import (
     ConflictError,
-    InvalidQueryError,
     MissingEndpointError,
     MnemoflowError,
     StoreError,
@@ -371,7 +370,7 @@ class SQLiteStore:
         return deleted
 
     async def delete_expired(self, now: float) -> int:
-        return await self._run(self._delete_expired, _check_now(now))
+        return await self._run(self._delete_expired, check_now(now))
 
     def _delete_expired(self, connection: sqlite3.Connection, now: float) -> int:
         with self._transaction(connection):
@@ -545,12 +544,6 @@ class SQLiteStore:
             sql = "SELECT count(*) FROM relationships WHERE namespace = ? AND type = ?"
             parameters = [namespace, self.registry.relationship_type(type)]
         return await self._run(lambda connection: int(connection.execute(sql, parameters).fetchone()[0]))
-
-
-def _check_now(now: float) -> float:
-    if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
-        raise InvalidQueryError(f"now={now!r} must be a finite number of Unix epoch seconds")
-    return float(now)
 
 
 def _group_by_namespace(items: Sequence[T], namespace_of: Callable[[T], str]) -> dict[str, list[T]]:
