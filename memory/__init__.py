@@ -7,7 +7,17 @@ from memory.names import REGISTRY, KindSpec, NameRegistry, validate_identifier, 
 from memory.neo4j.checkpoints import Neo4jCheckpointSaver
 from memory.neo4j.store import Neo4jStore
 from memory.protocol import SCHEMA_VERSION, Embedder, GraphStore
-from memory.records import Direction, JsonScalar, NodeRecord, RelationshipRecord, ScoredNode, Subgraph, stable_id
+from memory.records import (
+    Direction,
+    JsonScalar,
+    NamespaceSummary,
+    NeighbourPage,
+    NodeRecord,
+    RelationshipRecord,
+    ScoredNode,
+    Subgraph,
+    stable_id,
+)
 from memory.sqlite.store import SQLiteStore
 
 __all__ = [
@@ -21,6 +31,8 @@ __all__ = [
     "KindSpec",
     "LocalEmbedder",
     "NameRegistry",
+    "NamespaceSummary",
+    "NeighbourPage",
     "Neo4jCheckpointSaver",
     "Neo4jStore",
     "NodeRecord",

@@ -26,6 +26,7 @@ from mnemoflow.errors import (
 __all__ = [
     "MAX_DEPTH",
     "MAX_K",
+    "MAX_PAGE",
     "PreparedNode",
     "PreparedRelationship",
     "check_depth",
@@ -36,6 +37,7 @@ __all__ = [
     "check_filters",
     "check_ids",
     "check_k",
+    "check_page",
     "filterable_properties",
     "prepare_nodes",
     "prepare_relationships",
@@ -45,6 +47,7 @@ __all__ = [
 
 MAX_DEPTH = 10
 MAX_K = 10_000
+MAX_PAGE = 1000
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -181,6 +184,15 @@ def check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise InvalidQueryError(f"k={k!r} must be an integer from 1 to {MAX_K}")
     return k
+
+
+def check_page(limit: int, offset: int) -> tuple[int, int]:
+    """Validate one page of a listing: ``limit`` records (1 to ``MAX_PAGE``) after skipping ``offset``."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidQueryError(f"limit={limit!r} must be an integer from 1 to {MAX_PAGE}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidQueryError(f"offset={offset!r} must be an integer of 0 or more")
+    return limit, offset
 
 
 def check_now(now: float) -> float:

@@ -9,7 +9,16 @@ from collections.abc import Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 from memory.names import NameRegistry
-from memory.records import Direction, JsonScalar, NodeRecord, RelationshipRecord, ScoredNode, Subgraph
+from memory.records import (
+    Direction,
+    JsonScalar,
+    NamespaceSummary,
+    NeighbourPage,
+    NodeRecord,
+    RelationshipRecord,
+    ScoredNode,
+    Subgraph,
+)
 
 __all__ = ["Embedder", "GraphStore", "SCHEMA_VERSION"]
 
@@ -162,4 +171,30 @@ class GraphStore(Protocol):
 
     async def count_relationships(self, namespace: str, type: str | None = None) -> int:
         """Number of relationships in the namespace, optionally of one type."""
+        ...
+
+    # -- browsing: bounded reads for a UI ------------------------------------------------------------------
+
+    async def namespaces(self) -> list[NamespaceSummary]:
+        """Every namespace holding at least one node, sorted by name, with its node count."""
+        ...
+
+    async def list_nodes(
+        self, namespace: str, *, kind: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[NodeRecord]:
+        """One page of the namespace's nodes (optionally of one kind), without their embeddings.
+
+        Newest first: by ``updated_at``, then ``created_at``, then id, all descending, so pages are stable.
+        ``limit`` (1 to 1000) and ``offset`` (0 or more) are checked (``InvalidQueryError``); the paging
+        happens in the query.
+        """
+        ...
+
+    async def neighbours(self, namespace: str, node_id: str, *, limit: int = 50, offset: int = 0) -> NeighbourPage:
+        """One page of the relationships touching a node, in either direction, with their other endpoints.
+
+        Ordered by (type, other endpoint's id, relationship id); a self-loop counts once. Nodes come without
+        embeddings. When the node does not exist the page has ``node=None``, no relationships and ``total=0``.
+        ``limit`` and ``offset`` are checked as in :meth:`list_nodes`; the paging happens in the query.
+        """
         ...

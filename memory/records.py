@@ -14,6 +14,8 @@ from mnemoflow.errors import InvalidRecordError
 __all__ = [
     "JsonScalar",
     "Direction",
+    "NamespaceSummary",
+    "NeighbourPage",
     "NodeRecord",
     "RelationshipRecord",
     "ScoredNode",
@@ -123,3 +125,30 @@ class Subgraph(BaseModel):
     """Every relationship followed, sorted by id."""
     distances: dict[str, int]
     """Hop distance of each node from the start node."""
+
+
+class NamespaceSummary(BaseModel):
+    """A namespace that holds nodes, as listed by ``GraphStore.namespaces``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    nodes: int
+    """How many nodes the namespace holds (at least one)."""
+
+
+class NeighbourPage(BaseModel):
+    """One page of the relationships touching a node, with the nodes at their other ends (no embeddings)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    node: NodeRecord | None
+    """The centre node, without its embedding; ``None`` when it does not exist."""
+    relationships: list[RelationshipRecord]
+    """This page, ordered by (type, other endpoint's id, relationship id); a self-loop appears once."""
+    nodes: list[NodeRecord]
+    """The distinct other endpoints of this page's relationships, in order of first appearance, without embeddings."""
+    total: int
+    """How many relationships touch the centre node in all (0 when it does not exist)."""
+    offset: int
+    limit: int

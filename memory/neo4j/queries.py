@@ -25,6 +25,9 @@ __all__ = [
     "get_nodes",
     "keyword_search",
     "label",
+    "list_nodes",
+    "namespaces",
+    "neighbours",
     "read_meta",
     "relationship_constraint",
     "schema_statements",
@@ -227,4 +230,48 @@ def count_relationships(type_: str | None) -> str:
     MATCH (:{BASE_LABEL} {{namespace: $namespace}})-[r{type_filter}]->(:{BASE_LABEL})
     WHERE r.namespace = $namespace
     RETURN count(r) AS total
+    """
+
+
+def namespaces() -> str:
+    """Each namespace with its node count, by name; read from the (namespace, id) key index alone."""
+    return f"""
+    MATCH (n:{BASE_LABEL}) WHERE n.namespace IS NOT NULL AND n.id IS NOT NULL
+    RETURN n.namespace AS name, count(*) AS nodes ORDER BY name
+    """
+
+
+def list_nodes(*, by_kind: bool) -> str:
+    """One page of a namespace's nodes without embeddings, newest first, sought through the (namespace, kind)
+    index when a kind is given, else the (namespace, id) key index."""
+    second = "n.kind = $kind" if by_kind else "n.id IS NOT NULL"
+    return f"""
+    MATCH (n:{BASE_LABEL}) WHERE n.namespace = $namespace AND {second}
+    RETURN n {{.*, embedding: null}} AS node
+    ORDER BY n.updated_at DESC, n.created_at DESC, n.id DESC
+    SKIP $offset LIMIT $limit
+    """
+
+
+def neighbours() -> str:
+    """The centre node (found by its key), how many relationships touch it, and one page of them with their
+    other ends, ordered by (type, other end's id, relationship id); no row when the centre does not exist.
+
+    From a bound node an undirected pattern meets a self-loop once, as both ends are the same node.
+    """
+    return f"""
+    MATCH (c:{BASE_LABEL} {{namespace: $namespace, id: $node_id}})
+    CALL (c) {{
+        MATCH (c)-[r]-(o:{BASE_LABEL}) WHERE o.namespace = $namespace
+        RETURN count(r) AS total
+    }}
+    CALL (c) {{
+        MATCH (c)-[r]-(o:{BASE_LABEL}) WHERE o.namespace = $namespace
+        WITH r, o ORDER BY type(r), o.id, r.id SKIP $offset LIMIT $limit
+        RETURN collect({{
+            relationship: r {{.*, type: type(r), source_id: startNode(r).id, target_id: endNode(r).id}},
+            node: o {{.*, embedding: null}}
+        }}) AS page
+    }}
+    RETURN c {{.*, embedding: null}} AS node, total, page
     """

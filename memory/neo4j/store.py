@@ -21,6 +21,7 @@ from memory.batches import (
     check_ids,
     check_k,
     check_now,
+    check_page,
     check_recorded_schema,
     check_vector_query,
     filterable_properties,
@@ -33,7 +34,16 @@ from memory.names import REGISTRY, NameRegistry, validate_namespace
 from memory.neo4j import queries
 from memory.neo4j.connection import Neo4jConnection
 from memory.protocol import SCHEMA_VERSION
-from memory.records import Direction, JsonScalar, NodeRecord, RelationshipRecord, ScoredNode, Subgraph
+from memory.records import (
+    Direction,
+    JsonScalar,
+    NamespaceSummary,
+    NeighbourPage,
+    NodeRecord,
+    RelationshipRecord,
+    ScoredNode,
+    Subgraph,
+)
 from mnemoflow.errors import (
     ConflictError,
     MissingEndpointError,
@@ -400,3 +410,37 @@ class Neo4jStore:
         validate_namespace(namespace)
         type_name = None if type is None else self.registry.relationship_type(type)
         return int((await self._query(queries.count_relationships(type_name), namespace=namespace))[0]["total"])
+
+    # -- browsing ---------------------------------------------------------------------------------------
+
+    async def namespaces(self) -> list[NamespaceSummary]:
+        rows = await self._query(queries.namespaces())
+        return [NamespaceSummary(name=row["name"], nodes=row["nodes"]) for row in rows]
+
+    async def list_nodes(
+        self, namespace: str, *, kind: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[NodeRecord]:
+        validate_namespace(namespace)
+        kind_name = None if kind is None else self.registry.kind(kind).name
+        check_page(limit, offset)
+        rows = await self._query(
+            queries.list_nodes(by_kind=kind_name is not None), namespace=namespace, kind=kind_name, limit=limit, offset=offset
+        )
+        return [_node_from_map(row["node"]) for row in rows]
+
+    async def neighbours(self, namespace: str, node_id: str, *, limit: int = 50, offset: int = 0) -> NeighbourPage:
+        validate_namespace(namespace)
+        check_page(limit, offset)
+        rows = await self._query(queries.neighbours(), namespace=namespace, node_id=node_id, limit=limit, offset=offset)
+        if not rows:
+            return NeighbourPage(node=None, relationships=[], nodes=[], total=0, offset=offset, limit=limit)
+        [row] = rows
+        pairs = [(_relationship_from_map(item["relationship"]), _node_from_map(item["node"])) for item in row["page"]]
+        return NeighbourPage(
+            node=_node_from_map(row["node"]),
+            relationships=[relationship for relationship, _ in pairs],
+            nodes=list({node.id: node for _, node in pairs}.values()),
+            total=row["total"],
+            offset=offset,
+            limit=limit,
+        )

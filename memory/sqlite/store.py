@@ -28,6 +28,7 @@ from memory.batches import (
     check_ids,
     check_k,
     check_now,
+    check_page,
     check_recorded_schema,
     check_vector_query,
     prepare_nodes,
@@ -37,7 +38,16 @@ from memory.batches import (
 )
 from memory.names import REGISTRY, NameRegistry, validate_namespace
 from memory.protocol import SCHEMA_VERSION
-from memory.records import Direction, JsonScalar, NodeRecord, RelationshipRecord, ScoredNode, Subgraph
+from memory.records import (
+    Direction,
+    JsonScalar,
+    NamespaceSummary,
+    NeighbourPage,
+    NodeRecord,
+    RelationshipRecord,
+    ScoredNode,
+    Subgraph,
+)
 from memory.sqlite.schema import MIGRATIONS
 from memory.sqlite.vectors import VectorMatrices
 from mnemoflow.errors import (
@@ -53,6 +63,10 @@ __all__ = ["SQLiteStore", "sqlite_error"]
 T = TypeVar("T")
 _NODE_COLUMNS = "rowid, namespace, id, kind, properties, text, embedding, created_at, updated_at"
 _RELATIONSHIP_COLUMNS = "namespace, type, source_id, target_id, key, properties, created_at, updated_at"
+_BARE_NODE_COLUMNS = ", ".join(
+    f"n.{column}" if column != "embedding" else "NULL AS embedding" for column in _NODE_COLUMNS.split(", ")
+)
+"""The node columns of ``nodes n`` with the embedding left unread, for reads that return nodes without vectors."""
 _IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
 
 
@@ -544,6 +558,72 @@ class SQLiteStore:
             sql = "SELECT count(*) FROM relationships WHERE namespace = ? AND type = ?"
             parameters = [namespace, self.registry.relationship_type(type)]
         return await self._run(lambda connection: int(connection.execute(sql, parameters).fetchone()[0]))
+
+    # -- browsing ---------------------------------------------------------------------------------------
+
+    async def namespaces(self) -> list[NamespaceSummary]:
+        def read(connection: sqlite3.Connection) -> list[NamespaceSummary]:
+            rows = connection.execute("SELECT namespace, count(*) AS nodes FROM nodes GROUP BY namespace ORDER BY namespace")
+            return [NamespaceSummary(name=row["namespace"], nodes=row["nodes"]) for row in rows]
+
+        return await self._run(read)
+
+    async def list_nodes(
+        self, namespace: str, *, kind: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[NodeRecord]:
+        validate_namespace(namespace)
+        kind_name = None if kind is None else self.registry.kind(kind).name
+        check_page(limit, offset)
+        kind_filter = "" if kind_name is None else " AND n.kind = ?"
+        sql = (
+            f"SELECT {_BARE_NODE_COLUMNS} FROM nodes n WHERE n.namespace = ?{kind_filter} "
+            "ORDER BY n.updated_at DESC, n.created_at DESC, n.id DESC LIMIT ? OFFSET ?"
+        )
+        parameters = [namespace, *([] if kind_name is None else [kind_name]), limit, offset]
+        return await self._run(lambda connection: [_node_from_row(row) for row in connection.execute(sql, parameters)])
+
+    async def neighbours(self, namespace: str, node_id: str, *, limit: int = 50, offset: int = 0) -> NeighbourPage:
+        validate_namespace(namespace)
+        check_page(limit, offset)
+        return await self._run(self._neighbours, namespace, node_id, limit, offset)
+
+    def _neighbours(
+        self, connection: sqlite3.Connection, namespace: str, node_id: str, limit: int, offset: int
+    ) -> NeighbourPage:
+        # each relationship touching the node with its other end: outgoing ones by the by-source index,
+        # incoming ones by the by-target index, a self-loop only once (as outgoing). Without statistics the
+        # planner would rather range-scan the whole namespace by primary key, hence INDEXED BY.
+        columns = f"id, {_RELATIONSHIP_COLUMNS}"
+        touching = (
+            f"FROM (SELECT {columns}, target_id AS other_id FROM relationships INDEXED BY relationships_by_source "
+            "WHERE namespace = ? AND source_id = ? "
+            f"UNION ALL SELECT {columns}, source_id AS other_id FROM relationships INDEXED BY relationships_by_target "
+            "WHERE namespace = ? AND target_id = ? AND source_id <> ?) r "
+            "JOIN nodes n ON n.namespace = r.namespace AND n.id = r.other_id"
+        )
+        touching_parameters = [namespace, node_id, namespace, node_id, node_id]
+        with self._transaction(connection, "DEFERRED"):
+            row = connection.execute(
+                f"SELECT {_BARE_NODE_COLUMNS} FROM nodes n WHERE n.namespace = ? AND n.id = ?", [namespace, node_id]
+            ).fetchone()
+            if row is None:
+                return NeighbourPage(node=None, relationships=[], nodes=[], total=0, offset=offset, limit=limit)
+            centre = _node_from_row(row)
+            total = int(connection.execute(f"SELECT count(*) {touching}", touching_parameters).fetchone()[0])
+            prefixed = ", ".join(f"r.{column} AS r_{column}" for column in _RELATIONSHIP_COLUMNS.split(", "))
+            rows = connection.execute(
+                f"SELECT {prefixed}, {_BARE_NODE_COLUMNS} {touching} ORDER BY r.type, n.id, r.id LIMIT ? OFFSET ?",
+                [*touching_parameters, limit, offset],
+            ).fetchall()
+        pairs = [(_relationship_from_row(row, "r_"), _node_from_row(row)) for row in rows]
+        return NeighbourPage(
+            node=centre,
+            relationships=[relationship for relationship, _ in pairs],
+            nodes=list({node.id: node for _, node in pairs}.values()),
+            total=total,
+            offset=offset,
+            limit=limit,
+        )
 
 
 def _group_by_namespace(items: Sequence[T], namespace_of: Callable[[T], str]) -> dict[str, list[T]]:
