@@ -51,10 +51,7 @@ def run_report(graph: LoadedGraph, result: RunResult) -> str:
     fanned_out = {fanout.to for fanout in graph.spec.fanouts}
     repeated = {node: count for node, count in visited.items() if count > 1 and node not in fanned_out}
     cycles = max(repeated.values(), default=1) - 1
-    diagram = to_mermaid(graph).rstrip("\n").split("\n")
-    if visited:
-        diagram.append("    classDef visited fill:#d1fae5,stroke:#047857,stroke-width:2px")
-        diagram.append("    class " + ",".join(f"n_{node}" for node in sorted(visited)) + " visited")
+    diagram = to_mermaid(graph, visited=visited).rstrip("\n").split("\n")
     resumed = " It resumed an earlier attempt from its checkpoint." if result.resumed else ""
     lines = [
         f"# {result.graph}: {result.status}",

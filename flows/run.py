@@ -23,7 +23,10 @@ from graphs.loader import LoadedGraph
 from graphs.runner import check_input
 from mnemoflow.errors import ConfigError
 
-__all__ = ["execute_graph", "read_files", "run_graph", "start_graph_run"]
+__all__ = ["LIVE_INTERVAL_S", "execute_graph", "read_files", "run_graph", "start_graph_run"]
+
+LIVE_INTERVAL_S = 1.0
+"""How often a running graph's record is refreshed in the store, for the UI's live run page."""
 
 
 def _flow_run_id() -> str:
@@ -68,6 +71,7 @@ async def execute_graph(
         settings=settings,
         checkpointer=parts.checkpointer,
         wrap_node=run_node_as_task,
+        live_interval=LIVE_INTERVAL_S,
     ) as runner:
         result = await runner.run(input, namespace=settings.namespace, thread_id=thread_id)
     await acreate_markdown_artifact(run_report(loaded, result), key=artifact_key(loaded), description=result.summary())

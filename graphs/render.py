@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from graphs.loader import LoadedGraph
 from graphs.spec import END, START
 
@@ -16,8 +18,12 @@ def _label(text: str) -> str:
     return text.replace('"', "#quot;")
 
 
-def to_mermaid(graph: LoadedGraph) -> str:
-    """A ``flowchart`` of the graph: ``-->`` edges, ``-- outcome -->`` routes, ``-. each field .->`` fan-outs."""
+def to_mermaid(graph: LoadedGraph, *, visited: Collection[str] = ()) -> str:
+    """A ``flowchart`` of the graph: ``-->`` edges, ``-- outcome -->`` routes, ``-. each field .->`` fan-outs.
+
+    Nodes named in ``visited`` (a run's steps; ``stats/count`` marks the subgraph node ``stats``) get the
+    class ``visited``, drawn green.
+    """
     spec = graph.spec
     lines = ["flowchart TD", f"    %% {spec.name} v{spec.version}", "    __start__([START])", "    __end__([END])"]
     for name, node in spec.nodes.items():
@@ -34,4 +40,8 @@ def to_mermaid(graph: LoadedGraph) -> str:
             lines.append(f'    {_id(route.from_)} -- "{_label(outcome)}" --> {_id(target)}')
     for fanout in spec.fanouts:
         lines.append(f'    {_id(fanout.from_)} -. "each {_label(fanout.over)}" .-> {_id(fanout.to)}')
+    marked = sorted({step.split("/", 1)[0] for step in visited} & spec.nodes.keys())
+    if marked:
+        lines.append("    classDef visited fill:#d1fae5,stroke:#047857,stroke-width:2px")
+        lines.append("    class " + ",".join(_id(node) for node in marked) + " visited")
     return "\n".join(lines) + "\n"

@@ -6,8 +6,11 @@ step when run again with the same thread id; nothing before that step runs again
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +22,7 @@ from graphs.compiler import NodeWrapper, compile_graph
 from graphs.loader import LoadedGraph
 from memory.protocol import Embedder, GraphStore
 from memory.records import NodeRecord, stable_id
-from mnemoflow.errors import ConfigError, NodeError
+from mnemoflow.errors import ConfigError, MnemoflowError, NodeError
 from mnemoflow.llm import LLM
 from mnemoflow.logging import bind_run_context, get_logger
 from mnemoflow.settings import Settings
@@ -82,6 +85,10 @@ class GraphRunner:
     the records of its last completed runs, never their memory or checkpoints.
 
     ``wrap_node`` hands each node's attempts to another executor (see :data:`graphs.compiler.NodeWrapper`).
+
+    With ``live_interval`` (seconds) a run's record is also written while it runs, with status ``running``
+    and the steps so far, at most once per interval and only when a step has ended; the final record is
+    then written at once, so a watcher never sees a finished run as running.
     """
 
     def __init__(
@@ -96,6 +103,7 @@ class GraphRunner:
         registry: Registry = REGISTRY,
         trace_batch: int = 32,
         wrap_node: NodeWrapper | None = None,
+        live_interval: float | None = None,
     ) -> None:
         self.graph = graph
         self.store = store
@@ -106,6 +114,7 @@ class GraphRunner:
         self.registry = registry
         self.compiled = compile_graph(graph, checkpointer=checkpointer, registry=registry, wrap_node=wrap_node)
         self.trace_batch = trace_batch
+        self.live_interval = live_interval
         self._unsaved: list[NodeRecord] = []
         self._log = get_logger("mnemoflow.run").bind(graph=graph.spec.name)
 
@@ -145,8 +154,17 @@ class GraphRunner:
             thread_id=thread_id,
             log=log,
         )
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.time()
         status = "failed"
+
+        def record(status: str) -> NodeRecord:
+            trace = [event.as_dict() for event in context.trace.events]
+            duration = time.perf_counter() - started
+            usage = context.llm.usage.as_dict()
+            return _run_record(namespace, graph, run_id, thread_id, status, resumed, started_at, duration, trace, usage)
+
+        finished = asyncio.Event()
+        publisher = asyncio.create_task(self._publish_live(record, context, finished)) if self.live_interval else None
         with bind_run_context(namespace=namespace, run_id=run_id):
             log.debug("run.start", resumed=resumed)
             try:
@@ -160,11 +178,13 @@ class GraphRunner:
                 context.trace.record(exc.node, "error", time.time() - exc.timeout, exc.timeout, f"timed out after {exc.timeout} s")
                 raise NodeError(f"node {exc.node!r} of {graph.spec.name} timed out after {exc.timeout} s (timeout)") from exc
             finally:
-                duration = time.perf_counter() - started
-                trace = [event.as_dict() for event in context.trace.events]
-                usage = context.llm.usage.as_dict()
-                self._unsaved.append(_run_record(namespace, graph, run_id, thread_id, status, resumed, duration, trace, usage))
-                if status != "completed" or len(self._unsaved) >= self.trace_batch:
+                finished.set()
+                if publisher is not None:
+                    await publisher  # never cancelled mid-write, so a "running" write cannot land after the final one
+                final = record(status)
+                duration, trace, usage = final.properties["duration_s"], final.properties["events"], final.properties["llm"]
+                self._unsaved.append(final)
+                if status != "completed" or publisher is not None or len(self._unsaved) >= self.trace_batch:
                     await self.flush()
                 steps = context.trace.steps
                 log.info("run.end", status=status, resumed=resumed, steps=len(steps), seconds=round(duration, 3))
@@ -185,6 +205,21 @@ class GraphRunner:
         )
 
 
+    async def _publish_live(self, record: Callable[[str], NodeRecord], context: RunContext, finished: asyncio.Event) -> None:
+        """Until the run has finished, write its record whenever steps have ended since the last write."""
+        assert self.live_interval is not None
+        written = -1
+        while not finished.is_set():
+            if len(context.trace.events) != written:
+                written = len(context.trace.events)
+                try:
+                    await self.store.upsert_nodes([record("running")])
+                except MnemoflowError as exc:  # a watcher's view is not worth failing the run for
+                    context.log.warning("run.live_record_failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), self.live_interval)
+
+
 async def run_graph(
     graph: LoadedGraph,
     values: dict[str, Any] | None,
@@ -197,10 +232,18 @@ async def run_graph(
     namespace: str,
     thread_id: str | None = None,
     registry: Registry = REGISTRY,
+    live_interval: float | None = None,
 ) -> RunResult:
     """Compile ``graph``, run it once and save its run record (see :class:`GraphRunner` for many runs)."""
     async with GraphRunner(
-        graph, store=store, embedder=embedder, llm=llm, settings=settings, checkpointer=checkpointer, registry=registry
+        graph,
+        store=store,
+        embedder=embedder,
+        llm=llm,
+        settings=settings,
+        checkpointer=checkpointer,
+        registry=registry,
+        live_interval=live_interval,
     ) as runner:
         return await runner.run(values, namespace=namespace, thread_id=thread_id)
 
@@ -212,6 +255,7 @@ def _run_record(
     thread_id: str,
     status: str,
     resumed: bool,
+    started_at: float,
     duration: float,
     trace: list[dict[str, Any]],
     llm_usage: dict[str, Any],
@@ -229,6 +273,7 @@ def _run_record(
             "status": status,
             "resumed": resumed,
             "duration_s": round(duration, 6),
+            "started_at": round(started_at, 6),
             "steps": sum(event["event"] == "end" for event in trace),
             "events": trace,
             "llm": llm_usage,
