@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,47 @@ async def test_runner_writes_run_records_in_batches_and_on_close(tmp_path: Path)
         with pytest.raises(NodeError):
             await failing_runner.run({"text": "x."}, namespace="batches")
         assert await store.count_nodes("batches", "Run") == 5  # a failed run's record at once
+    finally:
+        await store.close()
+
+
+async def test_a_live_run_shows_its_steps_while_it_runs_and_ends_completed(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "memory.db", embedding_model=EMBEDDER.model, embedding_dimension=EMBEDDER.dimension)
+    await store.setup()
+    configured = Settings(store=StoreSettings(sqlite_path=tmp_path / "memory.db"))
+    gate = tmp_path / "gate"
+    path = tmp_path / "held.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "held",
+                "state": "text.TextState",
+                "input": ["text"],
+                "nodes": {"first": {"use": "testing.noop"}, "hold": {"use": "testing.wait_for_file", "with": {"path": str(gate)}}},
+                "edges": [{"from": "START", "to": "first"}, {"from": "first", "to": "hold"}, {"from": "hold", "to": "END"}],
+            }
+        )
+    )
+
+    async def records() -> list[dict[str, object]]:
+        return [node.properties for node in await store.list_nodes("live", kind="Run")]
+
+    try:
+        async with GraphRunner(
+            load_graph(path), store=store, embedder=EMBEDDER, llm=offline_llm(), settings=configured, checkpointer=None, live_interval=0.05
+        ) as runner:
+            running = asyncio.create_task(runner.run({"text": "x."}, namespace="live"))
+            while not Path(str(gate) + ".started").exists():
+                await asyncio.sleep(0.05)
+            while not (seen := await records()) or not seen[0]["events"]:
+                await asyncio.sleep(0.05)
+            [live] = seen
+            assert live["status"] == "running" and [event["node"] for event in live["events"]] == ["first"]  # type: ignore[union-attr]
+            gate.touch()
+            result = await running
+        [final] = await records()
+        assert final["status"] == "completed" and final["run_id"] == result.run_id
+        assert [event["node"] for event in final["events"]] == ["first", "hold"]  # type: ignore[union-attr]
     finally:
         await store.close()
 
