@@ -1,0 +1,1 @@
+"""The webhook receiver and web UI served by `mnemoflow serve`."""

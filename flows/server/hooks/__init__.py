@@ -1,0 +1,34 @@
+"""Receiving webhooks, the pure part: the hooks file, the providers' signature schemes, payload to parameters.
+
+No HTTP and no Prefect here: the server verifies a request with :func:`verify`, asks :func:`accepts` whether the
+hook wants it, and starts the hook's deployment with :func:`map_parameters`' result.
+"""
+
+from flows.server.hooks.config import HooksFile, HookSpec, Provider, load_hooks, secret_of
+from flows.server.hooks.mapping import accepts, map_parameters
+from flows.server.hooks.providers import (
+    MAX_DELIVERY_ID,
+    Delivery,
+    HookRejected,
+    sign_generic,
+    sign_github,
+    sign_slack,
+    verify,
+)
+
+__all__ = [
+    "MAX_DELIVERY_ID",
+    "Delivery",
+    "HookRejected",
+    "HookSpec",
+    "HooksFile",
+    "Provider",
+    "accepts",
+    "load_hooks",
+    "map_parameters",
+    "secret_of",
+    "sign_generic",
+    "sign_github",
+    "sign_slack",
+    "verify",
+]
