@@ -17,6 +17,8 @@ from mnemoflow.llm import LLM, OfflineBackend
 from mnemoflow.settings import LLMSettings, Neo4jSettings, Settings, StoreSettings
 from tests.support.neo4j_server import Neo4jServer, Neo4jStartError
 
+pytest_plugins = ["tests.support.prefect_fixtures"]
+
 EMBEDDER = HashingEmbedder(384)
 
 

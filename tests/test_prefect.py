@@ -10,8 +10,7 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import timedelta
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,86 +27,21 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, TaskRun
 from prefect.deployments import run_deployment
-from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
 from flows.ingest import ingest
 from flows.maintain import maintain_memory
 from flows.run import run_graph
-from flows.setup import ensure_model_limit, setup_prefect
 from memory.neo4j.checkpoints import Neo4jCheckpointSaver
 from memory.protocol import GraphStore
 from memory.records import NodeRecord
-from tests.conftest import EMBEDDER, neo4j_auth, new_store
+from tests.conftest import EMBEDDER, neo4j_auth
 from tests.support import testing_nodes
 from tests.support.comorag_book import BOOK, CHUNKS, answer, build_book, script
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
+from tests.support.prefect_fixtures import MODEL_LIMIT, RUN_TIMEOUT, SILENCE_SECONDS, logs, run_env, wait_final
 from tests.support.prefect_server import PrefectServer, Worker
 
 pytestmark = [pytest.mark.neo4j, pytest.mark.timeout(900)]
-
-RUN_TIMEOUT = 300.0
-MODEL_LIMIT = "model-budget"
-HEARTBEAT_SECONDS = 30
-SILENCE_SECONDS = 45
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    with PrefectServer(tmp_path_factory.mktemp("prefect")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def model() -> Iterator[ScriptedOpenAIServer]:
-    with ScriptedOpenAIServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def prefect_api(prefect_server: PrefectServer) -> AsyncIterator[PrefectServer]:
-    """This process's Prefect client points at the test server (logs stay local: the server stops first)."""
-    with temporary_settings({PREFECT_API_URL: prefect_server.api_url, PREFECT_LOGGING_TO_API_ENABLED: False}):
-        yield prefect_server
-
-
-@pytest.fixture(scope="module")
-def deployed(prefect_server: PrefectServer) -> Any:
-    """``mnemoflow prefect setup`` then ``prefect deploy --all`` from the repository's prefect.yaml."""
-    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
-        asyncio.run(setup_prefect(silence=timedelta(seconds=SILENCE_SECONDS)))
-        asyncio.run(ensure_model_limit(MODEL_LIMIT, 2))
-    return prefect_server.cli("deploy", "--all")
-
-
-@pytest.fixture
-async def neo4j(empty_neo4j: str) -> AsyncIterator[GraphStore]:
-    store = new_store("neo4j", neo4j_uri=empty_neo4j)
-    await store.setup()
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-def run_env(neo4j_uri: str, model: ScriptedOpenAIServer, namespace: str) -> dict[str, str]:
-    """What a worker (or this process, for a flow called in it) needs: the test Neo4j, the scripted model."""
-    env = {
-        "MNEMOFLOW_STORE_BACKEND": "neo4j",
-        "MNEMOFLOW_NAMESPACE": namespace,
-        "MNEMOFLOW_NODE_MODULES": "tests.support.testing_nodes",
-        "MNEMOFLOW_LLM_CACHE": "false",
-        "MNEMOFLOW_LLM_INITIAL_BACKOFF": "0.05",
-        "MNEMOFLOW_LOG_LEVEL": "warning",
-        "NEO4J_URI": neo4j_uri,
-        "OPENAI_BASE_URL": model.base_url,
-        "OPENAI_API_KEY": "test",
-        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
-    }
-    auth = neo4j_auth()
-    if auth:
-        env["NEO4J_USER"], env["NEO4J_PASSWORD"] = auth
-    return env
-
 
 @pytest.fixture
 def in_process(
@@ -117,36 +51,6 @@ def in_process(
     for name, value in run_env(empty_neo4j, model, namespace).items():
         monkeypatch.setenv(name, value)
     return monkeypatch
-
-
-@pytest.fixture
-def workers(prefect_server: PrefectServer) -> Iterator[Callable[..., Worker]]:
-    """Start workers with ``workers(name, env=..., limit=...)``; they stop when the test ends."""
-    started: list[Worker] = []
-
-    def start(name: str, *, env: dict[str, str], limit: int | None = None) -> Worker:
-        worker = prefect_server.start_worker(f"{name}-{uuid.uuid4().hex[:6]}", env=env, limit=limit)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
-
-
-def logs(workers: list[Worker]) -> str:
-    return "\n".join(f"--- {worker.name}\n{worker.output()[-4000:]}" for worker in workers)
-
-
-async def wait_final(flow_run_id: uuid.UUID, workers: list[Worker], timeout: float = RUN_TIMEOUT) -> FlowRun:
-    deadline = time.monotonic() + timeout
-    async with get_client() as client:
-        while time.monotonic() < deadline:
-            run = await client.read_flow_run(flow_run_id)
-            if run.state is not None and run.state.is_final():
-                return run
-            await asyncio.sleep(0.5)
-    raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout} s (state {run.state}):\n{logs(workers)}")
 
 
 async def subflow_runs(parent: uuid.UUID) -> list[FlowRun]:
