@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 NEO4J_HOME ?= .mnemoflow/neo4j
 NEO4J_PORT ?= 7687
 PYTEST_ARGS ?=
+UI := flows/server/ui/frontend
+HOST ?= 127.0.0.1
+PORT ?= 8765
 
-.PHONY: install demo test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag typecheck clean
+.PHONY: install ui browser demo serve test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag typecheck clean
 
 install: $(VENV)/.installed
 
@@ -16,11 +19,24 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
+# The UI's front-end libraries (mermaid, cytoscape), from the npm registry at the versions of the lockfile.
+ui: $(UI)/node_modules/.package-lock.json
+
+$(UI)/node_modules/.package-lock.json: $(UI)/package-lock.json
+	cd $(UI) && npm ci --no-audit --no-fund --loglevel=error
+
+# Debian's Chromium, for the browser tests.
+browser:
+	infra/install-chromium.sh
+
 demo: install
 	$(BIN)/mnemoflow demo
 
+serve: install ui
+	$(BIN)/mnemoflow serve --host $(HOST) --port $(PORT)
+
 # The Neo4j tests run against a throwaway server started here through infra/ and stopped afterwards.
-test: install
+test: install ui browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	infra/with-neo4j.sh $(BIN)/python $(BIN)/pytest $(PYTEST_ARGS)
@@ -49,4 +65,4 @@ bench-comorag: install
 	$(BIN)/python bench/comorag.py --output bench/results/comorag.json
 
 clean:
-	rm -rf $(VENV) .mnemoflow infra/neo4j/target
+	rm -rf $(VENV) .mnemoflow infra/neo4j/target $(UI)/node_modules

@@ -341,6 +341,7 @@ def run(
                     checkpointer=checkpointer,
                     namespace=settings.namespace,
                     thread_id=thread,
+                    live_interval=1.0,  # `mnemoflow serve` shows the run while it runs
                 )
         finally:
             await llm.aclose()
@@ -442,6 +443,28 @@ def prefect_setup(
 
     for line in asyncio.run(work()):
         typer.echo(line)
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs MNEMOFLOW_UI_TOKEN.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8765,
+) -> None:
+    """Serve the webhook receiver (POST /hooks/NAME) and the web UI (graphs, runs, memory)."""
+    import uvicorn
+
+    from flows.server.app import check_bind, create_app
+
+    settings = _settings()
+    _register_project_nodes()
+    try:
+        check_bind(host, settings)
+        server_app = create_app(settings)
+    except MnemoflowError as exc:
+        raise _fail(str(exc)) from None
+    hooks = f"hooks from {settings.hooks.file}" if settings.hooks.file else "no hooks (MNEMOFLOW_HOOKS_FILE is unset)"
+    typer.echo(f"mnemoflow serving http://{host}:{port}/ ({settings.store.backend} store, {hooks})")
+    uvicorn.run(server_app, host=host, port=port, log_level=settings.log.level, proxy_headers=False)
 
 
 @app.command("settings")

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "EmbeddingSettings",
+    "HooksSettings",
     "LLMSettings",
     "LogSettings",
     "Neo4jSettings",
@@ -22,6 +23,7 @@ __all__ = [
     "PrefectSettings",
     "Settings",
     "StoreSettings",
+    "UISettings",
 ]
 
 
@@ -148,6 +150,36 @@ class PrefectSettings(BaseSettings):
     )
 
 
+class HooksSettings(BaseSettings):
+    """The webhook receiver of ``mnemoflow serve``."""
+
+    model_config = _config("MNEMOFLOW_HOOKS_")
+
+    file: Path | None = Field(
+        None, description="YAML file declaring the webhooks (see flows/server/hooks.example.yaml); unset for none."
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576, description="Largest delivery body accepted (413 above).")
+    tolerance_s: float = Field(
+        300.0, gt=0, le=3600, description="How far a signed timestamp may be from now (Slack, generic) before it is refused."
+    )
+    namespace: str = Field(
+        "webhooks", min_length=1, max_length=200, description="Namespace where deliveries and their outcomes are remembered."
+    )
+    retention_days: float = Field(
+        30.0, gt=0, description="Days a delivery is remembered (a redelivery after that triggers a new run)."
+    )
+
+
+class UISettings(BaseSettings):
+    """The web UI of ``mnemoflow serve``."""
+
+    model_config = _config("MNEMOFLOW_UI_")
+
+    token: SecretStr | None = Field(
+        None, description="Token that pages and APIs ask for; required when serving on anything but loopback."
+    )
+
+
 class Settings(BaseSettings):
     """All of mnemoflow's settings; each group reads its own environment variables."""
 
@@ -164,6 +196,8 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+    hooks: HooksSettings = Field(default_factory=HooksSettings)
+    ui: UISettings = Field(default_factory=UISettings)
 
     @property
     def node_module_names(self) -> list[str]:

@@ -1,0 +1,125 @@
+"""``POST /hooks/{name}``: verify a delivery, remember it, and create a flow run of the hook's deployment.
+
+Answers: 202 with the run id when a run was created; 200 for a redelivery (with the first run's id), an
+ignored event or a Slack challenge; 404 unknown hook; 401 bad, missing or stale signature; 413 body too
+large; 415 wrong content type; 422 a payload the mapping cannot use; 503 (with Retry-After) when Prefect
+or the store cannot take it now — the delivery is kept, so the sender's retry can succeed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
+
+from flows.server.app import ServerState, server_state
+from flows.server.hooks.config import HookSpec
+from flows.server.hooks.deliveries import FINAL_OUTCOMES, DeliveryLog, Outcome
+from flows.server.hooks.mapping import accepts, map_parameters
+from flows.server.hooks.providers import Delivery, HookRejected, verify
+from flows.server.hooks.trigger import TriggerRefused, TriggerUnavailable, create_flow_run
+from mnemoflow.errors import StoreError
+from mnemoflow.logging import get_logger
+
+__all__ = ["RETRY_AFTER_S", "router"]
+
+RETRY_AFTER_S = 30
+"""Seconds a sender is asked to wait before retrying a delivery answered 503."""
+
+router = APIRouter(tags=["webhooks"])
+_log = get_logger("mnemoflow.hooks")
+
+
+def _reply(code: int, hook: str, **body: Any) -> JSONResponse:
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if code == 503 else None
+    return JSONResponse({"hook": hook, **body}, status_code=code, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` bytes (read no further than that)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+@router.post(
+    "/hooks/{name}",
+    status_code=202,
+    responses={code: {"description": text} for code, text in {
+        200: "a redelivery, an ignored event or a Slack challenge", 401: "bad, missing or stale signature",
+        404: "unknown hook", 413: "body too large", 415: "wrong content type", 422: "payload the mapping cannot use",
+        503: "Prefect or the store cannot take it now; retry after Retry-After seconds",
+    }.items()},
+)
+async def receive(name: str, request: Request, state: Annotated[ServerState, Depends(server_state)]) -> JSONResponse:
+    """Receive one delivery of the hook ``name``."""
+    hook = state.hooks.get(name)
+    if hook is None:
+        return _reply(404, name, error=f"no hook named {name!r}; hooks: {', '.join(sorted(state.hooks)) or 'none'}")
+    limit = state.settings.hooks.max_body_bytes
+    try:
+        body = await _read_body(request, limit)
+    except ClientDisconnect:
+        return _reply(400, name, error="the client disconnected before sending the whole body")
+    if body is None:
+        return _reply(413, name, error=f"the body is larger than {limit} bytes (MNEMOFLOW_HOOKS_MAX_BODY_BYTES)")
+    try:
+        delivery = verify(
+            hook.provider, request.headers, body, state.secrets[name], now=time.time(), tolerance_s=state.settings.hooks.tolerance_s
+        )
+    except HookRejected as exc:
+        _log.info("hook.rejected", hook=name, status=exc.status, reason=exc.reason)
+        return _reply(exc.status, name, error=exc.reason)
+    if delivery.challenge is not None:
+        return JSONResponse({"challenge": delivery.challenge})
+    async with state.deliveries.lock(name, delivery.delivery_id):
+        try:
+            return await _handle(hook, delivery, state.deliveries)
+        except StoreError as exc:
+            _log.warning("hook.store_unavailable", hook=name, delivery=delivery.delivery_id, error=str(exc))
+            return _reply(503, name, error=f"the memory store cannot record the delivery now: {exc}", retry_after_s=RETRY_AFTER_S)
+
+
+async def _handle(hook: HookSpec, delivery: Delivery, log: DeliveryLog) -> JSONResponse:
+    name, delivery_id = hook.name, delivery.delivery_id
+    past = await log.find(name, delivery_id)
+    if past is not None and past.outcome in FINAL_OUTCOMES:
+        return _reply(200, name, delivery=delivery_id, status=past.outcome, duplicate=True, flow_run_id=past.flow_run_id, reason=past.reason)
+    attempts = 1 if past is None else past.attempts + 1
+
+    async def remember(outcome: Outcome, reason: str | None = None, flow_run_id: str | None = None) -> None:
+        await log.remember(
+            name, delivery_id, event=delivery.event, outcome=outcome, deployment=hook.deployment,
+            attempts=attempts, reason=reason, flow_run_id=flow_run_id,
+        )
+        _log.info("hook.delivery", hook=name, delivery=delivery_id, hook_event=delivery.event, outcome=outcome, reason=reason, flow_run_id=flow_run_id)
+
+    ignored = accepts(hook, delivery)
+    if ignored is not None:
+        await remember("ignored", ignored)
+        return _reply(200, name, delivery=delivery_id, status="ignored", reason=ignored)
+    try:
+        parameters = map_parameters(hook, delivery.payload)
+        flow_run_id = await create_flow_run(
+            hook.deployment, parameters, idempotency_key=f"mnemoflow-hook:{name}:{delivery_id}", tags=["webhook", f"hook:{name}"]
+        )
+    except HookRejected as exc:
+        await remember("rejected", exc.reason)
+        return _reply(exc.status, name, delivery=delivery_id, error=exc.reason)
+    except TriggerRefused as exc:
+        await remember("rejected", str(exc))
+        return _reply(422, name, delivery=delivery_id, error=str(exc))
+    except TriggerUnavailable as exc:
+        await remember("unavailable", str(exc))
+        return _reply(503, name, delivery=delivery_id, error=str(exc), retry_after_s=RETRY_AFTER_S)
+    await remember("triggered", flow_run_id=flow_run_id)
+    return _reply(202, name, delivery=delivery_id, status="triggered", deployment=hook.deployment, flow_run_id=flow_run_id)

@@ -1,0 +1,4 @@
+// The graph page: draw its diagram.
+import { renderAll } from "./diagram.js";
+
+renderAll();

@@ -1,0 +1,333 @@
+"""What the UI shows, as plain JSON-ready dicts: graphs, runs and memory records, read from the library and the store.
+
+Pages and APIs both build on these functions, so a page and its live-update API never disagree. Bad input
+(an unknown graph, run, record or namespace, a page out of range) raises :class:`UIError` with the HTTP status
+to answer; store errors are translated by :func:`store_errors`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from graphs import LoadedGraph, library_graphs, load_graph, to_mermaid
+from memory.protocol import Embedder, GraphStore
+from memory.records import NodeRecord, RelationshipRecord, stable_id
+from mnemoflow.errors import (
+    EmbeddingError,
+    InvalidNameError,
+    InvalidNamespaceError,
+    InvalidQueryError,
+    MnemoflowError,
+    StoreUnavailableError,
+)
+from mnemoflow.settings import Settings
+from nodes.registry import REGISTRY, import_node_modules
+
+__all__ = [
+    "RUN_KIND",
+    "UIError",
+    "graph_detail",
+    "graph_summaries",
+    "namespaces",
+    "neighbours",
+    "node_json",
+    "record",
+    "recent_records",
+    "run_detail",
+    "run_summaries",
+    "search",
+    "store_errors",
+]
+
+RUN_KIND = "Run"
+"""The kind of the store node every graph run writes (see ``graphs.runner``)."""
+
+
+class UIError(Exception):
+    """Raised by the UI when a request cannot be answered; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Translate store errors into :class:`UIError`: bad arguments are 422, an unreachable store 503."""
+    try:
+        yield
+    except (InvalidQueryError, InvalidNamespaceError, InvalidNameError) as exc:
+        raise UIError(422, str(exc)) from exc
+    except (StoreUnavailableError, EmbeddingError) as exc:
+        raise UIError(503, str(exc)) from exc
+
+
+# -- graphs ----------------------------------------------------------------------------------------------
+
+
+def _library() -> dict[str, Path]:
+    return {path.stem: path for path in library_graphs()}
+
+
+def _register_nodes(settings: Settings) -> None:
+    """Make sure the built-in nodes and the project's own (``MNEMOFLOW_NODE_MODULES``) are registered."""
+    import nodes  # noqa: F401  (registers the built-in nodes)
+
+    try:
+        import_node_modules(settings.node_module_names)
+    except MnemoflowError as exc:
+        raise UIError(500, str(exc)) from exc
+
+
+@lru_cache(maxsize=64)
+def _load(path: Path, modified: float) -> LoadedGraph:
+    return load_graph(path)
+
+
+def _loaded(name: str, settings: Settings) -> LoadedGraph:
+    path = _library().get(name)
+    if path is None:
+        raise UIError(404, f"no graph named {name!r} in the library")
+    _register_nodes(settings)
+    try:
+        return _load(path, path.stat().st_mtime)
+    except MnemoflowError as exc:
+        raise UIError(500, f"graph {name!r} does not load: {exc}") from exc
+
+
+def _description(path: Path) -> str:
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return " ".join(str(data.get("description", "")).split()) if isinstance(data, dict) else ""
+
+
+def graph_summaries() -> list[dict[str, Any]]:
+    """Every library graph: name and description, by name."""
+    return [{"name": name, "description": _description(path)} for name, path in sorted(_library().items())]
+
+
+def _config_fields(model: type[BaseModel]) -> list[dict[str, Any]]:
+    fields = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        fields.append(
+            {
+                "name": info.alias or name,
+                "type": type_name,
+                "required": info.is_required(),
+                "default": default if isinstance(default, str | int | float | bool | list | dict | None) else repr(default),
+                "description": info.description or "",
+            }
+        )
+    return fields
+
+
+def _first_line(doc: str) -> str:
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def graph_detail(name: str, settings: Settings, *, visited: list[str] | None = None) -> dict[str, Any]:
+    """A library graph: its Mermaid diagram and, per node, what it reads and writes and its config."""
+    loaded = _loaded(name, settings)
+    spec = loaded.spec
+    library = _library()
+    steps = []
+    for node_name, node in spec.nodes.items():
+        step: dict[str, Any] = {"name": node_name, "description": node.description}
+        if node.use is not None:
+            definition = REGISTRY.nodes.get(node.use)
+            step.update(
+                use=node.use,
+                reads=sorted(definition.reads) if definition else [],
+                writes=sorted(definition.writes) if definition else [],
+                doc=_first_line(definition.doc) if definition else "",
+                config=dict(node.with_),
+                config_fields=_config_fields(definition.config) if definition else [],
+            )
+        else:
+            sub = loaded.subgraphs.get(node_name)
+            target = sub.spec.name if sub else str(node.graph)
+            step.update(graph=target, in_library=target in library, reads=[], writes=[], config={}, config_fields=[])
+        step["retry"] = node.retry.model_dump() if node.retry else None
+        step["timeout"] = node.timeout
+        steps.append(step)
+    routers = []
+    for route in spec.routes:
+        router = REGISTRY.routers.get(route.router)
+        routers.append(
+            {
+                "from": route.from_,
+                "router": route.router,
+                "reads": sorted(router.reads) if router else [],
+                "outcomes": dict(route.outcomes),
+                "config": dict(route.with_),
+                "doc": _first_line(router.doc) if router else "",
+            }
+        )
+    return {
+        "name": spec.name,
+        "version": spec.version,
+        "description": " ".join(spec.description.split()),
+        "state": spec.state,
+        "input": list(spec.input),
+        "max_steps": spec.max_steps,
+        "mermaid": to_mermaid(loaded, visited=visited or ()),
+        "nodes": steps,
+        "routes": routers,
+        "fanouts": [{"from": f.from_, "over": f.over, "item": f.item, "to": f.to} for f in spec.fanouts],
+    }
+
+
+# -- runs ------------------------------------------------------------------------------------------------
+
+
+def _usage(properties: dict[str, Any]) -> dict[str, Any]:
+    llm = properties.get("llm")
+    return llm if isinstance(llm, dict) else {}
+
+
+def _run_summary(node: NodeRecord) -> dict[str, Any]:
+    properties = node.properties
+    usage = _usage(properties)
+    return {
+        "namespace": node.namespace,
+        "id": node.id,
+        "run_id": str(properties.get("run_id", "")),
+        "graph": str(properties.get("graph", "")),
+        "graph_version": properties.get("graph_version"),
+        "thread_id": properties.get("thread_id"),
+        "status": str(properties.get("status", "unknown")),
+        "resumed": bool(properties.get("resumed", False)),
+        "started_at": properties.get("started_at"),
+        "duration_s": properties.get("duration_s"),
+        "steps": properties.get("steps", 0),
+        "llm_calls": usage.get("calls", 0),
+        "tokens": usage.get("tokens", 0),
+        "updated_at": node.updated_at.timestamp() if node.updated_at else None,
+    }
+
+
+async def run_summaries(store: GraphStore, *, namespace: str | None, limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` most recent runs, newest first: of one namespace, or of every namespace."""
+    with store_errors():
+        names = [namespace] if namespace is not None else [summary.name for summary in await store.namespaces()]
+        runs: list[NodeRecord] = []
+        for name in names:
+            runs += await store.list_nodes(name, kind=RUN_KIND, limit=limit)
+    summaries = [_run_summary(run) for run in runs]
+    summaries.sort(key=lambda run: float(run["started_at"] or 0), reverse=True)
+    return summaries[:limit]
+
+
+async def run_detail(store: GraphStore, settings: Settings, namespace: str, run_id: str) -> dict[str, Any]:
+    """One run with its steps (events) and, when its graph is in the library, the diagram with visited nodes marked."""
+    with store_errors():
+        [node] = await store.get_nodes(namespace, [stable_id(namespace, RUN_KIND, run_id)])
+    if node is None or node.kind != RUN_KIND:
+        raise UIError(404, f"no run {run_id!r} in namespace {namespace!r}")
+    detail = _run_summary(node)
+    events = node.properties.get("events")
+    detail["events"] = [event for event in events if isinstance(event, dict)] if isinstance(events, list) else []
+    detail["llm"] = _usage(node.properties)
+    visited = [str(event.get("node")) for event in detail["events"] if event.get("event") == "end"]
+    detail["visited"] = sorted(set(visited))
+    detail["live"] = detail["status"] == "running"
+    detail["mermaid"] = None
+    if detail["graph"] in _library():
+        try:
+            detail["mermaid"] = graph_detail(detail["graph"], settings, visited=visited)["mermaid"]
+        except UIError:
+            detail["mermaid"] = None
+    detail["now"] = time.time()
+    return detail
+
+
+# -- memory ----------------------------------------------------------------------------------------------
+
+
+def node_json(node: NodeRecord) -> dict[str, Any]:
+    """A record as JSON, without its embedding (only whether it has one)."""
+    data = node.model_dump(mode="json", exclude={"embedding"})
+    data["embedded"] = node.embedding is not None
+    return data
+
+
+def _relationship_json(relationship: RelationshipRecord) -> dict[str, Any]:
+    return relationship.model_dump(mode="json")
+
+
+async def namespaces(store: GraphStore) -> list[dict[str, Any]]:
+    """Every namespace holding nodes, by name, with its node count."""
+    with store_errors():
+        return [summary.model_dump() for summary in await store.namespaces()]
+
+
+async def _check_namespace(store: GraphStore, namespace: str) -> None:
+    with store_errors():
+        known = {summary.name for summary in await store.namespaces()}
+    if namespace not in known:
+        raise UIError(404, f"namespace {namespace!r} holds no records")
+
+
+async def recent_records(
+    store: GraphStore, namespace: str, *, kind: str | None, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    """One page of a namespace's records, newest first."""
+    await _check_namespace(store, namespace)
+    with store_errors():
+        return [node_json(node) for node in await store.list_nodes(namespace, kind=kind, limit=limit, offset=offset)]
+
+
+async def search(
+    store: GraphStore, embedder: Embedder, namespace: str, query: str, *, mode: str, kind: str | None, k: int
+) -> list[dict[str, Any]]:
+    """Keyword (BM25) or vector (cosine, over one embedded kind) search of a namespace, best first."""
+    await _check_namespace(store, namespace)
+    if not query.strip():
+        raise UIError(422, "give words to search for")
+    with store_errors():
+        if mode == "keyword":
+            hits = await store.keyword_search(namespace, query, k=k, kinds=[kind] if kind else None)
+        elif mode == "vector":
+            embedded = [spec.name for spec in store.registry.kinds if spec.embedded]
+            if kind is None or kind not in embedded:
+                raise UIError(422, f"vector search needs an embedded kind: one of {', '.join(embedded) or '(none)'}")
+            [vector] = await embedder.embed([query])
+            hits = await store.vector_search(namespace, vector, kind=kind, k=k)
+        else:
+            raise UIError(422, f"mode {mode!r} is not 'keyword' or 'vector'")
+    return [{"score": hit.score, "node": node_json(hit.node)} for hit in hits]
+
+
+async def record(store: GraphStore, namespace: str, node_id: str) -> dict[str, Any]:
+    """One record, with the number of relationships touching it."""
+    page = await neighbours(store, namespace, node_id, limit=1, offset=0)
+    node: dict[str, Any] = page["node"]
+    node["relationships"] = page["total"]
+    return node
+
+
+async def neighbours(store: GraphStore, namespace: str, node_id: str, *, limit: int, offset: int) -> dict[str, Any]:
+    """One page of a record's relationships and the records at their other ends; 404 when the record does not exist."""
+    with store_errors():
+        page = await store.neighbours(namespace, node_id, limit=limit, offset=offset)
+    if page.node is None:
+        raise UIError(404, f"no record {node_id!r} in namespace {namespace!r}")
+    return {
+        "node": node_json(page.node),
+        "relationships": [_relationship_json(relationship) for relationship in page.relationships],
+        "nodes": [node_json(node) for node in page.nodes],
+        "total": page.total,
+        "offset": page.offset,
+        "limit": page.limit,
+    }

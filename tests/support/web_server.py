@@ -1,0 +1,46 @@
+"""Serve an ASGI app over real HTTP on a free loopback port, in a thread of the test process."""
+
+from __future__ import annotations
+
+import contextvars
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve(app: Any, *, startup_timeout: float = 30.0) -> Iterator[str]:
+    """Run ``app`` under uvicorn until the block ends; yields its base URL (``http://127.0.0.1:PORT``).
+
+    The server thread runs in a copy of the caller's context, so settings the test made with context
+    variables (Prefect's ``temporary_settings``) hold in the app too.
+    """
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(server.run,), name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the app failed to start; see the log above")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the app did not start within {startup_timeout} s")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
