@@ -452,6 +452,7 @@ def serve(
 ) -> None:
     """Serve the webhook receiver (POST /hooks/NAME) and the web UI (graphs, runs, memory)."""
     import uvicorn
+    from prefect.settings import PREFECT_API_URL
 
     from flows.server.app import check_bind, create_app
 
@@ -464,6 +465,8 @@ def serve(
         raise _fail(str(exc)) from None
     hooks = f"hooks from {settings.hooks.file}" if settings.hooks.file else "no hooks (MNEMOFLOW_HOOKS_FILE is unset)"
     typer.echo(f"mnemoflow serving http://{host}:{port}/ ({settings.store.backend} store, {hooks})")
+    if settings.hooks.file and not PREFECT_API_URL.value():
+        typer.secho("warning: PREFECT_API_URL is not set: hooks will answer 503 until it is", fg=typer.colors.YELLOW, err=True)
     uvicorn.run(server_app, host=host, port=port, log_level=settings.log.level, proxy_headers=False)
 
 
