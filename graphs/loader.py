@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from graphs.spec import GraphSpec
 from mnemoflow.errors import GraphSpecError
 
-__all__ = ["LIBRARY", "LoadedGraph", "Positions", "Problem", "find_graph", "library_graphs", "parse_graph_file", "suggest"]
+__all__ = ["LIBRARY", "LoadedGraph", "Positions", "Problem", "find_graph", "library_graphs", "parse_graph_file", "read_yaml", "suggest"]
 
 LIBRARY = Path(__file__).resolve().parent / "library"
 """The shipped graph files; ``mnemoflow run NAME`` finds ``NAME.yaml`` here."""
@@ -96,7 +96,9 @@ def find_graph(reference: str, relative_to: Path | None = None) -> Path:
     raise FileNotFoundError(f"no graph file or library graph named {reference!r}; {hint}")
 
 
-def _read_yaml(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
+def read_yaml(text: str, file: str, *, holds: str = "graph", hint: str = "") -> tuple[Any, Positions, list[Problem]]:
+    """The document with the line and column of every key (mappings) and item (sequences), and its problems
+    (syntax, duplicate keys, an empty file: "the file holds no <holds>")."""
     positions = Positions(file)
     problems: list[Problem] = []
     try:
@@ -106,7 +108,7 @@ def _read_yaml(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
     except yaml.YAMLError as exc:  # e.g. a character YAML does not allow, reported without a mark
         return None, positions, [Problem(file, 1, 1, "yaml-syntax", str(exc))]
     if root is None:
-        return None, positions, [Problem(file, 1, 1, "empty-file", "the file holds no graph")]
+        return None, positions, [Problem(file, 1, 1, "empty-file", f"the file holds no {holds}", hint)]
     constructor = yaml.SafeLoader("")
 
     def place(node: yaml.Node) -> tuple[int, int]:
@@ -147,7 +149,7 @@ def parse_graph_file(path: Path) -> tuple[GraphSpec | None, Positions, list[Prob
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         return None, Positions(file), [Problem(file, 1, 1, "unreadable", str(exc))]
-    data, positions, problems = _read_yaml(text, file)
+    data, positions, problems = read_yaml(text, file)
     if data is None:
         return None, positions, problems
     if not isinstance(data, dict):

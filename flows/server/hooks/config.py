@@ -27,13 +27,12 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 import jmespath
-import yaml
 from jmespath.exceptions import EmptyExpressionError, IncompleteExpressionError, JMESPathError, LexerError, ParseError
 from jmespath.functions import Functions
 from jmespath.parser import ParsedResult
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 
-from graphs.loader import Positions, Problem, suggest
+from graphs.loader import Positions, Problem, read_yaml, suggest
 from mnemoflow.errors import ConfigError
 
 __all__ = ["HookSpec", "HooksFile", "Provider", "compile_expression", "load_hooks", "secret_of"]
@@ -183,50 +182,6 @@ class HooksFile(BaseModel):
     hooks: list[HookSpec] = Field(default_factory=list)
 
 
-def _read_yaml(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
-    """The document with the line and column of every key (mappings) and item (sequences)."""
-    positions = Positions(file)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        return None, positions, [_yaml_problem(file, exc)]
-    except yaml.YAMLError as exc:
-        return None, positions, [Problem(file, 1, 1, "yaml-syntax", str(exc))]
-    if root is None:
-        return None, positions, [Problem(file, 1, 1, "empty-file", "the file holds no hooks", "start it with 'hooks:'")]
-    constructor = yaml.SafeLoader("")
-    problems: list[Problem] = []
-
-    def place(node: yaml.Node) -> tuple[int, int]:
-        return node.start_mark.line + 1, node.start_mark.column + 1
-
-    def build(node: yaml.Node, path: tuple[str | int, ...]) -> Any:
-        positions.marks.setdefault(path, place(node))
-        if isinstance(node, yaml.MappingNode):
-            result: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = constructor.construct_object(key_node, deep=True)
-                if key in result:
-                    problems.append(Problem(file, *place(key_node), "duplicate-key", f"key {key!r} appears twice"))
-                positions.marks[(*path, key)] = place(key_node)
-                result[key] = build(value_node, (*path, key))
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            return [build(item, (*path, index)) for index, item in enumerate(node.value)]
-        return constructor.construct_object(node, deep=True)
-
-    try:
-        return build(root, ()), positions, problems
-    except yaml.MarkedYAMLError as exc:
-        return None, positions, [*problems, _yaml_problem(file, exc)]
-
-
-def _yaml_problem(file: str, error: yaml.MarkedYAMLError) -> Problem:
-    mark = error.problem_mark or error.context_mark
-    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-    return Problem(file, line, column, "yaml-syntax", str(error.problem or error))
-
-
 def _hook_label(item: Any, index: int) -> str:
     name = item.get("name") if isinstance(item, dict) else None
     return f"hook {name!r}" if isinstance(name, str) and name else f"hooks[{index}]"
@@ -268,7 +223,7 @@ def load_hooks(path: str | os.PathLike[str]) -> dict[str, HookSpec]:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(Problem(file, 1, 1, "unreadable", f"cannot read the hooks file: {exc}"))) from exc
-    data, positions, problems = _read_yaml(text, file)
+    data, positions, problems = read_yaml(text, file, holds="hooks", hint="start it with 'hooks:'")
     hooks: dict[str, HookSpec] = {}
     if data is not None:
         problems += _check_file(data, positions, hooks)
