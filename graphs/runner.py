@@ -29,7 +29,11 @@ from mnemoflow.settings import Settings
 from nodes.context import RunContext
 from nodes.registry import REGISTRY, Registry
 
-__all__ = ["GraphRunner", "RunResult", "check_input", "run_graph", "step_limit"]
+__all__ = ["LIVE_HEARTBEAT_S", "GraphRunner", "RunResult", "check_input", "run_graph", "step_limit"]
+
+LIVE_HEARTBEAT_S = 15.0
+"""A live run's record is written at least this often (``recorded_at``), even while one step runs long, so a
+watcher can tell a run whose process died (its record stops changing) from a slow one."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +91,8 @@ class GraphRunner:
     ``wrap_node`` hands each node's attempts to another executor (see :data:`graphs.compiler.NodeWrapper`).
 
     With ``live_interval`` (seconds) a run's record is also written while it runs, with status ``running``
-    and the steps so far, at most once per interval and only when a step has ended; the final record is
-    then written at once, so a watcher never sees a finished run as running.
+    and the steps so far: at most once per interval when a step has ended, and every ``LIVE_HEARTBEAT_S``
+    regardless. The final record is then written at once, so a watcher never sees a finished run as running.
     """
 
     def __init__(
@@ -208,10 +212,10 @@ class GraphRunner:
     async def _publish_live(self, record: Callable[[str], NodeRecord], context: RunContext, finished: asyncio.Event) -> None:
         """Until the run has finished, write its record whenever steps have ended since the last write."""
         assert self.live_interval is not None
-        written = -1
+        written, written_at = -1, 0.0
         while not finished.is_set():
-            if len(context.trace.events) != written:
-                written = len(context.trace.events)
+            if len(context.trace.events) != written or time.monotonic() - written_at >= LIVE_HEARTBEAT_S:
+                written, written_at = len(context.trace.events), time.monotonic()
                 try:
                     await self.store.upsert_nodes([record("running")])
                 except MnemoflowError as exc:  # a watcher's view is not worth failing the run for
@@ -274,6 +278,7 @@ def _run_record(
             "resumed": resumed,
             "duration_s": round(duration, 6),
             "started_at": round(started_at, 6),
+            "recorded_at": round(time.time(), 6),
             "steps": sum(event["event"] == "end" for event in trace),
             "events": trace,
             "llm": llm_usage,

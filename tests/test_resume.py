@@ -79,9 +79,11 @@ async def test_killed_run_resumes_on_its_thread(backend: str, request: pytest.Fi
         assert state["total_words"] == 23 and state["word_counts"] == [6, 7, 7, 3]
         assert "completed, resumed in" in second.stderr
 
-        [trace] = await store.keyword_search("resume", "slow-pipeline completed", kinds=["Run"])
-        steps = [event["node"] for event in trace.node.properties["events"] if event["event"] == "end"]
-        assert trace.node.properties["resumed"] is True
+        records = [hit.node for hit in await store.keyword_search("resume", "slow-pipeline", kinds=["Run"])]
+        assert sorted(record.properties["status"] for record in records) == ["completed", "running"]  # the killed run's last word
+        [trace] = [record for record in records if record.properties["status"] == "completed"]
+        steps = [event["node"] for event in trace.properties["events"] if event["event"] == "end"]
+        assert trace.properties["resumed"] is True
         assert steps[0] == "wait" and "split" not in steps and "remember" not in steps
         assert "stats/remember" in steps
         assert await store.count_nodes("resume", "Chunk") == 4

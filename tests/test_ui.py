@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from pydantic import SecretStr
 from flows.server.app import TOKEN_COOKIE, create_app
 from flows.server.ui import pages
 from flows.server.ui.routes import safe_next
+from flows.server.ui.views import STALLED_AFTER_S
 from graphs import library_graphs, load_graph, run_graph
 from memory import SQLiteStore
 from memory.records import NodeRecord, RelationshipRecord, stable_id
@@ -125,7 +127,9 @@ def seed(path: Path) -> Seeded:
     )
 
 
-def write_run(path: Path, namespace: str, run_id: str, status: str, events: list[dict[str, Any]]) -> None:
+def write_run(
+    path: Path, namespace: str, run_id: str, status: str, events: list[dict[str, Any]], *, recorded_at: float | None = None
+) -> None:
     """Write (or update) a Run record the way the runner does, for a run of text-stats."""
     record = NodeRecord(
         id=stable_id(namespace, "Run", run_id),
@@ -136,6 +140,7 @@ def write_run(path: Path, namespace: str, run_id: str, status: str, events: list
             "graph": "text-stats", "graph_version": 1, "run_id": run_id, "thread_id": run_id, "status": status,
             "resumed": False, "duration_s": 0.5 * len(events), "started_at": 1_760_000_000.0,
             "steps": sum(event["event"] == "end" for event in events), "events": events,
+            "recorded_at": time.time() if recorded_at is None else recorded_at,
             "llm": {"calls": len(events), "tokens": 10 * len(events), "prompt_tokens": 8 * len(events), "completion_tokens": 2 * len(events)},
         },
     )
@@ -260,6 +265,16 @@ def test_failed_run_shows_its_error(client: httpx.Client, seeded: Seeded) -> Non
     assert "boom &lt;script&gt;" in page.text and "status-failed" in page.text
     run = client.get("/api/runs/failed-run", params={"namespace": NAMESPACE}).json()
     assert run["visited"] == ["split"] and run["events"][1]["error"] == "boom <script>"
+
+
+def test_a_running_run_whose_record_stopped_changing_shows_as_stalled(client: httpx.Client, seeded: Seeded) -> None:
+    write_run(seeded.path, NAMESPACE, "alive-run", "running", [event("split")])
+    write_run(seeded.path, NAMESPACE, "dead-run", "running", [event("split")], recorded_at=time.time() - STALLED_AFTER_S - 5)
+    alive = client.get("/api/runs/alive-run", params={"namespace": NAMESPACE}).json()
+    dead = client.get("/api/runs/dead-run", params={"namespace": NAMESPACE}).json()
+    assert (alive["status"], alive["live"]) == ("running", True)
+    assert (dead["status"], dead["live"]) == ("stalled", False)
+    assert "status-stalled" in client.get("/runs", params={"namespace": NAMESPACE}).text
 
 
 def test_memory_page_lists_and_searches(client: httpx.Client) -> None:

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel
 
 from graphs import LoadedGraph, library_graphs, load_graph, to_mermaid
+from graphs.runner import LIVE_HEARTBEAT_S
 from memory.protocol import Embedder, GraphStore
 from memory.records import NodeRecord, RelationshipRecord, stable_id
 from mnemoflow.errors import (
@@ -33,6 +34,7 @@ from nodes.registry import REGISTRY, import_node_modules
 
 __all__ = [
     "RUN_KIND",
+    "STALLED_AFTER_S",
     "UIError",
     "graph_detail",
     "graph_summaries",
@@ -49,6 +51,9 @@ __all__ = [
 
 RUN_KIND = "Run"
 """The kind of the store node every graph run writes (see ``graphs.runner``)."""
+
+STALLED_AFTER_S = 4 * LIVE_HEARTBEAT_S
+"""A running run whose record is older than this is shown as stalled."""
 
 
 class UIError(Exception):
@@ -196,6 +201,16 @@ def _usage(properties: dict[str, Any]) -> dict[str, Any]:
     return llm if isinstance(llm, dict) else {}
 
 
+def _status(properties: dict[str, Any]) -> str:
+    """The run's status; ``stalled`` for a running run whose record has stopped changing (its process died,
+    or was killed: a resumed run is a new run)."""
+    status = str(properties.get("status", "unknown"))
+    recorded_at = properties.get("recorded_at")
+    if status == "running" and isinstance(recorded_at, int | float) and time.time() - recorded_at > STALLED_AFTER_S:
+        return "stalled"
+    return status
+
+
 def _run_summary(node: NodeRecord) -> dict[str, Any]:
     properties = node.properties
     usage = _usage(properties)
@@ -206,7 +221,7 @@ def _run_summary(node: NodeRecord) -> dict[str, Any]:
         "graph": str(properties.get("graph", "")),
         "graph_version": properties.get("graph_version"),
         "thread_id": properties.get("thread_id"),
-        "status": str(properties.get("status", "unknown")),
+        "status": _status(properties),
         "resumed": bool(properties.get("resumed", False)),
         "started_at": properties.get("started_at"),
         "duration_s": properties.get("duration_s"),
