@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from flows.server.app import create_app
+from flows.server.hooks import sign_generic
 from memory import NodeRecord
 from mnemoflow.errors import StoreUnavailableError
-from tests.conftest import EMBEDDER, neo4j_required, new_store
+from mnemoflow.settings import HooksSettings
+from tests.conftest import EMBEDDER, neo4j_required, new_store, settings_for
 from tests.support.neo4j_server import Neo4jServer, Neo4jStartError
+from tests.support.web_server import serve
 
 
 def unused_port() -> int:
@@ -75,3 +82,29 @@ async def test_server_killed_mid_batch_writes_all_or_nothing(private_server: Neo
         assert await store.count_nodes("crash") == len(batch)
     finally:
         await store.close()
+
+
+@pytest.mark.neo4j
+def test_serve_answers_503_when_the_store_goes_away(private_server: Neo4jServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delivery, and the UI's APIs, while Neo4j is gone: 503 with a retry hint and the reason, never a 500."""
+    monkeypatch.setenv("TEST_HOOK_SECRET", "s3cret")
+    hooks = tmp_path / "hooks.yaml"
+    hooks.write_text(
+        "hooks:\n  - {name: stats, provider: generic, secret_env: TEST_HOOK_SECRET, deployment: run_graph/text-stats,\n"
+        "     parameters: {input: '{text: text}'}}\n"
+    )
+    settings = settings_for("neo4j", neo4j_uri=private_server.uri)
+    settings = settings.model_copy(
+        update={
+            "hooks": HooksSettings(file=hooks),
+            "neo4j": settings.neo4j.model_copy(update={"max_transaction_retry_time": 1.0, "connection_timeout": 2.0}),
+        }
+    )
+    body = json.dumps({"text": "Memory that lasts."}).encode()
+    with serve(create_app(settings)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        assert http.get("/api/namespaces").status_code == 200
+        private_server.kill()
+        reply = http.post("/hooks/stats", content=body, headers=sign_generic(b"s3cret", body, int(time.time())))
+        assert reply.status_code == 503, reply.text
+        assert reply.headers["Retry-After"] == "30" and "store" in reply.json()["error"]
+        assert http.get("/api/namespaces").status_code == 503
