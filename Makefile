@@ -9,7 +9,7 @@ UI := flows/server/ui/frontend
 HOST ?= 127.0.0.1
 PORT ?= 8765
 
-.PHONY: install ui browser demo serve test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag typecheck clean
+.PHONY: install ui browser demo serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag typecheck clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ test: install ui browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	infra/with-neo4j.sh $(BIN)/python $(BIN)/pytest $(PYTEST_ARGS)
+
+# The README's screenshots, taken by the browser tests.
+screenshots: install ui browser
+	MNEMOFLOW_SCREENSHOTS=docs/screenshots MNEMOFLOW_REQUIRE_BROWSER=1 $(BIN)/pytest -q tests/test_ui_browser.py
 
 typecheck: install
 	$(BIN)/ruff check .

@@ -2,13 +2,16 @@
 diagrams render as SVG, a run page marks visited nodes and follows a live run, the memory explorer expands on click.
 
 Skips without Chromium (``MNEMOFLOW_CHROMIUM`` overrides ``/usr/bin/chromium``), except when
-``MNEMOFLOW_REQUIRE_BROWSER=1`` (CI), where a missing browser fails. Screenshots go to ``docs/screenshots/``
-for the README. Plain sync tests: Playwright's sync API cannot run inside a running event loop.
+``MNEMOFLOW_REQUIRE_BROWSER=1`` (CI), where a missing browser fails. Screenshots go to the folder named by
+``MNEMOFLOW_SCREENSHOTS`` (``make screenshots`` sets ``docs/screenshots`` for the README), else to a temporary
+folder, so a test run leaves the work tree alone. Plain sync tests: Playwright's sync API cannot run inside a
+running event loop.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from flows.server.ui import pages
 from tests.support.web_server import serve
 from tests.test_ui import HUB_NEIGHBOURS, NAMESPACE, Seeded, event, seed, settings_at, write_run
 
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+SCREENSHOTS = Path(os.environ.get("MNEMOFLOW_SCREENSHOTS") or tempfile.mkdtemp(prefix="mnemoflow-screenshots-"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
