@@ -64,6 +64,7 @@ hooks:
     provider: generic
     secret_env: TEST_GENERIC_SECRET
     deployment: run_graph/text-stats
+    when: "length(text) > `0`"
     parameters:
       input: "{text: text}"
 """
@@ -238,6 +239,9 @@ async def test_refusals_name_what_was_wrong_and_create_nothing(receiver: httpx.C
     assert ignored.status_code == 200 and ignored.json()["status"] == "ignored" and "push" in ignored.json()["reason"]
     closed = issue("Closed issue", action="closed")
     assert post("github-qa", closed, github(closed)).json()["status"] == "ignored"
+    numeric = json.dumps({"text": 5}).encode()  # length() of a number: the `when` condition itself fails
+    failing_when = post("generic-stats", numeric, sign_generic(b"generic-secret", numeric, int(time.time())))
+    assert failing_when.status_code == 422 and "when" in failing_when.json()["error"]
 
     assert len(await runs_tagged("webhook")) == before
 

@@ -51,15 +51,19 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-@router.post(
-    "/hooks/{name}",
-    status_code=202,
-    responses={code: {"description": text} for code, text in {
-        200: "a redelivery, an ignored event or a Slack challenge", 401: "bad, missing or stale signature",
-        404: "unknown hook", 413: "body too large", 415: "wrong content type", 422: "payload the mapping cannot use",
-        503: "Prefect or the store cannot take it now; retry after Retry-After seconds",
-    }.items()},
-)
+ANSWERS: dict[int | str, dict[str, str]] = {
+    200: {"description": "a redelivery (the first run's id), an ignored event, or a Slack challenge"},
+    400: {"description": "the client disconnected before sending the whole body"},
+    401: {"description": "bad, missing or stale signature"},
+    404: {"description": "unknown hook"},
+    413: {"description": "body too large"},
+    415: {"description": "wrong content type"},
+    422: {"description": "a payload the mapping cannot use"},
+    503: {"description": "Prefect or the store cannot take it now; retry after Retry-After seconds"},
+}
+
+
+@router.post("/hooks/{name}", status_code=202, responses=ANSWERS)
 async def receive(name: str, request: Request, state: Annotated[ServerState, Depends(server_state)]) -> JSONResponse:
     """Receive one delivery of the hook ``name``."""
     hook = state.hooks.get(name)
@@ -103,11 +107,11 @@ async def _handle(hook: HookSpec, delivery: Delivery, log: DeliveryLog) -> JSONR
         )
         _log.info("hook.delivery", hook=name, delivery=delivery_id, hook_event=delivery.event, outcome=outcome, reason=reason, flow_run_id=flow_run_id)
 
-    ignored = accepts(hook, delivery)
-    if ignored is not None:
-        await remember("ignored", ignored)
-        return _reply(200, name, delivery=delivery_id, status="ignored", reason=ignored)
     try:
+        ignored = accepts(hook, delivery)
+        if ignored is not None:
+            await remember("ignored", ignored)
+            return _reply(200, name, delivery=delivery_id, status="ignored", reason=ignored)
         parameters = map_parameters(hook, delivery.payload)
         flow_run_id = await create_flow_run(
             hook.deployment, parameters, idempotency_key=f"mnemoflow-hook:{name}:{delivery_id}", tags=["webhook", f"hook:{name}"]
