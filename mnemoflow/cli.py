@@ -445,6 +445,76 @@ def prefect_setup(
         typer.echo(line)
 
 
+chat_app = typer.Typer(help="Talk to a memory mechanism in the terminal.", no_args_is_help=True)
+app.add_typer(chat_app, name="chat")
+
+
+@chat_app.command("tme")
+def chat_tme(
+    session: Annotated[str, typer.Option(help="Conversation id: the same id continues the same task memory.")],
+    namespace: NamespaceOption = None,
+    store: BackendOption = None,
+) -> None:
+    """A conversation with the Task Memory Engine: one turn per line of input, the task tree printed after each.
+
+    Reads standard input, so a script can drive it too; an empty line is skipped, /tree prints the tree, /quit
+    (or end of input) stops.
+    """
+    from functools import partial
+
+    from graphs import GraphRunner, load_graph
+    from mnemoflow.llm import llm_from_settings
+    from nodes.tme import load_conversation
+    from nodes.tme.session import one_turn_at_a_time
+
+    settings = _settings(store, namespace)
+    interactive = sys.stdin.isatty()
+
+    async def work(memory: GraphStore, embedder: Embedder) -> None:
+        llm = llm_from_settings(settings)
+        runner = GraphRunner(load_graph("tme-turn"), store=memory, embedder=embedder, llm=llm, settings=settings, checkpointer=None, live_interval=1.0)
+
+        async def tree() -> None:
+            conversation = await load_conversation(memory, settings.namespace, session)
+            typer.echo(f"-- task memory after turn {conversation.turns} --\n{conversation.forest.render()}")
+
+        try:
+            await tree()
+            while True:
+                line = await asyncio.to_thread(_read_line, "you> " if interactive else "")
+                if line is None or line.strip() == "/quit":
+                    break
+                if line.strip() == "/tree":
+                    await tree()
+                    continue
+                if not line.strip():
+                    continue
+                values = {"session": session, "utterance": line.strip()}
+                try:
+                    result = await one_turn_at_a_time(settings.namespace, session, partial(runner.run, values, namespace=settings.namespace))
+                except MnemoflowError as exc:
+                    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+                    continue
+                typer.echo(f"assistant> {result.state['response']}")
+                for problem in result.state["errors"]:
+                    typer.secho(f"  not applied: {problem}", fg=typer.colors.YELLOW)
+                if result.state["stale"]:
+                    typer.echo(f"  marked stale: {', '.join(result.state['stale'])}")
+                await tree()
+        finally:
+            await runner.flush()
+            await llm.aclose()
+
+    _run(work, settings)
+
+
+def _read_line(prompt: str) -> str | None:
+    try:
+        return input(prompt)
+    except EOFError:
+        return None
+
+
 @app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs MNEMOFLOW_UI_TOKEN.")] = "127.0.0.1",

@@ -1,0 +1,23 @@
+"""Turns of one conversation run one at a time: a lock per (namespace, session) in this process.
+
+Across processes the turn's save is the guard: it refuses (``SessionConflictError``) when another turn of the
+session was saved after this one loaded, so no update is ever lost silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+__all__ = ["one_turn_at_a_time"]
+
+T = TypeVar("T")
+_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+
+async def one_turn_at_a_time(namespace: str, session: str, turn: Callable[[], Awaitable[T]]) -> T:
+    """Run ``turn`` once every earlier turn of the session started in this process has finished."""
+    lock = _locks.setdefault((namespace, session), asyncio.Lock())
+    async with lock:
+        return await turn()
