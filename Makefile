@@ -9,7 +9,7 @@ UI := flows/server/ui/frontend
 HOST ?= 127.0.0.1
 PORT ?= 8765
 
-.PHONY: install ui browser demo serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag typecheck clean
+.PHONY: install ui browser demo serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag bench-tme typecheck clean
 
 install: $(VENV)/.installed
 
@@ -67,6 +67,9 @@ bench-prefect: install
 
 bench-comorag: install
 	$(BIN)/python bench/comorag.py --output bench/results/comorag.json
+
+bench-tme: install
+	$(BIN)/python bench/tme.py --output bench/results/tme.json
 
 clean:
 	rm -rf $(VENV) .mnemoflow infra/neo4j/target $(UI)/node_modules
