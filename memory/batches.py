@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -235,3 +235,12 @@ def check_recorded_schema(
             f"{location} holds vectors of model {stored_model!r} (dimension {stored_dimension}) but the configured "
             f"embedder is {model!r} (dimension {dimension}); use the same embedder or another store"
         )
+
+
+def claimed(prepared: list[PreparedNode], new: Collection[str]) -> list[PreparedNode]:
+    """The prepared nodes whose ids must be new; each id of ``new`` must be one of the batch's."""
+    by_id = {item.record.id: item for item in prepared}
+    missing = sorted(set(new) - by_id.keys())
+    if missing:
+        raise InvalidQueryError(f"new names ids that are not in the batch: {', '.join(map(repr, missing[:10]))}")
+    return [by_id[node_id] for node_id in sorted(set(new))]

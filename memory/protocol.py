@@ -5,7 +5,7 @@ The conformance suite in ``tests/conformance/`` checks each guarantee written he
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 from memory.names import NameRegistry
@@ -88,13 +88,17 @@ class GraphStore(Protocol):
         """Release connections; the store cannot be used afterwards."""
         ...
 
-    async def upsert_nodes(self, nodes: Sequence[NodeRecord]) -> int:
+    async def upsert_nodes(self, nodes: Sequence[NodeRecord], *, new: Collection[str] = ()) -> int:
         """Insert or update nodes by (namespace, id), all in one transaction: all are written or none.
 
         Writing the same batch twice leaves the same graph (``created_at`` is kept; ``updated_at`` changes
         only when content changes). Raises ``ConflictError`` if an id exists with another kind,
         ``EmbeddingDimensionError`` for a vector of the wrong length, ``InvalidRecordError`` for properties
         that cannot be stored faithfully. Returns the number of records written.
+
+        ``new`` names ids of ``nodes`` that must not exist yet: if one does, ``ConflictError`` and nothing is
+        written. Of writers racing to create the same new id, exactly one succeeds (a claim, for
+        compare-and-set: write the next version's record as new).
         """
         ...
 

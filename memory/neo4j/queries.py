@@ -107,6 +107,14 @@ def upsert_nodes(kind: str) -> str:
     """
 
 
+def claim_nodes() -> str:
+    """CREATE nodes that must be new (the uniqueness constraint refuses an existing one); the upsert then fills them."""
+    return f"""
+    UNWIND $rows AS row
+    CREATE (n:{BASE_LABEL} {{namespace: row.namespace, id: row.id, kind: row.kind, created_at: $now}})
+    """
+
+
 def find_kind_conflicts() -> str:
     return f"""
     UNWIND $rows AS row

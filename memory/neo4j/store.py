@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from neo4j import AsyncManagedTransaction
+from neo4j import exceptions as neo4j_errors
 
 from memory import traversal
 from memory.batches import (
@@ -24,6 +25,7 @@ from memory.batches import (
     check_page,
     check_recorded_schema,
     check_vector_query,
+    claimed,
     filterable_properties,
     prepare_nodes,
     prepare_relationships,
@@ -223,17 +225,18 @@ class Neo4jStore:
 
     # -- writes -----------------------------------------------------------------------------------------
 
-    async def upsert_nodes(self, nodes: Sequence[NodeRecord]) -> int:
+    async def upsert_nodes(self, nodes: Sequence[NodeRecord], *, new: Collection[str] = ()) -> int:
         prepared = prepare_nodes(nodes, self.registry, self.embedding_dimension)
         if not prepared:
             return 0
+        claims = [{"namespace": item.record.namespace, "id": item.record.id, "kind": item.record.kind} for item in claimed(prepared, new)]
         await self._ensure_schema(sorted({item.kind.name for item in prepared if item.kind.embedded}), [])
         # sorted keys make concurrent writers lock nodes in the same order, which avoids most deadlocks
         rows_by_kind = {
             kind: [_node_row(item) for item in sorted(group, key=lambda item: (item.record.namespace, item.record.id))]
             for kind, group in sorted(_by(prepared, lambda item: item.record.kind).items())
         }
-        return await self._upsert_in_chunks(rows_by_kind, queries.upsert_nodes, self._raise_kind_conflicts)
+        return await self._upsert_in_chunks(rows_by_kind, queries.upsert_nodes, self._raise_kind_conflicts, claims=claims)
 
     async def upsert_relationships(self, relationships: Sequence[RelationshipRecord]) -> int:
         prepared = prepare_relationships(relationships, self.registry)
@@ -251,6 +254,8 @@ class Neo4jStore:
         rows_by_name: dict[str, list[dict[str, Any]]],
         statement: Callable[[str], str],
         explain_skipped: Callable[[AsyncManagedTransaction, list[dict[str, Any]]], Awaitable[None]],
+        *,
+        claims: list[dict[str, Any]] | None = None,
     ) -> int:
         """Send every row, a chunk per statement, in one transaction; a skipped row aborts it all.
 
@@ -260,6 +265,13 @@ class Neo4jStore:
         now = utc_now().isoformat()
 
         async def work(tx: AsyncManagedTransaction) -> int:
+            if claims:
+                # CREATE under the (namespace, id) uniqueness constraint: of racing writers, one creates, the others fail
+                try:
+                    await (await tx.run(queries.claim_nodes(), rows=claims, now=now)).consume()
+                except neo4j_errors.ConstraintError as exc:
+                    ids = ", ".join(repr(claim["id"]) for claim in claims[:10])
+                    raise ConflictError(f"upsert refused, nothing written: ids that must be new exist already (one of {ids})") from exc
             written = 0
             for name, rows in rows_by_name.items():
                 for start in range(0, len(rows), self.write_chunk_rows):

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
@@ -31,6 +31,7 @@ from memory.batches import (
     check_page,
     check_recorded_schema,
     check_vector_query,
+    claimed,
     prepare_nodes,
     prepare_relationships,
     query_terms,
@@ -241,15 +242,22 @@ class SQLiteStore:
 
     # -- writes -----------------------------------------------------------------------------------------
 
-    async def upsert_nodes(self, nodes: Sequence[NodeRecord]) -> int:
+    async def upsert_nodes(self, nodes: Sequence[NodeRecord], *, new: Collection[str] = ()) -> int:
         prepared = prepare_nodes(nodes, self.registry, self.embedding_dimension)
         if not prepared:
             return 0
-        return await self._run(self._upsert_nodes, prepared)
+        return await self._run(self._upsert_nodes, prepared, claimed(prepared, new))
 
-    def _upsert_nodes(self, connection: sqlite3.Connection, prepared: list[PreparedNode]) -> int:
+    def _upsert_nodes(self, connection: sqlite3.Connection, prepared: list[PreparedNode], new: list[PreparedNode]) -> int:
         now = utc_now().isoformat()
-        with self._transaction(connection):
+        with self._transaction(connection):  # BEGIN IMMEDIATE: no other writer between the checks and the writes
+            taken = [
+                item.record.id
+                for item in new
+                if connection.execute("SELECT 1 FROM nodes WHERE namespace = ? AND id = ?", (item.record.namespace, item.record.id)).fetchone()
+            ]
+            if taken:
+                raise ConflictError(f"upsert refused, nothing written: ids that must be new exist already: {', '.join(map(repr, taken[:10]))}")
             conflicts = []
             for namespace, group in _group_by_namespace(prepared, lambda item: item.record.namespace).items():
                 kinds = {item.record.id: item.record.kind for item in group}

@@ -169,7 +169,10 @@ class Forest(BaseModel):
         return Change(op="update", slot=node.slot, stale=self._propagate(node, turn, f"{node.slot!r} was {reason} at turn {turn}"))
 
     def revert(self, slot: str, *, to: str | None, turn: int) -> Change:
-        """Back to the value before the current one, or to the earlier value ``to``."""
+        """Back to the value before the current one, or to the earlier value ``to``; a removed step comes back."""
+        removed = self.get(slot)
+        if removed is not None and removed.status == "removed" and to is None:
+            return self._restore(removed, turn)
         node = self.require(slot, "revert")
         earlier = [entry.value for entry in node.history if entry.value != node.value]
         if not earlier:
@@ -182,6 +185,13 @@ class Forest(BaseModel):
             target = matches[-1]
         self._revise(node, target, turn, "reverted")
         return Change(op="revert", slot=node.slot, stale=self._propagate(node, turn, f"{node.slot!r} was reverted at turn {turn}"))
+
+    def _restore(self, node: TaskNode, turn: int) -> Change:
+        node.history.append(HistoryEntry(version=node.version, value=node.value, turn=turn, reason="restored"))
+        node.status, node.version, node.updated_turn = "active", node.version + 1, turn
+        if node.parent is not None and node.parent in self.nodes and self.nodes[node.parent].status == "removed":
+            self._restore(self.nodes[node.parent], turn)
+        return Change(op="restore", slot=node.slot, stale=self._propagate(node, turn, f"{node.slot!r} was restored at turn {turn}"))
 
     def remove(self, slot: str, *, turn: int) -> Change:
         node = self.require(slot, "remove")

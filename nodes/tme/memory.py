@@ -14,7 +14,7 @@ from typing import Any
 from memory.names import REGISTRY
 from memory.protocol import GraphStore
 from memory.records import NodeRecord, RelationshipRecord, stable_id
-from mnemoflow.errors import MnemoflowError
+from mnemoflow.errors import ConflictError, MnemoflowError
 from nodes.tme.forest import Forest, TaskNode
 
 __all__ = ["Conversation", "SessionConflictError", "load_conversation", "save_turn", "session_record_id", "task_node_id", "turn_record_id"]
@@ -65,14 +65,8 @@ async def load_conversation(store: GraphStore, namespace: str, session: str) -> 
 async def save_turn(
     store: GraphStore, namespace: str, session: str, *, expected_turns: int, forest: Forest, turn: dict[str, Any]
 ) -> None:
-    """Write the turn, the forest and the session; refuse when another turn of the session was saved meanwhile."""
-    [current] = await store.get_nodes(namespace, [session_record_id(namespace, session)])
-    saved = int(current.properties.get("turns", 0)) if current is not None else 0
-    if saved != expected_turns:
-        raise SessionConflictError(
-            f"session {session!r} moved on to turn {saved} while this turn (based on turn {expected_turns}) ran; "
-            "its changes were not saved: send the message again"
-        )
+    """Write the turn, the forest and the session in one transaction; refused when another turn of the session
+    was saved since this one loaded (the turn record of the next number is claimed as new: one save wins)."""
     number = expected_turns + 1
     session_record = NodeRecord(
         id=session_record_id(namespace, session),
@@ -101,7 +95,13 @@ async def save_turn(
         text=str(turn.get("utterance", "")),
         properties={"session": session, "turn": number, **turn},
     )
-    await store.upsert_nodes([session_record, turn_record, *task_records])
+    try:
+        await store.upsert_nodes([session_record, turn_record, *task_records], new=[turn_record.id])
+    except ConflictError as exc:
+        raise SessionConflictError(
+            f"session {session!r} moved on while this turn (based on turn {expected_turns}) ran: turn {number} was saved "
+            "by another; this turn's changes were not saved: send the message again"
+        ) from exc
     links = [
         RelationshipRecord(namespace=namespace, type="TURN_OF", source_id=turn_record.id, target_id=session_record.id),
         *(

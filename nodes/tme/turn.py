@@ -156,7 +156,8 @@ async def rederive(state: TurnState, config: NoConfig, context: RunContext) -> d
     """Ask the model for the stale steps' values given the current values they depend on."""
     forest = _forest(state)
     stale = [node for slot in state.stale if (node := forest.get(slot)) is not None and node.status == "active"]
-    context_lines = [_line(forest, node) for node in forest.dependency_closure(n.key for n in stale)] + [_line(forest, node) for node in stale]
+    needed = [node for node in forest.dependency_closure(n.key for n in stale) if node.status == "active"]
+    context_lines = [_line(forest, node) for node in needed] + [_line(forest, node) for node in stale]
     reply = await context.llm.structured(rederive_messages("\n".join(context_lines), [node.slot for node in stale]), Rederivation)
     wanted = {node.key for node in stale}
     changes = [forest.refresh(item.slot, item.value, turn=state.turn + 1) for item in reply.values if slot_key(item.slot) in wanted]
@@ -164,10 +165,11 @@ async def rederive(state: TurnState, config: NoConfig, context: RunContext) -> d
 
 
 def _line(forest: Forest, node: TaskNode) -> str:
-    value = node.value if node.value is not None else "(not set)"
-    needs = [forest.nodes[key].slot for key in node.depends_on if key in forest.nodes]
+    """One step as the prompt shows it; a stale step without its value, which was derived from replaced ones."""
+    value = "(needs another look)" if node.stale else node.value if node.value is not None else "(not set)"
+    needs = [forest.nodes[key].slot for key in node.depends_on if key in forest.nodes and forest.nodes[key].status == "active"]
     needs_text = f" (needs {', '.join(needs)})" if needs else ""
-    stale = f" [stale: {node.stale_reason}; check it again]" if node.stale else ""
+    stale = f" [stale: {node.stale_reason}]" if node.stale else ""
     changed = f" (changed {len(node.history)} time{'s' if len(node.history) != 1 else ''}, last at turn {node.updated_turn})" if node.history else ""
     return f"- {node.slot}: {value}{needs_text}{changed}{stale}"
 
@@ -182,7 +184,8 @@ def _relevant(forest: Forest, slots: list[str]) -> list[TaskNode]:
         for member in [*forest.ancestors(node.key), node, *forest.children(node.key)]:
             chosen.setdefault(member.key, member)
     for member in forest.dependency_closure(chosen):
-        chosen.setdefault(member.key, member)
+        if member.status == "active":  # a removed step's value is one the user dropped
+            chosen.setdefault(member.key, member)
     return list(chosen.values())[:MAX_PROMPT_NODES]
 
 
