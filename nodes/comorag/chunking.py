@@ -10,19 +10,15 @@ from __future__ import annotations
 import math
 import re
 
+from nodes.tokens import count_tokens
+
 __all__ = ["DEFAULT_CHUNK_TOKENS", "chunk_text", "count_tokens", "episode_window"]
 
 DEFAULT_CHUNK_TOKENS = 512
 """Chunk size of the paper ([P] Table 6) and of the reference chunking script."""
 
-_TOKEN = re.compile(r"\w+|[^\w\s]")
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _SENTENCE = re.compile(r"(?<=[.!?…])[\"'”’)]*\s+")
-
-
-def count_tokens(text: str) -> int:
-    """The approximate number of tokens of ``text`` (words and punctuation marks)."""
-    return len(_TOKEN.findall(text))
 
 
 def _split_long(sentence: str, max_tokens: int) -> list[str]:

@@ -10,16 +10,9 @@ import re
 from collections.abc import Iterable
 
 from nodes.tme.agents import ANSWER_SYSTEM
+from nodes.tokens import count_tokens
 
 __all__ = ["count_tokens", "full_history_prompt", "stale_facts"]
-
-_TOKEN = re.compile(r"\w+|[^\w\s]")
-
-
-def count_tokens(text: str) -> int:
-    """Approximate tokens: words and punctuation marks."""
-    return len(_TOKEN.findall(text))
-
 
 def stale_facts(prompt: str, superseded: Iterable[str], utterance: str) -> list[str]:
     """The superseded values found in ``prompt`` once the current utterance is taken out (case-insensitive, whole words)."""
