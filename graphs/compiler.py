@@ -133,16 +133,23 @@ def _fan_out(over: str, item: str, target: str) -> Callable[[Any], list[Send]]:
 
 
 def build_state_graph(
-    graph: LoadedGraph, registry: Registry = REGISTRY, *, step_prefix: str = "", wrap_node: NodeWrapper | None = None
+    graph: LoadedGraph,
+    registry: Registry = REGISTRY,
+    *,
+    step_prefix: str = "",
+    wrap_node: NodeWrapper | None = None,
+    state_model: type[BaseModel] | None = None,
 ) -> StateGraph[Any, RunContext, Any, Any]:
     """The ``StateGraph`` of a checked graph (``load_graph`` has run every check).
 
     Steps are named in traces by node name, prefixed by the subgraph node they run in (``stats/count``).
     With ``wrap_node``, every registered node runs through it and it owns their retries and timeouts; a
     subgraph node's own ``retry`` and ``timeout`` stay with LangGraph, around its wrapped inner nodes.
+    A subgraph runs on its parent's state (``state_model``), which extends the state it declares, so a
+    graph written for a smaller state (a team) plugs into a larger one (the team with a memory around it).
     """
     spec = graph.spec
-    state_model = registry.states[spec.state]
+    state_model = state_model or registry.states[spec.state]
     builder: StateGraph[Any, RunContext, Any, Any] = StateGraph(state_model, context_schema=RunContext)
     for name, node in spec.nodes.items():
         options: dict[str, Any] = {}
@@ -156,7 +163,7 @@ def build_state_graph(
             attempt = _node_attempt(step, definition, definition.config.model_validate(node.with_), state_model)
             builder.add_node(name, _as_langgraph_node(step, attempt if wrap_node is None else wrap_node(step, node, attempt)), **options)
         else:
-            subgraph = build_state_graph(graph.subgraphs[name], registry, step_prefix=f"{step}/", wrap_node=wrap_node)
+            subgraph = build_state_graph(graph.subgraphs[name], registry, step_prefix=f"{step}/", wrap_node=wrap_node, state_model=state_model)
             builder.add_node(name, subgraph.compile(name=graph.subgraphs[name].spec.name), **options)
     for edge in spec.edges:
         builder.add_edge(_endpoint(edge.from_), _endpoint(edge.to))

@@ -109,9 +109,14 @@ def check_graph(graph: LoadedGraph, registry: Registry) -> list[Problem]:
             reads[name], writes[name] = set(definition.reads), set(definition.writes)
         elif name in graph.subgraphs:
             subgraph = graph.subgraphs[name]
-            if subgraph.spec.state != spec.state:
+            sub_state = registry.states.get(subgraph.spec.state)
+            if state and sub_state and not issubclass(state, sub_state):  # the subgraph runs on this graph's state
                 problems.append(
-                    at.problem((*where, "graph"), "state-mismatch", f"subgraph {subgraph.spec.name!r} works on {subgraph.spec.state}, not {spec.state}")
+                    at.problem(
+                        (*where, "graph"),
+                        "state-mismatch",
+                        f"subgraph {subgraph.spec.name!r} works on {subgraph.spec.state}, which {spec.state} does not extend",
+                    )
                 )
             reads[name], writes[name] = graph_reads_writes(subgraph, registry)
 

@@ -1,0 +1,110 @@
+"""The team's nodes: solve, critique, the round router and the environment check (``graphs/library/team.yaml``)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mnemoflow.llm import offline_handler
+from mnemoflow.llm.gateway import Message as ChatMessage
+from nodes.context import RunContext
+from nodes.registry import NoConfig, node, router, state_model
+
+__all__ = ["Critique", "Message", "TeamState"]
+
+ROLES = ("solver", "critic")
+
+
+class Message(BaseModel):
+    """One utterance of the team: who said it, to whom, in which round."""
+
+    model_config = ConfigDict(frozen=True)
+
+    speaker: str
+    addressee: str
+    text: str
+    round: int
+
+
+@state_model("team.TeamState")
+class TeamState(BaseModel):
+    """A task for the team and what it did with it."""
+
+    task: str = Field(min_length=1)
+    expected: str = ""
+    """What the environment looks for in the solution (case-insensitive); empty: any non-empty solution passes."""
+    memory: dict[str, str] = Field(default_factory=dict)
+    """Text handed to each role (solver, critic) before it acts; empty without a memory around the team."""
+    max_rounds: int = Field(2, ge=1, le=10)
+    messages: list[Message] = Field(default_factory=list)
+    round: int = 0
+    solution: str = ""
+    approved: bool = False
+    success: bool = False
+    feedback: str = ""
+    """The environment's verdict, in words."""
+
+
+class Critique(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    approve: bool
+    feedback: str = Field("", max_length=2000)
+
+
+SOLVER_SYSTEM = "You are the solver of a two-agent team. Solve the task; when the critic objects, revise. Reply with the solution only."
+CRITIC_SYSTEM = 'You are the critic of a two-agent team. Check the solver\'s solution against the task. Reply with JSON {"approve": true|false, "feedback": "..."}.'
+
+
+def _with_memory(system: str, memory: str) -> str:
+    return f"{system}\n\nFrom earlier tasks:\n{memory}" if memory.strip() else system
+
+
+def solver_messages(state: TeamState) -> list[ChatMessage]:
+    last = next((m.text for m in reversed(state.messages) if m.speaker == "critic"), "")
+    user = f"Task: {state.task}" + (f"\n\nYour last solution: {state.solution}\nThe critic says: {last}" if last else "")
+    return [{"role": "system", "content": _with_memory(SOLVER_SYSTEM, state.memory.get("solver", ""))}, {"role": "user", "content": user}]
+
+
+def critic_messages(state: TeamState) -> list[ChatMessage]:
+    user = f"Task: {state.task}\n\nSolution: {state.solution}"
+    return [{"role": "system", "content": _with_memory(CRITIC_SYSTEM, state.memory.get("critic", ""))}, {"role": "user", "content": user}]
+
+
+@node("team.solve", state=TeamState, reads={"task", "memory", "messages", "solution"}, writes={"solution", "messages"})
+async def solve(state: TeamState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+    """The solver proposes (or revises) a solution and tells the critic."""
+    solution = (await context.llm.text(solver_messages(state))).strip()
+    said = Message(speaker="solver", addressee="critic", text=solution, round=state.round)
+    return {"solution": solution, "messages": [*state.messages, said]}
+
+
+@node("team.critique", state=TeamState, reads={"task", "memory", "messages", "solution", "round"}, writes={"approved", "messages", "round"})
+async def critique(state: TeamState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+    """The critic approves or objects, and tells the solver."""
+    reply = await context.llm.structured(critic_messages(state), Critique)
+    text = reply.feedback or ("Approved." if reply.approve else "Not yet right.")
+    said = Message(speaker="critic", addressee="solver", text=text, round=state.round)
+    return {"approved": reply.approve, "messages": [*state.messages, said], "round": state.round + 1}
+
+
+@router("team.next", state=TeamState, reads={"approved", "round", "max_rounds"}, outcomes={"revise", "check"})
+def next_step(state: TeamState, config: NoConfig) -> str:
+    """Another round while the critic objects and rounds remain."""
+    return "revise" if not state.approved and state.round < state.max_rounds else "check"
+
+
+@node("team.check", state=TeamState, reads={"solution", "expected"}, writes={"success", "feedback"})
+async def check(state: TeamState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+    """The environment: success when the solution holds what the task expects."""
+    found = bool(state.solution.strip()) and (not state.expected or state.expected.lower() in state.solution.lower())
+    feedback = "The solution meets the goal." if found else f"The solution does not reach the goal ({state.expected!r} missing)."
+    return {"success": found, "feedback": feedback}
+
+
+@offline_handler(Critique)
+def _offline_critique(messages: list[ChatMessage]) -> Critique:
+    solution = re.search(r"Solution: (.*)\Z", str(messages[-1].get("content", "")), re.DOTALL)
+    return Critique(approve=bool(solution and solution.group(1).strip()), feedback="")
