@@ -53,6 +53,8 @@ class TaskState(TeamState):
     task_key: str = ""
     """Names this task's query record; the run's thread id when empty (a resumed run keeps it)."""
     roles: list[str] = Field(default_factory=lambda: ["solver", "critic"])
+    task_vector: list[float] = Field(default_factory=list)
+    """The task's embedding, made once by retrieval and reused by every later step."""
     seeds: list[str] = Field(default_factory=list)
     related: list[str] = Field(default_factory=list)
     successes: list[Candidate] = Field(default_factory=list)

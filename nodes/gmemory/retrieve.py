@@ -1,0 +1,477 @@
+"""G-Memory retrieval (``gmemory.*`` nodes; graph ``graphs/library/gmemory-retrieve.yaml``).
+
+seed (vector search over past queries) -> expand (SIMILAR hops) -> split (by outcome, backfilled) -> rate (the
+model rates the successes) -> insights (upward: insights supported by the queries around the task) -> sparsify
+(downward: each chosen query's interaction, condensed by the model) -> ``gmemory.by_roles`` -> [project (insights
+tailored per role)] -> compose (``memory[role]``, the text each team member reads).
+
+Differences from the reference code, on purpose: the backfill of a short bucket is a union with the graph's hits
+(the reference replaces them); the successes are rated in one call, not one per candidate; utterances are
+condensed at read time against the new task (the paper's sparsifier; the reference condenses at write time);
+insights need status ``active`` and a positive score; every relationship is read in bounded pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from memory.records import NodeRecord, RelationshipRecord
+from mnemoflow.errors import LLMOutputError
+from mnemoflow.llm import offline_handler
+from mnemoflow.llm.gateway import Message
+from nodes.context import RunContext
+from nodes.gmemory.model import INSIGHT, QUERY, UTTERANCE
+from nodes.gmemory.state import Candidate, SelectedInsight, TaskState, Trajectory
+from nodes.registry import NoConfig, node, router
+
+__all__ = [
+    "ByRolesConfig",
+    "ExpandConfig",
+    "InsightsConfig",
+    "Kept",
+    "ProjectConfig",
+    "ProjectedInsights",
+    "RateConfig",
+    "Rating",
+    "Ratings",
+    "SeedConfig",
+    "SparsifyConfig",
+    "SplitConfig",
+]
+
+PAGE = 200
+"""Relationships read per ``neighbours`` page."""
+MAX_SCAN = 10_000
+"""At most this many relationships of one node are read (a warning says when more were left)."""
+PROBE_RESOLVED, PROBE_FAILED = 4, 2
+"""The insight probe: this many most similar resolved and failed queries (the reference's 4 + 2)."""
+
+
+# -- configs -------------------------------------------------------------------------------------------------------
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SeedConfig(_Config):
+    successful_topk: int = Field(2, ge=0, le=50, description="Past successes handed to the team.")
+    failed_topk: int = Field(1, ge=0, le=50, description="Past failures handed to the team.")
+
+
+class ExpandConfig(_Config):
+    hops: int = Field(1, ge=0, le=5, description="SIMILAR hops from the seeds (either direction).")
+    max_related: int = Field(50, ge=1, le=1000, description="Most related queries kept, seeds first.")
+
+
+class SplitConfig(SeedConfig):
+    threshold: float = Field(0.0, ge=-1.0, le=1.0, description="Candidates less similar to the task (cosine) are dropped.")
+
+
+class RateConfig(SeedConfig):
+    pass
+
+
+class InsightsConfig(_Config):
+    insights_topk: int = Field(3, ge=0, le=50, description="Insights handed to the team.")
+
+
+class SparsifyConfig(_Config):
+    max_utterances: int = Field(
+        60, ge=1, le=500, description="Most utterances of one past query shown to the model (first by order)."
+    )
+
+
+class ByRolesConfig(_Config):
+    project_roles: bool = Field(False, description="Tailor the insights to each role with the model (one call per role).")
+
+
+class ProjectConfig(_Config):
+    insights_topk: int = Field(3, ge=1, le=50, description="Most insights kept per role.")
+
+
+# -- reply schemas and prompts -------------------------------------------------------------------------------------
+
+
+class Rating(BaseModel):
+    index: int
+    """The candidate's number in the prompt (from 1)."""
+    score: int = Field(ge=0, le=10)
+
+
+class Ratings(BaseModel):
+    ratings: list[Rating] = Field(default_factory=list, max_length=200)
+
+
+class Kept(BaseModel):
+    keep: list[int] = Field(default_factory=list, max_length=1000)
+    """Numbers (from 1) of the utterances worth keeping."""
+
+
+class ProjectedInsights(BaseModel):
+    insights: list[str] = Field(default_factory=list, max_length=50)
+
+
+RATE_SYSTEM = (
+    "You judge how useful past tasks are for solving a new task. For each numbered past task, rate from 1 (no help) "
+    "to 10 (its approach can be reused directly) how much knowing how it was solved helps with the new task. "
+    'Reply with JSON {"ratings": [{"index": 1, "score": 7}]}, one entry per past task.'
+)
+SPARSIFY_SYSTEM = (
+    "You condense the record of a past team interaction to what matters for a new task. You get the new task, the "
+    "past task with its outcome, and the numbered messages the team exchanged on it. Keep only the messages that "
+    "would help or warn the team on the new task: decisions, key steps, mistakes and their corrections. "
+    'Reply with JSON {"keep": [1, 3]}: the numbers of the messages to keep.'
+)
+PROJECT_SYSTEM = (
+    "You adapt general lessons from earlier tasks to one member of a team. Given the member's role, the new task "
+    "and numbered lessons, rewrite the lessons that matter for this role as short, concrete advice for it, most "
+    'important first; leave out those that do not apply to it. Reply with JSON {"insights": ["..."]}.'
+)
+_NUMBERED = re.compile(r"^\[(\d+)\]", re.MULTILINE)
+_LESSON = re.compile(r"^\d+\. (.+)$", re.MULTILINE)
+
+
+def _bullets(lines: Sequence[str], indent: str = "  ") -> str:
+    return "\n".join(f"{indent}- {line}" for line in lines)
+
+
+def rate_messages(task: str, candidates: Sequence[Candidate]) -> list[Message]:
+    past = "\n\n".join(
+        f"[{number}] Task: {candidate.task}" + (f"\nKey steps:\n{_bullets(candidate.key_steps)}" if candidate.key_steps else "")
+        for number, candidate in enumerate(candidates, start=1)
+    )
+    return [{"role": "system", "content": RATE_SYSTEM}, {"role": "user", "content": f"New task: {task}\n\nPast tasks:\n{past}"}]
+
+
+def sparsify_messages(task: str, candidate: Candidate, utterances: Sequence[str]) -> list[Message]:
+    lines = "\n".join(f"[{number}] {line}" for number, line in enumerate(utterances, start=1))
+    user = f"New task: {task}\n\nPast task ({candidate.status}): {candidate.task}\n\nMessages:\n{lines}"
+    return [{"role": "system", "content": SPARSIFY_SYSTEM}, {"role": "user", "content": user}]
+
+
+def project_messages(task: str, role: str, insights: Sequence[str]) -> list[Message]:
+    lessons = "\n".join(f"{number}. {text}" for number, text in enumerate(insights, start=1))
+    user = f"Role: {role}\nNew task: {task}\n\nLessons:\n{lessons}"
+    return [{"role": "system", "content": PROJECT_SYSTEM}, {"role": "user", "content": user}]
+
+
+def _user(messages: list[Message]) -> str:
+    return str(messages[-1].get("content", ""))
+
+
+@offline_handler(Ratings)
+def _offline_ratings(messages: list[Message]) -> Ratings:
+    """Offline, every candidate is rated 5 (similarity decides)."""
+    return Ratings(ratings=[Rating(index=int(number), score=5) for number in _NUMBERED.findall(_user(messages))])
+
+
+@offline_handler(Kept)
+def _offline_kept(messages: list[Message]) -> Kept:
+    """Offline, every utterance is kept."""
+    return Kept(keep=[int(number) for number in _NUMBERED.findall(_user(messages))])
+
+
+@offline_handler(ProjectedInsights)
+def _offline_projected(messages: list[Message]) -> ProjectedInsights:
+    """Offline, the general lessons are kept as they are."""
+    return ProjectedInsights(insights=_LESSON.findall(_user(messages).split("Lessons:", 1)[-1]))
+
+
+# -- store helpers -------------------------------------------------------------------------------------------------
+
+
+async def task_vector(state: TaskState, context: RunContext) -> list[float]:
+    """The task's embedding: the one ``seed`` made, else a new one (a graph that starts later)."""
+    if state.task_vector:
+        return state.task_vector
+    [vector] = await context.embedder.embed([state.task])
+    return vector
+
+
+def _cosine(left: Sequence[float], right: Sequence[float]) -> float:
+    norm = math.sqrt(sum(v * v for v in left)) * math.sqrt(sum(v * v for v in right))
+    return sum(a * b for a, b in zip(left, right, strict=False)) / norm if norm else 0.0
+
+
+async def _linked(
+    context: RunContext,
+    node_id: str,
+    relationship: str,
+    direction: Literal["out", "in", "both"],
+    kind: str,
+    limit: int | None = None,
+) -> list[tuple[RelationshipRecord, NodeRecord]]:
+    """The node's ``relationship`` links in ``direction`` to nodes of ``kind``, read in pages: at most ``limit``
+    matches, and at most ``MAX_SCAN`` relationships read."""
+    found: list[tuple[RelationshipRecord, NodeRecord]] = []
+    offset, total = 0, 1
+    while offset < min(total, MAX_SCAN) and (limit is None or len(found) < limit):
+        page = await context.store.neighbours(context.namespace, node_id, limit=PAGE, offset=offset)
+        total, offset = page.total, offset + PAGE
+        others = {other.id: other for other in page.nodes}
+        for link in page.relationships:
+            if link.type != relationship:
+                continue
+            outgoing = link.source_id == node_id
+            if (direction == "out" and not outgoing) or (direction == "in" and link.target_id != node_id):
+                continue
+            other = others.get(link.target_id if outgoing else link.source_id)
+            if other is not None and other.kind == kind and other.id != node_id:
+                found.append((link, other))
+    if total > MAX_SCAN:
+        context.log.warning("gmemory.links_truncated", node=node_id, relationships=total, read=MAX_SCAN)
+    return found if limit is None else found[:limit]
+
+
+def _steps(value: Any) -> list[str]:
+    """Key steps as stored: a list of lines, or one text."""
+    if isinstance(value, list):
+        return [str(step).strip() for step in value if str(step).strip()]
+    return [line.strip("-* ").strip() for line in str(value or "").splitlines() if line.strip("-* ").strip()]
+
+
+def _candidate(record: NodeRecord, similarity: float) -> Candidate:
+    properties = record.properties
+    return Candidate(
+        id=record.id,
+        task=str(properties.get("task") or record.text or ""),
+        status=str(properties.get("status", "")),
+        similarity=similarity,
+        key_steps=_steps(properties.get("key_steps")),
+        fail_reason=str(properties.get("fail_reason") or ""),
+    )
+
+
+# -- nodes ---------------------------------------------------------------------------------------------------------
+
+
+@node("gmemory.seed", state=TaskState, reads={"task", "task_vector"}, writes={"seeds", "task_vector"}, config=SeedConfig)
+async def seed(state: TaskState, config: SeedConfig, context: RunContext) -> dict[str, Any]:
+    """Coarse retrieval: the past queries most similar to the task, 2 x (successful_topk + failed_topk) of them."""
+    related_n = 2 * max(config.successful_topk + config.failed_topk, 1)
+    vector = await task_vector(state, context)
+    hits = await context.store.vector_search(context.namespace, vector, kind=QUERY, k=related_n)
+    return {"seeds": [hit.node.id for hit in hits], "task_vector": vector}
+
+
+@node("gmemory.expand", state=TaskState, reads={"seeds"}, writes={"related"}, config=ExpandConfig)
+async def expand(state: TaskState, config: ExpandConfig, context: RunContext) -> dict[str, Any]:
+    """Follow SIMILAR links (either direction) up to ``hops`` from the seeds; seeds first, at most max_related."""
+    related = list(dict.fromkeys(state.seeds))[: config.max_related]
+    seen, frontier = set(related), list(related)
+    for _ in range(config.hops):
+        reached: list[str] = []
+        for query in frontier:
+            room = config.max_related - len(related)
+            if room <= 0:
+                break
+            for _link, other in await _linked(context, query, "SIMILAR", "both", QUERY, limit=room + len(seen)):
+                if other.id not in seen and len(related) < config.max_related:
+                    seen.add(other.id)
+                    related.append(other.id)
+                    reached.append(other.id)
+        frontier = reached
+        if not frontier:
+            break
+    return {"related": related}
+
+
+@node("gmemory.split", state=TaskState, reads={"task", "task_vector", "related"}, writes={"successes", "failures"}, config=SplitConfig)
+async def split(state: TaskState, config: SplitConfig, context: RunContext) -> dict[str, Any]:
+    """Bucket the related queries by outcome; backfill a short bucket by vector search (a union with the graph's
+    hits); drop those below the threshold; keep the 2 x topk most similar per bucket."""
+    if not state.related:  # no seeds: the namespace holds no query
+        return {"successes": [], "failures": []}
+    vector = await task_vector(state, context)
+    records = [record for record in await context.store.get_nodes(context.namespace, state.related) if record is not None]
+
+    def similarity(record: NodeRecord, score: float | None = None) -> float:
+        return _cosine(vector, record.embedding) if record.embedding else (score if score is not None else 0.0)
+
+    buckets: dict[str, list[Candidate]] = {"resolved": [], "failed": []}
+    for record in records:
+        if record.kind == QUERY and record.properties.get("status") in buckets:
+            buckets[str(record.properties["status"])].append(_candidate(record, similarity(record)))
+    sizes = {"resolved": 2 * config.successful_topk, "failed": 2 * config.failed_topk}
+    for status, bucket in buckets.items():
+        if len(bucket) < sizes[status]:
+            have = {candidate.id for candidate in bucket}
+            k = sizes[status] + len(bucket)  # enough to fill the bucket whichever graph hits come back
+            for hit in await context.store.vector_search(context.namespace, vector, kind=QUERY, k=k, filters={"status": status}):
+                if len(bucket) >= sizes[status]:
+                    break
+                if hit.node.id not in have:
+                    have.add(hit.node.id)
+                    bucket.append(_candidate(hit.node, similarity(hit.node, hit.score)))
+    chosen = {
+        status: sorted(
+            (candidate for candidate in bucket if candidate.similarity >= config.threshold), key=lambda c: (-c.similarity, c.id)
+        )[: sizes[status]]
+        for status, bucket in buckets.items()
+    }
+    return {"successes": chosen["resolved"], "failures": chosen["failed"]}
+
+
+@node(
+    "gmemory.rate", state=TaskState, reads={"task", "successes", "failures"}, writes={"successes", "failures"}, config=RateConfig
+)
+async def rate(state: TaskState, config: RateConfig, context: RunContext) -> dict[str, Any]:
+    """One model call rates every success candidate 1-10 for the task; keep successful_topk by (rating, similarity).
+    Failures: the failed_topk most similar. An unreadable reply falls back to similarity order (with a warning)."""
+    failures = state.failures[: config.failed_topk]
+    if not state.successes:
+        return {"successes": [], "failures": failures}
+    candidates = list(state.successes)
+    try:
+        reply = await context.llm.structured(rate_messages(state.task, candidates), Ratings)
+    except LLMOutputError as exc:
+        context.log.warning("gmemory.rating_unreadable", candidates=len(candidates), error=str(exc))
+        return {"successes": candidates[: config.successful_topk], "failures": failures}
+    scores: dict[int, int] = {}
+    for rating in reply.ratings:
+        if 1 <= rating.index <= len(candidates):
+            scores.setdefault(rating.index - 1, rating.score)
+    rated = [candidate.model_copy(update={"relevance": float(scores.get(i, 0))}) for i, candidate in enumerate(candidates)]
+    rated.sort(key=lambda c: (-(c.relevance or 0.0), -c.similarity, c.id))
+    return {"successes": rated[: config.successful_topk], "failures": failures}
+
+
+@node(
+    "gmemory.insights",
+    state=TaskState,
+    reads={"task", "task_vector", "related", "successes", "failures"},
+    writes={"insights"},
+    config=InsightsConfig,
+)
+async def insights(state: TaskState, config: InsightsConfig, context: RunContext) -> dict[str, Any]:
+    """Upward: count, per insight, the probe queries (4 most similar resolved + 2 most similar failed, the related
+    and the chosen ones) that support it; keep active insights with a positive score, by support then score."""
+    if config.insights_topk == 0 or not await context.store.count_nodes(context.namespace, INSIGHT):
+        return {"insights": []}
+    vector = await task_vector(state, context)
+    probe: list[str] = []
+    for status, k in (("resolved", PROBE_RESOLVED), ("failed", PROBE_FAILED)):
+        hits = await context.store.vector_search(context.namespace, vector, kind=QUERY, k=k, filters={"status": status})
+        probe += [hit.node.id for hit in hits]
+    probe += [*state.related, *(c.id for c in state.successes), *(c.id for c in state.failures)]
+    support: dict[str, int] = {}
+    records: dict[str, NodeRecord] = {}
+    for query in dict.fromkeys(probe):
+        supporters = {other.id: other for _link, other in await _linked(context, query, "SUPPORTED_BY", "in", INSIGHT)}
+        for insight_id, record in supporters.items():
+            support[insight_id] = support.get(insight_id, 0) + 1
+            records[insight_id] = record
+    selected = []
+    for insight_id, count in support.items():
+        properties = records[insight_id].properties
+        score = int(properties.get("score") or 0)
+        if properties.get("status") == "active" and score > 0:
+            text = str(records[insight_id].text or properties.get("text") or "")
+            selected.append(SelectedInsight(id=insight_id, text=text, support=count, score=score))
+    selected.sort(key=lambda insight: (-insight.support, -insight.score, insight.id))
+    return {"insights": selected[: config.insights_topk]}
+
+
+async def _utterances(context: RunContext, query: str, limit: int) -> list[str]:
+    """The query's utterances in order, as ``speaker -> addressee: message`` lines (the first ``limit``)."""
+    records = [other for _link, other in await _linked(context, query, "HAS_UTTERANCE", "out", UTTERANCE)]
+    records.sort(key=lambda record: (int(record.properties.get("order") or 0), record.id))
+    lines = []
+    for record in records[:limit]:
+        properties = record.properties
+        message = " ".join(str(properties.get("message") or record.text or "").split())
+        lines.append(f"{properties.get('speaker', '?')} -> {properties.get('addressee', '?')}: {message}")
+    return lines
+
+
+@node(
+    "gmemory.sparsify", state=TaskState, reads={"task", "successes", "failures"}, writes={"trajectories"}, config=SparsifyConfig
+)
+async def sparsify(state: TaskState, config: SparsifyConfig, context: RunContext) -> dict[str, Any]:
+    """Downward: one model call per chosen query keeps the utterances of its interaction that matter for the task
+    (an unreadable reply keeps them all, with a warning); queries with nothing kept are left out."""
+
+    async def condense(candidate: Candidate) -> Trajectory | None:
+        lines = await _utterances(context, candidate.id, config.max_utterances)
+        if not lines:
+            return None
+        try:
+            reply = await context.llm.structured(sparsify_messages(state.task, candidate, lines), Kept)
+            keep = sorted({number for number in reply.keep if 1 <= number <= len(lines)})
+        except LLMOutputError as exc:
+            context.log.warning("gmemory.sparsify_unreadable", query=candidate.id, error=str(exc))
+            keep = list(range(1, len(lines) + 1))
+        if not keep:
+            return None
+        return Trajectory(
+            query_id=candidate.id,
+            task=candidate.task,
+            status=candidate.status,
+            key_steps=candidate.key_steps,
+            utterances=[lines[number - 1] for number in keep],
+        )
+
+    condensed = await asyncio.gather(*(condense(candidate) for candidate in [*state.successes, *state.failures]))
+    return {"trajectories": [trajectory for trajectory in condensed if trajectory is not None]}
+
+
+@router("gmemory.by_roles", state=TaskState, reads={"insights", "roles"}, outcomes={"project", "compose"}, config=ByRolesConfig)
+def by_roles(state: TaskState, config: ByRolesConfig) -> str:
+    """'project' to tailor the insights per role (project_roles, when there are insights and roles), else 'compose'."""
+    return "project" if config.project_roles and state.insights and state.roles else "compose"
+
+
+@node("gmemory.project", state=TaskState, reads={"task", "roles", "insights"}, writes={"role_insights"}, config=ProjectConfig)
+async def project(state: TaskState, config: ProjectConfig, context: RunContext) -> dict[str, Any]:
+    """One model call per role rewrites the insights for that role (an unreadable or empty reply keeps them as they are)."""
+    general = [insight.text for insight in state.insights]
+
+    async def tailor(role: str) -> list[str]:
+        try:
+            reply = await context.llm.structured(project_messages(state.task, role, general), ProjectedInsights)
+        except LLMOutputError as exc:
+            context.log.warning("gmemory.projection_unreadable", role=role, error=str(exc))
+            return general[: config.insights_topk]
+        tailored = [" ".join(text.split()) for text in reply.insights if text.strip()]
+        return (tailored or general)[: config.insights_topk]
+
+    roles = list(dict.fromkeys(state.roles))
+    return {"role_insights": dict(zip(roles, await asyncio.gather(*(tailor(role) for role in roles)), strict=True))}
+
+
+def memory_text(state: TaskState, role: str) -> str:
+    """What one role reads: its insights, the successes' key steps, the condensed interactions, the failures' reasons."""
+    lessons = state.role_insights.get(role) or [insight.text for insight in state.insights]
+    sections = []
+    if lessons:
+        sections.append("Lessons from earlier tasks:\n" + "\n".join(f"{n}. {text}" for n, text in enumerate(lessons, start=1)))
+    if state.successes:
+        body = "\n".join(f"- {c.task}" + (f"\n{_bullets(c.key_steps)}" if c.key_steps else "") for c in state.successes)
+        sections.append(f"Similar tasks that succeeded, with their key steps:\n{body}")
+    if state.trajectories:
+        body = "\n".join(
+            f"- {t.task} ({t.status}):\n" + "\n".join(f"  {line}" for line in t.utterances) for t in state.trajectories
+        )
+        sections.append(f"What the team said on them (condensed):\n{body}")
+    if state.failures:
+        body = "\n".join(f"- {c.task}" + (f": {c.fail_reason}" if c.fail_reason else "") for c in state.failures)
+        sections.append(f"Similar tasks that failed, and why:\n{body}")
+    return "\n\n".join(sections)
+
+
+@node(
+    "gmemory.compose",
+    state=TaskState,
+    reads={"roles", "memory", "insights", "role_insights", "successes", "failures", "trajectories"},
+    writes={"memory"},
+)
+async def compose(state: TaskState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+    """Write each role's memory text (empty when nothing was found)."""
+    return {"memory": {**state.memory, **{role: memory_text(state, role) for role in dict.fromkeys(state.roles)}}}
