@@ -9,7 +9,7 @@ UI := flows/server/ui/frontend
 HOST ?= 127.0.0.1
 PORT ?= 8765
 
-.PHONY: install ui browser demo serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag bench-tme typecheck clean
+.PHONY: install ui browser demo serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag bench-tme bench-gmemory typecheck clean
 
 install: $(VENV)/.installed
 
@@ -70,6 +70,9 @@ bench-comorag: install
 
 bench-tme: install
 	$(BIN)/python bench/tme.py --output bench/results/tme.json
+
+bench-gmemory: install
+	infra/with-neo4j.sh $(BIN)/python $(BIN)/python bench/gmemory.py --output bench/results/gmemory.json
 
 clean:
 	rm -rf $(VENV) .mnemoflow infra/neo4j/target $(UI)/node_modules
