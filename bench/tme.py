@@ -30,7 +30,7 @@ from memory import HashingEmbedder, SQLiteStore  # noqa: E402
 from mnemoflow.logging import configure_logging  # noqa: E402
 from mnemoflow.settings import LogSettings, Settings, StoreSettings  # noqa: E402
 from tests.support.openai_server import ScriptedOpenAIServer  # noqa: E402
-from tests.support.tme_scenarios import SCENARIOS, Scenario, TurnRecord, play, script_scenario, scripted_llm, turn_graph  # noqa: E402
+from tests.support.tme_scenarios import SCENARIOS, Scenario, TurnRecord, play, script_scenario, turn_graph  # noqa: E402
 
 FROM_TURN = 6
 """The token goal counts turns from this one on: a short conversation has little history to save on."""
@@ -44,7 +44,7 @@ async def run_scenario(scenario: Scenario, folder: Path) -> list[TurnRecord]:
     settings = Settings(store=StoreSettings(sqlite_path=folder / f"{scenario.name}.db"))
     with ScriptedOpenAIServer() as server:
         script_scenario(server, scenario)
-        llm = scripted_llm(server)
+        llm = server.gateway()
         try:
             async with SQLiteStore(
                 folder / f"{scenario.name}.db", embedding_model=embedder.model, embedding_dimension=embedder.dimension

@@ -23,8 +23,8 @@ from graphs import load_graph, run_graph
 from graphs.runner import RunResult
 from memory.checkpoints import open_checkpointer
 from memory.protocol import GraphStore
-from mnemoflow.llm import LLM, OpenAIBackend
-from mnemoflow.settings import LLMSettings, Settings, StoreSettings
+from mnemoflow.llm import LLM
+from mnemoflow.settings import Settings, StoreSettings
 from nodes.comorag.agents import ProbeSet, is_impasse, loose_probes, parse_final_answer
 from nodes.comorag.retrieval import personalized_pagerank
 from tests.conftest import EMBEDDER, new_store, offline_llm, settings_of
@@ -58,11 +58,6 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[GraphStore]:
         yield created
     finally:
         await created.close()
-
-
-def gateway(server: ScriptedOpenAIServer) -> LLM:
-    config = LLMSettings(cache=False, initial_backoff=0.0, max_backoff=0.01)
-    return LLM(OpenAIBackend(base_url=server.base_url, api_key="test", timeout=config.request_timeout), config)
 
 
 def small_graph(tmp_path: Path) -> Path:
@@ -133,7 +128,7 @@ async def test_answered_at_step_zero(
     sqlite_store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path
 ) -> None:
     script(server, [answer("Corvin Ashe")])
-    result = await ask(sqlite_store, tmp_path, gateway(server), namespace, {"question": QUESTION})
+    result = await ask(sqlite_store, tmp_path, server.gateway(), namespace, {"question": QUESTION})
     assert roles(server) == STEP0
     assert result.state["final_answer"] == "Corvin Ashe" and result.state["status"] == "answered"
     assert result.steps == ["retrieve", "encode", "answer", "finalize"]
@@ -149,7 +144,7 @@ async def test_impasse_then_answered_after_one_cycle(
 ) -> None:
     script(server, [answer("*"), answer("Corvin Ashe")], [{"probes": ["Who looked after the Orsk children?"]}])
     settings = settings_of(store, tmp_path, request)
-    result = await ask(store, tmp_path, gateway(server), namespace, {"question": QUESTION}, settings=settings)
+    result = await ask(store, tmp_path, server.gateway(), namespace, {"question": QUESTION}, settings=settings)
     assert roles(server) == [*STEP0, "probe", "filter", "cue", "cue", "cue", "fuse", "answer"]
     assert result.state["final_answer"] == "Corvin Ashe" and result.state["cycle"] == 1
     sent = chats(server)
@@ -172,7 +167,7 @@ async def test_impasse_until_max_cycles(
     script(server, [answer("*."), answer("*"), answer("### Final Answer: *")], probes)
     embedder = CountingEmbedder()
     result = await ask(
-        sqlite_store, tmp_path, gateway(server), namespace, {"question": QUESTION, "max_cycles": 2}, embedder=embedder
+        sqlite_store, tmp_path, server.gateway(), namespace, {"question": QUESTION, "max_cycles": 2}, embedder=embedder
     )
     # the second probe finds no fresh semantic or episodic evidence (the pool has both summaries): one cue
     cycle_one = ["probe", "filter", "cue", "cue", "cue", "fuse", "answer"]
@@ -198,7 +193,7 @@ async def test_no_probes_finalizes(
     sqlite_store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path
 ) -> None:
     script(server, [answer("*")], [{"probe_1": QUESTION.upper(), "probe_2": "  "}])  # a repeat and a blank: nothing new
-    result = await ask(sqlite_store, tmp_path, gateway(server), namespace, {"question": QUESTION})
+    result = await ask(sqlite_store, tmp_path, server.gateway(), namespace, {"question": QUESTION})
     assert roles(server) == [*STEP0, "probe"]
     assert result.state["status"] == "unresolved" and result.state["final_answer"] == "*"
     assert result.steps == ["retrieve", "encode", "answer", "commit", "probe", "finalize"]
@@ -213,7 +208,7 @@ async def test_an_error_is_never_stored_as_a_cue(
         Rule(system="narrative analyst", user="That reply is not valid", text="Error: Rate limit reached")
     )  # the re-ask
     script(server, [answer("Corvin Ashe")])
-    result = await ask(sqlite_store, tmp_path, gateway(server), namespace, {"question": QUESTION})
+    result = await ask(sqlite_store, tmp_path, server.gateway(), namespace, {"question": QUESTION})
     assert sorted(roles(server)) == sorted([*STEP0, "cue"])  # the unreadable cue was re-asked once, then skipped
     memory = await units(sqlite_store, namespace)
     assert sorted(unit.properties["layer"] for unit in memory) == ["episodic", "veridical"]
@@ -225,7 +220,7 @@ async def test_markdown_answer_is_read(
     sqlite_store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path
 ) -> None:
     script(server, ["### Key Facts\nCorvin Ashe was named guardian.\n### Final Answer\nCorvin Ashe"])
-    result = await ask(sqlite_store, tmp_path, gateway(server), namespace, {"question": QUESTION})
+    result = await ask(sqlite_store, tmp_path, server.gateway(), namespace, {"question": QUESTION})
     assert roles(server) == [*STEP0, "answer"]  # not JSON: re-asked once, then the marker was read
     assert result.state["final_answer"] == "Corvin Ashe" and result.state["status"] == "answered"
 
@@ -235,7 +230,7 @@ async def test_fenced_probe_json_runs_one_worker_per_probe(
 ) -> None:
     fenced = '```json\n{"probe1": "Who is Jessamy Pell?", "probe2": "What is the Needle path?"}\n```'
     script(server, [answer("*"), answer("Corvin Ashe")], [fenced])
-    result = await ask(sqlite_store, tmp_path, gateway(server), namespace, {"question": QUESTION})
+    result = await ask(sqlite_store, tmp_path, server.gateway(), namespace, {"question": QUESTION})
     calls = roles(server)
     assert calls[:6] == [*STEP0, "probe"] and calls[-2:] == ["fuse", "answer"]
     middle = Counter(calls[6:-2])
@@ -257,7 +252,7 @@ async def test_loose_probe_reply_is_read(
 ) -> None:
     loose = "Here you go: {'probe_1': 'Who is Jessamy Pell?',}"
     script(server, [answer("*"), answer("Corvin Ashe")], [loose])
-    result = await ask(sqlite_store, tmp_path, gateway(server), namespace, {"question": QUESTION})
+    result = await ask(sqlite_store, tmp_path, server.gateway(), namespace, {"question": QUESTION})
     calls = roles(server)
     assert calls[:7] == [*STEP0, "probe", "probe"]  # the gateway re-asked once, then the loose reply was read
     assert result.steps.count("probe_worker") == 1 and result.state["final_answer"] == "Corvin Ashe"
@@ -271,7 +266,7 @@ async def test_evidence_already_in_the_pool_is_not_retrieved_again(
     script(
         server, [answer("*"), answer("Corvin Ashe")], [{"probes": [QUESTION + " Tell me."]}]
     )  # retrieves what the question did
-    await ask(sqlite_store, tmp_path, gateway(server), namespace, {"question": QUESTION})
+    await ask(sqlite_store, tmp_path, server.gateway(), namespace, {"question": QUESTION})
     by_cycle: dict[int, set[str]] = {0: set(), 1: set()}
     for unit in await units(sqlite_store, namespace):
         if unit.properties["layer"] != "fusion":
@@ -294,7 +289,7 @@ async def test_multiple_choice_options_reach_only_the_answer_step(
         "D": "Nobody at all",
     }
     script(server, [answer("*"), answer("[B]")], [{"probes": ["Who looked after the Orsk children?"]}])
-    result = await ask(sqlite_store, tmp_path, gateway(server), namespace, {"question": QUESTION, "options": options})
+    result = await ask(sqlite_store, tmp_path, server.gateway(), namespace, {"question": QUESTION, "options": options})
     assert roles(server) == [*STEP0, "probe", "filter", "cue", "cue", "cue", "fuse", "answer"]
     for request in chats(server):
         shown = [text in user_text(request) for text in options.values()]
@@ -309,7 +304,7 @@ async def test_llm_fault_mid_cycle_is_retried_by_the_gateway(
 ) -> None:
     server.script(Rule(system="regulation agent", fault="500", times=1))
     script(server, [answer("*"), answer("Corvin Ashe")], [{"probes": ["Who looked after the Orsk children?"]}])
-    result = await ask(sqlite_store, tmp_path, gateway(server), namespace, {"question": QUESTION})
+    result = await ask(sqlite_store, tmp_path, server.gateway(), namespace, {"question": QUESTION})
     assert roles(server) == [*STEP0, "probe", "filter", "cue", "cue", "cue", "fuse", "answer"]
     faulted = [request for request in chats(server, answered_only=False) if request["status"] != 200]
     assert [(role(request), request["status"]) for request in faulted] == [("probe", 500)]

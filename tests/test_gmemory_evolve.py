@@ -19,8 +19,6 @@ from graphs.loader import LIBRARY
 from graphs.runner import RunResult
 from memory.protocol import GraphStore
 from memory.records import NodeRecord
-from mnemoflow.llm import LLM, OpenAIBackend
-from mnemoflow.settings import LLMSettings
 from nodes.gmemory.evolve import _credit, _linked, insight_score
 from nodes.gmemory.model import CREDIT, INSIGHT, QUERY, UTTERANCE, insight_id, milestone_id, query_id
 from tests.conftest import EMBEDDER, offline_llm, settings_of
@@ -80,8 +78,7 @@ class Tasks:
         self, store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
     ) -> None:
         self.store, self.namespace, self.server = store, namespace, server
-        config = LLMSettings(cache=False, initial_backoff=0.0, max_backoff=0.01)
-        self.llm = LLM(OpenAIBackend(base_url=server.base_url, api_key="test", timeout=config.request_timeout), config)
+        self.llm = server.gateway()
         self.settings = settings_of(store, tmp_path, request)
         path = tmp_path / "gmemory-evolve-test.yaml"
         path.write_text(GRAPH)

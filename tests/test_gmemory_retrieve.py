@@ -19,8 +19,7 @@ from graphs import LIBRARY, load_graph, run_graph
 from graphs.runner import RunResult
 from memory.protocol import GraphStore
 from memory.records import NodeRecord, RelationshipRecord
-from mnemoflow.llm import LLM, OpenAIBackend
-from mnemoflow.settings import LLMSettings
+from mnemoflow.llm import LLM
 from nodes.gmemory.model import INSIGHT, QUERY, UTTERANCE, insight_id, query_id, utterance_id
 from tests.conftest import EMBEDDER, offline_llm, settings_of
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
@@ -224,11 +223,6 @@ def server() -> Iterator[ScriptedOpenAIServer]:
         yield running
 
 
-def gateway(server: ScriptedOpenAIServer) -> LLM:
-    config = LLMSettings(cache=False, initial_backoff=0.0, max_backoff=0.01)
-    return LLM(OpenAIBackend(base_url=server.base_url, api_key="test", timeout=config.request_timeout), config)
-
-
 def chats(server: ScriptedOpenAIServer, system: str) -> list[dict[str, Any]]:
     return [
         r for r in server.requests if r["path"].endswith("/chat/completions") and system in r["body"]["messages"][0]["content"]
@@ -296,7 +290,7 @@ async def test_successes_are_backfilled_as_a_union_then_rated_and_failures_kept_
 ) -> None:
     memory = await build_memory(store, namespace)
     script(server)
-    state = plain(await retrieve(store, namespace, gateway(server), tmp_path, request))
+    state = plain(await retrieve(store, namespace, server.gateway(), tmp_path, request))
     [rating] = chats(server, RATE)
     prompt = rating["body"]["messages"][-1]["content"]
     # graph hits R1, R2, G are 3 < 4: the backfill adds R4 and keeps G (replacing would have given R1, R2, R4, R5)
@@ -321,7 +315,7 @@ async def test_hop_expansion_reaches_a_query_linked_only_by_similar(
 ) -> None:
     memory = await build_memory(store, namespace)
     script(server)
-    state = plain(await retrieve(store, namespace, gateway(server), tmp_path, request))
+    state = plain(await retrieve(store, namespace, server.gateway(), tmp_path, request))
     assert memory.names(state["seeds"]) == ["R1", "F1", "F5", "F2", "R2", "F4"]
     assert memory.names(state["related"]) == ["R1", "F1", "F5", "F2", "R2", "F4", "G"]  # seeds first; G by G -> R1 (incoming)
     assert memory.queries["H"] not in state["related"]  # two hops away
@@ -332,7 +326,7 @@ async def test_insights_are_ranked_by_support_then_score_and_pruned_or_unscored_
 ) -> None:
     memory = await build_memory(store, namespace)
     script(server)
-    state = plain(await retrieve(store, namespace, gateway(server), tmp_path, request))
+    state = plain(await retrieve(store, namespace, server.gateway(), tmp_path, request))
     chosen = state["insights"]
     assert memory.names([i["id"] for i in chosen]) == ["I1", "I2", "I3"]  # I8 (support 1) is fourth: cut at insights_topk=3
     assert [(i["support"], i["score"]) for i in chosen] == [(3, 3), (2, 5), (2, 1)]
@@ -344,7 +338,7 @@ async def test_trajectories_hold_exactly_the_kept_utterances_in_order(
 ) -> None:
     memory = await build_memory(store, namespace)
     script(server)
-    state = plain(await retrieve(store, namespace, gateway(server), tmp_path, request))
+    state = plain(await retrieve(store, namespace, server.gateway(), tmp_path, request))
     assert len(chats(server, SPARSIFY)) == 3  # R2, G, F1: one call per chosen query
     r2_prompt = next(r for r in chats(server, SPARSIFY) if "monthly sales" in r["body"]["messages"][-1]["content"])
     shown = r2_prompt["body"]["messages"][-1]["content"]
@@ -364,7 +358,7 @@ async def test_each_role_reads_the_insights_steps_trajectories_and_failures_and_
 ) -> None:
     memory = await build_memory(store, namespace)
     script(server)
-    state = plain(await retrieve(store, namespace, gateway(server), tmp_path, request))
+    state = plain(await retrieve(store, namespace, server.gateway(), tmp_path, request))
     assert set(state["memory"]) == {"solver", "critic"} and state["memory"]["solver"] == state["memory"]["critic"]
     text = state["memory"]["solver"]
     for expected in (
@@ -397,7 +391,7 @@ async def test_insights_are_projected_per_role_when_enabled(
         )
     )
     server.script(Rule(system=PROJECT, user="Role: critic", json={"insights": ["Critic: ask for the source of each figure."]}))
-    state = plain(await retrieve(store, namespace, gateway(server), tmp_path, request, project_roles=True))
+    state = plain(await retrieve(store, namespace, server.gateway(), tmp_path, request, project_roles=True))
     assert len(chats(server, PROJECT)) == 2
     assert f"1. {INSIGHTS['I1'][0]}" in chats(server, PROJECT)[0]["body"]["messages"][-1]["content"]
     assert state["role_insights"] == {
@@ -415,7 +409,7 @@ async def test_an_empty_store_gives_empty_memory_without_calling_the_model(
     store: GraphStore, namespace: str, server: ScriptedOpenAIServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     await build_memory(store, f"{namespace}-other")  # another namespace's memory is not this one's
-    result = await retrieve(store, namespace, gateway(server), tmp_path, request, project_roles=True)
+    result = await retrieve(store, namespace, server.gateway(), tmp_path, request, project_roles=True)
     state = plain(result)
     assert state["memory"] == {"solver": "", "critic": ""}
     assert [state.get(f, []) for f in ("seeds", "related", "successes", "failures", "insights", "trajectories")] == [[]] * 6
@@ -430,7 +424,7 @@ async def test_an_unreadable_rating_falls_back_to_similarity_with_a_warning(
     script(server, rating=Rule(system=RATE, text="They all look helpful to me."))
     server.script(Rule(system=SPARSIFY, user="northern office", json={"keep": [1]}))
     with capture_logs() as logs:
-        state = plain(await retrieve(store, namespace, gateway(server), tmp_path, request))
+        state = plain(await retrieve(store, namespace, server.gateway(), tmp_path, request))
     assert len(chats(server, RATE)) == 2  # the reply, then the re-ask
     assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == ["gmemory.rating_unreadable"]
     assert memory.names([c["id"] for c in state["successes"]]) == ["R1", "R2"]  # the two most similar
@@ -467,7 +461,7 @@ async def test_expansion_reads_every_page_of_a_busy_query_and_stops_at_max_relat
     script(server)
     server.script(Rule(system=SPARSIFY, json={"keep": [1]}))
     config = {"expand": {"max_related": max_related}, "sparsify": {"max_utterances": 5}}
-    state = plain(await retrieve(store, namespace, gateway(server), tmp_path, request, config=config))
+    state = plain(await retrieve(store, namespace, server.gateway(), tmp_path, request, config=config))
     assert memory.names(state["related"]) == reached
     for chat in chats(server, SPARSIFY):  # at most max_utterances shown, the first by order
         assert "[6]" not in chat["body"]["messages"][-1]["content"]

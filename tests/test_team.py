@@ -11,8 +11,7 @@ import yaml
 from graphs import load_graph, run_graph
 from memory import SQLiteStore
 from mnemoflow.errors import GraphSpecError
-from mnemoflow.llm import LLM, OpenAIBackend
-from mnemoflow.settings import LLMSettings, Settings, StoreSettings
+from mnemoflow.settings import Settings, StoreSettings
 from tests.conftest import EMBEDDER
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
 
@@ -25,15 +24,10 @@ def server() -> Iterator[ScriptedOpenAIServer]:
         yield running
 
 
-def gateway(server: ScriptedOpenAIServer) -> LLM:
-    config = LLMSettings(cache=False, initial_backoff=0.0, max_backoff=0.01)
-    return LLM(OpenAIBackend(base_url=server.base_url, api_key="test", timeout=config.request_timeout), config)
-
-
 async def run_team(graph: Path | str, server: ScriptedOpenAIServer, tmp_path: Path, values: dict[str, object]) -> dict[str, object]:
     async with SQLiteStore(tmp_path / "memory.db", embedding_model=EMBEDDER.model, embedding_dimension=EMBEDDER.dimension) as store:
         result = await run_graph(
-            load_graph(graph), values, store=store, embedder=EMBEDDER, llm=gateway(server),
+            load_graph(graph), values, store=store, embedder=EMBEDDER, llm=server.gateway(),
             settings=Settings(store=StoreSettings(sqlite_path=tmp_path / "memory.db")), checkpointer=None, namespace="team",
         )  # fmt: skip
     return result.state

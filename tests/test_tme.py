@@ -17,8 +17,6 @@ from graphs import load_graph, run_graph
 from graphs.runner import RunResult
 from memory.protocol import GraphStore
 from mnemoflow.errors import NodeError
-from mnemoflow.llm import LLM, OpenAIBackend
-from mnemoflow.settings import LLMSettings
 from nodes.tme.agents import Operation
 from nodes.tme.forest import Forest, ForestError
 from nodes.tme.memory import SessionConflictError, load_conversation, save_turn, turn_record_id
@@ -195,11 +193,6 @@ def server() -> Iterator[ScriptedOpenAIServer]:
         yield running
 
 
-def gateway(server: ScriptedOpenAIServer) -> LLM:
-    config = LLMSettings(cache=False, initial_backoff=0.0, max_backoff=0.01)
-    return LLM(OpenAIBackend(base_url=server.base_url, api_key="test", timeout=config.request_timeout), config)
-
-
 def script(server: ScriptedOpenAIServer, *classify: Rule, answer: str = "Noted.") -> None:
     """Decompose and answer replies fixed; the classifier's replies as given (tried in order)."""
     server.script(Rule(system=DECOMPOSE, json={"task": "plan a trip", "substeps": []}))
@@ -220,7 +213,7 @@ class Turns:
         self, store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
     ) -> None:
         self.store, self.namespace = store, namespace
-        self.llm = gateway(server)
+        self.llm = server.gateway()
         self.settings = settings_of(store, tmp_path, request)
         self.graph = load_graph("tme-turn")
 

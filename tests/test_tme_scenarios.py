@@ -30,7 +30,6 @@ from tests.support.tme_scenarios import (
     forest_view,
     play,
     script_scenario,
-    scripted_llm,
     turn_graph,
 )
 
@@ -64,7 +63,7 @@ async def test_scenario_turn_by_turn(
     request: pytest.FixtureRequest,
 ) -> None:
     script_scenario(server, scenario)
-    llm = scripted_llm(server)
+    llm = server.gateway()
     runner = GraphRunner(
         turn_graph(scenario, tmp_path), store=store, embedder=EMBEDDER, llm=llm, settings=settings_of(store, tmp_path, request),
         checkpointer=None,
@@ -114,7 +113,7 @@ async def test_each_saved_turn_holds_that_turns_forest(
 ) -> None:
     """Loaded back after every turn, the forest equals that turn's state (not only the last one's)."""
     script_scenario(server, scenario)
-    llm = scripted_llm(server)
+    llm = server.gateway()
     settings = settings_of(store, tmp_path, request)
     runner = GraphRunner(
         turn_graph(scenario, tmp_path), store=store, embedder=EMBEDDER, llm=llm, settings=settings, checkpointer=None

@@ -26,6 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from memory.embeddings import HashingEmbedder
+from mnemoflow.llm import LLM, OpenAIBackend
+from mnemoflow.settings import LLMSettings
 
 STATUS_FAULTS = {"429": 429, "500": 500, "503": 503}
 TRANSPORT_FAULTS = frozenset({*STATUS_FAULTS, "drop", "timeout"})
@@ -188,6 +190,11 @@ class ScriptedOpenAIServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def gateway(self) -> LLM:
+        """The LLM gateway pointed at this server: cache off, no waiting between retries."""
+        config = LLMSettings(cache=False, initial_backoff=0.0, max_backoff=0.01)
+        return LLM(OpenAIBackend(base_url=self.base_url, api_key="test", timeout=config.request_timeout), config)
 
     # -- scripting and counting ------------------------------------------------------------------------------------
 

@@ -26,8 +26,6 @@ import yaml
 
 import nodes.tme  # noqa: F401  (registers the tme.* nodes)
 from graphs import GraphRunner, LoadedGraph, load_graph
-from mnemoflow.llm import LLM, OpenAIBackend
-from mnemoflow.settings import LLMSettings
 from nodes.tme.agents import ANSWER_SYSTEM, CLASSIFY_SYSTEM, DECOMPOSE_SYSTEM, REDERIVE_SYSTEM
 from nodes.tme.forest import Forest, slot_key
 from nodes.tme.measure import count_tokens, full_history_prompt, stale_facts
@@ -46,7 +44,6 @@ __all__ = [
     "play",
     "role_of",
     "script_scenario",
-    "scripted_llm",
     "turn_graph",
 ]
 
@@ -617,12 +614,6 @@ def script_scenario(server: ScriptedOpenAIServer, scenario: Scenario) -> None:
                     times=1,
                 )
             )
-
-
-def scripted_llm(server: ScriptedOpenAIServer) -> LLM:
-    """The gateway pointed at the scripted server, cache off, no waiting between retries."""
-    config = LLMSettings(cache=False, initial_backoff=0.0, max_backoff=0.01)
-    return LLM(OpenAIBackend(base_url=server.base_url, api_key="test", timeout=config.request_timeout), config)
 
 
 def turn_graph(scenario: Scenario, folder: Path) -> LoadedGraph:
