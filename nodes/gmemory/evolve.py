@@ -758,6 +758,10 @@ async def revise(state: TaskState, config: ReviseConfig, context: RunContext) ->
 # -- merge ---------------------------------------------------------------------------------------------------
 
 
+MAX_CLUSTERED = 2000
+"""At most this many supporting queries are clustered at a merge (agglomerative clustering is quadratic)."""
+
+
 class MergeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -780,16 +784,18 @@ def clusters(embeddings: Sequence[Sequence[float]], distance: float) -> list[int
 
 async def _merge(context: RunContext, config: MergeConfig, n: int) -> dict[str, Any]:
     store, namespace = context.store, context.namespace
-    listed_queries = await _queries(store, namespace, n)
-    queries = [
-        q for q in await store.get_nodes(namespace, [q.id for q in listed_queries]) if q is not None and q.embedding is not None
-    ]
+    # only queries that support an active insight decide where insights go: cluster those (the most recent
+    # MAX_CLUSTERED of them), never the whole namespace, whose pairwise distances would not fit in memory
+    supports = {insight.id: await _linked(store, namespace, insight.id, "SUPPORTED_BY", "out") for insight in await _active_insights(store, namespace)}
+    supporting = {q.id: q for linked in supports.values() for q in linked if q.kind == QUERY and int(q.properties.get("order", 0)) <= n}
+    recent = sorted(supporting.values(), key=lambda q: -int(q.properties.get("order", 0)))[:MAX_CLUSTERED]
+    queries = [q for q in await store.get_nodes(namespace, [q.id for q in recent]) if q is not None and q.embedding is not None]
     labels = clusters([q.embedding or [] for q in queries], config.distance)
     cluster_of = {q.id: label for q, label in zip(queries, labels, strict=True)}
     # each active insight joins the cluster holding most of its supporting queries
     members: dict[int, list[NodeRecord]] = {}
     for insight in await _active_insights(store, namespace):
-        support = [q.id for q in await _linked(store, namespace, insight.id, "SUPPORTED_BY", "out") if q.id in cluster_of]
+        support = [q.id for q in supports.get(insight.id, []) if q.id in cluster_of]
         if support:
             votes = [cluster_of[q] for q in support]
             members.setdefault(max(sorted(set(votes)), key=votes.count), []).append(insight)
