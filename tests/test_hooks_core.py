@@ -392,13 +392,27 @@ def load_error(tmp_path: Path, text: str) -> str:
 
 def test_the_example_file_loads() -> None:
     hooks = load_hooks(EXAMPLE)
-    assert list(hooks) == ["ask-from-issue", "ask-from-slack", "text-stats"]
+    assert list(hooks) == ["ask-from-issue", "ask-from-slack", "text-stats", "repair-from-issue"]
     assert {hook.provider for hook in hooks.values()} == {"github", "slack", "generic"}
     assert all(hook.deployment.startswith("run_graph/") for hook in hooks.values())
     run_graph_parameters = {"graph", "input", "thread_id", "namespace", "store"}
     assert all(set(hook.parameters) <= run_graph_parameters for hook in hooks.values())
     assert hooks["ask-from-issue"].when_expression is not None
     assert set(hooks["ask-from-issue"].parameter_expressions) == {"input"}
+
+
+def test_the_example_repair_hook_maps_a_labelled_issue_to_a_repair_run() -> None:
+    hook = load_hooks(EXAMPLE)["repair-from-issue"]
+    labelled = fixture("github_issues_opened.json")
+    labelled["issue"]["labels"] = [{"name": "bug"}]
+    delivery = Delivery(delivery_id="d1", event="issues", payload=labelled)
+    assert accepts(hook, delivery) is None and hook.deployment == "run_graph/experepair"
+    [(name, value)] = map_parameters(hook, labelled).items()
+    assert name == "input" and value["repo"] == labelled["repository"]["full_name"]
+    assert value["issue_id"] == f"{labelled['repository']['full_name']}#{labelled['issue']['number']}"
+    assert value["issue"].startswith(labelled["issue"]["title"]) and value["repo_path"] == "/srv/clones/calc"
+    labelled["issue"]["labels"] = [{"name": "question"}]
+    assert "when condition" in str(accepts(hook, Delivery(delivery_id="d2", event="issues", payload=labelled)))
 
 
 def test_a_minimal_hook_and_an_empty_hook_list_load(tmp_path: Path) -> None:
