@@ -4,6 +4,7 @@ Importing this package registers the built-in node packages.
 """
 
 from nodes import comorag as _comorag  # noqa: E402,F401  (registers the comorag.* nodes)
+from nodes import experepair as _experepair  # noqa: E402,F401  (registers the experepair.* nodes)
 from nodes import gmemory as _gmemory  # noqa: E402,F401  (registers the gmemory.* nodes)
 from nodes import team as _team  # noqa: E402,F401  (registers the team.* nodes)
 from nodes import text as _text  # noqa: E402,F401  (registers the text.* nodes)

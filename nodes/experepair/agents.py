@@ -1,0 +1,254 @@
+"""ExpeRepair's model calls: write and judge a reproduction test, localize, write, review and refine patches,
+propose insight edits.
+
+Prompts follow the paper's composition (reference §2): the agent's insights go into the SYSTEM prompt as a
+numbered list; the retrieved demonstration (only the first) goes into the user/feedback message; then the issue
+and the last feedback. Every reply is validated into the models below; the offline stand-ins let a graph run
+without a model (they never claim a reproduction or a correct patch).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mnemoflow.llm import offline_handler
+from mnemoflow.llm.gateway import Message
+
+__all__ = [
+    "CODER_SYSTEM",
+    "INSIGHTS_SYSTEM",
+    "JUDGE_SYSTEM",
+    "LOCALIZE_SYSTEM",
+    "REFINE_SYSTEM",
+    "REVIEW_SYSTEM",
+    "TESTER_SYSTEM",
+    "InsightEditReply",
+    "InsightEdits",
+    "Judgement",
+    "Localization",
+    "Location",
+    "Patches",
+    "Review",
+    "TestScript",
+    "insights_block",
+    "insight_messages",
+    "judge_messages",
+    "localize_messages",
+    "patch_messages",
+    "refine_messages",
+    "review_messages",
+    "tester_messages",
+]
+
+MAX_INSIGHTS = 15
+"""At most this many insights reach a system prompt (reference §1: rendered as a numbered list, cap 15)."""
+
+
+class _Reply(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TestScript(_Reply):
+    """A self-contained Python script reproducing the issue."""
+
+    __test__ = False  # not a pytest class
+
+    script: str = Field(min_length=1, max_length=20_000, description="Python code; exits non-zero while the bug is present.")
+
+
+class Judgement(_Reply):
+    """Does the script's run reproduce the issue?"""
+
+    analysis: str = Field(max_length=4_000)
+    reproduces: bool
+    advice: str = Field("", max_length=4_000, description="How to fix the script when it does not reproduce the issue.")
+
+
+class Location(_Reply):
+    file: str = Field(min_length=1, max_length=500)
+    function: str = Field("", max_length=200, description="The function or class (empty: the module level).")
+    reason: str = Field("", max_length=1_000)
+
+
+class Localization(_Reply):
+    locations: list[Location] = Field(default_factory=list, max_length=8)
+
+
+class Patches(_Reply):
+    patches: list[str] = Field(default_factory=list, max_length=8, description="Unified diffs (git diff format).")
+
+
+class Review(_Reply):
+    """The reviewer's ranking of the candidates (numbers as shown, best first) and which of them fix the issue."""
+
+    ranking: list[int] = Field(default_factory=list, max_length=16)
+    correct: list[int] = Field(default_factory=list, max_length=16)
+    analysis: str = Field("", max_length=4_000)
+    advice: str = Field("", max_length=4_000, description="How the best candidate should change when none is correct.")
+
+
+class InsightEditReply(_Reply):
+    operation: Literal["ADD", "EDIT", "REMOVE"]
+    number: int = Field(0, ge=0, le=100, description="The insight's number (EDIT, REMOVE); ignored for ADD.")
+    text: str = Field("", max_length=1_000)
+
+
+class InsightEdits(_Reply):
+    edits: list[InsightEditReply] = Field(default_factory=list, max_length=8)
+
+
+TESTER_SYSTEM = """You are the Test Agent of a program-repair system. Write a minimal, self-contained Python script
+that reproduces the reported issue in the repository (importable from the working directory). Print every test input
+and the output you get; end with an assertion so the script exits non-zero while the bug is present and zero once it
+is fixed. Reply with JSON {"script": "..."}."""
+
+JUDGE_SYSTEM = """You judge whether a reproduction script reproduces a reported issue, from the script and its
+execution output on the unfixed repository. Reply with JSON {"analysis": "...", "reproduces": true|false,
+"advice": "..."}; advice says how to change the script when it does not reproduce the issue."""
+
+LOCALIZE_SYSTEM = """You localize the code to change to fix an issue. Given the issue, the reproduction result and a
+listing of the repository's Python files with their class and def lines, reply with JSON {"locations": [{"file":
+"path.py", "function": "name", "reason": "..."}]}, most suspicious first, at most 4."""
+
+CODER_SYSTEM = """You are the Patch Agent of a program-repair system. Write patches that fix the issue in the code
+shown. Each patch is a unified diff in git format (--- a/path, +++ b/path, @@ hunks) against the files as shown.
+Reply with JSON {"patches": ["diff", ...]}, each a different attempt."""
+
+REVIEW_SYSTEM = """You review candidate patches for an issue. For each you see whether it applied and the reproduction
+test's output with it. Reply with JSON {"ranking": [numbers, best first], "correct": [numbers of the patches that fix
+the issue], "analysis": "...", "advice": "how the best patch should change if none is correct"}."""
+
+REFINE_SYSTEM = """You are the Patch Agent of a program-repair system, refining a patch a reviewer rejected. Write
+improved patches as unified diffs in git format (--- a/path, +++ b/path, @@ hunks) against the files as shown.
+Reply with JSON {"patches": ["diff", ...]}, each a different attempt."""
+
+INSIGHTS_SYSTEM = """You maintain a short numbered list of insights for the {role} agent of a program-repair system:
+general lessons (testing or patching strategies, common pitfalls) useful for OTHER issues of the project. Given the
+current list and this issue's trajectory, reply with JSON {{"edits": [{{"operation": "ADD"|"EDIT"|"REMOVE",
+"number": n, "text": "..."}}]}}: ADD a new lesson, EDIT insight n, REMOVE insight n. Keep the list under 15; reply
+with no edits when nothing new was learned."""
+
+
+def insights_block(insights: list[str]) -> str:
+    """The insights as the system prompt shows them: a numbered list, at most :data:`MAX_INSIGHTS`."""
+    if not insights:
+        return ""
+    lines = [f"{number}. {text}" for number, text in enumerate(insights[:MAX_INSIGHTS], start=1)]
+    return "\n\nExperiences from other issues of this project:\n" + "\n".join(lines)
+
+
+def tester_messages(
+    insights: list[str], issue: str, *, example: str = "", previous: str = "", output: str = "", analysis: str = "",
+    advice: str = "", demo_old: str = "", demo_new: str = "",
+) -> list[Message]:  # fmt: skip
+    """First attempt: the issue with an example script (R1); a retry: the failed script, its output, the judge's
+    analysis and advice, and a failing -> working pair from another issue (R2)."""
+    parts = [f"Issue:\n{issue}"]
+    if not previous:
+        example_text = example or "Not available"
+        parts.append(f"Example of a working reproduction script for another issue of this project:\n{example_text}")
+    else:
+        parts += [f"Your previous script:\n{previous}", f"Its output:\n{output}"]
+        parts += [f"Judge's analysis: {analysis}", f"Advice: {advice}"]
+        if demo_new:
+            parts.append(
+                "On another issue of this project, a script like this one failed:\n"
+                f"{demo_old}\nand this corrected script reproduced the issue:\n{demo_new}"
+            )
+    parts.append("Write the reproduction script.")
+    return [
+        {"role": "system", "content": TESTER_SYSTEM + insights_block(insights)},
+        {"role": "user", "content": "\n\n".join(parts)},
+    ]
+
+
+def judge_messages(issue: str, script: str, output: str, returncode: int | None) -> list[Message]:
+    user = f"Issue:\n{issue}\n\nScript:\n{script}\n\nExit code: {returncode}\nOutput:\n{output}"
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
+
+
+def localize_messages(issue: str, reproduction: str, listing: str) -> list[Message]:
+    user = f"Issue:\n{issue}\n\nReproduction:\n{reproduction}\n\nRepository files:\n{listing}"
+    return [{"role": "system", "content": LOCALIZE_SYSTEM}, {"role": "user", "content": user}]
+
+
+def patch_messages(insights: list[str], issue: str, code: str, reproduction: str, count: int) -> list[Message]:
+    user = f"Issue:\n{issue}\n\nReproduction:\n{reproduction}\n\nCode:\n{code}\n\nWrite {count} candidate patches."
+    return [{"role": "system", "content": CODER_SYSTEM + insights_block(insights)}, {"role": "user", "content": user}]
+
+
+def review_messages(issue: str, reproduction: str, candidates: str) -> list[Message]:
+    user = f"Issue:\n{issue}\n\nReproduction test:\n{reproduction}\n\nCandidates:\n{candidates}"
+    return [{"role": "system", "content": REVIEW_SYSTEM}, {"role": "user", "content": user}]
+
+
+def refine_messages(
+    insights: list[str],
+    issue: str,
+    code: str,
+    patch: str,
+    result: str,
+    analysis: str,
+    advice: str,
+    demo_old: str,
+    demo_new: str,
+    count: int,
+) -> list[Message]:
+    parts = [f"Issue:\n{issue}", f"Code:\n{code}", f"Rejected patch:\n{patch or '(none)'}", f"Its test result:\n{result}"]
+    parts += [f"Reviewer's analysis: {analysis}", f"Reviewer's advice: {advice}"]
+    if demo_new:
+        parts.append(
+            f"On another issue of this project, this patch was wrong:\n{demo_old}\nand this refined patch was correct:\n{demo_new}"
+        )
+    parts.append(f"Write {count} refined patches.")
+    return [
+        {"role": "system", "content": REFINE_SYSTEM + insights_block(insights)},
+        {"role": "user", "content": "\n\n".join(parts)},
+    ]
+
+
+def insight_messages(role: str, insights: list[str], trajectory: str) -> list[Message]:
+    current = "\n".join(f"{number}. {text}" for number, text in enumerate(insights, start=1)) or "(none yet)"
+    user = f"Current insights:\n{current}\n\nThis issue's trajectory:\n{trajectory}"
+    return [{"role": "system", "content": INSIGHTS_SYSTEM.format(role=role)}, {"role": "user", "content": user}]
+
+
+# -- offline stand-ins: enough to see the graph run without a model; they never claim success --------------
+
+
+def _issue(messages: list[Message]) -> str:
+    match = re.search(r"Issue:\n(.*?)(?:\n\n|\Z)", str(messages[-1].get("content", "")), re.DOTALL)
+    return match.group(1).strip() if match else ""
+
+
+@offline_handler(TestScript)
+def _offline_script(messages: list[Message]) -> TestScript:
+    return TestScript(script=f"print({_issue(messages)[:200]!r})\nraise SystemExit('no reproduction written offline')\n")
+
+
+@offline_handler(Judgement)
+def _offline_judgement(messages: list[Message]) -> Judgement:
+    return Judgement(analysis="offline model: no judgement", reproduces=False, advice="")
+
+
+@offline_handler(Localization)
+def _offline_localization(messages: list[Message]) -> Localization:
+    return Localization(locations=[])
+
+
+@offline_handler(Patches)
+def _offline_patches(messages: list[Message]) -> Patches:
+    return Patches(patches=[])
+
+
+@offline_handler(Review)
+def _offline_review(messages: list[Message]) -> Review:
+    return Review(ranking=[], correct=[], analysis="offline model: no review", advice="")
+
+
+@offline_handler(InsightEdits)
+def _offline_insight_edits(messages: list[Message]) -> InsightEdits:
+    return InsightEdits(edits=[])
