@@ -16,8 +16,9 @@ import nodes.experepair  # noqa: F401  (registers the experepair.* nodes)
 from graphs import load_graph, run_graph
 from graphs.loader import LoadedGraph
 from graphs.runner import RunResult
+from memory.paging import all_nodes
 from memory.protocol import GraphStore
-from nodes.experepair.memory import ISSUE, PATCH_DEMO, TEST_DEMO, issue_node_id, list_kind, load_insights
+from nodes.experepair.memory import ISSUE, PATCH_DEMO, TEST_DEMO, issue_node_id, load_insights
 from nodes.experepair.repair import is_unified_diff
 from tests.conftest import EMBEDDER, settings_of
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
@@ -178,9 +179,9 @@ async def test_an_issue_is_reproduced_patched_and_remembered(repairs: Repairs, s
     [issue] = await store.get_nodes(ns, [issue_node_id(ns, REPO, "acme/calc#1")])
     assert issue is not None and issue.kind == ISSUE and issue.properties["status"] == "resolved"
     assert issue.properties["final_patch"] == state["final_patch"]
-    [test_demo] = await list_kind(store, ns, TEST_DEMO)
+    [test_demo] = await all_nodes(store, ns, TEST_DEMO)
     assert test_demo.properties["kind"] == "initial" and test_demo.properties["new_test"] == ADD_SCRIPT
-    [patch_demo] = await list_kind(store, ns, PATCH_DEMO)
+    [patch_demo] = await all_nodes(store, ns, PATCH_DEMO)
     assert "return b - a" in patch_demo.properties["old_patch"] and patch_demo.properties["new_patch"] == state["final_patch"]
     assert await load_insights(store, ns, "tester") == [TESTER_INSIGHT]
     assert await load_insights(store, ns, "coder") == [CODER_INSIGHT]
@@ -202,8 +203,8 @@ async def test_a_similar_issue_gets_the_first_repair_as_its_demonstration(
     first = await repairs.run(calc, ADD_ISSUE, "acme/calc#1")
     assert first.state["status"] == "resolved"
     store, ns = repairs.store, repairs.namespace
-    [test_demo] = await list_kind(store, ns, TEST_DEMO)
-    [patch_demo] = await list_kind(store, ns, PATCH_DEMO)
+    [test_demo] = await all_nodes(store, ns, TEST_DEMO)
+    [patch_demo] = await all_nodes(store, ns, PATCH_DEMO)
     seen = len(server.requests)
 
     second = await repairs.run(calc, MULTIPLY_ISSUE, "acme/calc#2")
@@ -297,5 +298,5 @@ async def test_unreadable_replies_end_unresolved_with_clear_errors(
     store, ns = repairs.store, repairs.namespace
     [issue] = await store.get_nodes(ns, [issue_node_id(ns, REPO, "acme/calc#1")])
     assert issue is not None and issue.properties["status"] == "unresolved"
-    assert await list_kind(store, ns, TEST_DEMO) == [] and await list_kind(store, ns, PATCH_DEMO) == []
+    assert await all_nodes(store, ns, TEST_DEMO) == [] and await all_nodes(store, ns, PATCH_DEMO) == []
     assert_clone_untouched(calc, before)

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from memory.paging import all_nodes
 from memory.protocol import GraphStore
 from nodes.experepair.memory import (
     INSIGHT,
@@ -21,7 +22,6 @@ from nodes.experepair.memory import (
     derive_patch_demos,
     derive_test_demos,
     issue_node_id,
-    list_kind,
     load_insights,
     record_issue,
     record_patch_rounds,
@@ -330,10 +330,10 @@ async def test_insight_edits_apply_in_order_and_keep_history(store: GraphStore, 
     await apply_insight_edits(store, namespace, "coder", add("coder rule"))
     assert await load_insights(store, namespace, "tester") == ["a", "b", "c"]
 
-    before = {node.id: node for node in await list_kind(store, namespace, INSIGHT)}
+    before = {node.id: node for node in await all_nodes(store, namespace, INSIGHT)}
     report = await apply_insight_edits(store, namespace, "tester", [InsightEdit(operation="REMOVE", number=7)])
     assert [item["number"] for item in report["ignored"]] == [7] and report["applied"] == []
-    after = {node.id: node for node in await list_kind(store, namespace, INSIGHT)}
+    after = {node.id: node for node in await all_nodes(store, namespace, INSIGHT)}
     assert after == before  # nothing touched, not even updated_at
 
     edits = [
@@ -350,7 +350,7 @@ async def test_insight_edits_apply_in_order_and_keep_history(store: GraphStore, 
     assert await load_insights(store, namespace, "coder") == ["coder rule"]
 
     # history: b2 supersedes b, and a and b stay as removed records
-    nodes = {node.properties["text"]: node for node in await list_kind(store, namespace, INSIGHT)}
+    nodes = {node.properties["text"]: node for node in await all_nodes(store, namespace, INSIGHT)}
     assert nodes["a"].properties["status"] == nodes["b"].properties["status"] == "removed"
     page = await store.neighbours(namespace, nodes["b2"].id)
     supersedes = [rel for rel in page.relationships if rel.type == "SUPERSEDES"]
@@ -377,5 +377,5 @@ async def test_concurrent_batches_lose_nothing(store: GraphStore, namespace: str
     await asyncio.gather(*(apply_insight_edits(store, namespace, "tester", batch) for batch in batches))
     loaded = await load_insights(store, namespace, "tester")
     assert sorted(loaded) == sorted(f"batch {b} rule {r}" for b in range(6) for r in range(2))
-    ords = [node.properties["ord"] for node in await list_kind(store, namespace, INSIGHT)]
+    ords = [node.properties["ord"] for node in await all_nodes(store, namespace, INSIGHT)]
     assert sorted(ords) == list(range(12))

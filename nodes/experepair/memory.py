@@ -25,16 +25,17 @@ records are written as claims (``new=``), so a racing batch fails with ``Conflic
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from memory.names import REGISTRY
+from memory.paging import all_nodes
 from memory.protocol import GraphStore
 from memory.records import NodeRecord, RelationshipRecord, stable_id
 from mnemoflow.errors import ConflictError
+from nodes.locks import keyed_lock
 
 __all__ = [
     "ISSUE",
@@ -49,7 +50,6 @@ __all__ = [
     "derive_patch_demos",
     "derive_test_demos",
     "issue_node_id",
-    "list_kind",
     "load_insights",
     "record_issue",
     "record_patch_rounds",
@@ -60,8 +60,6 @@ ISSUE, TEST_DEMO, PATCH_DEMO, INSIGHT = "RepairIssue", "TestDemo", "PatchDemo", 
 OF_ISSUE, SUPERSEDES = "OF_ISSUE", "SUPERSEDES"
 MAX_INSIGHTS = 15
 """At most this many active insights per role (the reference truncates after every batch)."""
-PAGE = 1000
-
 REGISTRY.register_kind(ISSUE, description="ExpeRepair: an issue of a repository, its outcome and final patch.")
 REGISTRY.register_kind(TEST_DEMO, description="ExpeRepair: a reproduction-script demonstration (initial or repair).")
 REGISTRY.register_kind(PATCH_DEMO, description="ExpeRepair: a rejected patch and the correct patch that followed.")
@@ -116,16 +114,6 @@ def issue_node_id(namespace: str, repo: str, issue_id: str) -> str:
 
 def _insight_id(namespace: str, role: str, seq: int) -> str:
     return stable_id(namespace, INSIGHT, role, seq)
-
-
-async def list_kind(store: GraphStore, namespace: str, kind: str) -> list[NodeRecord]:
-    """Every node of ``kind`` in the namespace, newest first (paged by ``PAGE``)."""
-    nodes: list[NodeRecord] = []
-    while True:
-        page = await store.list_nodes(namespace, kind=kind, limit=PAGE, offset=len(nodes))
-        nodes.extend(page)
-        if len(page) < PAGE:
-            return nodes
 
 
 # -- episodic memory ------------------------------------------------------------------------------------------
@@ -264,16 +252,13 @@ async def record_issue(
 
 # -- semantic memory ------------------------------------------------------------------------------------------
 
-_locks: dict[tuple[str, str], asyncio.Lock] = {}
-
-
 def _check_role(role: str) -> None:
     if role not in ("tester", "coder"):
         raise ValueError(f"insight role {role!r} is not allowed: use 'tester' or 'coder'")
 
 
 async def _insights(store: GraphStore, namespace: str, role: str) -> list[NodeRecord]:
-    return [node for node in await list_kind(store, namespace, INSIGHT) if node.properties.get("role") == role]
+    return [node for node in await all_nodes(store, namespace, INSIGHT) if node.properties.get("role") == role]
 
 
 def _active(nodes: list[NodeRecord]) -> list[NodeRecord]:
@@ -299,8 +284,7 @@ async def apply_insight_edits(store: GraphStore, namespace: str, role: str, edit
     "insights": [active texts in order]}``.
     """
     _check_role(role)
-    lock = _locks.setdefault((namespace, role), asyncio.Lock())
-    async with lock:
+    async with keyed_lock("experepair-insights", namespace, role):
         return await _apply(store, namespace, role, list(edits))
 
 

@@ -21,8 +21,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from rank_bm25 import BM25Okapi  # type: ignore[import-untyped, unused-ignore]
 
+from memory.paging import all_nodes
 from memory.protocol import GraphStore
-from nodes.experepair.memory import PATCH_DEMO, TEST_DEMO, list_kind
+from nodes.experepair.memory import PATCH_DEMO, TEST_DEMO
 
 __all__ = ["PHASE_WEIGHTS", "TOP_N", "Phase", "ScoredDemo", "retrieve_demos", "score_demos", "tokenize", "trim_output"]
 
@@ -127,7 +128,7 @@ async def retrieve_demos(
     current_text = issue_text if issue_text is not None else queries.get("issue_description", "")
     candidates = [
         node
-        for node in await list_kind(store, namespace, kind)
+        for node in await all_nodes(store, namespace, kind)
         if node.properties.get("repo") == repo
         and (subtype is None or node.properties.get("kind") == subtype)
         and node.properties.get("issue_id") != exclude_issue

@@ -21,16 +21,14 @@ nothing and is reported in ``evolution``.
 
 from __future__ import annotations
 
-import asyncio
 import random
-import weakref
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from memory.paging import all_neighbours, all_nodes
 from memory.protocol import GraphStore
 from memory.records import NodeRecord, RelationshipRecord, stable_id
 from mnemoflow.errors import ConflictError, LLMOutputError
@@ -51,6 +49,7 @@ from nodes.gmemory.model import (
 )
 from nodes.gmemory.retrieve import task_vector
 from nodes.gmemory.state import TaskState
+from nodes.locks import keyed_lock
 from nodes.registry import node
 
 __all__ = [
@@ -60,12 +59,9 @@ __all__ = [
     "Operation",
     "Operations",
     "insight_score",
-    "namespace_lock",
     "validate_operations",
 ]
 
-PAGE = 1000
-"""Relationships read per page of ``neighbours``."""
 TEMPERATURE = 0.1
 
 
@@ -211,56 +207,19 @@ def merge_messages(rules: Sequence[str]) -> list[ChatMessage]:
     return [{"role": "system", "content": MERGE_SYSTEM}, {"role": "user", "content": f"Rules:\n{_numbered(rules)}"}]
 
 
-# -- one writer per namespace in this process ---------------------------------------------------------------
-
-_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
-
-
-@asynccontextmanager
-async def namespace_lock(namespace: str) -> AsyncIterator[None]:
-    """Hold the namespace's evolution lock (per event loop): insight read-modify-writes never interleave."""
-    locks = _locks.setdefault(asyncio.get_running_loop(), {})
-    async with locks.setdefault(namespace, asyncio.Lock()):
-        yield
-
-
 # -- store helpers ------------------------------------------------------------------------------------------
-
-
-async def _all_relationships(
-    store: GraphStore, namespace: str, node_id: str
-) -> tuple[list[RelationshipRecord], dict[str, NodeRecord]]:
-    relationships: list[RelationshipRecord] = []
-    nodes: dict[str, NodeRecord] = {}
-    offset = 0
-    while True:
-        page = await store.neighbours(namespace, node_id, limit=PAGE, offset=offset)
-        relationships += page.relationships
-        nodes.update((n.id, n) for n in page.nodes)
-        offset += len(page.relationships)
-        if not page.relationships or offset >= page.total:
-            return relationships, nodes
 
 
 async def _linked(
     store: GraphStore, namespace: str, node_id: str, type: str, direction: Literal["out", "in"]
 ) -> list[NodeRecord]:
-    relationships, nodes = await _all_relationships(store, namespace, node_id)
+    relationships, nodes = await all_neighbours(store, namespace, node_id)
     ends = [
         r.target_id if direction == "out" else r.source_id
         for r in relationships
         if r.type == type and (r.source_id if direction == "out" else r.target_id) == node_id
     ]
     return [nodes[end] for end in dict.fromkeys(ends) if end in nodes]
-
-
-async def _list(store: GraphStore, namespace: str, kind: str) -> list[NodeRecord]:
-    found: list[NodeRecord] = []
-    while True:
-        page = await store.list_nodes(namespace, kind=kind, limit=PAGE, offset=len(found))
-        found += page
-        if len(page) < PAGE:
-            return found
 
 
 async def insight_score(store: GraphStore, namespace: str, insight: str) -> int:
@@ -382,7 +341,7 @@ async def record(state: TaskState, config: RecordConfig, context: RunContext) ->
             await context.llm.structured(mistake_messages(state.task, transcript, outcome), Mistake, temperature=TEMPERATURE)
         ).reason
     embedding = await task_vector(state, context)
-    async with namespace_lock(namespace):
+    async with keyed_lock("gmemory", namespace):
         [existing] = await store.get_nodes(namespace, [qid])
         order = int(existing.properties["order"]) if existing is not None else await store.count_nodes(namespace, QUERY) + 1
         hits = await store.vector_search(namespace, embedding, kind=QUERY, k=config.neighbours + 1)
@@ -497,7 +456,7 @@ async def credit(state: TaskState, config: CreditConfig, context: RunContext) ->
         return _evolution(state, "credit", {"credited": {}, "pruned": []})
     delta = config.success if state.success else config.failure
     link = "SUPPORTED_BY" if state.success else "CONTRADICTED_BY"
-    async with namespace_lock(namespace):
+    async with keyed_lock("gmemory", namespace):
         found = await store.get_nodes(namespace, [i.id for i in state.insights])
         used = [i.id for i, node_ in zip(state.insights, found, strict=True) if node_ is not None and node_.kind == INSIGHT]
         used = list(dict.fromkeys(used))
@@ -584,7 +543,7 @@ def validate_operations(
 
 async def _queries(store: GraphStore, namespace: str, upto: int) -> list[NodeRecord]:
     """The namespace's queries numbered ``1..upto``, by order."""
-    queries = [q for q in await _list(store, namespace, QUERY) if int(q.properties.get("order", 0)) <= upto]
+    queries = [q for q in await all_nodes(store, namespace, QUERY) if int(q.properties.get("order", 0)) <= upto]
     return sorted(queries, key=lambda q: (int(q.properties.get("order", 0)), q.id))
 
 
@@ -597,7 +556,7 @@ async def _similar(store: GraphStore, namespace: str, query: NodeRecord, status:
 
 
 async def _active_insights(store: GraphStore, namespace: str) -> list[NodeRecord]:
-    insights = [i for i in await _list(store, namespace, INSIGHT) if i.properties.get("status", "active") == "active"]
+    insights = [i for i in await all_nodes(store, namespace, INSIGHT) if i.properties.get("status", "active") == "active"]
     return sorted(insights, key=lambda i: (int(i.properties.get("created_order", 0)), i.id))
 
 
@@ -727,7 +686,7 @@ async def _revision(context: RunContext, config: ReviseConfig, n: int) -> dict[s
         report["dropped"] += [f"call {number} {d}" for d in dropped]
         if not planned:
             continue
-        async with namespace_lock(namespace):
+        async with keyed_lock("gmemory", namespace):
             active_now = len(await _active_insights(store, namespace))
             applied, skipped = await _apply_operations(
                 store, namespace, planned, [q.id for q in members], source, active_now, config.full
@@ -825,7 +784,7 @@ async def _merge(context: RunContext, config: MergeConfig, n: int) -> dict[str, 
                         f"cluster {label} #{index}: insight {sorted(taken.intersection(numbers))} already merged by this reply"
                     )
                     continue
-                async with namespace_lock(namespace):
+                async with keyed_lock("gmemory", namespace):
                     merged = await _consolidate(
                         store, namespace, [batch[m - 1].id for m in numbers], item.text.strip(), n, f"{label}.{start}.{index}"
                     )

@@ -6,18 +6,17 @@ session was saved after this one loaded, so no update is ever lost silently.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+
+from nodes.locks import keyed_lock
 
 __all__ = ["one_turn_at_a_time"]
 
 T = TypeVar("T")
-_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
 
 async def one_turn_at_a_time(namespace: str, session: str, turn: Callable[[], Awaitable[T]]) -> T:
     """Run ``turn`` once every earlier turn of the session started in this process has finished."""
-    lock = _locks.setdefault((namespace, session), asyncio.Lock())
-    async with lock:
+    async with keyed_lock("tme-session", namespace, session):
         return await turn()
