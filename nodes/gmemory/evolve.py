@@ -22,7 +22,7 @@ nothing and is reported in ``evolution``.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -290,6 +290,25 @@ async def _due(store: GraphStore, namespace: str, prefix: str, every: int) -> li
     reached = list(range(every, count + 1, every))
     claimed = await store.get_nodes(namespace, [milestone_id(namespace, f"{prefix}-{n}") for n in reached]) if reached else []
     return [n for n, found in zip(reached, claimed, strict=True) if found is None]
+
+
+async def _run_due(
+    context: RunContext,
+    prefix: str,
+    every: int,
+    work: Callable[[int], Awaitable[dict[str, Any]]],
+    kept: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Run ``work(n)`` for every due milestone ``<prefix>-<n>`` this task claims; each report (its ``kept`` keys)
+    is saved on its milestone. Returns the reports by milestone name."""
+    reports: dict[str, Any] = {}
+    for n in await _due(context.store, context.namespace, prefix, every):
+        name = f"{prefix}-{n}"
+        if not await _claim(context.store, context.namespace, name):
+            continue
+        reports[name] = report = await work(n)
+        await _finish(context.store, context.namespace, name, {k: v for k, v in report.items() if kept is None or k in kept})
+    return reports
 
 
 def _evolution(state: TaskState, key: str, value: Any) -> dict[str, Any]:
@@ -699,18 +718,9 @@ async def _revision(context: RunContext, config: ReviseConfig, n: int) -> dict[s
 @node("gmemory.revise", state=TaskState, reads={"evolution"}, writes={"evolution"}, config=ReviseConfig)
 async def revise(state: TaskState, config: ReviseConfig, context: RunContext) -> dict[str, Any]:
     """Every ``every`` tasks: the model critiques past attempts against the insights; validated ops are applied."""
-    reports: dict[str, Any] = {}
-    for n in await _due(context.store, context.namespace, "revision", config.every):
-        name = f"revision-{n}"
-        if not await _claim(context.store, context.namespace, name):
-            continue
-        reports[name] = await _revision(context, config, n)
-        await _finish(
-            context.store,
-            context.namespace,
-            name,
-            {k: v for k, v in reports[name].items() if k in ("calls", "applied", "dropped", "errors")},
-        )
+    reports = await _run_due(
+        context, "revision", config.every, lambda n: _revision(context, config, n), ("calls", "applied", "dropped", "errors")
+    )
     return _evolution(state, "revise", reports) if reports else {}
 
 
@@ -847,11 +857,5 @@ async def _consolidate(store: GraphStore, namespace: str, originals: list[str], 
 @node("gmemory.merge", state=TaskState, reads={"evolution"}, writes={"evolution"}, config=MergeConfig)
 async def merge(state: TaskState, config: MergeConfig, context: RunContext) -> dict[str, Any]:
     """Every ``every`` tasks: cluster the queries and consolidate each cluster's insights with the model."""
-    reports: dict[str, Any] = {}
-    for n in await _due(context.store, context.namespace, "merge", config.every):
-        name = f"merge-{n}"
-        if not await _claim(context.store, context.namespace, name):
-            continue
-        reports[name] = await _merge(context, config, n)
-        await _finish(context.store, context.namespace, name, reports[name])
+    reports = await _run_due(context, "merge", config.every, lambda n: _merge(context, config, n))
     return _evolution(state, "merge", reports) if reports else {}
