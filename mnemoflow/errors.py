@@ -14,7 +14,8 @@ know mnemoflow::
     │   ├── LLMUnavailableError (ConnectionError)  transport faults outlasted the retries
     │   ├── LLMTimeoutError (TimeoutError)   the call's total deadline passed
     │   ├── LLMRequestError (ValueError)     the server refused the request (a 4xx other than 429)
-    │   └── LLMOutputError (ValueError)      the reply never validated; carries the raw replies
+    │   ├── LLMOutputError (ValueError)      the reply never validated; carries the raw replies
+    │   └── ToolArgumentError (ValueError)   a tool call's arguments are not a valid JSON object for the tool
     └── StoreError                           anything the memory store reports
         ├── StoreUnavailableError (ConnectionError)   the database cannot be reached or went away
         ├── SchemaError                      the stored schema does not match this code (version, model)
@@ -56,6 +57,7 @@ __all__ = [
     "SchemaError",
     "StoreError",
     "StoreUnavailableError",
+    "ToolArgumentError",
 ]
 
 
@@ -109,6 +111,10 @@ class LLMOutputError(LLMError, ValueError):
     def __init__(self, message: str, raw_replies: list[str]) -> None:
         self.raw_replies = raw_replies
         super().__init__(message)
+
+
+class ToolArgumentError(LLMError, ValueError):
+    """Raised by ``Tool.parse`` when a call's arguments are not JSON, not an object, or do not validate (model-readable)."""
 
 
 class StoreError(MnemoflowError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,9 +11,23 @@ import pytest
 from pydantic import BaseModel
 
 from mnemoflow.errors import LLMError, LLMOutputError, LLMRequestError, LLMTimeoutError, LLMUnavailableError
-from mnemoflow.llm import LLM, OfflineBackend, OpenAIBackend, ResponseCache, extract_json, llm_from_settings, offline_handler
+from mnemoflow.llm import (
+    LLM,
+    OfflineBackend,
+    OpenAIBackend,
+    ResponseCache,
+    Tool,
+    ToolArgumentError,
+    ToolCall,
+    ToolTurn,
+    extract_json,
+    llm_from_settings,
+    offline_handler,
+    offline_tool_handler,
+    tool_result,
+)
 from mnemoflow.settings import LLMSettings, OpenAISettings, Settings
-from tests.support.openai_server import Rule, ScriptedOpenAIServer
+from tests.support.openai_server import Calls, Rule, ScriptedOpenAIServer
 
 
 class Verdict(BaseModel):
@@ -30,7 +45,12 @@ def server() -> Iterator[ScriptedOpenAIServer]:
 
 
 def gateway(server: ScriptedOpenAIServer, tmp_path: Path, sleeps: list[float] | None = None, **settings: object) -> LLM:
-    options: dict[str, object] = {"cache": False, "initial_backoff": 0.0, "max_backoff": 0.01, "cache_path": tmp_path / "cache.db"}
+    options: dict[str, object] = {
+        "cache": False,
+        "initial_backoff": 0.0,
+        "max_backoff": 0.01,
+        "cache_path": tmp_path / "cache.db",
+    }
     options.update(settings)
     config = LLMSettings(**options)  # type: ignore[arg-type]
 
@@ -93,7 +113,9 @@ async def test_fault_storm(tmp_path: Path) -> None:
     with ScriptedOpenAIServer(fault_rate=0.3, fault_kinds=["429", "500", "drop"], seed=7) as server:
         server.script(json={"answer": "ok", "confidence": 0.5})
         llm = gateway(server, tmp_path, max_attempts=12, concurrency=16)
-        results = await asyncio.gather(*(llm.structured([*ASK, {"role": "user", "content": f"#{n}"}], Verdict) for n in range(200)))
+        results = await asyncio.gather(
+            *(llm.structured([*ASK, {"role": "user", "content": f"#{n}"}], Verdict) for n in range(200))
+        )
         await llm.aclose()
     assert len(results) == 200 and all(result.answer == "ok" for result in results)
     faulted = sum(1 for request in server.requests if request["fault"])
@@ -234,7 +256,12 @@ async def test_run_result_and_trace_carry_llm_usage(server: ScriptedOpenAIServer
     async with SQLiteStore(tmp_path / "m.db", embedding_model=embedder.model, embedding_dimension=384) as store:
         llm = gateway(server, tmp_path)
         async with GraphRunner(
-            load_graph(graph), store=store, embedder=embedder, llm=llm, settings=Settings(store=StoreSettings(sqlite_path=tmp_path / "m.db")), checkpointer=None
+            load_graph(graph),
+            store=store,
+            embedder=embedder,
+            llm=llm,
+            settings=Settings(store=StoreSettings(sqlite_path=tmp_path / "m.db")),
+            checkpointer=None,
         ) as runner:
             result = await runner.run({"text": "One two. Three four five. Six seven."}, namespace="ask")
     assert result.state["word_counts"] == [2, 3, 2] and result.state["total_words"] == 7
@@ -243,3 +270,191 @@ async def test_run_result_and_trace_carry_llm_usage(server: ScriptedOpenAIServer
     asked = [event for event in result.trace if event["node"] == "ask"]
     assert len(asked) == 3 and all(event["llm"]["calls"] == 1 for event in asked)
     assert "3 LLM calls, " in result.summary()
+
+
+# -- tool calling ----------------------------------------------------------------------------------------------------
+
+
+class FileSpec(BaseModel):
+    path: str
+    content: str
+
+
+class WriteFiles(BaseModel):
+    files: list[FileSpec]
+
+
+class RunTests(BaseModel):
+    pattern: str = ""
+
+
+WRITE = Tool(name="write_files", description="Write files to disk.", parameters=WriteFiles)
+RUN = Tool(name="run_tests", description="Run the tests.", parameters=RunTests)
+CODE = [{"role": "system", "content": "You write code."}, {"role": "user", "content": "Write hello.py and test it."}]
+HELLO = {"files": [{"path": "hello.py", "content": "print('hello')"}]}
+
+
+async def test_call_tools_returns_every_call_with_its_raw_arguments(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    server.script(user="hello.py", replies=[Calls(("write_files", HELLO), ("run_tests", {"pattern": "hello"}), content="On it.")])
+    llm = gateway(server, tmp_path)
+    turn = await llm.call_tools(CODE, [WRITE, RUN])
+    assert turn.content == "On it." and turn.finish_reason == "tool_calls"
+    assert [(call.id, call.name) for call in turn.tool_calls] == [("call_1", "write_files"), ("call_2", "run_tests")]
+    assert turn.tool_calls[0].arguments == json.dumps(HELLO)
+    assert WRITE.parse(turn.tool_calls[0]) == WriteFiles.model_validate(HELLO)
+    assert RUN.parse(turn.tool_calls[1]) == RunTests(pattern="hello")
+    sent = server.requests[0]["body"]
+    assert sent["tools"] == [WRITE.schema(), RUN.schema()] and sent["tool_choice"] == "auto"
+    assert sent["tools"][0]["function"]["parameters"] == WriteFiles.model_json_schema()
+    assert "response_format" not in sent
+    assert llm.usage.calls == 1 and llm.usage.requests == 1 and llm.usage.prompt_tokens > 0 and llm.usage.completion_tokens > 0
+
+
+async def test_tool_results_round_trip_to_the_server(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    server.script(Rule(replies=[Calls(("write_files", HELLO), ("run_tests", {})), "Done: hello.py passes."]))
+    llm = gateway(server, tmp_path)
+    turn = await llm.call_tools(CODE, [WRITE, RUN])
+    first_prompt = llm.usage.prompt_tokens
+    assert turn.message() == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "write_files", "arguments": json.dumps(HELLO)}},
+            {"id": "call_2", "type": "function", "function": {"name": "run_tests", "arguments": "{}"}},
+        ],
+    }
+    history = [
+        *CODE,
+        turn.message(),
+        tool_result(turn.tool_calls[0], "wrote hello.py"),
+        tool_result(turn.tool_calls[1], "1 passed"),
+    ]
+    final = await llm.call_tools(history, [WRITE, RUN])
+    assert final == ToolTurn("Done: hello.py passes.", (), "stop")
+    assert final.message() == {"role": "assistant", "content": "Done: hello.py passes."}
+    received = server.requests[1]["body"]["messages"]
+    assert received[2]["role"] == "assistant" and [call["id"] for call in received[2]["tool_calls"]] == ["call_1", "call_2"]
+    assert received[3:] == [
+        {"role": "tool", "tool_call_id": "call_1", "content": "wrote hello.py"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "1 passed"},
+    ]
+    assert llm.usage.prompt_tokens - first_prompt > first_prompt  # the history, call arguments included, grew
+    assert llm.usage.calls == 2
+
+
+async def test_forced_tool_sends_the_choice_and_returns_validated_arguments(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    server.script(Rule(replies=[Calls(("write_files", HELLO))]))
+    llm = gateway(server, tmp_path)
+    files = await llm.forced_tool(CODE, WRITE)
+    assert isinstance(files, WriteFiles) and files.files[0].path == "hello.py"
+    sent = server.requests[0]["body"]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "write_files"}}
+    assert sent["tools"] == [WRITE.schema()]
+    await llm.call_tools(CODE, [WRITE, RUN], choice="run_tests")
+    assert server.requests[1]["body"]["tool_choice"] == {"type": "function", "function": {"name": "run_tests"}}
+    await llm.call_tools(CODE, [WRITE, RUN], choice="required")
+    assert server.requests[2]["body"]["tool_choice"] == "required"
+    with pytest.raises(ValueError, match="'deploy' is neither one of .* nor a tool offered"):
+        await llm.call_tools(CODE, [WRITE, RUN], choice="deploy")
+    with pytest.raises(ValueError, match="offered twice"):
+        await llm.call_tools(CODE, [WRITE, WRITE])
+    assert server.count("/chat/completions") == 3 and llm.usage.calls == 3 and llm.usage.reasks == 0
+
+
+@pytest.mark.parametrize(
+    ("first", "problem"),
+    [
+        (Calls(("write_files", {"files": [{"content": "x"}]})), "write_files: files.0.path: Field required"),
+        (Calls(content="I will write it now."), "the reply did not call write_files"),
+    ],
+    ids=["invalid-arguments", "no-call"],
+)
+async def test_forced_tool_is_reasked_once_with_the_error(
+    server: ScriptedOpenAIServer, tmp_path: Path, first: Calls, problem: str
+) -> None:
+    server.script(Rule(replies=[first, Calls(("write_files", HELLO))]))
+    llm = gateway(server, tmp_path)
+    assert await llm.forced_tool(CODE, WRITE) == WriteFiles.model_validate(HELLO)
+    assert server.count("/chat/completions") == 2 and llm.usage.reasks == 1 and llm.usage.calls == 1
+    reasked = server.requests[1]["body"]["messages"]
+    assert reasked[:2] == CODE
+    if first.calls:
+        assistant, result, user = reasked[2:]
+        assert assistant["role"] == "assistant" and assistant["tool_calls"][0]["id"] == "call_1"
+        assert result["role"] == "tool" and result["tool_call_id"] == "call_1" and problem in result["content"]
+    else:
+        assistant, user = reasked[2:]
+        assert assistant == {"role": "assistant", "content": "I will write it now."}
+    assert user["role"] == "user" and problem in user["content"] and "Call write_files again" in user["content"]
+
+
+async def test_forced_tool_that_never_validates_carries_the_raw_arguments(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    server.script(Rule(replies=[Calls(("write_files", '{"files": ['))]))
+    llm = gateway(server, tmp_path)
+    with pytest.raises(LLMOutputError, match="write_files: the model's call did not validate after a re-ask.*cut off") as caught:
+        await llm.forced_tool(CODE, WRITE)
+    assert caught.value.raw_replies == ['{"files": [', '{"files": [']
+    assert server.count("/chat/completions") == 2 and llm.usage.reasks == 1
+
+
+async def test_forced_tool_asks_again_after_a_truncated_call(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    server.faults.append("truncated")
+    server.script(Rule(replies=[Calls(("write_files", HELLO))]))
+    llm = gateway(server, tmp_path)
+    assert await llm.forced_tool(CODE, WRITE) == WriteFiles.model_validate(HELLO)
+    assert server.count("/chat/completions") == 2 and llm.usage.reasks == 1
+    assert server.requests[1]["body"]["messages"] == CODE  # the same request again, not a re-ask with an error
+
+
+def test_tool_parse_errors_are_clear() -> None:
+    def parse(arguments: str) -> str:
+        with pytest.raises(ToolArgumentError) as caught:
+            WRITE.parse(ToolCall("call_9", "write_files", arguments))
+        assert isinstance(caught.value, ValueError) and isinstance(caught.value, LLMError)
+        return str(caught.value)
+
+    assert "write_files: the arguments are not valid JSON" in parse('{"files": [') and "cut off" in parse('{"files": [')
+    assert parse("[1, 2]") == "write_files: the arguments must be a JSON object, not an array"
+    assert parse('{"files": [{"content": "x"}]}') == "write_files: files.0.path: Field required"
+    assert parse('{"files": "hello.py"}') == "write_files: files: Input should be a valid list"
+    assert RUN.parse(ToolCall("call_9", "run_tests", "")) == RunTests()  # empty arguments count as {}
+    with pytest.raises(ValueError, match="tool name 'write files' must match"):
+        Tool(name="write files", description="", parameters=WriteFiles)
+    assert WRITE.schema() == {
+        "type": "function",
+        "function": {"name": "write_files", "description": "Write files to disk.", "parameters": WriteFiles.model_json_schema()},
+    }
+
+
+async def test_offline_model_calls_tools_through_registered_handlers() -> None:
+    offered: list[list[str]] = []
+    save = Tool(name="offline_test_save", description="Save notes.", parameters=WriteFiles)
+    unknown = Tool(name="offline_test_unknown", description="Nobody answers this.", parameters=RunTests)
+
+    @offline_tool_handler("offline_test_save")
+    def save_notes(messages: list[dict[str, object]], names: list[str]) -> ToolTurn:
+        offered.append(names)
+        return ToolTurn("", (ToolCall("offline_1", "offline_test_save", json.dumps(HELLO)),), "tool_calls")
+
+    llm = llm_from_settings(Settings(openai=OpenAISettings(), llm=LLMSettings(cache=False)))
+    turn = await llm.call_tools(ASK, [unknown, save])
+    assert turn.finish_reason == "tool_calls" and [call.name for call in turn.tool_calls] == ["offline_test_save"]
+    assert offered == [["offline_test_unknown", "offline_test_save"]]
+    assert await llm.forced_tool(ASK, save) == WriteFiles.model_validate(HELLO)
+    assert llm.usage.prompt_tokens > 0 and llm.usage.completion_tokens > 0
+    with pytest.raises(LLMError, match=r"cannot call tools \['offline_test_unknown'\].*OPENAI_BASE_URL"):
+        await llm.call_tools(ASK, [unknown])
+    with pytest.raises(LLMError, match=r"cannot call tools \['offline_test_unknown'\]"):
+        await llm.forced_tool(ASK, unknown)
+    assert (await llm.call_tools(ASK, [save], choice="none")).content == "[offline model] Is the sea calm?"
+
+
+async def test_call_tools_retries_transport_faults(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    server.failures.append(500)
+    server.faults.append("drop")
+    server.script(Rule(replies=[Calls(("run_tests", {"pattern": "x"}))]))
+    llm = gateway(server, tmp_path)
+    turn = await llm.call_tools(CODE, [RUN])
+    assert [call.id for call in turn.tool_calls] == ["call_1"]  # the faults did not use up the reply
+    assert server.count("/chat/completions") == 3 and llm.usage.retries == 2 and llm.usage.requests == 3
+    assert llm.usage.calls == 1

@@ -13,7 +13,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from tests.support.openai_server import Rule, ScriptedOpenAIServer
+from tests.support.openai_server import Calls, Rule, ScriptedOpenAIServer
 
 SCHEMA = {
     "type": "json_schema",
@@ -162,3 +162,85 @@ async def test_timeout_fault_times_the_client_out_and_stop_is_quick() -> None:
     started = time.perf_counter()
     server.stop()
     assert time.perf_counter() - started < 1
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "write_files",
+            "description": "Write files.",
+            "parameters": {"type": "object", "properties": {"files": {"type": "array"}}, "required": ["files"]},
+        },
+    }
+]
+
+
+async def test_calls_reply_is_a_valid_tool_calling_completion(server: ScriptedOpenAIServer, client: AsyncOpenAI) -> None:
+    server.script(
+        user="files", replies=[Calls(("write_files", {"files": []}), ("write_files", '{"files": ['), content="Writing.")]
+    )
+    server.script(user="quiet", replies=[Calls(("write_files", {"files": ["a"]}))])
+    completion = await ask(client, "write the files", tools=TOOLS)
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content == "Writing."
+    calls = choice.message.tool_calls or []
+    assert [(call.id, call.type) for call in calls] == [("call_1", "function"), ("call_2", "function")]
+    assert [(call.function.name, call.function.arguments) for call in calls] == [  # type: ignore[union-attr]
+        ("write_files", '{"files": []}'),
+        ("write_files", '{"files": ['),
+    ]
+    tools_words = len(json.dumps(TOOLS).split())
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == 3 + 3 + tools_words  # "You are terse." + "write the files" + the tools
+    assert completion.usage.completion_tokens == 1 + 2 + 2  # "Writing." + the two arguments
+    quiet = (await ask(client, "quiet please", tools=TOOLS)).choices[0]
+    assert quiet.message.content is None and [call.id for call in quiet.message.tool_calls or []] == ["call_3"]
+    assert server.requests[0]["body"]["tools"] == TOOLS
+
+
+async def test_content_faults_on_calls(server: ScriptedOpenAIServer, client: AsyncOpenAI) -> None:
+    arguments = '{"files": ["hello.py", "test_hello.py"]}'
+    server.script(replies=[Calls(("write_files", arguments))])
+    server.faults.extend(["truncated", "malformed", "fenced"])
+    truncated, malformed, fenced = [(await ask(client, "q", tools=TOOLS)).choices[0] for _ in range(3)]
+    assert truncated.finish_reason == "length"
+    assert truncated.message.tool_calls[0].function.arguments == arguments[: len(arguments) // 2]  # type: ignore[index, union-attr]
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(malformed.message.tool_calls[0].function.arguments)  # type: ignore[index, union-attr]
+    assert fenced.finish_reason == "tool_calls" and fenced.message.tool_calls[0].function.arguments == arguments  # type: ignore[index, union-attr]
+
+
+async def test_respond_rule_computes_replies_from_the_request(server: ScriptedOpenAIServer, client: AsyncOpenAI) -> None:
+    def respond(body: dict[str, object]) -> str | Calls:
+        messages = body["messages"]
+        assert isinstance(messages, list)
+        if body.get("tools"):
+            return Calls(("write_files", {"files": [str(len(messages))]}))
+        return f"{len(messages)} messages, {server.count()} requests"  # the server's lock is not held
+
+    rule = server.script(user="dynamic", respond=respond, times=2)
+    server.script(text="after")
+    first = (await ask(client, "dynamic one", tools=TOOLS)).choices[0].message
+    assert first.tool_calls and first.tool_calls[0].function.arguments == '{"files": ["2"]}'  # type: ignore[union-attr]
+    history = [
+        {"role": "user", "content": "dynamic two"},
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump() for call in first.tool_calls]},
+        {"role": "tool", "tool_call_id": first.tool_calls[0].id, "content": "done"},
+    ]
+    second = await client.chat.completions.create(model="scripted", messages=history)  # type: ignore[arg-type]
+    assert second.choices[0].message.content == "3 messages, 2 requests" and rule.used == 2
+    assert second.usage is not None and second.usage.prompt_tokens == 2 + 2 + 1  # content words + the call's arguments
+    assert (await ask(client, "dynamic three")).choices[0].message.content == "after"
+    with pytest.raises(ValueError, match="one of"):
+        Rule(text="a", respond=respond)
+
+
+async def test_a_respond_rule_that_raises_is_a_400(server: ScriptedOpenAIServer, client: AsyncOpenAI) -> None:
+    def broken(body: dict[str, object]) -> str:
+        raise KeyError("nope")
+
+    server.script(respond=broken)
+    with pytest.raises(openai.BadRequestError, match="respond= raised KeyError") as caught:
+        await ask(client, "hi")
+    assert caught.value.code == "respond"

@@ -1,9 +1,10 @@
-"""The LLM gateway: one OpenAI-compatible client for OpenAI, vLLM, Ollama and the test server."""
+"""The LLM gateway: one OpenAI-compatible client for OpenAI, vLLM, Ollama and the test server (text, JSON, tools)."""
 
-from mnemoflow.llm.backends import ChatRequest, Completion, OfflineBackend, OpenAIBackend, offline_handler
+from mnemoflow.llm.backends import ChatRequest, Completion, OfflineBackend, OpenAIBackend, offline_handler, offline_tool_handler
 from mnemoflow.llm.cache import ResponseCache
 from mnemoflow.llm.gateway import LLM, RequestSlot, llm_from_settings, uses_offline_model
 from mnemoflow.llm.parsing import extract_json
+from mnemoflow.llm.tools import Tool, ToolArgumentError, ToolCall, ToolTurn, tool_result
 from mnemoflow.llm.usage import Usage
 
 __all__ = [
@@ -14,9 +15,15 @@ __all__ = [
     "OpenAIBackend",
     "RequestSlot",
     "ResponseCache",
+    "Tool",
+    "ToolArgumentError",
+    "ToolCall",
+    "ToolTurn",
     "Usage",
     "extract_json",
     "llm_from_settings",
     "offline_handler",
+    "offline_tool_handler",
+    "tool_result",
     "uses_offline_model",
 ]

@@ -2,6 +2,8 @@
 
 >>> llm = llm_from_settings(settings)
 >>> answer = await llm.structured([{"role": "user", "content": "..."}], Answer)
+>>> turn = await llm.call_tools(messages, [write_files, run_tests])   # one turn that may call tools
+>>> args = await llm.forced_tool(messages, write_files)               # force a call; its validated arguments
 
 Retries (tenacity) cover 429 (honouring ``Retry-After``), 5xx, timeouts and dropped connections, with
 exponential backoff and jitter, a bounded number of attempts and a total deadline per call; any other 4xx
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -25,7 +27,7 @@ from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from mnemoflow.errors import LLMOutputError, LLMRequestError, LLMTimeoutError, LLMUnavailableError
+from mnemoflow.errors import LLMOutputError, LLMRequestError, LLMTimeoutError, LLMUnavailableError, ToolArgumentError
 from mnemoflow.llm.backends import (
     Backend,
     ChatRequest,
@@ -38,12 +40,14 @@ from mnemoflow.llm.backends import (
 )
 from mnemoflow.llm.cache import ResponseCache, cache_key
 from mnemoflow.llm.parsing import extract_json
+from mnemoflow.llm.tools import Tool, ToolTurn, tool_result
 from mnemoflow.llm.usage import Usage
 from mnemoflow.settings import LLMSettings, Settings
 
 __all__ = ["LLM", "llm_from_settings", "uses_offline_model"]
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
+ArgsT = TypeVar("ArgsT", bound=BaseModel)
 Message = dict[str, Any]
 RequestSlot = Callable[[], AbstractAsyncContextManager[Any]]
 """Entered around every request sent to the model (a shared budget across processes, for instance)."""
@@ -68,7 +72,26 @@ class _Shared:
 
 
 def _estimate_tokens(request: ChatRequest) -> float:
-    return len(json.dumps(request.messages)) / 4 + (request.max_tokens or 256)
+    offered = len(json.dumps(request.tools)) if request.tools else 0
+    return (len(json.dumps(request.messages)) + offered) / 4 + (request.max_tokens or 256)
+
+
+TOOL_CHOICES = ("auto", "required", "none")
+
+
+def _tool_choice(tools: Sequence[Tool[Any]], choice: str) -> str | dict[str, Any]:
+    """The request's ``tool_choice`` for ``choice``: a mode, or a tool's name to force that tool."""
+    names = [tool.name for tool in tools]
+    if not names:
+        raise ValueError("offer at least one tool (use text() for a reply without tools)")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"tools offered twice: {twice}")
+    if choice in TOOL_CHOICES:
+        return choice
+    if choice not in names:
+        raise ValueError(f"tool choice {choice!r} is neither one of {list(TOOL_CHOICES)} nor a tool offered: {names}")
+    return {"type": "function", "function": {"name": choice}}
 
 
 class LLM:
@@ -177,7 +200,10 @@ class LLM:
                     [
                         *request.messages,
                         {"role": "assistant", "content": completion.text},
-                        {"role": "user", "content": f"That reply is not valid: {problem}. Reply again with only the JSON object."},
+                        {
+                            "role": "user",
+                            "content": f"That reply is not valid: {problem}. Reply again with only the JSON object.",
+                        },
                     ],
                     temperature,
                     seed,
@@ -185,8 +211,101 @@ class LLM:
                     schema,
                 )
                 continue
-            await self._remember(request, Completion(result.model_dump_json(), "stop", completion.prompt_tokens, completion.completion_tokens))
+            await self._remember(
+                request, Completion(result.model_dump_json(), "stop", completion.prompt_tokens, completion.completion_tokens)
+            )
             return result
+
+    async def call_tools(
+        self,
+        messages: list[Message],
+        tools: Sequence[Tool[Any]],
+        *,
+        choice: str = "auto",
+        temperature: float | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+    ) -> ToolTurn:
+        """One model turn that may call ``tools``.
+
+        ``choice`` is ``"auto"``, ``"required"``, ``"none"``, or a tool's name to force a call of that tool. The
+        arguments are not validated here: :meth:`Tool.parse` them and give any error back to the model in a
+        :func:`tool_result`. Retries, limits, the request slot and usage counting are those of every call; the turn
+        is never cached (the response cache stores text only).
+
+        Raises:
+            ValueError: no tools, a tool offered twice, or ``choice`` names no tool offered.
+        """
+        tool_choice = _tool_choice(tools, choice)
+        self.usage.calls += 1
+        request = self._request(messages, temperature, seed, max_tokens, None, tools, tool_choice)
+        completion = await self._send(request)
+        return ToolTurn(completion.text, completion.tool_calls, completion.finish_reason)
+
+    async def forced_tool(
+        self,
+        messages: list[Message],
+        tool: Tool[ArgsT],
+        *,
+        temperature: float | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+    ) -> ArgsT:
+        """Force a call of ``tool`` and return its validated arguments (an instance of ``tool.parameters``).
+
+        Like :meth:`structured`: a truncated reply is asked for again (twice at most); a reply that does not call
+        ``tool``, or whose first call of it does not validate, is re-asked once (the assistant turn, a tool result
+        for each call it made saying what was wrong, then a user message naming the error); then
+        :class:`LLMOutputError` carries the raw replies (the call's arguments, or the text when there was no call).
+        Never cached.
+        """
+        tool_choice = _tool_choice([tool], tool.name)
+        self.usage.calls += 1
+        request = self._request(messages, temperature, seed, max_tokens, None, [tool], tool_choice)
+        replies: list[str] = []
+        truncations = 0
+        current = request
+        while True:
+            completion = await self._send(current)
+            turn = ToolTurn(completion.text, completion.tool_calls, completion.finish_reason)
+            call = next((call for call in turn.tool_calls if call.name == tool.name), None)
+            replies.append(call.arguments if call is not None else turn.content)
+            if turn.finish_reason == "length" and truncations < TRUNCATION_RETRIES:
+                truncations += 1
+                self.usage.reasks += 1
+                continue
+            error: ToolArgumentError | None = None
+            if call is None:
+                others = sorted({other.name for other in turn.tool_calls})
+                problem = f"the reply did not call {tool.name}" + (f" (it called {others})" if others else "")
+            else:
+                try:
+                    return tool.parse(call)
+                except ToolArgumentError as exc:
+                    error = exc
+                    problem = f"the reply was cut off ({exc})" if turn.finish_reason == "length" else str(exc)
+            if current is not request:
+                raise LLMOutputError(
+                    f"{tool.name}: the model's call did not validate after a re-ask: {problem}", replies
+                ) from error
+            self.usage.reasks += 1
+            current = self._request(
+                [
+                    *request.messages,
+                    turn.message(),
+                    *(tool_result(made, f"Error: {problem}") for made in turn.tool_calls),
+                    {
+                        "role": "user",
+                        "content": f"That call is not valid: {problem}. Call {tool.name} again with corrected arguments.",
+                    },
+                ],
+                temperature,
+                seed,
+                max_tokens,
+                None,
+                [tool],
+                tool_choice,
+            )
 
     # -- plumbing ---------------------------------------------------------------------------------------
 
@@ -197,6 +316,8 @@ class LLM:
         seed: int | None,
         max_tokens: int | None,
         schema: type[BaseModel] | None,
+        tools: Sequence[Tool[Any]] = (),
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> ChatRequest:
         settings = self._shared.settings
         response_format = None
@@ -215,6 +336,8 @@ class LLM:
             response_format=response_format,
             schema=schema,
             timeout=settings.request_timeout,
+            tools=[tool.schema() for tool in tools] or None,
+            tool_choice=tool_choice if tools else None,
         )
 
     def _key(self, request: ChatRequest) -> str | None:

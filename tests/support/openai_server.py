@@ -3,9 +3,20 @@
 Routes: ``POST /v1/embeddings`` (vectors from the hashing embedder, so they are deterministic) and
 ``POST /v1/chat/completions`` (non-streaming; replies come from scripted :class:`Rule` objects).
 
+A reply is text, JSON (a dict or list, dumped), or tool calls: ``Calls(("write_files", {"files": []}), content="")``
+answers with ``message.tool_calls`` (ids ``call_<n>``, unique per server) and finish_reason ``"tool_calls"``; an
+argument given as a string is sent raw, so a test can send broken JSON. ``Rule(respond=fn)`` computes each reply:
+``fn(body)`` gets the parsed request body (called outside the server's lock, so it may call ``server.count``).
+
+Usage: prompt tokens are the words of every message's content, plus the arguments of assistant tool calls, plus
+the JSON of ``tools`` when offered (so prompt growth shows in ``usage``); completion tokens are the words of the
+content and of the tool-call arguments.
+
 Faults, by kind: ``"429"`` (with ``Retry-After``), ``"500"``, ``"503"``, ``"drop"`` (close without a response),
 ``"timeout"`` (sleep ``timeout_sleep`` seconds, then answer) change the transport; ``"malformed"``, ``"fenced"``,
-``"prose"``, ``"truncated"`` change the chat reply's content (they are no-ops on embeddings). A fault comes from,
+``"prose"``, ``"truncated"`` change the chat reply's content (they are no-ops on embeddings). On a :class:`Calls`
+reply, ``"truncated"`` cuts every call's arguments in half (finish_reason ``"length"``), ``"malformed"`` replaces
+them with broken JSON, and ``"fenced"`` / ``"prose"`` change nothing. A fault comes from,
 in order: ``server.failures`` (bare status codes), ``server.faults`` (kinds, one per request), the matched rule's
 ``fault``, then a seeded random draw with the rule's or the server's ``fault_rate`` / ``fault_kinds``. Status and
 drop faults do not use up a rule's reply (unless the fault is the rule's own), so a retry gets the same answer.
@@ -21,6 +32,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,7 +49,24 @@ CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 
 Matcher = str | re.Pattern[str] | None
-Reply = str | dict[str, Any] | list[Any]
+
+
+@dataclass(init=False)
+class Calls:
+    """A reply that calls tools: ``Calls(("name", {"arg": 1}), ("other", '{"broken": '), content="")``.
+
+    Arguments given as a dict are JSON-dumped; a string is sent as is.
+    """
+
+    calls: tuple[tuple[str, str], ...]
+    content: str
+
+    def __init__(self, *calls: tuple[str, dict[str, Any] | str], content: str = "") -> None:
+        self.calls = tuple((name, args if isinstance(args, str) else json.dumps(args)) for name, args in calls)
+        self.content = content
+
+
+Reply = str | dict[str, Any] | list[Any] | Calls
 
 
 def _check_kinds(kinds: list[str] | tuple[str, ...]) -> None:
@@ -48,11 +77,12 @@ def _check_kinds(kinds: list[str] | tuple[str, ...]) -> None:
 
 @dataclass
 class Rule:
-    """Match on the system text and the last user message (substring or compiled regex); reply with text or JSON.
+    """Match on the system text and the last user message (substring or compiled regex); reply with text, JSON or calls.
 
-    ``text=`` / ``json=`` give one reply; ``replies=[...]`` give replies in order, the last one repeating. A rule is
-    used at most ``times`` times (forever when None). ``latency``, ``fault``, ``fault_rate`` and ``fault_kinds``
-    override the server's settings for requests this rule answers.
+    ``text=`` / ``json=`` give one reply; ``replies=[...]`` give replies in order (text, JSON or :class:`Calls`), the
+    last one repeating; ``respond=fn`` computes each reply from the request body. A rule is used at most ``times``
+    times (forever when None). ``latency``, ``fault``, ``fault_rate`` and ``fault_kinds`` override the server's
+    settings for requests this rule answers.
     """
 
     system: Matcher = None
@@ -65,15 +95,16 @@ class Rule:
     fault: str | None = None
     fault_rate: float | None = None
     fault_kinds: list[str] | None = None
+    respond: Callable[[dict[str, Any]], Reply] | None = None
     used: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        given = [reply for reply in (self.text, self.json) if reply is not None]
-        if len(given) + bool(self.replies) > 1:
-            raise ValueError("give one of text=, json= or replies=")
+        given: list[Reply] = [reply for reply in (self.text, self.json) if reply is not None]
+        if len(given) + bool(self.replies) + (self.respond is not None) > 1:
+            raise ValueError("give one of text=, json=, replies= or respond=")
         self.replies = given or list(self.replies)
-        if not self.replies and self.fault not in TRANSPORT_FAULTS:
-            raise ValueError("a rule needs text=, json= or replies= (or a transport fault=)")
+        if not self.replies and self.respond is None and self.fault not in TRANSPORT_FAULTS:
+            raise ValueError("a rule needs text=, json=, replies= or respond= (or a transport fault=)")
         _check_kinds([self.fault] if self.fault else [])
         _check_kinds(self.fault_kinds or [])
 
@@ -82,11 +113,13 @@ class Rule:
             return False
         return _matches(self.system, system) and _matches(self.user, user)
 
-    def take(self) -> str:
-        """Use the rule once; return the reply's content (an empty string for a fault-only rule)."""
-        reply: Reply = self.replies[min(self.used, len(self.replies) - 1)] if self.replies else ""
+    def take(self) -> Reply | None:
+        """Use the rule once; return its reply (None for a ``respond=`` rule, ``""`` for a fault-only rule)."""
+        reply: Reply | None = self.replies[min(self.used, len(self.replies) - 1)] if self.replies else ""
+        if self.respond is not None:
+            reply = None
         self.used += 1
-        return reply if isinstance(reply, str) else json.dumps(reply)
+        return reply
 
 
 def _matches(matcher: Matcher, text: str) -> bool:
@@ -110,12 +143,41 @@ def _prompt(body: dict[str, Any]) -> tuple[str, str]:
     return system, users[-1] if users else ""
 
 
+def _content(reply: Reply) -> str | Calls:
+    """A reply as the message content, or the calls."""
+    return reply if isinstance(reply, str | Calls) else json.dumps(reply)
+
+
+def _words(text: str | None) -> int:
+    return len(text.split()) if text else 0
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    """Words of every message's content and assistant tool-call arguments, plus of the tools' JSON."""
+    total = 0
+    for message in body.get("messages") or []:
+        total += _words(_text(message.get("content")))
+        for call in message.get("tool_calls") or []:
+            total += _words(str((call.get("function") or {}).get("arguments") or ""))
+    if body.get("tools"):
+        total += _words(json.dumps(body["tools"]))
+    return total
+
+
 def _error(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
-def _apply_content_fault(fault: str | None, content: str) -> tuple[str, str]:
-    """The content and finish_reason after a content fault."""
+def _apply_content_fault(fault: str | None, content: str | Calls) -> tuple[str | Calls, str]:
+    """The content (or calls) and finish_reason after a content fault."""
+    if isinstance(content, Calls):
+        finish = "tool_calls" if content.calls else "stop"
+        if fault == "truncated":
+            cut = Calls(*((name, args[: len(args) // 2]) for name, args in content.calls), content=content.content)
+            return cut, "length"
+        if fault == "malformed":
+            return Calls(*((name, '{"answer": ') for name, _ in content.calls), content=content.content), finish
+        return content, finish
     if fault == "malformed":
         return '{"answer": ', "stop"
     if fault == "fenced":
@@ -159,6 +221,7 @@ class ScriptedOpenAIServer:
         self.retry_after = retry_after
         self.timeout_sleep = timeout_sleep
         self.requests: list[dict[str, Any]] = []
+        self.tool_call_ids = 0
         self.max_concurrent = 0
         self._active = 0
         self._lock = threading.Lock()
@@ -239,7 +302,8 @@ class ScriptedOpenAIServer:
             handler.reply(400, _error("the scripted server does not stream", "invalid_request_error"))
             return
         system, user = _prompt(body)
-        content: str | None = None
+        reply: Reply | None = None
+        taken = False
         with self._lock:
             status = self.failures.popleft() if self.failures else None
             rule = next((r for r in self.rules if r.matches(system, user)), None) if path == CHAT_PATH else None
@@ -248,9 +312,16 @@ class ScriptedOpenAIServer:
                 fault = None
             own_fault = rule is not None and fault is not None and fault == rule.fault
             if rule is not None and status is None and (own_fault or fault not in {*STATUS_FAULTS, "drop"}):
-                content = rule.take()
+                reply, taken = rule.take(), True
             latency = rule.latency if rule is not None and rule.latency is not None else self.latency
             record["fault"] = fault
+        if taken and rule is not None and rule.respond is not None:
+            try:
+                reply = rule.respond(body)
+            except Exception as exc:  # a broken test script: say so at once (a 4xx is not retried)
+                handler.reply(400, _error(f"respond= raised {type(exc).__name__}: {exc}", "invalid_request_error", "respond"))
+                return
+        content = None if reply is None else _content(reply)
         if latency:
             self._stopping.wait(latency)
         if status is not None:
@@ -285,9 +356,23 @@ class ScriptedOpenAIServer:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
-    def _completion(self, body: dict[str, Any], content: str, finish_reason: str) -> dict[str, Any]:
-        prompt_tokens = sum(len(_text(m.get("content")).split()) for m in body.get("messages") or [])
-        completion_tokens = len(content.split())
+    def _completion(self, body: dict[str, Any], content: str | Calls, finish_reason: str) -> dict[str, Any]:
+        prompt_tokens = _prompt_tokens(body)
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+        if isinstance(content, Calls):
+            with self._lock:
+                first = self.tool_call_ids + 1
+                self.tool_call_ids += len(content.calls)
+            calls = [
+                {"id": f"call_{first + index}", "type": "function", "function": {"name": name, "arguments": arguments}}
+                for index, (name, arguments) in enumerate(content.calls)
+            ]
+            message = {"role": "assistant", "content": content.content or None, "refusal": None}
+            if calls:
+                message["tool_calls"] = calls
+            completion_tokens = _words(content.content) + sum(_words(arguments) for _, arguments in content.calls)
+        else:
+            completion_tokens = _words(content)
         return {
             "id": f"chatcmpl-scripted-{self.request_count}",
             "object": "chat.completion",
@@ -296,7 +381,7 @@ class ScriptedOpenAIServer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "message": message,
                     "logprobs": None,
                     "finish_reason": finish_reason,
                 }
