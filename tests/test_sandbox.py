@@ -1,4 +1,4 @@
-"""The experepair sandbox: throwaway worktrees of a fixture repo, and bounded script runs."""
+"""The sandbox: throwaway worktrees of a fixture repo, and bounded script runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mnemoflow.errors import ConfigError
-from nodes.experepair.sandbox import NETWORK_ISOLATION, Limits, Worktree, run_python
+from nodes.sandbox import NETWORK_ISOLATION, Limits, Worktree, run_python
 
 FAST = Limits(timeout_s=2, memory_mb=512, output_bytes=20_000)
 

@@ -2,7 +2,8 @@
 
 ``Worktree`` checks a commit of a local clone out into a temporary folder (``git worktree add --detach``), lets a
 caller apply a diff or write files inside it, reports ``diff()`` of its changes, and removes itself on exit.
-``run_python`` runs a script there with a minimal environment and the bounds of a ``Limits``.
+``run_python`` runs a script there (or in any folder, such as a scratch copy of a file store) with a minimal
+environment and the bounds of a ``Limits``.
 
 What is isolated, and what is not:
 
@@ -312,9 +313,10 @@ def _killpg(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-async def run_python(tree: Worktree, script: str, limits: Limits) -> Execution:
-    """Write ``script`` to a file in the worktree and run it with the worktree on sys.path, bounded by ``limits``."""
-    root = tree._root()
+async def run_python(where: Worktree | Path, script: str, limits: Limits) -> Execution:
+    """Write ``script`` to a file in ``where`` (a worktree or a folder) and run it there, with that folder on sys.path,
+    bounded by ``limits``."""
+    root = where._root() if isinstance(where, Worktree) else Path(where).resolve()
     sandbox = root / SANDBOX_DIR
     sandbox.mkdir(exist_ok=True)
     (sandbox / ".gitignore").write_text("*\n", encoding="utf-8")
