@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -173,6 +174,34 @@ def comorag_show(
             typer.echo(f"{indent}{node.properties.get('layer', node.kind)} unit: {cue[:140]}{'...' if len(cue) > 140 else ''}")
 
 
+l2mac_app = typer.Typer(help="Work with L2MAC runs' file stores.", no_args_is_help=True)
+app.add_typer(l2mac_app, name="l2mac")
+
+
+@l2mac_app.command("export")
+def l2mac_export(
+    run: Annotated[str, typer.Argument(help="The run id (or its thread id), as `mnemoflow run` prints it.")],
+    to: Annotated[Path, typer.Option("--to", help="Folder to write the files into; must be empty or missing.")],
+    force: Annotated[
+        bool, typer.Option(help="Write into a folder that is not empty, overwriting files of the same paths.")
+    ] = False,
+    namespace: NamespaceOption = None,
+    backend: BackendOption = None,
+) -> None:
+    """Write an L2MAC run's final file tree (the current version of every file) to a folder."""
+    from nodes.l2mac.export import export_files
+
+    settings = _settings(backend, namespace)
+
+    async def work(store: GraphStore, embedder: Embedder) -> list[str]:
+        return await export_files(store, settings.namespace, run, to, force=force)
+
+    written = _run(work, settings)
+    typer.echo(f"wrote {len(written)} file(s) to {to}")
+    for path in written:
+        typer.echo(f"  {path}")
+
+
 @store_app.command("setup")
 def store_setup(backend: BackendOption = None) -> None:
     """Create the store's schema (constraints, indexes, migrations); safe to run again."""
@@ -311,7 +340,6 @@ def run(
 ) -> None:
     """Run a graph (or resume one on --thread) and print its final state and a one-line summary."""
     import json
-    from pathlib import Path
 
     from graphs import run_graph
     from memory.checkpoints import open_checkpointer
@@ -367,7 +395,6 @@ def ingest_comorag(
     namespace: NamespaceOption = None,
 ) -> None:
     """Index a book for ComoRAG (chunks, knowledge graph, semantic and episodic summaries); safe to run again."""
-    from pathlib import Path
 
     from graphs import run_graph
     from memory.checkpoints import open_checkpointer

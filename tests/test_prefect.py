@@ -92,7 +92,7 @@ async def test_deploy_all_then_comorag_qa_runs_on_a_worker(
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     async with get_client() as client:
         names = {deployment.name for deployment in await client.read_deployments()}
-    assert names == {"comorag-qa", "comorag-ingest", "text-stats", "text-pipeline", "tme-turn", "gmemory-task", "experepair", "ingest-comorag", "maintain-memory"}
+    assert names == {"comorag-qa", "comorag-ingest", "text-stats", "text-pipeline", "tme-turn", "gmemory-task", "experepair", "l2mac", "ingest-comorag", "maintain-memory"}
 
     await build_book(neo4j, EMBEDDER, namespace)
     script(model, [answer("*"), answer("Corvin Ashe")], [{"probes": ["Who looked after the Orsk children?"]}])

@@ -1,0 +1,43 @@
+"""Writing a run's final file tree to disk (``mnemoflow l2mac export RUN --to DIR``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from memory.protocol import GraphStore
+from memory.records import stable_id
+from mnemoflow.errors import ConfigError
+from nodes.l2mac.files import check_path, load_project
+
+__all__ = ["export_files", "thread_of"]
+
+
+async def thread_of(store: GraphStore, namespace: str, run: str) -> str:
+    """The thread of run id ``run`` (a thread id is taken as is), refusing one with no L2MAC project."""
+    [record] = await store.get_nodes(namespace, [stable_id(namespace, "Run", run)])
+    thread = str(record.properties["thread_id"]) if record is not None else run
+    if not (await load_project(store, namespace, thread)).exists:
+        raise ConfigError(f"no L2MAC run or thread {run!r} in namespace {namespace!r}")
+    return thread
+
+
+async def export_files(store: GraphStore, namespace: str, run: str, to: Path, *, force: bool = False) -> list[str]:
+    """Write the current version of every file of ``run`` (a run id or thread id) under ``to``; the paths written.
+
+    ``to`` must be empty or missing, unless ``force`` (then files of the same paths are overwritten, others kept).
+    """
+    thread = await thread_of(store, namespace, run)
+    project = await load_project(store, namespace, thread)
+    root = to.resolve()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{str(to)!r} exists and is not a folder")
+    if root.is_dir() and any(root.iterdir()) and not force:
+        raise ConfigError(f"{str(to)!r} is not empty; choose an empty folder or pass --force to overwrite files in it")
+    heads = await project.heads()
+    for path, content in heads.items():
+        target = (root / check_path(path)).resolve()
+        if not target.is_relative_to(root):
+            raise ConfigError(f"{path!r} would be written outside {str(to)!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content, encoding="utf-8")
+    return sorted(heads)

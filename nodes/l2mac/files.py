@@ -1,0 +1,303 @@
+"""L2MAC's memory: the instruction registry and the versioned file store, kept in the memory store.
+
+The record contract (one project per run thread; every id is a stable id, so a resumed step that repeats a write
+finds it done instead of writing it twice):
+
+- ``L2Project`` ``{thread_id, task, status: planned|running|done|failed, instructions: [text], files: {path:
+  {versions: [version ids, oldest first], deleted: bool}}}``. Id from (namespace, thread_id). ``files`` is the
+  manifest: the head of a path is its last version, unless the path is deleted.
+- ``L2Instruction`` ``{thread_id, idx, text, status: pending|active|done|failed, restarts, turns, checks, summary,
+  error}``; text = the instruction. ``(:L2Project)-[:HAS_INSTRUCTION {key: idx}]->(:L2Instruction)`` and
+  ``(:L2Instruction)-[:NEXT]->(:L2Instruction)``.
+- ``L2FileVersion`` ``{thread_id, path, n, action: write|edit|delete, content, sha256, lines, instruction, attempt,
+  turn, tool_call_id, prev}``; text = the path. ``(:L2FileVersion)-[:WRITTEN_IN {attempt, turn}]->(:L2Instruction)``
+  (the step that wrote it) and ``(:L2FileVersion)-[:PREV]->(:L2FileVersion)``. Id from (namespace, thread_id, write
+  key, path), the write key naming the tool call (instruction, attempt, turn, call id). A version and the manifest
+  that points at it are written in one transaction, the version as a claim (``new=``): the write key's version
+  existing already means the write was applied (a resumed step), a racing writer of the same key gets
+  ``ConflictError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from memory.names import REGISTRY
+from memory.protocol import GraphStore
+from memory.records import NodeRecord, RelationshipRecord, stable_id
+from mnemoflow.errors import NodeError
+
+__all__ = [
+    "Action",
+    "FileVersion",
+    "PathError",
+    "Project",
+    "WriteKey",
+    "MAX_FILE_CHARS",
+    "check_path",
+    "load_project",
+]
+
+PROJECT, INSTRUCTION, VERSION = "L2Project", "L2Instruction", "L2FileVersion"
+HAS_INSTRUCTION, WRITTEN_IN, PREV = "HAS_INSTRUCTION", "WRITTEN_IN", "PREV"
+REGISTRY.register_kind(PROJECT, description="L2MAC: a run thread's task, instruction list and file manifest.")
+REGISTRY.register_kind(INSTRUCTION, description="L2MAC: one instruction of the plan and its control-unit state.")
+REGISTRY.register_kind(VERSION, description="L2MAC: one version of a file of the file store, and the step that wrote it.")
+for _relationship in (HAS_INSTRUCTION, WRITTEN_IN, PREV):
+    REGISTRY.register_relationship(_relationship)
+
+MAX_PATH_CHARS = 200
+MAX_FILE_CHARS = 200_000
+"""Largest file the store takes (a file must fit a model's context to be read back)."""
+RESERVED_PREFIXES = (".mnemoflow_sandbox", ".git/")
+
+Action = Literal["write", "edit", "delete"]
+
+
+class PathError(ValueError):
+    """A path the file store refuses: empty, absolute, climbing out with ``..``, or reserved."""
+
+
+def check_path(path: str) -> str:
+    """``path`` normalized to a relative POSIX path inside the store's root, or :class:`PathError` saying why not."""
+    if not isinstance(path, str) or not path.strip():
+        raise PathError("the path is empty")
+    raw = path.strip()
+    if len(raw) > MAX_PATH_CHARS:
+        raise PathError(f"the path {raw[:40]!r}... is longer than {MAX_PATH_CHARS} characters")
+    if "\\" in raw or "\x00" in raw or (len(raw) > 1 and raw[1] == ":"):
+        raise PathError(f"{raw!r} is not a relative POSIX path (use forward slashes, no drive letter)")
+    pure = PurePosixPath(raw)
+    if pure.is_absolute():
+        raise PathError(f"{raw!r} is absolute; paths are relative to the project's root")
+    if ".." in pure.parts:
+        raise PathError(f"{raw!r} climbs out of the project's root with '..'")
+    normal = str(pure)
+    if normal in ("", "."):
+        raise PathError(f"{raw!r} names the root folder, not a file")
+    if normal == ".git" or normal.startswith(RESERVED_PREFIXES):
+        raise PathError(f"{raw!r} is reserved")
+    return normal
+
+
+@dataclass(frozen=True)
+class WriteKey:
+    """Which tool call of which step wrote a version: the same call always gives the same version id."""
+
+    instruction: int
+    attempt: int
+    turn: int
+    tool_call_id: str
+
+    def token(self) -> str:
+        return f"{self.instruction}/{self.attempt}/{self.turn}/{self.tool_call_id}"
+
+
+@dataclass(frozen=True)
+class FileVersion:
+    id: str
+    path: str
+    n: int
+    """1 for a path's first version."""
+    action: Action
+    content: str
+    instruction: int
+    attempt: int
+    turn: int
+
+    @property
+    def lines(self) -> int:
+        return len(self.content.splitlines())
+
+    @classmethod
+    def from_record(cls, record: NodeRecord) -> FileVersion:
+        p = record.properties
+        return cls(record.id, p["path"], p["n"], p["action"], p["content"], p["instruction"], p["attempt"], p["turn"])
+
+
+def project_id(namespace: str, thread_id: str) -> str:
+    return stable_id(namespace, PROJECT, thread_id)
+
+
+def instruction_id(namespace: str, thread_id: str, idx: int) -> str:
+    return stable_id(namespace, INSTRUCTION, thread_id, idx)
+
+
+class Project:
+    """One thread's instruction registry and file store; load it with :func:`load_project`.
+
+    The manifest is read once and kept up to date by this object's own writes; one run writes a project at a time.
+    """
+
+    def __init__(self, store: GraphStore, namespace: str, thread_id: str, record: NodeRecord | None) -> None:
+        self.store = store
+        self.namespace = namespace
+        self.thread_id = thread_id
+        self.id = project_id(namespace, thread_id)
+        self._properties: dict[str, Any] = (
+            dict(record.properties)
+            if record is not None
+            else {"thread_id": thread_id, "task": "", "status": "planned", "instructions": [], "files": {}}
+        )
+        self.exists = record is not None
+
+    # -- the instruction registry ------------------------------------------------------------------------------
+
+    @property
+    def instructions(self) -> list[str]:
+        return list(self._properties["instructions"])
+
+    @property
+    def status(self) -> str:
+        return str(self._properties["status"])
+
+    async def save_plan(self, task: str, instructions: Sequence[str]) -> None:
+        """Store the task and its instructions (pending), linked in order; a repeated call rewrites the same records."""
+        ids = [instruction_id(self.namespace, self.thread_id, idx) for idx in range(len(instructions))]
+        self._properties.update(task=task, instructions=list(instructions), status="running")
+        nodes = [self._record()] + [
+            NodeRecord(
+                id=ids[idx],
+                namespace=self.namespace,
+                kind=INSTRUCTION,
+                properties={
+                    "thread_id": self.thread_id,
+                    "idx": idx,
+                    "text": text,
+                    "status": "pending",
+                    "restarts": 0,
+                    "turns": 0,
+                    "checks": 0,
+                    "summary": "",
+                    "error": "",
+                },
+                text=text,
+            )
+            for idx, text in enumerate(instructions)
+        ]
+        await self.store.upsert_nodes(nodes)
+        links = [self._link(HAS_INSTRUCTION, self.id, target, key=str(idx)) for idx, target in enumerate(ids)]
+        links += [self._link("NEXT", left, right) for left, right in zip(ids, ids[1:], strict=False)]
+        await self.store.upsert_relationships(links)
+        self.exists = True
+
+    async def update_instruction(self, idx: int, **changes: Any) -> None:
+        """Record the control unit's state of instruction ``idx`` (status, restarts, turns, checks, summary, error)."""
+        [record] = await self.store.get_nodes(self.namespace, [instruction_id(self.namespace, self.thread_id, idx)])
+        if record is None:
+            raise NodeError(f"l2mac: instruction {idx} of thread {self.thread_id!r} is not in the store")
+        await self.store.upsert_nodes([record.model_copy(update={"properties": {**record.properties, **changes}})])
+
+    async def set_status(self, status: Literal["running", "done", "failed"]) -> None:
+        self._properties["status"] = status
+        await self.store.upsert_nodes([self._record()])
+
+    # -- the file store ----------------------------------------------------------------------------------------
+
+    def paths(self) -> list[str]:
+        """The paths that exist now, sorted."""
+        return sorted(path for path, entry in self._properties["files"].items() if not entry["deleted"])
+
+    def version_count(self, path: str) -> int:
+        entry = self._properties["files"].get(path)
+        return len(entry["versions"]) if entry else 0
+
+    async def read(self, path: str, version: int | None = None) -> FileVersion:
+        """The head of ``path`` (KeyError if it does not exist), or its version ``version`` (1-based; deleted too)."""
+        entry = self._properties["files"].get(path)
+        if entry is None or (version is None and entry["deleted"]):
+            raise KeyError(path)
+        versions = entry["versions"]
+        n = len(versions) if version is None else version
+        if not 1 <= n <= len(versions):
+            raise KeyError(f"{path} has versions 1 to {len(versions)}, not {version}")
+        [record] = await self.store.get_nodes(self.namespace, [versions[n - 1]])
+        if record is None:
+            raise NodeError(f"l2mac: version {n} of {path!r} is named by the manifest but not in the store")
+        return FileVersion.from_record(record)
+
+    async def heads(self) -> dict[str, str]:
+        """Every existing file's current content, by path."""
+        paths = self.paths()
+        ids = [self._properties["files"][path]["versions"][-1] for path in paths]
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            for record in await self.store.get_nodes(self.namespace, ids[start : start + 500]):
+                if record is not None:
+                    found[record.properties["path"]] = record.properties["content"]
+        return found
+
+    async def commit(self, key: WriteKey, path: str, action: Action, content: str = "") -> tuple[FileVersion, bool]:
+        """Write a new version of ``path`` (``delete``: a tombstone) for the tool call ``key``.
+
+        Returns the version and whether it was written now (False: this call's version existed, the write had been
+        applied before a resume, and nothing changed).
+        """
+        if len(content) > MAX_FILE_CHARS:
+            raise ValueError(f"{path}: {len(content)} characters is more than the {MAX_FILE_CHARS} a file may hold")
+        version_id = stable_id(self.namespace, VERSION, self.thread_id, key.token(), path)
+        [existing] = await self.store.get_nodes(self.namespace, [version_id])
+        if existing is not None:
+            await self.store.upsert_relationships(self._version_links(existing))
+            return FileVersion.from_record(existing), False
+        files = self._properties["files"]
+        entry = files.get(path, {"versions": [], "deleted": False})
+        versions = entry["versions"]
+        record = NodeRecord(
+            id=version_id,
+            namespace=self.namespace,
+            kind=VERSION,
+            properties={
+                "thread_id": self.thread_id,
+                "path": path,
+                "n": len(versions) + 1,
+                "action": action,
+                "content": content,
+                "sha256": hashlib.sha256(content.encode()).hexdigest(),
+                "lines": len(content.splitlines()),
+                "instruction": key.instruction,
+                "attempt": key.attempt,
+                "turn": key.turn,
+                "tool_call_id": key.tool_call_id,
+                "prev": versions[-1] if versions else None,
+            },
+            text=path,
+        )
+        files[path] = {"versions": [*versions, version_id], "deleted": action == "delete"}
+        try:
+            await self.store.upsert_nodes([record, self._record()], new=[version_id])
+        except BaseException:
+            files[path] = entry
+            raise
+        await self.store.upsert_relationships(self._version_links(record))
+        return FileVersion.from_record(record), True
+
+    # -- plumbing ----------------------------------------------------------------------------------------------
+
+    def _record(self) -> NodeRecord:
+        return NodeRecord(
+            id=self.id, namespace=self.namespace, kind=PROJECT, properties=dict(self._properties), text=self._properties["task"]
+        )
+
+    def _link(self, type: str, source: str, target: str, key: str = "", **properties: Any) -> RelationshipRecord:
+        return RelationshipRecord(
+            namespace=self.namespace, type=type, source_id=source, target_id=target, key=key, properties=properties
+        )
+
+    def _version_links(self, record: NodeRecord) -> list[RelationshipRecord]:
+        p = record.properties
+        target = instruction_id(self.namespace, self.thread_id, p["instruction"])
+        links = [self._link(WRITTEN_IN, record.id, target, attempt=p["attempt"], turn=p["turn"])]
+        if p["prev"]:
+            links.append(self._link(PREV, record.id, p["prev"]))
+        return links
+
+
+async def load_project(store: GraphStore, namespace: str, thread_id: str) -> Project:
+    """The project of a run thread (empty when the thread has not planned yet)."""
+    [record] = await store.get_nodes(namespace, [project_id(namespace, thread_id)])
+    return Project(store, namespace, thread_id, record)

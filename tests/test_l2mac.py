@@ -1,0 +1,337 @@
+"""L2MAC on both stores: a scripted model (real HTTP) builds a package over three instructions; resume, limits, export."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from graphs import LoadedGraph, RunResult, load_graph, run_graph
+from memory.paging import all_nodes
+from memory.protocol import GraphStore
+from mnemoflow.errors import ConfigError, NodeError
+from nodes.l2mac import load_project
+from nodes.l2mac.export import export_files
+from nodes.l2mac.files import PathError, WriteKey, check_path
+from nodes.l2mac.window import context_size, repeats, trim_oldest
+from tests.conftest import EMBEDDER, new_store, offline_llm, settings_of
+from tests.support.l2mac_model import CORE, FINAL_FILES, INSTRUCTIONS, PROGRESS, WRONG_MUL, PackageModel, instruction_turn
+from tests.support.openai_server import Calls, Rule, ScriptedOpenAIServer
+
+MNEMOFLOW = str(Path(sys.executable).with_name("mnemoflow"))
+WINDOW = 8_000
+"""Fits every context of the script but the third instruction's after it reads its large data file back."""
+TASK = "Build tally, a tiny package of arithmetic helpers, with tests and a README."
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedOpenAIServer]:
+    with ScriptedOpenAIServer() as running:
+        yield running
+
+
+def graph(tmp_path: Path, **replace: str) -> LoadedGraph:
+    """The library graph, or a copy with text replaced (smaller limits)."""
+    if not replace:
+        return load_graph("l2mac")
+    text = Path(load_graph("l2mac").path).read_text(encoding="utf-8")
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "l2mac-test.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_graph(path)
+
+
+async def run(
+    store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest,
+    values: dict[str, Any], loaded: LoadedGraph | None = None,
+) -> RunResult:  # fmt: skip
+    return await run_graph(
+        loaded or graph(tmp_path), values, store=store, embedder=EMBEDDER, llm=server.gateway(),
+        settings=settings_of(store, tmp_path, request), checkpointer=None, namespace=namespace,
+    )  # fmt: skip
+
+
+def step_requests(server: ScriptedOpenAIServer) -> list[dict[str, Any]]:
+    return [r["body"] for r in server.requests if r["body"].get("tools") and r["body"].get("tool_choice") in (None, "auto")]
+
+
+async def test_a_scripted_model_builds_a_package_over_three_instructions(
+    store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    server.script(Rule(respond=PackageModel()))
+    result = await run(store, server, namespace, tmp_path, request, {"task": TASK, "context_window": WINDOW})
+    state = result.state
+    assert state["status"] == "done" and state["instructions"] == INSTRUCTIONS
+
+    # the plan came from a forced tool call
+    [plan] = [r["body"] for r in server.requests if r["body"].get("tool_choice") not in (None, "auto")]
+    assert plan["tool_choice"] == {"type": "function", "function": {"name": "plan_steps"}}
+
+    # the final files, and every version linked to the step that wrote it
+    project = await load_project(store, namespace, result.thread_id)
+    assert project.status == "done" and state["files"] == sorted(FINAL_FILES)
+    assert await project.heads() == FINAL_FILES
+    versions = await all_nodes(store, namespace, "L2FileVersion")
+    assert len(versions) == len(FINAL_FILES) + 2  # core.py: written, edited wrong, edited right
+    core = [await project.read("tally/core.py", n) for n in (1, 2, 3)]
+    assert [(v.action, v.instruction, v.content) for v in core] == [
+        ("write", 0, CORE),
+        ("edit", 1, WRONG_MUL),
+        ("edit", 1, FINAL_FILES["tally/core.py"]),
+    ]
+    for version in versions:
+        links = (await store.neighbours(namespace, version.id, limit=10)).relationships
+        written_in = [link for link in links if link.type == "WRITTEN_IN" and link.source_id == version.id]
+        [instruction] = await store.get_nodes(namespace, [written_in[0].target_id])
+        assert instruction is not None and instruction.properties["idx"] == version.properties["instruction"]
+        previous = [link.target_id for link in links if link.type == "PREV" and link.source_id == version.id]
+        assert previous == ([version.properties["prev"]] if version.properties["prev"] else [])
+    instructions = sorted(await all_nodes(store, namespace, "L2Instruction"), key=lambda node: node.properties["idx"])
+    assert [(i.properties["status"], i.properties["restarts"]) for i in instructions] == [("done", 0), ("done", 0), ("done", 1)]
+    assert all(i.properties["summary"] for i in instructions)
+
+    # every write turn and every step_complete ran the checks; the failing test was fixed by the fix loop
+    checks = [(c["instruction"], c["attempt"], c["passed"]) for c in state["checks"]]
+    assert checks == [
+        (0, 0, True),
+        (0, 0, True),
+        (1, 0, False),
+        (1, 0, True),
+        (1, 0, True),
+        (2, 0, True),
+        (2, 1, True),
+        (2, 1, True),
+    ]
+    failed = state["checks"][2]
+    assert failed["tests_failed"] == 1 and "assert 7 == 6" in failed["output"]
+    fix_requests = [b for b in step_requests(server) if b["messages"][-1]["content"].startswith("The checks failed")]
+    assert len(fix_requests) == 1 and "assert 7 == 6" in fix_requests[0]["messages"][-1]["content"]
+
+    # three bad calls came back to the model as tool errors, and the run went on
+    assert [error.split(":")[0] for error in state["tool_errors"]] == ["run_shell", "edit_file", "write_files"]
+    assert "there is no tool 'run_shell'" in state["tool_errors"][0] and "new: Field required" in state["tool_errors"][1]
+    assert "climbs out" in state["tool_errors"][2]
+    after_bad = next(b for b in step_requests(server) if any("ERROR:" in str(m.get("content")) for m in b["messages"]))
+    assert sum(m["role"] == "tool" and m["content"].startswith("ERROR:") for m in after_bad["messages"]) == 3
+    assert not (tmp_path.parent / "escape.py").exists()
+
+    # the third instruction overflowed: a summary without tools, then a fresh context that carries it
+    assert state["restarts"] == 1
+    [exhausted] = [r["body"] for r in server.requests if "context window is full" in str(r["body"]["messages"][-1]["content"])]
+    assert "tools" not in exhausted
+    restarted = [b for b in step_requests(server) if instruction_turn(b["messages"])[:2] == (2, True)]
+    assert restarted and PROGRESS in restarted[0]["messages"][2]["content"] and len(restarted[0]["messages"]) == 3
+    assert state["peak_context_tokens"] <= WINDOW - 1_000
+    for body in step_requests(server):
+        assert context_size(body["messages"]) <= WINDOW - 1_000
+
+    # the repeated list_files was seen as a loop: the next call was sampled hotter, then it cooled down
+    temperatures = [body["temperature"] for body in step_requests(server)]
+    assert state["loops"] == 1 and temperatures[:4] == [0.0, 0.0, 0.4, pytest.approx(0.3)]
+
+
+async def test_a_check_that_hangs_is_killed_and_counts_as_a_failure(
+    store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    hanging = "import time\n\n\ndef test_forever():\n    time.sleep(600)\n"
+    fixed = "def test_quick():\n    assert True\n"
+
+    def model(body: dict[str, Any]) -> Any:
+        if not body.get("tools"):
+            return "Wrote a quick test."
+        _, _, turn = instruction_turn(body["messages"])
+        writes = [("tests/test_slow.py", hanging), ("tests/test_slow.py", fixed)]
+        if turn < len(writes):
+            path, content = writes[turn]
+            return Calls(("write_files", {"files": [{"path": path, "content": content}]}))
+        return Calls(("step_complete", {}))
+
+    server.script(Rule(respond=model))
+    loaded = graph(tmp_path, **{"timeout_s: 60": "timeout_s: 2"})
+    result = await run(
+        store, server, namespace, tmp_path, request, {"task": "A test.", "instructions": ["Write a test."]}, loaded
+    )
+    first, second = result.state["checks"][:2]
+    assert first["timed_out"] and not first["passed"]
+    assert second["passed"] and not second["timed_out"]
+    fix = next(b for b in step_requests(server) if b["messages"][-1]["content"].startswith("The checks failed"))
+    assert "did not finish within their time limit" in fix["messages"][-1]["content"]
+    assert result.state["status"] == "done"
+    assert not [r for r in server.requests if r["body"].get("tool_choice") not in (None, "auto")]  # the plan was given
+
+
+async def test_overflow_restarts_are_bounded_then_the_run_fails_clearly(
+    store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    big = "x = [\n" + "    1,\n" * 1500 + "]\n"
+
+    def model(body: dict[str, Any]) -> Any:
+        if not body.get("tools"):
+            return "Still writing the big file."
+        _, _, turn = instruction_turn(body["messages"])
+        return Calls(("write_files", {"files": [{"path": f"big_{turn}.py", "content": big}]}))
+
+    server.script(Rule(respond=model))
+    loaded = graph(tmp_path, **{"max_restarts: 3": "max_restarts: 2"})
+    values = {"task": "Write big files.", "instructions": ["Write big files."], "context_window": 5_000}
+    with pytest.raises(NodeError, match=r"instruction 1 of 1 failed: its context overflowed 3 times \(max_restarts 2\)"):
+        await run(store, server, namespace, tmp_path, request, values, loaded)
+    summaries = [r for r in server.requests if "context window is full" in str(r["body"]["messages"][-1]["content"])]
+    assert len(summaries) == 2
+    [instruction] = await all_nodes(store, namespace, "L2Instruction")
+    assert instruction.properties["status"] == "failed" and "overflowed" in instruction.properties["error"]
+    [project] = await all_nodes(store, namespace, "L2Project")
+    assert project.properties["status"] == "failed"
+
+
+async def test_export_writes_the_final_tree(
+    store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    server.script(Rule(respond=PackageModel()))
+    result = await run(store, server, namespace, tmp_path, request, {"task": TASK, "context_window": WINDOW})
+    target = tmp_path / "out"
+    assert await export_files(store, namespace, result.run_id, target) == sorted(FINAL_FILES)
+    written = {str(p.relative_to(target)): p.read_text() for p in target.rglob("*") if p.is_file()}
+    assert written == FINAL_FILES
+    with pytest.raises(ConfigError, match="is not empty"):
+        await export_files(store, namespace, result.thread_id, target)
+    with pytest.raises(ConfigError, match="no L2MAC run or thread 'nope'"):
+        await export_files(store, namespace, "nope", tmp_path / "other")
+    exported = subprocess.run(  # the checked-out package's own tests pass
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(target)], cwd=target, capture_output=True,
+        text=True, timeout=120, env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert "3 passed" in exported.stdout
+
+
+async def test_resume_after_a_kill_mid_instruction_duplicates_nothing(
+    backend: str, server: ScriptedOpenAIServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    model = PackageModel(hold=(1, 2))  # instruction 2 after its failing checks: the run is killed waiting here
+    server.script(Rule(respond=model))
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("MNEMOFLOW_", "NEO4J_", "OPENAI_"))}
+    environment.update(
+        MNEMOFLOW_STORE_BACKEND=backend, MNEMOFLOW_STORE_SQLITE_PATH=str(tmp_path / "memory.db"), MNEMOFLOW_NAMESPACE="l2",
+        OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test", MNEMOFLOW_LLM_CACHE="false",
+    )  # fmt: skip
+    uri = None
+    if backend == "neo4j":
+        uri = request.getfixturevalue("empty_neo4j")
+        environment["NEO4J_URI"] = uri
+    values = json.dumps({"task": TASK, "context_window": WINDOW})
+    command = [MNEMOFLOW, "run", "l2mac", "--input", values, "--thread", "killed-l2mac"]
+    store = new_store(backend, neo4j_uri=uri, sqlite_path=tmp_path / "memory.db")
+    first = subprocess.Popen(command, env=environment, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not model.held.is_set():
+            assert first.poll() is None, first.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the run never reached the held request"
+            await asyncio.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        model.release.set()
+        model.hold = None
+        await store.setup()
+        before = await all_nodes(store, namespace="l2", kind="L2FileVersion")
+        assert {v.properties["path"] for v in before} == {
+            "tally/__init__.py",
+            "tally/core.py",
+            "tests/test_core.py",
+            "tests/test_mul.py",
+        }
+
+        second = subprocess.run(command, env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert "completed, resumed in" in second.stderr
+        state = json.loads(second.stdout)
+        assert state["status"] == "done"
+        project = await load_project(store, "l2", "killed-l2mac")
+        assert await project.heads() == FINAL_FILES
+        versions = await all_nodes(store, "l2", "L2FileVersion")
+        assert len(versions) == len(FINAL_FILES) + 2
+        assert {v.id for v in before} <= {v.id for v in versions}
+        assert [project.version_count(path) for path in sorted(FINAL_FILES)] == [
+            1 if path != "tally/core.py" else 3 for path in sorted(FINAL_FILES)
+        ]
+        plans = [r for r in server.requests if r["body"].get("tool_choice") not in (None, "auto")]
+        assert len(plans) == 1  # the plan was not made again
+    finally:
+        model.release.set()
+        if first.poll() is None:
+            first.kill()
+        await store.close()
+
+
+async def test_the_offline_model_runs_the_graph(
+    store: GraphStore, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    result = await run_graph(
+        load_graph("l2mac"), {"task": "Print hello."}, store=store, embedder=EMBEDDER, llm=offline_llm(),
+        settings=settings_of(store, tmp_path, request), checkpointer=None, namespace=namespace,
+    )  # fmt: skip
+    assert result.state["files"] == ["README.md"]
+    project = await load_project(store, namespace, result.thread_id)
+    assert "Print hello." in (await project.heads())["README.md"]
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [("", "empty"), ("/etc/passwd", "absolute"), ("a/../../b", "climbs out"), ("a\\b.py", "forward slashes"),
+     ("C:x.py", "drive letter"), (".", "root folder"), (".git/config", "reserved"), ("x" * 201, "longer than")],
+)  # fmt: skip
+def test_paths_outside_the_root_are_refused(path: str, problem: str) -> None:
+    with pytest.raises(PathError, match=problem):
+        check_path(path)
+
+
+def test_paths_are_normalized() -> None:
+    assert check_path("./pkg//mod.py") == "pkg/mod.py"
+
+
+async def test_a_repeated_write_of_one_tool_call_is_one_version(store: GraphStore, namespace: str) -> None:
+    project = await load_project(store, namespace, "thread")
+    await project.save_plan("task", ["one"])
+    key = WriteKey(0, 0, 1, "call-1")
+    first, created = await project.commit(key, "a.py", "write", "x = 1\n")
+    again, created_again = await (await load_project(store, namespace, "thread")).commit(key, "a.py", "write", "x = 1\n")
+    assert created and not created_again and first == again
+    assert await store.count_nodes(namespace, "L2FileVersion") == 1
+    second, _ = await project.commit(WriteKey(0, 0, 2, "call-2"), "a.py", "delete")
+    assert second.n == 2 and project.paths() == [] and (await project.read("a.py", 1)).content == "x = 1\n"
+    with pytest.raises(KeyError):
+        await project.read("a.py")
+
+
+def test_trimming_keeps_tool_results_with_their_call() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "read_files", "arguments": "{}"}}
+    fresh = [{"role": "system", "content": "s"}, {"role": "user", "content": "t"}, {"role": "user", "content": "i"}]
+    rest = [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "word " * 200},
+        {"role": "user", "content": "continue"},
+    ]
+    trimmed = trim_oldest(fresh + rest, keep=3, budget=context_size(fresh) + 20)
+    assert trimmed == [*fresh, rest[2]]
+
+
+def test_a_repeated_block_is_a_loop() -> None:
+    a = {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "function": {"name": "list_files", "arguments": "{}"}}]}
+    b = {"role": "tool", "content": "(no files yet)"}
+    c = {"role": "user", "content": "continue"}
+    renamed = {**a, "tool_calls": [{"id": "2", "function": {"name": "list_files", "arguments": "{}"}}]}
+    assert repeats([a, b, c, renamed, b, c])
+    assert not repeats([a, b, c, renamed, b])
+    assert not repeats([a, b])
