@@ -9,7 +9,7 @@ UI := flows/server/ui/frontend
 HOST ?= 127.0.0.1
 PORT ?= 8765
 
-.PHONY: install ui browser demo serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag bench-tme bench-gmemory typecheck clean
+.PHONY: install ui browser demo serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag bench-tme bench-gmemory bench-l2mac typecheck clean
 
 install: $(VENV)/.installed
 
@@ -73,6 +73,9 @@ bench-tme: install
 
 bench-gmemory: install
 	infra/with-neo4j.sh $(BIN)/python $(BIN)/python bench/gmemory.py --output bench/results/gmemory.json
+
+bench-l2mac: install
+	$(BIN)/python bench/l2mac.py --output bench/results/l2mac.json
 
 clean:
 	rm -rf $(VENV) .mnemoflow infra/neo4j/target $(UI)/node_modules
