@@ -195,6 +195,15 @@ async def test_overflow_restarts_are_bounded_then_the_run_fails_clearly(
     assert project.properties["status"] == "failed"
 
 
+async def test_a_window_too_small_for_the_fresh_context_fails_at_once(
+    store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    values = {"task": "Anything.", "instructions": ["Do it."], "context_window": 500}
+    with pytest.raises(NodeError, match=r"fresh context \(\d+ tokens\) leaves no room for a reply .* window of 500 tokens"):
+        await run(store, server, namespace, tmp_path, request, values)
+    assert server.request_count == 0
+
+
 async def test_export_writes_the_final_tree(
     store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -313,17 +313,22 @@ async def summarize_step(state: L2macState, config: OverflowConfig, context: Run
 @node(
     "l2mac.summarize_overflow",
     state=L2macState,
-    reads={"messages", "k", "attempt", "restarts", "context_window", "temperature", "instructions"},
+    reads={"messages", "k", "attempt", "restarts", "context_window", "context_tokens", "temperature", "instructions"},
     writes={"attempt", "progress", "restarts", "sampling_temperature"},
     config=OverflowConfig,
 )
 async def summarize_overflow(state: L2macState, config: OverflowConfig, context: RunContext) -> dict[str, Any]:
     """The context is full: drop the oldest messages, ask for a progress summary, restart the instruction with it."""
-    if state.attempt >= config.max_restarts:
+    if len(state.messages) <= FRESH_CONTEXT or state.attempt >= config.max_restarts:
         project = await load_project(context.store, context.namespace, context.thread_id)
-        raise await _fail(
-            project, state, f"its context overflowed {state.attempt + 1} times (max_restarts {config.max_restarts})"
-        )
+        if len(state.messages) <= FRESH_CONTEXT:
+            reason = (
+                f"its fresh context ({state.context_tokens} tokens) leaves no room for a reply in the context window "
+                f"of {state.context_window} tokens; raise context_window or shorten the task"
+            )
+        else:
+            reason = f"its context overflowed {state.attempt + 1} times (max_restarts {config.max_restarts})"
+        raise await _fail(project, state, reason)
     progress = await _summary(context, state, prompts.exhausted_message(state.k), config.headroom_tokens)
     context.log.info("l2mac.overflow_restart", instruction=state.k, attempt=state.attempt + 1)
     return {
