@@ -134,6 +134,16 @@ class GraphRunner:
         if unsaved:
             await self.store.upsert_nodes(unsaved)
 
+    async def _unfinished(self, config: RunnableConfig) -> bool:
+        """Whether the thread's last checkpoint has tasks left to run.
+
+        Its ``next`` leaves out tasks whose writes were saved, so a process killed after a node's writes were saved
+        but before the next checkpoint (checkpoints are saved while the next step runs) would look finished; its
+        ``tasks`` still list them, and resuming applies the saved writes instead of running the node again.
+        """
+        snapshot = await self.compiled.aget_state(config)
+        return bool(snapshot.next or snapshot.tasks)
+
     async def run(self, values: dict[str, Any] | None, *, namespace: str, thread_id: str | None = None) -> RunResult:
         """Run (or resume) on ``thread_id``; a new thread id is made when none is given.
 
@@ -143,7 +153,7 @@ class GraphRunner:
         run_id = uuid.uuid4().hex[:16]
         config: RunnableConfig = {"configurable": {"thread_id": thread_id or uuid.uuid4().hex}, "recursion_limit": step_limit(graph)}
         # only a thread the caller names can have a run to resume
-        resumed = thread_id is not None and self.checkpointer is not None and bool((await self.compiled.aget_state(config)).next)
+        resumed = thread_id is not None and self.checkpointer is not None and await self._unfinished(config)
         thread_id = str(config["configurable"]["thread_id"])
         if not resumed:
             check_input(graph, values or {}, self.registry)

@@ -10,11 +10,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from langgraph.checkpoint.memory import InMemorySaver
 
+from graphs import GraphRunner, load_graph
 from memory.protocol import GraphStore
-from tests.conftest import new_store
+from tests.conftest import EMBEDDER, new_store, offline_llm, settings_for
 
 MNEMOFLOW = str(Path(sys.executable).with_name("mnemoflow"))
 TEXT = "The sea was calm that night. A ship came close to the reef! Its crew saw the light and turned. All were saved."
@@ -91,4 +94,41 @@ async def test_killed_run_resumes_on_its_thread(backend: str, request: pytest.Fi
     finally:
         if first.poll() is None:
             first.kill()
+        await store.close()
+
+
+class KeepsOnlyFirstCheckpoints(InMemorySaver):
+    """Saves the first ``keep`` checkpoints and drops the rest, but keeps every task's writes: what a process killed
+    after a node's writes were saved, before the next checkpoint was (they are saved while the next step runs),
+    leaves behind."""
+
+    def __init__(self, keep: int) -> None:
+        super().__init__()
+        self.keep = keep
+        self.saved = 0
+
+    async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        if self.saved < self.keep:
+            self.saved += 1
+            return await super().aput(config, checkpoint, metadata, new_versions)
+        ns = config["configurable"].get("checkpoint_ns", "")
+        return {"configurable": {"thread_id": config["configurable"]["thread_id"], "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}}
+
+
+async def test_a_run_whose_last_nodes_saved_their_writes_but_no_checkpoint_resumes(tmp_path: Path) -> None:
+    saver = KeepsOnlyFirstCheckpoints(keep=3)  # the input, START, and split's checkpoint, whose counts then ran
+    store = new_store("sqlite", sqlite_path=tmp_path / "memory.db")
+    await store.setup()
+    try:
+        async with GraphRunner(
+            load_graph("text-stats"), store=store, embedder=EMBEDDER, llm=offline_llm(),
+            settings=settings_for("sqlite", sqlite_path=tmp_path / "memory.db"), checkpointer=saver,
+        ) as runner:  # fmt: skip
+            await runner.run({"text": TEXT}, namespace="resume", thread_id="cut")
+            snapshot = await runner.compiled.aget_state({"configurable": {"thread_id": "cut"}})
+            assert snapshot.next == () and {task.name for task in snapshot.tasks} == {"count"}  # looks finished
+            second = await runner.run({"text": "Something else entirely."}, namespace="resume", thread_id="cut")
+        assert second.resumed and second.state["total_words"] == 23
+        assert second.steps[0] == "total" and "count" not in second.steps and "split" not in second.steps
+    finally:
         await store.close()
