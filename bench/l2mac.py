@@ -37,6 +37,7 @@ from mnemoflow.settings import LogSettings, Settings, StoreSettings  # noqa: E40
 from nodes.l2mac import load_project  # noqa: E402
 from nodes.l2mac.window import context_size  # noqa: E402
 from nodes.tokens import count_tokens  # noqa: E402
+from tests.support.graph_variants import library_variant  # noqa: E402
 from tests.support.l2mac_model import FINAL_FILES, PackageModel  # noqa: E402
 from tests.support.openai_server import Rule, ScriptedOpenAIServer  # noqa: E402
 
@@ -51,12 +52,8 @@ def prompt_tokens(body: dict[str, Any]) -> int:
 
 
 def baseline_graph(folder: Path) -> LoadedGraph:
-    text = Path(load_graph("l2mac").path).read_text(encoding="utf-8")
     marker = "    use: l2mac.start_instruction\n"
-    assert marker in text
-    path = folder / "l2mac-whole-history.yaml"
-    path.write_text(text.replace(marker, marker + "    with: {keep_history: true}\n"), encoding="utf-8")
-    return load_graph(path)
+    return library_variant("l2mac", folder, {marker: marker + "    with: {keep_history: true}\n"})
 
 
 async def one_run(graph: LoadedGraph, window: int, folder: Path, name: str) -> dict[str, Any]:

@@ -91,6 +91,24 @@ def new_store(backend: str, *, neo4j_uri: str | None = None, sqlite_path: Path |
     return SQLiteStore(sqlite_path, **embedding)  # type: ignore[arg-type]
 
 
+def cli_environment(
+    backend: str, tmp_path: Path, *, namespace: str, neo4j_uri: str | None = None, model_url: str | None = None, **extra: str
+) -> dict[str, str]:
+    """The environment of a ``mnemoflow`` process on a test store: this process's MNEMOFLOW_, NEO4J_ and OPENAI_
+    variables dropped; the backend (``memory.db`` in ``tmp_path``, or the Neo4j at ``neo4j_uri``), the namespace and,
+    with ``model_url``, the scripted model server (response cache off) set; ``extra`` on top."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("MNEMOFLOW_", "NEO4J_", "OPENAI_"))}
+    environment.update(
+        MNEMOFLOW_STORE_BACKEND=backend, MNEMOFLOW_STORE_SQLITE_PATH=str(tmp_path / "memory.db"), MNEMOFLOW_NAMESPACE=namespace
+    )
+    if neo4j_uri is not None:
+        environment["NEO4J_URI"] = neo4j_uri
+    if model_url is not None:
+        environment.update(OPENAI_BASE_URL=model_url, OPENAI_API_KEY="test", MNEMOFLOW_LLM_CACHE="false")
+    environment.update(extra)
+    return environment
+
+
 def settings_for(backend: str, *, neo4j_uri: str | None = None, sqlite_path: Path | None = None) -> Settings:
     """Settings for a run on either backend: the test Neo4j (with its credentials) or a SQLite file."""
     auth = neo4j_auth()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import subprocess
@@ -27,7 +26,7 @@ from mnemoflow.llm import LLM
 from mnemoflow.settings import Settings, StoreSettings
 from nodes.comorag.agents import ProbeSet, is_impasse, loose_probes, parse_final_answer
 from nodes.comorag.retrieval import personalized_pagerank
-from tests.conftest import EMBEDDER, new_store, offline_llm, settings_of
+from tests.conftest import EMBEDDER, cli_environment, new_store, offline_llm, settings_of
 from tests.support.comorag_book import BOOK, answer, build_book, script
 from tests.support.embedders import CountingEmbedder
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
@@ -380,17 +379,8 @@ async def test_killed_run_resumes_without_duplicating_the_workspace(
     store = new_store(backend, neo4j_uri=uri, sqlite_path=tmp_path / "memory.db")
     await store.setup()
     await build_book(store, EMBEDDER, "resume")
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("MNEMOFLOW_", "NEO4J_", "OPENAI_"))}
-    if uri is not None:
-        environment["NEO4J_URI"] = uri
-    environment.update(
-        MNEMOFLOW_STORE_BACKEND=backend,
-        MNEMOFLOW_STORE_SQLITE_PATH=str(tmp_path / "memory.db"),
-        MNEMOFLOW_NAMESPACE="resume",
-        MNEMOFLOW_LLM_CACHE="false",
-        MNEMOFLOW_LLM_INITIAL_BACKOFF="0",
-        OPENAI_BASE_URL=server.base_url,
-        OPENAI_API_KEY="test",
+    environment = cli_environment(
+        backend, tmp_path, namespace="resume", neo4j_uri=uri, model_url=server.base_url, MNEMOFLOW_LLM_INITIAL_BACKOFF="0"
     )
     graph = small_graph(tmp_path)
     command = [

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import nodes.experepair  # noqa: F401  (registers the experepair.* nodes)
-from graphs import load_graph, run_graph
+from graphs import run_graph
 from graphs.loader import LoadedGraph
 from graphs.runner import RunResult
 from memory.paging import all_nodes
@@ -21,6 +21,7 @@ from memory.protocol import GraphStore
 from nodes.experepair.memory import ISSUE, PATCH_DEMO, TEST_DEMO, issue_node_id, load_insights
 from nodes.experepair.repair import is_unified_diff
 from tests.conftest import EMBEDDER, settings_of
+from tests.support.graph_variants import library_variant
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
 from tests.support.repair_repo import (
     FIX_ADD,
@@ -114,15 +115,7 @@ class Repairs:
 
     def graph(self, **replace: str) -> LoadedGraph:
         """The library graph, or a copy in tmp_path with text replaced (e.g. smaller limits)."""
-        if not replace:
-            return load_graph("experepair")
-        text = Path(load_graph("experepair").path).read_text(encoding="utf-8")
-        for old, new in replace.items():
-            assert old in text, old
-            text = text.replace(old, new)
-        path = self.tmp_path / "experepair-test.yaml"
-        path.write_text(text, encoding="utf-8")
-        return load_graph(path)
+        return library_variant("experepair", self.tmp_path, replace)
 
     async def run(
         self, repo_path: Path, issue: str, issue_id: str, repo: str = REPO, graph: LoadedGraph | None = None

@@ -23,7 +23,8 @@ from nodes.l2mac import load_project
 from nodes.l2mac.export import export_files
 from nodes.l2mac.files import PathError, WriteKey, check_path
 from nodes.l2mac.window import context_size, repeats, trim_oldest
-from tests.conftest import EMBEDDER, new_store, offline_llm, settings_of
+from tests.conftest import EMBEDDER, cli_environment, new_store, offline_llm, settings_of
+from tests.support.graph_variants import library_variant
 from tests.support.l2mac_model import CORE, FINAL_FILES, INSTRUCTIONS, PROGRESS, WRONG_MUL, PackageModel, instruction_turn
 from tests.support.openai_server import Calls, Rule, ScriptedOpenAIServer
 
@@ -39,25 +40,12 @@ def server() -> Iterator[ScriptedOpenAIServer]:
         yield running
 
 
-def graph(tmp_path: Path, **replace: str) -> LoadedGraph:
-    """The library graph, or a copy with text replaced (smaller limits)."""
-    if not replace:
-        return load_graph("l2mac")
-    text = Path(load_graph("l2mac").path).read_text(encoding="utf-8")
-    for old, new in replace.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp_path / "l2mac-test.yaml"
-    path.write_text(text, encoding="utf-8")
-    return load_graph(path)
-
-
 async def run(
     store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest,
     values: dict[str, Any], loaded: LoadedGraph | None = None,
 ) -> RunResult:  # fmt: skip
     return await run_graph(
-        loaded or graph(tmp_path), values, store=store, embedder=EMBEDDER, llm=server.gateway(),
+        loaded or load_graph("l2mac"), values, store=store, embedder=EMBEDDER, llm=server.gateway(),
         settings=settings_of(store, tmp_path, request), checkpointer=None, namespace=namespace,
     )  # fmt: skip
 
@@ -158,7 +146,7 @@ async def test_a_check_that_hangs_is_killed_and_counts_as_a_failure(
         return Calls(("step_complete", {}))
 
     server.script(Rule(respond=model))
-    loaded = graph(tmp_path, **{"timeout_s: 60": "timeout_s: 2"})
+    loaded = library_variant("l2mac", tmp_path, {"timeout_s: 60": "timeout_s: 2"})
     result = await run(
         store, server, namespace, tmp_path, request, {"task": "A test.", "instructions": ["Write a test."]}, loaded
     )
@@ -183,7 +171,7 @@ async def test_overflow_restarts_are_bounded_then_the_run_fails_clearly(
         return Calls(("write_files", {"files": [{"path": f"big_{turn}.py", "content": big}]}))
 
     server.script(Rule(respond=model))
-    loaded = graph(tmp_path, **{"max_restarts: 3": "max_restarts: 2"})
+    loaded = library_variant("l2mac", tmp_path, {"max_restarts: 3": "max_restarts: 2"})
     values = {"task": "Write big files.", "instructions": ["Write big files."], "context_window": 5_000}
     with pytest.raises(NodeError, match=r"instruction 1 of 1 failed: its context overflowed 3 times \(max_restarts 2\)"):
         await run(store, server, namespace, tmp_path, request, values, loaded)
@@ -230,15 +218,8 @@ async def test_resume_after_a_kill_mid_instruction_duplicates_nothing(
 ) -> None:
     model = PackageModel(hold=(1, 2))  # instruction 2 after its failing checks: the run is killed waiting here
     server.script(Rule(respond=model))
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("MNEMOFLOW_", "NEO4J_", "OPENAI_"))}
-    environment.update(
-        MNEMOFLOW_STORE_BACKEND=backend, MNEMOFLOW_STORE_SQLITE_PATH=str(tmp_path / "memory.db"), MNEMOFLOW_NAMESPACE="l2",
-        OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test", MNEMOFLOW_LLM_CACHE="false",
-    )  # fmt: skip
-    uri = None
-    if backend == "neo4j":
-        uri = request.getfixturevalue("empty_neo4j")
-        environment["NEO4J_URI"] = uri
+    uri = request.getfixturevalue("empty_neo4j") if backend == "neo4j" else None
+    environment = cli_environment(backend, tmp_path, namespace="l2", neo4j_uri=uri, model_url=server.base_url)
     values = json.dumps({"task": TASK, "context_window": WINDOW})
     command = [MNEMOFLOW, "run", "l2mac", "--input", values, "--thread", "killed-l2mac"]
     store = new_store(backend, neo4j_uri=uri, sqlite_path=tmp_path / "memory.db")

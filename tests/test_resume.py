@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from graphs import GraphRunner, load_graph
 from memory.protocol import GraphStore
-from tests.conftest import EMBEDDER, new_store, offline_llm, settings_for
+from tests.conftest import EMBEDDER, cli_environment, new_store, offline_llm, settings_for
 
 MNEMOFLOW = str(Path(sys.executable).with_name("mnemoflow"))
 TEXT = "The sea was calm that night. A ship came close to the reef! Its crew saw the light and turned. All were saved."
@@ -50,12 +49,8 @@ async def wait_for(condition, timeout: float = 90.0) -> None:  # type: ignore[no
 async def test_killed_run_resumes_on_its_thread(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     graph = tmp_path / "slow-pipeline.yaml"
     graph.write_text(SLOW_PIPELINE)
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("MNEMOFLOW_", "NEO4J_"))}
-    environment.update(MNEMOFLOW_STORE_BACKEND=backend, MNEMOFLOW_STORE_SQLITE_PATH=str(tmp_path / "memory.db"), MNEMOFLOW_NAMESPACE="resume")
-    uri = None
-    if backend == "neo4j":
-        uri = request.getfixturevalue("empty_neo4j")
-        environment["NEO4J_URI"] = uri
+    uri = request.getfixturevalue("empty_neo4j") if backend == "neo4j" else None
+    environment = cli_environment(backend, tmp_path, namespace="resume", neo4j_uri=uri)
     command = [MNEMOFLOW, "run", str(graph), "--input", json.dumps({"text": TEXT}), "--thread", "killed-thread"]
 
     store: GraphStore = new_store(backend, neo4j_uri=uri, sqlite_path=tmp_path / "memory.db")

@@ -7,18 +7,18 @@ from pathlib import Path
 from memory.protocol import GraphStore
 from memory.records import stable_id
 from mnemoflow.errors import ConfigError
-from nodes.l2mac.files import check_path, load_project
+from nodes.l2mac.files import Project, check_path, load_project
 
-__all__ = ["export_files", "thread_of"]
+__all__ = ["export_files", "project_of_run"]
 
 
-async def thread_of(store: GraphStore, namespace: str, run: str) -> str:
-    """The thread of run id ``run`` (a thread id is taken as is), refusing one with no L2MAC project."""
+async def project_of_run(store: GraphStore, namespace: str, run: str) -> Project:
+    """The L2MAC project of run id ``run`` (a thread id is taken as is); ConfigError when there is none."""
     [record] = await store.get_nodes(namespace, [stable_id(namespace, "Run", run)])
-    thread = str(record.properties["thread_id"]) if record is not None else run
-    if not (await load_project(store, namespace, thread)).exists:
+    project = await load_project(store, namespace, str(record.properties["thread_id"]) if record is not None else run)
+    if not project.exists:
         raise ConfigError(f"no L2MAC run or thread {run!r} in namespace {namespace!r}")
-    return thread
+    return project
 
 
 async def export_files(store: GraphStore, namespace: str, run: str, to: Path, *, force: bool = False) -> list[str]:
@@ -26,8 +26,7 @@ async def export_files(store: GraphStore, namespace: str, run: str, to: Path, *,
 
     ``to`` must be empty or missing, unless ``force`` (then files of the same paths are overwritten, others kept).
     """
-    thread = await thread_of(store, namespace, run)
-    project = await load_project(store, namespace, thread)
+    project = await project_of_run(store, namespace, run)
     root = to.resolve()
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{str(to)!r} exists and is not a folder")

@@ -118,8 +118,7 @@ async def dispatch(
 ) -> TurnResult:
     """Run a turn's tool calls in order against ``project``, then the checks when the turn wrote or asked for them."""
     result = TurnResult()
-    replies: list[str] = []
-    wants_checks = complete_asked = False
+    replies: list[str | None] = []  # None: run_checks and step_complete, answered with the checks' report
     for call in calls:
         key = WriteKey(instruction, attempt, turn, call.id)
         try:
@@ -127,33 +126,26 @@ async def dispatch(
         except _CallError as error:
             result.errors.append(str(error) if str(error).startswith(f"{call.name}:") else f"{call.name}: {error}")
             reply = f"ERROR: {error}"
-        if call.name in ("run_checks", "step_complete") and not reply.startswith("ERROR"):
-            wants_checks = True
-            complete_asked = complete_asked or call.name == "step_complete"
         replies.append(reply)
-    if result.written or wants_checks:
-        result.check = await run_checks(await project.heads(), limits, tests=tests)
-        result.complete = complete_asked and result.check.passed
-        report = result.check.report()
-        for index, call in enumerate(calls):
-            if replies[index] == _AFTER_CHECKS:
-                if call.name == "step_complete":
-                    verdict = "The step is complete." if result.check.passed else "The step is NOT complete: the checks failed."
-                    replies[index] = f"{verdict}\n{report}"
-                else:
-                    replies[index] = report
-    result.messages = [tool_result(call, reply) for call, reply in zip(calls, replies, strict=True)]
+    waiting = [call.name for call, reply in zip(calls, replies, strict=True) if reply is None]
+    if result.written or waiting:
+        check = result.check = await run_checks(await project.heads(), limits, tests=tests)
+        result.complete = "step_complete" in waiting and check.passed
+        verdict = "The step is complete." if check.passed else "The step is NOT complete: the checks failed."
+        replies = [
+            reply if reply is not None else f"{verdict}\n{check.report()}" if call.name == "step_complete" else check.report()
+            for call, reply in zip(calls, replies, strict=True)
+        ]
+    result.messages = [tool_result(call, reply or "") for call, reply in zip(calls, replies, strict=True)]
     return result
-
-
-_AFTER_CHECKS = "\x00after-checks"
 
 
 class _CallError(Exception):
     """What was wrong with one call, in words for the model."""
 
 
-async def _run_call(call: ToolCall, project: Project, key: WriteKey, read_chars: int, result: TurnResult) -> str:
+async def _run_call(call: ToolCall, project: Project, key: WriteKey, read_chars: int, result: TurnResult) -> str | None:
+    """The call's reply, or None for a call answered by the checks (run_checks, step_complete)."""
     tool = _BY_NAME.get(call.name)
     if tool is None:
         raise _CallError(f"there is no tool {call.name!r}; the tools are: {', '.join(_BY_NAME)}")
@@ -196,7 +188,7 @@ async def _run_call(call: ToolCall, project: Project, key: WriteKey, read_chars:
         return f"deleted {', '.join(paths)}"
     if call.name == "list_files":
         return file_listing(project)
-    return _AFTER_CHECKS  # run_checks, step_complete
+    return None  # run_checks, step_complete: answered once the checks ran
 
 
 def _path(path: str) -> str:
