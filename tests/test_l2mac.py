@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -213,6 +214,13 @@ async def test_export_writes_the_final_tree(
     assert "3 passed" in exported.stdout
 
 
+def printed_run_id(stderr: str) -> str:
+    """The run id from the summary line ``mnemoflow run`` prints last: "... (thread T, run R)"."""
+    match = re.search(r"run ([0-9a-f]{16})\)", stderr)
+    assert match is not None, stderr[-2000:]
+    return match.group(1)
+
+
 async def test_resume_after_a_kill_mid_instruction_duplicates_nothing(
     backend: str, server: ScriptedOpenAIServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -258,6 +266,15 @@ async def test_resume_after_a_kill_mid_instruction_duplicates_nothing(
         ]
         plans = [r for r in server.requests if r["body"].get("tool_choice") not in (None, "auto")]
         assert len(plans) == 1  # the plan was not made again
+
+        export = [MNEMOFLOW, "l2mac", "export", printed_run_id(second.stderr), "--to", str(tmp_path / "tree")]
+        exported = subprocess.run(export, env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert exported.returncode == 0, exported.stderr
+        assert f"wrote {len(FINAL_FILES)} file(s)" in exported.stdout
+        tree = tmp_path / "tree"
+        assert {str(p.relative_to(tree)): p.read_text() for p in tree.rglob("*") if p.is_file()} == FINAL_FILES
+        again = subprocess.run(export, env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 2 and "is not empty" in again.stderr
     finally:
         model.release.set()
         if first.poll() is None:
