@@ -20,10 +20,13 @@ from graphs import LoadedGraph, RunResult, load_graph, run_graph
 from memory.paging import all_nodes
 from memory.protocol import GraphStore
 from mnemoflow.errors import ConfigError, NodeError
+from mnemoflow.llm import ToolCall
 from nodes.l2mac import load_project
 from nodes.l2mac.export import export_files
 from nodes.l2mac.files import PathError, WriteKey, check_path
+from nodes.l2mac.tools import dispatch
 from nodes.l2mac.window import context_size, repeats, trim_oldest
+from nodes.sandbox import Limits
 from tests.conftest import EMBEDDER, cli_environment, new_store, offline_llm, settings_of
 from tests.support.graph_variants import library_variant
 from tests.support.l2mac_model import CORE, FINAL_FILES, INSTRUCTIONS, PROGRESS, WRONG_MUL, PackageModel, instruction_turn
@@ -342,3 +345,34 @@ def test_a_repeated_block_is_a_loop() -> None:
     assert repeats([a, b, c, renamed, b, c])
     assert not repeats([a, b, c, renamed, b])
     assert not repeats([a, b])
+
+
+async def test_bad_calls_change_nothing_stored(store: GraphStore, namespace: str) -> None:
+    project = await load_project(store, namespace, "thread")
+    await project.save_plan("task", ["one"])
+    options: dict[str, Any] = {
+        "instruction": 0,
+        "attempt": 0,
+        "limits": Limits(timeout_s=30),
+        "tests": False,
+        "read_chars": 14_000,
+    }
+    write = ToolCall("c1", "write_files", json.dumps({"files": [{"path": "a.py", "content": "x = 1\n"}]}))
+    await dispatch([write], project, turn=1, **options)
+    bad = [
+        ToolCall(
+            "c2",
+            "write_files",
+            json.dumps({"files": [{"path": "b.py", "content": "y = 2\n"}, {"path": "../c.py", "content": ""}]}),
+        ),
+        ToolCall("c3", "edit_file", json.dumps({"path": "a.py", "old": "nope", "new": "z"})),
+        ToolCall("c4", "delete_files", json.dumps({"paths": ["a.py", "missing.py"]})),
+        ToolCall("c5", "write_files", '{"files": [{"path": "a.py", "content": "cut'),
+        ToolCall("c6", "read_files", json.dumps({"files": [{"path": "a.py", "version": 7}]})),
+    ]
+    result = await dispatch(bad, project, turn=2, **options)
+    assert result.written == [] and result.check is None and len(result.errors) == 5
+    assert all(message["content"].startswith("ERROR:") for message in result.messages)
+    assert "nothing was deleted" in result.errors[2] and "cut off" in result.errors[3] and "version" in result.errors[4]
+    assert await project.heads() == {"a.py": "x = 1\n"}
+    assert await store.count_nodes(namespace, "L2FileVersion") == 1
