@@ -49,6 +49,7 @@ from nodes.experepair.memory import (
 from nodes.experepair.retrieval import Phase, ScoredDemo, retrieve_demos, trim_output
 from nodes.registry import NoConfig, node, router, state_model
 from nodes.sandbox import Execution, Limits, Worktree, run_python
+from nodes.tokens import clip
 
 __all__ = ["RepairState", "is_unified_diff", "repository_listing"]
 
@@ -126,13 +127,6 @@ class RoundsConfig(BaseModel):
 # -- helpers --------------------------------------------------------------------------------------------------
 
 
-def _clip(text: str, limit: int = MAX_PROMPT_OUTPUT) -> str:
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    return f"{text[:half]}\n... [{len(text) - limit} characters cut] ...\n{text[-half:]}"
-
-
 async def _git(repo: Path, *args: str) -> str:
     """A read-only git command in the clone; NodeError naming the repository when it fails."""
     process = await asyncio.create_subprocess_exec(
@@ -191,11 +185,11 @@ def is_unified_diff(text: str) -> bool:
 
 def _reproduction(state: RepairState) -> str:
     if state.reproduced:
-        return f"Script (fails on the unfixed code):\n{state.test_script}\n\nIts output:\n{_clip(state.test_output)}"
+        return f"Script (fails on the unfixed code):\n{state.test_script}\n\nIts output:\n{clip(state.test_output, MAX_PROMPT_OUTPUT)}"
     if state.test_script:
         return (
             "No script was judged to reproduce the issue. The last attempt:\n"
-            f"{state.test_script}\n\nIts output:\n{_clip(state.test_output)}"
+            f"{state.test_script}\n\nIts output:\n{clip(state.test_output, MAX_PROMPT_OUTPUT)}"
         )
     return "No reproduction script is available."
 
@@ -276,7 +270,7 @@ async def write_test(state: RepairState, config: NoConfig, context: RunContext) 
     if retry:
         last = state.attempts[-1]
         messages = tester_messages(
-            insights, state.issue, previous=str(last["script"]), output=_clip(str(last["output"])),
+            insights, state.issue, previous=str(last["script"]), output=clip(str(last["output"]), MAX_PROMPT_OUTPUT),
             analysis=str(last.get("analysis", "")), advice=str(last.get("advice", "")),
             demo_old=demo.old_test if demo else "", demo_new=demo.new_test if demo else "",
         )  # fmt: skip
@@ -324,7 +318,8 @@ async def judge_test(state: RepairState, config: NoConfig, context: RunContext) 
     errors = state.errors
     try:
         verdict = await context.llm.structured(
-            judge_messages(state.issue, state.test_script, _clip(state.test_output), state.test_returncode), Judgement
+            judge_messages(state.issue, state.test_script, clip(state.test_output, MAX_PROMPT_OUTPUT), state.test_returncode),
+            Judgement,
         )
     except LLMOutputError as exc:
         context.log.warning("experepair.judge_unreadable", error=str(exc))
@@ -446,7 +441,7 @@ def _candidates_text(candidates: list[dict[str, Any]]) -> str:
             status = f"did not apply: {candidate['error']}"
         else:
             verdict = "passed" if candidate["passed"] else "failed"
-            status = f"applied; reproduction test {verdict}. Output:\n{_clip(str(candidate['output']), 2_000)}"
+            status = f"applied; reproduction test {verdict}. Output:\n{clip(str(candidate['output']), 2_000)}"
         blocks.append(f"[{number}]\n{candidate['diff'] or candidate['patch']}\n{status}")
     return "\n\n".join(blocks)
 
@@ -527,7 +522,7 @@ async def refine(state: RepairState, config: CandidatesConfig, context: RunConte
     )  # fmt: skip
     demo = demos[0] if demos else None
     messages = refine_messages(
-        state.insights.get("coder", []), state.issue, state.code, patch, _clip(result),
+        state.insights.get("coder", []), state.issue, state.code, patch, clip(result, MAX_PROMPT_OUTPUT),
         str(state.review.get("analysis", "")), str(state.review.get("advice", "")),
         demo.old_patch if demo else "", demo.new_patch if demo else "", config.candidates,
     )  # fmt: skip
@@ -589,16 +584,16 @@ async def record(state: RepairState, config: NoConfig, context: RunContext) -> d
 
 
 def _trajectory(state: RepairState, role: Role) -> str:
-    lines = [f"Issue: {_clip(state.issue, 1_500)}", f"Outcome: {state.status}"]
+    lines = [f"Issue: {clip(state.issue, 1_500)}", f"Outcome: {state.status}"]
     if role == "tester":
         for number, attempt in enumerate(state.attempts, start=1):
             verdict = "reproduced" if attempt["reproduces"] else "did not reproduce"
             lines.append(f"Attempt {number} ({verdict}): {attempt.get('analysis', '')}")
-            lines.append(f"Script:\n{_clip(str(attempt['script']), 1_500)}")
+            lines.append(f"Script:\n{clip(str(attempt['script']), 1_500)}")
     else:
         for number, entry in enumerate(state.rounds):
             verdict = "accepted" if entry["correct"] else "rejected"
-            lines.append(f"Round {number} ({verdict}):\n{_clip(str(entry['patch']), 1_500)}")
+            lines.append(f"Round {number} ({verdict}):\n{clip(str(entry['patch']), 1_500)}")
         if state.review:
             lines.append(f"Last review: {state.review.get('analysis', '')} {state.review.get('advice', '')}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nodes.sandbox import Limits, run_python
+from nodes.tokens import clip
 
 __all__ = ["CheckResult", "run_checks"]
 
@@ -90,10 +91,7 @@ class CheckResult:
             )
         parts = [head, *self.syntax_errors[:20]]
         if self.output and not self.passed:
-            output = self.output
-            if len(output) > max_chars:
-                output = output[: max_chars // 2] + "\n...\n" + output[-max_chars // 2 :]
-            parts.append(output)
+            parts.append(clip(self.output, max_chars))
         return "\n".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
