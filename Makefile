@@ -38,7 +38,7 @@ serve: install ui
 # The Neo4j tests run against a throwaway server started here through infra/ and stopped afterwards.
 test: install ui browser
 	$(BIN)/ruff check .
-	$(BIN)/mypy
+	$(BIN)/python infra/typing_tree.py && $(BIN)/mypy
 	infra/with-neo4j.sh $(BIN)/python $(BIN)/pytest $(PYTEST_ARGS)
 
 # The README's screenshots, taken by the browser tests.
@@ -47,7 +47,7 @@ screenshots: install ui browser
 
 typecheck: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy
+	$(BIN)/python infra/typing_tree.py && $(BIN)/mypy
 
 # A long-lived local server for development, at the default NEO4J_URI (bolt://127.0.0.1:7687).
 neo4j-start:

@@ -25,11 +25,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graphs import GraphRunner, load_graph  # noqa: E402
-from memory import SQLiteStore  # noqa: E402
-from memory.checkpoints import open_checkpointer  # noqa: E402
+from mnemoflow.graphs import GraphRunner, load_graph  # noqa: E402
 from mnemoflow.llm import LLM, OpenAIBackend  # noqa: E402
 from mnemoflow.logging import configure_logging  # noqa: E402
+from mnemoflow.memory import SQLiteStore  # noqa: E402
+from mnemoflow.memory.checkpoints import open_checkpointer  # noqa: E402
 from mnemoflow.settings import LLMSettings, LogSettings, Settings, StoreSettings  # noqa: E402
 from tests.conftest import offline_llm  # noqa: E402
 from tests.support.embedders import CountingEmbedder  # noqa: E402

@@ -30,12 +30,12 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graphs import GraphRunner, load_graph  # noqa: E402
-from memory import HashingEmbedder, SQLiteStore  # noqa: E402
+from mnemoflow.graphs import GraphRunner, load_graph  # noqa: E402
 from mnemoflow.llm import LLM, OfflineBackend  # noqa: E402
 from mnemoflow.logging import configure_logging, get_logger  # noqa: E402
+from mnemoflow.memory import HashingEmbedder, SQLiteStore  # noqa: E402
+from mnemoflow.nodes import NoConfig, RunContext, node, state_model  # noqa: E402
 from mnemoflow.settings import LLMSettings, LogSettings, Settings, StoreSettings  # noqa: E402
-from nodes import NoConfig, RunContext, node, state_model  # noqa: E402
 
 STEPS = 20
 

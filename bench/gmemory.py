@@ -45,14 +45,14 @@ _ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _ROOT / "bench"]  # bench/gmemory.py is not the nodes package
 sys.path.insert(0, str(_ROOT))
 
-import nodes.gmemory  # noqa: E402, F401  (registers the kinds and the state)
-from graphs import GraphRunner, load_graph  # noqa: E402
-from graphs.loader import find_graph  # noqa: E402
-from memory import HashingEmbedder, Neo4jStore, NodeRecord, RelationshipRecord, SQLiteStore  # noqa: E402
-from memory.protocol import GraphStore  # noqa: E402
+import mnemoflow.nodes.gmemory  # noqa: E402, F401  (registers the kinds and the state)
+from mnemoflow.graphs import GraphRunner, load_graph  # noqa: E402
+from mnemoflow.graphs.loader import find_graph  # noqa: E402
 from mnemoflow.logging import configure_logging  # noqa: E402
+from mnemoflow.memory import HashingEmbedder, Neo4jStore, NodeRecord, RelationshipRecord, SQLiteStore  # noqa: E402
+from mnemoflow.memory.protocol import GraphStore  # noqa: E402
+from mnemoflow.nodes.gmemory.model import INSIGHT, QUERY, UTTERANCE, insight_id, query_id, utterance_id  # noqa: E402
 from mnemoflow.settings import LogSettings, Settings, StoreSettings  # noqa: E402
-from nodes.gmemory.model import INSIGHT, QUERY, UTTERANCE, insight_id, query_id, utterance_id  # noqa: E402
 from tests.conftest import offline_llm  # noqa: E402
 
 NAMESPACE = "bench-gmemory"

@@ -11,7 +11,7 @@ against the scripted server over HTTP and a SQLite store in a temporary folder. 
   continues the whole dialog so far (what a single long conversation with the same tools would send).
 
 For every request the server received, the prompt is measured alike for both runs: the messages and the offered
-tools' schemas, in ``nodes.tokens.count_tokens`` tokens. Reported: calls, prompt tokens in total and per call, the
+tools' schemas, in ``mnemoflow.nodes.tokens.count_tokens`` tokens. Reported: calls, prompt tokens in total and per call, the
 peak context (largest prompt sent), and the ratios l2mac / baseline. Both runs must end with the same files.
 Writes ``bench/results/l2mac.json``; run with ``make bench-l2mac``.
 """
@@ -30,13 +30,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graphs import LoadedGraph, load_graph, run_graph  # noqa: E402
-from memory import HashingEmbedder, SQLiteStore  # noqa: E402
+from mnemoflow.graphs import LoadedGraph, load_graph, run_graph  # noqa: E402
 from mnemoflow.logging import configure_logging  # noqa: E402
+from mnemoflow.memory import HashingEmbedder, SQLiteStore  # noqa: E402
+from mnemoflow.nodes.l2mac import load_project  # noqa: E402
+from mnemoflow.nodes.l2mac.window import context_size  # noqa: E402
+from mnemoflow.nodes.tokens import count_tokens  # noqa: E402
 from mnemoflow.settings import LogSettings, Settings, StoreSettings  # noqa: E402
-from nodes.l2mac import load_project  # noqa: E402
-from nodes.l2mac.window import context_size  # noqa: E402
-from nodes.tokens import count_tokens  # noqa: E402
 from tests.support.graph_variants import library_variant  # noqa: E402
 from tests.support.l2mac_model import FINAL_FILES, PackageModel  # noqa: E402
 from tests.support.openai_server import Rule, ScriptedOpenAIServer  # noqa: E402
@@ -103,7 +103,7 @@ async def main() -> None:
     results = {
         "command": "make bench-l2mac",
         "window_tokens": args.window,
-        "token_counter": "nodes.tokens.count_tokens over the messages and the tools' JSON schemas",
+        "token_counter": "mnemoflow.nodes.tokens.count_tokens over the messages and the tools' JSON schemas",
         "l2mac": l2mac,
         "baseline_whole_history": baseline,
         "ratios_l2mac_over_baseline": {

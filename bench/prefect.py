@@ -4,7 +4,7 @@ The graph is the engine benchmark's no-op node (``bench.noop``) in a line. Every
 process and in turn: the 20-node graph and a 1-node graph directly with ``GraphRunner`` (no Prefect);
 the 20-node graph inside an async Prefect ``@flow`` without tasks (what the flow alone costs); and the
 20-node and 1-node graphs inside a flow with ``wrap_node=run_node_as_task`` (a task run per node), as
-``flows.run.execute_graph`` runs them. The flows report to a real ``prefect server start`` the bench starts
+``mnemoflow.flows.run.execute_graph`` runs them. The flows report to a real ``prefect server start`` the bench starts
 on a free port with its own home and SQLite database, and stops at the end. Every runner has the same
 settings: SQLite store in a temporary folder, offline model (the nodes call no model), each its own
 ``AsyncSqliteSaver`` checkpointer (as a flow run has), run logs at level info written to /dev/null.
@@ -44,10 +44,10 @@ import aiosqlite  # noqa: E402
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver  # noqa: E402
 
 import bench.engine  # noqa: E402, F401  (registers bench.BenchState and bench.noop)
-from graphs import GraphRunner, load_graph  # noqa: E402
-from memory import HashingEmbedder, SQLiteStore  # noqa: E402
+from mnemoflow.graphs import GraphRunner, load_graph  # noqa: E402
 from mnemoflow.llm import LLM, OfflineBackend  # noqa: E402
 from mnemoflow.logging import configure_logging  # noqa: E402
+from mnemoflow.memory import HashingEmbedder, SQLiteStore  # noqa: E402
 from mnemoflow.settings import LLMSettings, LogSettings, Settings, StoreSettings  # noqa: E402
 from tests.support.prefect_server import PrefectServer  # noqa: E402
 
@@ -167,7 +167,7 @@ async def bench(folder: Path, runs: int, warmup: int, settle: float) -> tuple[di
     # imported here: Prefect reads PREFECT_API_URL and the rest of its settings when it is first imported
     from prefect import flow
 
-    from flows.tasks import run_node_as_task
+    from mnemoflow.flows.tasks import run_node_as_task
 
     retries = RetryCounter()
     client_log = logging.getLogger("prefect.client")
@@ -296,7 +296,7 @@ def main() -> None:
             "logging": "mnemoflow run logs at level info to /dev/null; Prefect's defaults (flow and task run logs sent to the API)",
             "prefect_server": "prefect server start on 127.0.0.1, its own SQLite database, same machine, started and stopped by the bench",
             "flow": "async @flow(persist_result=False) that runs GraphRunner.run once; awaited in the bench's event loop",
-            "tasks": "flows.tasks.run_node_as_task (NO_CACHE, persist_result=False)",
+            "tasks": "mnemoflow.flows.tasks.run_node_as_task (NO_CACHE, persist_result=False)",
         },
         "client_retries": {
             "note": "requests the server refused with 503 (its SQLite database locked while it writes the previous runs' "

@@ -28,9 +28,9 @@ from neo4j import AsyncGraphDatabase
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memory import Neo4jStore, NodeRecord, SQLiteStore  # noqa: E402
-from memory.neo4j import queries  # noqa: E402
-from memory.protocol import GraphStore  # noqa: E402
+from mnemoflow.memory import Neo4jStore, NodeRecord, SQLiteStore  # noqa: E402
+from mnemoflow.memory.neo4j import queries  # noqa: E402
+from mnemoflow.memory.protocol import GraphStore  # noqa: E402
 
 DIMENSION = 384
 MODEL = "bench-random-384"

@@ -5,7 +5,7 @@ cart; spec ``reference/tme.md`` section 4) runs turn by turn through the ``tme-t
 scripted model server over HTTP and a SQLite store in a temporary folder. Per turn it compares the answer
 request TME sent (system text and prompt, as received by the server) with the prompt a linear agent would
 send: the same system text, every earlier user message and reply, then the new message. Tokens are counted
-alike for both (``nodes.tokens.count_tokens``); stale facts are the values the user has replaced that
+alike for both (``mnemoflow.nodes.tokens.count_tokens``); stale facts are the values the user has replaced that
 appear in a prompt outside the current message (``stale_facts``). Goals: from the sixth turn on, TME's
 answer prompts at least 30% smaller in total; no stale fact in any TME prompt. TME also spends tokens on its
 decompose, classify and re-derive calls; those are reported as ``tme_all_calls_tokens``, not in the goal.
@@ -25,9 +25,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graphs import GraphRunner  # noqa: E402
-from memory import HashingEmbedder, SQLiteStore  # noqa: E402
+from mnemoflow.graphs import GraphRunner  # noqa: E402
 from mnemoflow.logging import configure_logging  # noqa: E402
+from mnemoflow.memory import HashingEmbedder, SQLiteStore  # noqa: E402
 from mnemoflow.settings import LogSettings, Settings, StoreSettings  # noqa: E402
 from tests.support.openai_server import ScriptedOpenAIServer  # noqa: E402
 from tests.support.tme_scenarios import SCENARIOS, Scenario, TurnRecord, play, script_scenario, turn_graph  # noqa: E402
@@ -112,7 +112,7 @@ async def main() -> None:
         "command": "make bench-tme",
         "from_turn": FROM_TURN,
         "token_goal_ratio": TOKEN_GOAL,
-        "token_counter": "nodes.tokens.count_tokens (words and punctuation marks)",
+        "token_counter": "mnemoflow.nodes.tokens.count_tokens (words and punctuation marks)",
         "scenarios": {},
     }
     every: list[TurnRecord] = []

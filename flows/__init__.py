@@ -3,8 +3,8 @@
 Deploy them with ``prefect deploy --all`` from the repository root (see ``prefect.yaml`` and the README).
 """
 
-from flows.ingest import ingest
-from flows.maintain import maintain_memory
-from flows.run import run_graph
+from mnemoflow.flows.ingest import ingest
+from mnemoflow.flows.maintain import maintain_memory
+from mnemoflow.flows.run import run_graph
 
 __all__ = ["ingest", "maintain_memory", "run_graph"]

@@ -8,9 +8,9 @@ from collections import Counter
 from itertools import groupby
 from typing import Any
 
-from graphs.loader import LoadedGraph
-from graphs.render import to_mermaid
-from graphs.runner import RunResult
+from mnemoflow.graphs.loader import LoadedGraph
+from mnemoflow.graphs.render import to_mermaid
+from mnemoflow.graphs.runner import RunResult
 
 __all__ = ["artifact_key", "run_report"]
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from prefect import flow
 
-from flows.resources import Backend, flow_settings
-from flows.run import start_graph_run
-from graphs import load_graph
+from mnemoflow.flows.resources import Backend, flow_settings
+from mnemoflow.flows.run import start_graph_run
+from mnemoflow.graphs import load_graph
 
 __all__ = ["ingest"]
 

@@ -10,10 +10,10 @@ from prefect import flow, task
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.resources import Backend, flow_settings
-from memory import embedder_from_settings, store_from_settings
-from memory.checkpoints import open_checkpointer
-from memory.maintenance import prune_checkpoints
+from mnemoflow.flows.resources import Backend, flow_settings
+from mnemoflow.memory import embedder_from_settings, store_from_settings
+from mnemoflow.memory.checkpoints import open_checkpointer
+from mnemoflow.memory.maintenance import prune_checkpoints
 from mnemoflow.settings import Settings
 
 __all__ = ["maintain_memory"]

@@ -9,14 +9,14 @@ from typing import Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from flows.budget import model_slot
-from memory import embedder_from_settings, store_from_settings
-from memory.checkpoints import open_checkpointer
-from memory.protocol import Embedder, GraphStore
+from mnemoflow.flows.budget import model_slot
 from mnemoflow.llm import LLM, llm_from_settings
 from mnemoflow.logging import configure_logging
+from mnemoflow.memory import embedder_from_settings, store_from_settings
+from mnemoflow.memory.checkpoints import open_checkpointer
+from mnemoflow.memory.protocol import Embedder, GraphStore
+from mnemoflow.nodes import import_node_modules
 from mnemoflow.settings import Settings, StoreSettings
-from nodes import import_node_modules
 
 __all__ = ["Backend", "RunParts", "flow_settings", "open_run_parts"]
 

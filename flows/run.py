@@ -15,13 +15,13 @@ from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.context import FlowRunContext
 
-from flows.artifacts import artifact_key, run_report
-from flows.resources import Backend, flow_settings, open_run_parts
-from flows.tasks import run_node_as_task
-from graphs import GraphRunner, load_graph
-from graphs.loader import LoadedGraph
-from graphs.runner import check_input
 from mnemoflow.errors import ConfigError
+from mnemoflow.flows.artifacts import artifact_key, run_report
+from mnemoflow.flows.resources import Backend, flow_settings, open_run_parts
+from mnemoflow.flows.tasks import run_node_as_task
+from mnemoflow.graphs import GraphRunner, load_graph
+from mnemoflow.graphs.loader import LoadedGraph
+from mnemoflow.graphs.runner import check_input
 
 __all__ = ["LIVE_INTERVAL_S", "execute_graph", "read_files", "run_graph", "start_graph_run"]
 

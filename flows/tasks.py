@@ -1,7 +1,7 @@
 """Graph nodes as Prefect tasks: the UI shows each step with its state, duration and retries.
 
 Under Prefect the task owns a node's retries and timeout, read from the node's ``retry`` and ``timeout`` in
-the graph file; the compiler then gives LangGraph neither (see :data:`graphs.compiler.NodeWrapper`). The task
+the graph file; the compiler then gives LangGraph neither (see :data:`mnemoflow.graphs.compiler.NodeWrapper`). The task
 takes no part in resuming: LangGraph's checkpoints do that, so tasks neither cache nor persist results.
 """
 
@@ -14,9 +14,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.utilities.annotations import quote
 
-from graphs.compiler import NodeAttempt, retryable
-from graphs.spec import NodeSpec, RetrySpec
-from nodes.context import RunContext
+from mnemoflow.graphs.compiler import NodeAttempt, retryable
+from mnemoflow.graphs.spec import NodeSpec, RetrySpec
+from mnemoflow.nodes.context import RunContext
 
 __all__ = ["node_task", "retry_delays", "run_node_as_task"]
 
@@ -58,7 +58,7 @@ def node_task(step: str, node: NodeSpec) -> Task[..., Any]:
 
 
 def run_node_as_task(step: str, node: NodeSpec, attempt: NodeAttempt) -> NodeAttempt:
-    """A :data:`~graphs.compiler.NodeWrapper`: each call of the node is a task run of its flow run."""
+    """A :data:`~mnemoflow.graphs.compiler.NodeWrapper`: each call of the node is a task run of its flow run."""
     task = node_task(step, node)
 
     async def run(state: Any, context: RunContext) -> dict[str, Any]:

@@ -1,11 +1,11 @@
 """Declarative graphs: the file format, loading and checking, compilation to LangGraph, rendering, runs."""
 
-from graphs.compiler import build_state_graph, compile_graph
-from graphs.loader import LIBRARY, LoadedGraph, Problem, find_graph, library_graphs
-from graphs.render import to_mermaid
-from graphs.runner import GraphRunner, RunResult, run_graph
-from graphs.spec import GraphSpec
-from graphs.validate import load_graph
+from mnemoflow.graphs.compiler import build_state_graph, compile_graph
+from mnemoflow.graphs.loader import LIBRARY, LoadedGraph, Problem, find_graph, library_graphs
+from mnemoflow.graphs.render import to_mermaid
+from mnemoflow.graphs.runner import GraphRunner, RunResult, run_graph
+from mnemoflow.graphs.spec import GraphSpec
+from mnemoflow.graphs.validate import load_graph
 
 __all__ = [
     "LIBRARY",

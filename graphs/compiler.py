@@ -1,6 +1,6 @@
 """Compile a checked graph to LangGraph: a ``StateGraph`` of wrapped nodes, then a compiled graph.
 
-Each node receives its state, its validated config and the :class:`~nodes.context.RunContext` that
+Each node receives its state, its validated config and the :class:`~mnemoflow.nodes.context.RunContext` that
 LangGraph passes as the runtime context. Retry and timeout of a node become LangGraph's ``RetryPolicy``
 and node timeout; under this engine they are the only retries of a node (transport retries stay in the
 LLM gateway and the database driver).
@@ -25,13 +25,13 @@ from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy, Send
 from pydantic import BaseModel
 
-from graphs.loader import LoadedGraph
-from graphs.spec import END, START, NodeSpec, RetrySpec
 from mnemoflow.errors import MnemoflowError, NodeError
+from mnemoflow.graphs.loader import LoadedGraph
+from mnemoflow.graphs.spec import END, START, NodeSpec, RetrySpec
 from mnemoflow.llm import LLM
 from mnemoflow.logging import pop_log_context, push_log_context
-from nodes.context import RunContext
-from nodes.registry import REGISTRY, NodeDefinition, Registry, RouterDefinition
+from mnemoflow.nodes.context import RunContext
+from mnemoflow.nodes.registry import REGISTRY, NodeDefinition, Registry, RouterDefinition
 
 __all__ = ["NodeAttempt", "NodeWrapper", "build_state_graph", "compile_graph", "retryable"]
 

@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from graphs.spec import GraphSpec
 from mnemoflow.errors import GraphSpecError
+from mnemoflow.graphs.spec import GraphSpec
 
 __all__ = ["LIBRARY", "LoadedGraph", "Positions", "Problem", "find_graph", "library_graphs", "parse_graph_file", "read_yaml", "suggest"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from graphs.loader import LoadedGraph
-from graphs.spec import END, START
+from mnemoflow.graphs.loader import LoadedGraph
+from mnemoflow.graphs.spec import END, START
 
 __all__ = ["to_mermaid"]
 

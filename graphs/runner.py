@@ -18,16 +18,16 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.errors import GraphRecursionError, NodeTimeoutError
 
-from graphs.compiler import NodeWrapper, compile_graph
-from graphs.loader import LoadedGraph
-from memory.protocol import Embedder, GraphStore
-from memory.records import NodeRecord, stable_id
 from mnemoflow.errors import ConfigError, MnemoflowError, NodeError
+from mnemoflow.graphs.compiler import NodeWrapper, compile_graph
+from mnemoflow.graphs.loader import LoadedGraph
 from mnemoflow.llm import LLM
 from mnemoflow.logging import bind_run_context, get_logger
+from mnemoflow.memory.protocol import Embedder, GraphStore
+from mnemoflow.memory.records import NodeRecord, stable_id
+from mnemoflow.nodes.context import RunContext
+from mnemoflow.nodes.registry import REGISTRY, Registry
 from mnemoflow.settings import Settings
-from nodes.context import RunContext
-from nodes.registry import REGISTRY, Registry
 
 __all__ = ["LIVE_HEARTBEAT_S", "GraphRunner", "RunResult", "check_input", "run_graph", "step_limit"]
 
@@ -88,7 +88,7 @@ class GraphRunner:
     is flushed or closed (``async with GraphRunner(...) as runner``). A process that dies loses at most
     the records of its last completed runs, never their memory or checkpoints.
 
-    ``wrap_node`` hands each node's attempts to another executor (see :data:`graphs.compiler.NodeWrapper`).
+    ``wrap_node`` hands each node's attempts to another executor (see :data:`mnemoflow.graphs.compiler.NodeWrapper`).
 
     With ``live_interval`` (seconds) a run's record is also written while it runs, with status ``running``
     and the steps so far: at most once per interval when a step has ended, and every ``LIVE_HEARTBEAT_S``

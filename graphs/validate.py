@@ -8,9 +8,9 @@ from typing import Any, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from graphs.loader import LoadedGraph, Positions, Problem, find_graph, parse_graph_file, raise_problems, suggest
-from graphs.spec import END, START, GraphSpec
-from nodes.registry import REGISTRY, Registry
+from mnemoflow.graphs.loader import LoadedGraph, Positions, Problem, find_graph, parse_graph_file, raise_problems, suggest
+from mnemoflow.graphs.spec import END, START, GraphSpec
+from mnemoflow.nodes.registry import REGISTRY, Registry
 
 __all__ = ["graph_reads_writes", "load_graph", "successors"]
 

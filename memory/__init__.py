@@ -1,13 +1,13 @@
 """The memory layer: record models, the GraphStore contract, the Neo4j and SQLite backends, embedders."""
 
-from memory.checkpoints import open_checkpointer
-from memory.embeddings import HashingEmbedder, LocalEmbedder, OpenAIEmbedder, embedder_from_settings
-from memory.factory import store_from_settings
-from memory.names import REGISTRY, KindSpec, NameRegistry, validate_identifier, validate_namespace
-from memory.neo4j.checkpoints import Neo4jCheckpointSaver
-from memory.neo4j.store import Neo4jStore
-from memory.protocol import SCHEMA_VERSION, Embedder, GraphStore
-from memory.records import (
+from mnemoflow.memory.checkpoints import open_checkpointer
+from mnemoflow.memory.embeddings import HashingEmbedder, LocalEmbedder, OpenAIEmbedder, embedder_from_settings
+from mnemoflow.memory.factory import store_from_settings
+from mnemoflow.memory.names import REGISTRY, KindSpec, NameRegistry, validate_identifier, validate_namespace
+from mnemoflow.memory.neo4j.checkpoints import Neo4jCheckpointSaver
+from mnemoflow.memory.neo4j.store import Neo4jStore
+from mnemoflow.memory.protocol import SCHEMA_VERSION, Embedder, GraphStore
+from mnemoflow.memory.records import (
     Direction,
     JsonScalar,
     NamespaceSummary,
@@ -18,7 +18,7 @@ from memory.records import (
     Subgraph,
     stable_id,
 )
-from memory.sqlite.store import SQLiteStore
+from mnemoflow.memory.sqlite.store import SQLiteStore
 
 __all__ = [
     "REGISTRY",

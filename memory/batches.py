@@ -12,9 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from memory.names import KindSpec, NameRegistry, validate_identifier, validate_namespace
-from memory.protocol import SCHEMA_VERSION
-from memory.records import JsonScalar, NodeRecord, RelationshipRecord, encode_properties
 from mnemoflow.errors import (
     EmbeddingDimensionError,
     InvalidNameError,
@@ -22,6 +19,9 @@ from mnemoflow.errors import (
     InvalidRecordError,
     SchemaError,
 )
+from mnemoflow.memory.names import KindSpec, NameRegistry, validate_identifier, validate_namespace
+from mnemoflow.memory.protocol import SCHEMA_VERSION
+from mnemoflow.memory.records import JsonScalar, NodeRecord, RelationshipRecord, encode_properties
 
 __all__ = [
     "MAX_DEPTH",

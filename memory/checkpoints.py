@@ -9,7 +9,7 @@ import aiosqlite
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from memory.neo4j.checkpoints import Neo4jCheckpointSaver
+from mnemoflow.memory.neo4j.checkpoints import Neo4jCheckpointSaver
 from mnemoflow.settings import Settings
 
 __all__ = ["open_checkpointer"]
@@ -20,7 +20,7 @@ async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointS
     """A set-up checkpointer for ``settings.store.backend``, closed on exit.
 
     sqlite: an ``AsyncSqliteSaver`` on ``checkpoints.db`` next to the memory file; neo4j: a
-    :class:`~memory.neo4j.checkpoints.Neo4jCheckpointSaver` on the ``NEO4J_*`` server.
+    :class:`~mnemoflow.memory.neo4j.checkpoints.Neo4jCheckpointSaver` on the ``NEO4J_*`` server.
     """
     if settings.store.backend == "sqlite":
         path = settings.store.sqlite_path.with_name("checkpoints.db")

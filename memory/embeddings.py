@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from mnemoflow.errors import ConfigError, EmbeddingError
 
 if TYPE_CHECKING:
-    from memory.protocol import Embedder
+    from mnemoflow.memory.protocol import Embedder
     from mnemoflow.settings import Settings
 
 __all__ = ["HashingEmbedder", "LocalEmbedder", "OpenAIEmbedder", "embedder_from_settings"]

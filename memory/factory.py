@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from memory.names import REGISTRY, NameRegistry
-from memory.neo4j.store import Neo4jStore
-from memory.protocol import Embedder, GraphStore
-from memory.sqlite.store import SQLiteStore
+from mnemoflow.memory.names import REGISTRY, NameRegistry
+from mnemoflow.memory.neo4j.store import Neo4jStore
+from mnemoflow.memory.protocol import Embedder, GraphStore
+from mnemoflow.memory.sqlite.store import SQLiteStore
 from mnemoflow.settings import Settings
 
 __all__ = ["store_from_settings"]

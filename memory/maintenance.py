@@ -1,6 +1,6 @@
 """Housekeeping of stored runs: prune old checkpoints, whatever backend holds them.
 
-Expired memory records are the store's own business: :meth:`~memory.protocol.GraphStore.delete_expired`.
+Expired memory records are the store's own business: :meth:`~mnemoflow.memory.protocol.GraphStore.delete_expired`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from memory.checkpoint_ids import checkpoint_id_floor
-from memory.neo4j.checkpoints import Neo4jCheckpointSaver
-from memory.sqlite.store import sqlite_error
 from mnemoflow.errors import ConfigError
+from mnemoflow.memory.checkpoint_ids import checkpoint_id_floor
+from mnemoflow.memory.neo4j.checkpoints import Neo4jCheckpointSaver
+from mnemoflow.memory.sqlite.store import sqlite_error
 
 __all__ = ["prune_checkpoints"]
 
@@ -42,10 +42,10 @@ async def prune_checkpoints(checkpointer: BaseCheckpointSaver[Any], *, older_tha
 
     The newest checkpoint of each (thread, namespace) always stays, whatever its age, with its writes, so
     every thread can still be read and resumed; its history before the cutoff is gone. ``older_than`` must be
-    timezone-aware. Ages come from the checkpoint ids (see :mod:`memory.checkpoint_ids`). Don't prune threads
+    timezone-aware. Ages come from the checkpoint ids (see :mod:`mnemoflow.memory.checkpoint_ids`). Don't prune threads
     of graphs that use a ``DeltaChannel``: its value is replayed from the ancestors.
 
-    Supports ``AsyncSqliteSaver`` and :class:`~memory.neo4j.checkpoints.Neo4jCheckpointSaver`; raises
+    Supports ``AsyncSqliteSaver`` and :class:`~mnemoflow.memory.neo4j.checkpoints.Neo4jCheckpointSaver`; raises
     ``ConfigError`` for any other saver. Returns how many checkpoints were deleted.
     """
     if isinstance(checkpointer, Neo4jCheckpointSaver):

@@ -6,8 +6,8 @@ For the mechanisms' housekeeping (revising insights, scoring demonstrations); a 
 
 from __future__ import annotations
 
-from memory.protocol import GraphStore
-from memory.records import NodeRecord, RelationshipRecord
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord
 
 __all__ = ["PAGE", "all_neighbours", "all_nodes"]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
-from memory.names import NameRegistry
-from memory.records import (
+from mnemoflow.memory.names import NameRegistry
+from mnemoflow.memory.records import (
     Direction,
     JsonScalar,
     NamespaceSummary,

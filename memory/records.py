@@ -60,7 +60,7 @@ class NodeRecord(BaseModel):
     namespace: str
     """The tenant or project this record belongs to; every read filters by it."""
     kind: str
-    """A kind registered in the store's :class:`~memory.names.NameRegistry`; becomes the node's label."""
+    """A kind registered in the store's :class:`~mnemoflow.memory.names.NameRegistry`; becomes the node's label."""
     properties: dict[str, Any] = Field(default_factory=dict)
     """Any JSON value per key; top-level scalars can be used as search filters.
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-from memory.batches import check_depth, check_direction
-from memory.names import validate_namespace
-from memory.protocol import GraphStore
-from memory.records import Direction, NodeRecord, RelationshipRecord, Subgraph
+from mnemoflow.memory.batches import check_depth, check_direction
+from mnemoflow.memory.names import validate_namespace
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import Direction, NodeRecord, RelationshipRecord, Subgraph
 
 __all__ = ["ExpandHop", "Hop", "breadth_first", "neighbourhood"]
 

@@ -13,7 +13,7 @@ import typer
 from mnemoflow.errors import MnemoflowError
 
 if TYPE_CHECKING:
-    from memory.protocol import Embedder, GraphStore
+    from mnemoflow.memory.protocol import Embedder, GraphStore
     from mnemoflow.settings import Settings
 
 __all__ = ["app"]
@@ -57,7 +57,7 @@ def _fail(message: str) -> typer.Exit:
 
 def _run(work: Callable[[GraphStore, Embedder], Awaitable[T]], settings: Settings) -> T:
     """Open the configured store, run ``work`` against it, close it; mnemoflow errors become exit code 2."""
-    from memory import embedder_from_settings, store_from_settings
+    from mnemoflow.memory import embedder_from_settings, store_from_settings
 
     async def main() -> T:
         embedder = embedder_from_settings(settings)
@@ -86,11 +86,11 @@ def demo(
     import json
     from importlib import resources
 
-    from graphs import GraphRunner, load_graph
-    from memory.checkpoints import open_checkpointer
+    from mnemoflow.graphs import GraphRunner, load_graph
     from mnemoflow.llm import llm_from_settings
+    from mnemoflow.memory.checkpoints import open_checkpointer
 
-    data = resources.files("nodes.comorag").joinpath("data")
+    data = resources.files("mnemoflow.nodes.comorag").joinpath("data")
     story = data.joinpath("the-salt-road.txt").read_text(encoding="utf-8")
     questions = json.loads(data.joinpath("questions.json").read_text(encoding="utf-8"))
     title = story.split("\n", 1)[0].strip()
@@ -148,7 +148,7 @@ def comorag_show(
     backend: BackendOption = None,
 ) -> None:
     """Print a question's workspace: its cycles, probes and memory units."""
-    import nodes.comorag  # noqa: F401  (registers the workspace's kinds)
+    import mnemoflow.nodes.comorag  # noqa: F401  (registers the workspace's kinds)
 
     settings = _settings(backend, namespace)
 
@@ -189,7 +189,7 @@ def l2mac_export(
     backend: BackendOption = None,
 ) -> None:
     """Write an L2MAC run's final file tree (the current version of every file) to a folder."""
-    from nodes.l2mac.export import export_files
+    from mnemoflow.nodes.l2mac.export import export_files
 
     settings = _settings(backend, namespace)
 
@@ -233,8 +233,8 @@ def store_info(namespace: NamespaceOption = None, backend: BackendOption = None)
 
 def _register_project_nodes() -> None:
     """Import MNEMOFLOW_NODE_MODULES, so graph files can use a project's own nodes."""
+    from mnemoflow.nodes import import_node_modules
     from mnemoflow.settings import Settings
-    from nodes import import_node_modules
 
     try:
         import_node_modules(Settings().node_module_names)
@@ -243,7 +243,7 @@ def _register_project_nodes() -> None:
 
 
 def _load(reference: str) -> Any:
-    from graphs import load_graph
+    from mnemoflow.graphs import load_graph
 
     _register_project_nodes()
     try:
@@ -259,7 +259,7 @@ def graphs_list() -> None:
     """The shipped graphs, with their descriptions."""
     import yaml
 
-    from graphs import library_graphs
+    from mnemoflow.graphs import library_graphs
 
     for path in library_graphs():
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -270,7 +270,7 @@ def graphs_list() -> None:
 @graphs_app.command("validate")
 def graphs_validate(references: Annotated[list[str], typer.Argument(help="Graph files or library names.")]) -> None:
     """Check graph files; exit 1 and list every problem (file:line:column) when one is invalid."""
-    from graphs import load_graph
+    from mnemoflow.graphs import load_graph
 
     _register_project_nodes()
     failed = False
@@ -292,7 +292,7 @@ def graphs_validate(references: Annotated[list[str], typer.Argument(help="Graph 
 @graphs_app.command("show")
 def graphs_show(reference: Annotated[str, typer.Argument(help="A graph file or library name.")]) -> None:
     """Describe a graph: its state, input and each node with its documentation."""
-    from nodes import REGISTRY
+    from mnemoflow.nodes import REGISTRY
 
     graph = _load(reference)
     spec = graph.spec
@@ -314,7 +314,7 @@ def graphs_show(reference: Annotated[str, typer.Argument(help="A graph file or l
 @graphs_app.command("render")
 def graphs_render(reference: Annotated[str, typer.Argument(help="A graph file or library name.")]) -> None:
     """Print the graph as Mermaid text (paste it into any Mermaid viewer)."""
-    from graphs import to_mermaid
+    from mnemoflow.graphs import to_mermaid
 
     typer.echo(to_mermaid(_load(reference)), nl=False)
 
@@ -324,7 +324,7 @@ def graphs_schema() -> None:
     """Print the JSON Schema of graph files, for editors."""
     import json
 
-    from graphs import GraphSpec
+    from mnemoflow.graphs import GraphSpec
 
     typer.echo(json.dumps(GraphSpec.model_json_schema(by_alias=True), indent=2))
 
@@ -341,9 +341,9 @@ def run(
     """Run a graph (or resume one on --thread) and print its final state and a one-line summary."""
     import json
 
-    from graphs import run_graph
-    from memory.checkpoints import open_checkpointer
+    from mnemoflow.graphs import run_graph
     from mnemoflow.llm import llm_from_settings
+    from mnemoflow.memory.checkpoints import open_checkpointer
 
     loaded = _load(graph)
     try:
@@ -396,9 +396,9 @@ def ingest_comorag(
 ) -> None:
     """Index a book for ComoRAG (chunks, knowledge graph, semantic and episodic summaries); safe to run again."""
 
-    from graphs import run_graph
-    from memory.checkpoints import open_checkpointer
+    from mnemoflow.graphs import run_graph
     from mnemoflow.llm import llm_from_settings, uses_offline_model
+    from mnemoflow.memory.checkpoints import open_checkpointer
 
     path = Path(file)
     try:
@@ -454,7 +454,7 @@ def prefect_setup(
     shared model limit, on the server PREFECT_API_URL names; safe to run again."""
     from datetime import timedelta
 
-    from flows.setup import ensure_model_limit, setup_prefect
+    from mnemoflow.flows.setup import ensure_model_limit, setup_prefect
 
     settings = _settings()
 
@@ -489,10 +489,10 @@ def chat_tme(
     """
     from functools import partial
 
-    from graphs import GraphRunner, load_graph
+    from mnemoflow.graphs import GraphRunner, load_graph
     from mnemoflow.llm import llm_from_settings
-    from nodes.tme import load_conversation
-    from nodes.tme.session import one_turn_at_a_time
+    from mnemoflow.nodes.tme import load_conversation
+    from mnemoflow.nodes.tme.session import one_turn_at_a_time
 
     settings = _settings(store, namespace)
     interactive = sys.stdin.isatty()
@@ -551,7 +551,7 @@ def serve(
     import uvicorn
     from prefect.settings import PREFECT_API_URL
 
-    from flows.server.app import check_bind, create_app
+    from mnemoflow.flows.server.app import check_bind, create_app
 
     settings = _settings()
     _register_project_nodes()

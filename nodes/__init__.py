@@ -3,15 +3,15 @@
 Importing this package registers the built-in node packages.
 """
 
-from nodes import comorag as _comorag  # noqa: E402,F401  (registers the comorag.* nodes)
-from nodes import experepair as _experepair  # noqa: E402,F401  (registers the experepair.* nodes)
-from nodes import gmemory as _gmemory  # noqa: E402,F401  (registers the gmemory.* nodes)
-from nodes import l2mac as _l2mac  # noqa: E402,F401  (registers the l2mac.* nodes)
-from nodes import team as _team  # noqa: E402,F401  (registers the team.* nodes)
-from nodes import text as _text  # noqa: E402,F401  (registers the text.* nodes)
-from nodes import tme as _tme  # noqa: E402,F401  (registers the tme.* nodes)
-from nodes.context import RunContext, Trace, TraceEvent
-from nodes.registry import (
+from mnemoflow.nodes import comorag as _comorag  # noqa: E402,F401  (registers the comorag.* nodes)
+from mnemoflow.nodes import experepair as _experepair  # noqa: E402,F401  (registers the experepair.* nodes)
+from mnemoflow.nodes import gmemory as _gmemory  # noqa: E402,F401  (registers the gmemory.* nodes)
+from mnemoflow.nodes import l2mac as _l2mac  # noqa: E402,F401  (registers the l2mac.* nodes)
+from mnemoflow.nodes import team as _team  # noqa: E402,F401  (registers the team.* nodes)
+from mnemoflow.nodes import text as _text  # noqa: E402,F401  (registers the text.* nodes)
+from mnemoflow.nodes import tme as _tme  # noqa: E402,F401  (registers the tme.* nodes)
+from mnemoflow.nodes.context import RunContext, Trace, TraceEvent
+from mnemoflow.nodes.registry import (
     REGISTRY,
     NoConfig,
     NodeDefinition,

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from memory.protocol import Embedder, GraphStore
 from mnemoflow.llm import LLM
+from mnemoflow.memory.protocol import Embedder, GraphStore
 from mnemoflow.settings import Settings
 
 __all__ = ["RunContext", "TraceEvent", "Trace"]

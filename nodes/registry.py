@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from mnemoflow.errors import RegistrationError
-from nodes.context import RunContext
+from mnemoflow.nodes.context import RunContext
 
 __all__ = [
     "REGISTRY",

@@ -11,9 +11,9 @@ import pytest
 from neo4j import GraphDatabase
 from pydantic import SecretStr
 
-from memory import HashingEmbedder, Neo4jStore, SQLiteStore
-from memory.protocol import GraphStore
 from mnemoflow.llm import LLM, OfflineBackend
+from mnemoflow.memory import HashingEmbedder, Neo4jStore, SQLiteStore
+from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.settings import LLMSettings, Neo4jSettings, Settings, StoreSettings
 from tests.support.neo4j_server import Neo4jServer, Neo4jStartError
 

@@ -16,9 +16,9 @@ from langgraph.checkpoint.conformance.report import CapabilityReport
 from langgraph.graph import END, START, StateGraph
 from neo4j import AsyncGraphDatabase
 
-from memory.checkpoints import open_checkpointer
-from memory.neo4j.checkpoints import Neo4jCheckpointSaver
 from mnemoflow.errors import StoreUnavailableError
+from mnemoflow.memory.checkpoints import open_checkpointer
+from mnemoflow.memory.neo4j.checkpoints import Neo4jCheckpointSaver
 from tests.conftest import neo4j_auth, settings_for
 
 
@@ -88,7 +88,7 @@ async def test_neo4j_list_matches_sqlite(empty_neo4j: str, tmp_path: Path, monke
     """Same checkpoints in both savers: every filter, cursor and limit lists the same ids, across pages."""
     from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
 
-    from memory.neo4j import checkpoints
+    from mnemoflow.memory.neo4j import checkpoints
 
     monkeypatch.setattr(checkpoints, "PAGE_SIZE", 3)
     filters: list[dict[str, Any] | None] = [

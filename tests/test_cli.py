@@ -72,7 +72,10 @@ def test_node_modules_register_a_projects_own_nodes(tmp_path: Path) -> None:
     graph.write_text("name: own-nodes\nstate: text.TextState\nnodes: {idle: {use: testing.noop}}\nedges: [{from: START, to: idle}, {from: idle, to: END}]\n")
     unknown = run("graphs", "validate", str(graph), cwd=tmp_path)
     assert unknown.returncode == 1 and "testing.noop" in unknown.stderr
-    known = run("graphs", "validate", str(graph), cwd=tmp_path, MNEMOFLOW_NODE_MODULES="tests.support.testing_nodes")
+    project = str(Path(__file__).resolve().parents[1])  # tests.support is importable from the repository's root
+    known = run("graphs", "validate", str(graph), cwd=tmp_path, MNEMOFLOW_NODE_MODULES="tests.support.testing_nodes", PYTHONPATH=project)
     assert known.returncode == 0 and "ok (own-nodes v1, 1 nodes)" in known.stdout
-    missing = run("graphs", "validate", str(graph), cwd=tmp_path, MNEMOFLOW_NODE_MODULES="tests.support.testing_nodes, no_such_nodes")
+    missing = run(
+        "graphs", "validate", str(graph), cwd=tmp_path, MNEMOFLOW_NODE_MODULES="tests.support.testing_nodes, no_such_nodes", PYTHONPATH=project
+    )
     assert missing.returncode == 2 and "cannot import node module 'no_such_nodes' (MNEMOFLOW_NODE_MODULES)" in missing.stderr

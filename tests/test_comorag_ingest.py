@@ -10,15 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from graphs import load_graph, run_graph
-from memory.protocol import GraphStore
+from mnemoflow.graphs import load_graph, run_graph
 from mnemoflow.llm import LLM, OpenAIBackend, ResponseCache
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.nodes.comorag.chunking import chunk_text, count_tokens, episode_window
+from mnemoflow.nodes.comorag.clustering import cluster_level, soft_clusters
+from mnemoflow.nodes.comorag.extraction import EPISODIC_SYSTEM, NER_SYSTEM, SEMANTIC_SYSTEM, TRIPLES_SYSTEM, Triples
+from mnemoflow.nodes.comorag.knowledge import synonym_pairs
+from mnemoflow.nodes.comorag.model import book_record_id, chunk_id, entity_id
 from mnemoflow.settings import LLMSettings, Settings, StoreSettings
-from nodes.comorag.chunking import chunk_text, count_tokens, episode_window
-from nodes.comorag.clustering import cluster_level, soft_clusters
-from nodes.comorag.extraction import EPISODIC_SYSTEM, NER_SYSTEM, SEMANTIC_SYSTEM, TRIPLES_SYSTEM, Triples
-from nodes.comorag.knowledge import synonym_pairs
-from nodes.comorag.model import book_record_id, chunk_id, entity_id
 from tests.conftest import EMBEDDER, offline_llm
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
 from tests.test_cli import run as run_cli

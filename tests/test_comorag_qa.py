@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 import yaml
 
-import nodes.comorag.qa  # noqa: F401  (registers the comorag.* QA nodes)
-from graphs import load_graph, run_graph
-from graphs.runner import RunResult
-from memory.checkpoints import open_checkpointer
-from memory.protocol import GraphStore
+import mnemoflow.nodes.comorag.qa  # noqa: F401  (registers the comorag.* QA nodes)
+from mnemoflow.graphs import load_graph, run_graph
+from mnemoflow.graphs.runner import RunResult
 from mnemoflow.llm import LLM
+from mnemoflow.memory.checkpoints import open_checkpointer
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.nodes.comorag.agents import ProbeSet, is_impasse, loose_probes, parse_final_answer
+from mnemoflow.nodes.comorag.retrieval import personalized_pagerank
 from mnemoflow.settings import Settings, StoreSettings
-from nodes.comorag.agents import ProbeSet, is_impasse, loose_probes, parse_final_answer
-from nodes.comorag.retrieval import personalized_pagerank
 from tests.conftest import EMBEDDER, cli_environment, new_store, offline_llm, settings_of
 from tests.support.comorag_book import BOOK, answer, build_book, script
 from tests.support.embedders import CountingEmbedder

@@ -7,8 +7,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from memory import Embedder, HashingEmbedder, LocalEmbedder, OpenAIEmbedder, embedder_from_settings
 from mnemoflow.errors import ConfigError, EmbeddingError
+from mnemoflow.memory import Embedder, HashingEmbedder, LocalEmbedder, OpenAIEmbedder, embedder_from_settings
 from mnemoflow.settings import EmbeddingSettings, OpenAISettings, Settings
 from tests.support.openai_server import ScriptedOpenAIServer
 

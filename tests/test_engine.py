@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tests.support.testing_nodes  # noqa: F401  (registers testing.*)
-from graphs import GraphRunner, compile_graph, load_graph, run_graph, to_mermaid
-from memory import SQLiteStore
-from memory.checkpoints import open_checkpointer
 from mnemoflow.errors import NodeError
+from mnemoflow.graphs import GraphRunner, compile_graph, load_graph, run_graph, to_mermaid
+from mnemoflow.memory import SQLiteStore
+from mnemoflow.memory.checkpoints import open_checkpointer
 from mnemoflow.settings import Settings, StoreSettings
 from tests.conftest import EMBEDDER, offline_llm
 
@@ -177,9 +177,9 @@ async def test_lines_logged_inside_a_node_name_the_run_and_the_node(tmp_path: Pa
     import structlog
 
     from mnemoflow.logging import configure_logging, get_logger
+    from mnemoflow.nodes import NoConfig, node
+    from mnemoflow.nodes.text import TextState
     from mnemoflow.settings import LogSettings
-    from nodes import NoConfig, node
-    from nodes.text import TextState
 
     @node("testing.logs_a_line", state=TextState, reads=set(), writes=set())
     async def logs_a_line(state: TextState, config: NoConfig, context: object) -> dict[str, object]:

@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-import nodes.experepair  # noqa: F401  (registers the experepair.* nodes)
-from graphs import run_graph
-from graphs.loader import LoadedGraph
-from graphs.runner import RunResult
-from memory.paging import all_nodes
-from memory.protocol import GraphStore
-from nodes.experepair.memory import ISSUE, PATCH_DEMO, TEST_DEMO, issue_node_id, load_insights
-from nodes.experepair.repair import is_unified_diff
+import mnemoflow.nodes.experepair  # noqa: F401  (registers the experepair.* nodes)
+from mnemoflow.graphs import run_graph
+from mnemoflow.graphs.loader import LoadedGraph
+from mnemoflow.graphs.runner import RunResult
+from mnemoflow.memory.paging import all_nodes
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.nodes.experepair.memory import ISSUE, PATCH_DEMO, TEST_DEMO, issue_node_id, load_insights
+from mnemoflow.nodes.experepair.repair import is_unified_diff
 from tests.conftest import EMBEDDER, settings_of
 from tests.support.graph_variants import library_variant
 from tests.support.openai_server import Rule, ScriptedOpenAIServer

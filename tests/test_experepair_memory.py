@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from memory.paging import all_nodes
-from memory.protocol import GraphStore
-from nodes.experepair.memory import (
+from mnemoflow.memory.paging import all_nodes
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.nodes.experepair.memory import (
     INSIGHT,
     ISSUE,
     MAX_INSIGHTS,
@@ -27,7 +27,7 @@ from nodes.experepair.memory import (
     record_patch_rounds,
     record_test_attempts,
 )
-from nodes.experepair.retrieval import PHASE_WEIGHTS, retrieve_demos, score_demos, tokenize, trim_output
+from mnemoflow.nodes.experepair.retrieval import PHASE_WEIGHTS, retrieve_demos, score_demos, tokenize, trim_output
 
 REPO = "django/django"
 ISSUE_TEXT = "QuerySet filter crashes with TypeError when given an empty list argument"

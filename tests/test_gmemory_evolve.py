@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-import nodes.gmemory  # noqa: F401  (registers the gmemory.* nodes and offline handlers)
-import nodes.team  # noqa: F401
-from graphs import load_graph, run_graph
-from graphs.loader import LIBRARY
-from graphs.runner import RunResult
-from memory.protocol import GraphStore
-from memory.records import NodeRecord
-from nodes.gmemory.evolve import _credit, _linked, insight_score
-from nodes.gmemory.model import CREDIT, INSIGHT, QUERY, UTTERANCE, insight_id, milestone_id, query_id
+import mnemoflow.nodes.gmemory  # noqa: F401  (registers the gmemory.* nodes and offline handlers)
+import mnemoflow.nodes.team  # noqa: F401
+from mnemoflow.graphs import load_graph, run_graph
+from mnemoflow.graphs.loader import LIBRARY
+from mnemoflow.graphs.runner import RunResult
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import NodeRecord
+from mnemoflow.nodes.gmemory.evolve import _credit, _linked, insight_score
+from mnemoflow.nodes.gmemory.model import CREDIT, INSIGHT, QUERY, UTTERANCE, insight_id, milestone_id, query_id
 from tests.conftest import EMBEDDER, offline_llm, settings_of
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
 

@@ -14,13 +14,13 @@ import pytest
 import yaml
 from structlog.testing import capture_logs
 
-import nodes.gmemory  # noqa: F401  (registers the gmemory.* nodes and offline handlers)
-from graphs import LIBRARY, load_graph, run_graph
-from graphs.runner import RunResult
-from memory.protocol import GraphStore
-from memory.records import NodeRecord, RelationshipRecord
+import mnemoflow.nodes.gmemory  # noqa: F401  (registers the gmemory.* nodes and offline handlers)
+from mnemoflow.graphs import LIBRARY, load_graph, run_graph
+from mnemoflow.graphs.runner import RunResult
 from mnemoflow.llm import LLM
-from nodes.gmemory.model import INSIGHT, QUERY, UTTERANCE, insight_id, query_id, utterance_id
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord
+from mnemoflow.nodes.gmemory.model import INSIGHT, QUERY, UTTERANCE, insight_id, query_id, utterance_id
 from tests.conftest import EMBEDDER, offline_llm, settings_of
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from graphs import GraphSpec, library_graphs, load_graph, run_graph, to_mermaid
-from memory.checkpoints import open_checkpointer
-from memory.protocol import GraphStore
 from mnemoflow.errors import ConfigError, GraphSpecError, NodeError
+from mnemoflow.graphs import GraphSpec, library_graphs, load_graph, run_graph, to_mermaid
+from mnemoflow.memory.checkpoints import open_checkpointer
+from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.settings import Settings
 from tests.conftest import EMBEDDER, offline_llm, settings_of
 

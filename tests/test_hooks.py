@@ -25,10 +25,10 @@ from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.server.app import create_app
-from flows.server.hooks.deliveries import DeliveryLog
-from flows.server.hooks.providers import sign_generic, sign_github, sign_slack
-from memory.protocol import GraphStore
+from mnemoflow.flows.server.app import create_app
+from mnemoflow.flows.server.hooks.deliveries import DeliveryLog
+from mnemoflow.flows.server.hooks.providers import sign_generic, sign_github, sign_slack
+from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.settings import HooksSettings, Settings, StoreSettings
 from tests.conftest import EMBEDDER
 from tests.support.comorag_book import answer, build_book, script
@@ -128,7 +128,7 @@ async def runs_tagged(tag: str) -> list[Any]:
 
 
 async def remembered(settings: Settings, hook: str, delivery_id: str) -> Any:
-    from memory import store_from_settings
+    from mnemoflow.memory import store_from_settings
 
     store = store_from_settings(settings, EMBEDDER)
     await store.setup()

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.server.hooks import (
+from mnemoflow.errors import ConfigError
+from mnemoflow.flows.server.hooks import (
     Delivery,
     HookRejected,
     HookSpec,
@@ -25,7 +26,6 @@ from flows.server.hooks import (
     sign_slack,
     verify,
 )
-from mnemoflow.errors import ConfigError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
 EXAMPLE = Path(__file__).resolve().parents[1] / "flows" / "server" / "hooks.example.yaml"

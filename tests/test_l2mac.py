@@ -16,17 +16,17 @@ from typing import Any
 
 import pytest
 
-from graphs import LoadedGraph, RunResult, load_graph, run_graph
-from memory.paging import all_nodes
-from memory.protocol import GraphStore
 from mnemoflow.errors import ConfigError, NodeError
+from mnemoflow.graphs import LoadedGraph, RunResult, load_graph, run_graph
 from mnemoflow.llm import ToolCall
-from nodes.l2mac import load_project
-from nodes.l2mac.export import export_files
-from nodes.l2mac.files import PathError, WriteKey, check_path
-from nodes.l2mac.tools import dispatch
-from nodes.l2mac.window import context_size, repeats, trim_oldest
-from nodes.sandbox import Limits
+from mnemoflow.memory.paging import all_nodes
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.nodes.l2mac import load_project
+from mnemoflow.nodes.l2mac.export import export_files
+from mnemoflow.nodes.l2mac.files import PathError, WriteKey, check_path
+from mnemoflow.nodes.l2mac.tools import dispatch
+from mnemoflow.nodes.l2mac.window import context_size, repeats, trim_oldest
+from mnemoflow.nodes.sandbox import Limits
 from tests.conftest import EMBEDDER, cli_environment, new_store, offline_llm, settings_of
 from tests.support.graph_variants import library_variant
 from tests.support.l2mac_model import CORE, FINAL_FILES, INSTRUCTIONS, PROGRESS, WRONG_MUL, PackageModel, instruction_turn

@@ -239,8 +239,8 @@ async def test_run_result_and_trace_carry_llm_usage(server: ScriptedOpenAIServer
     import re
 
     import tests.support.testing_nodes  # noqa: F401  (registers testing.ask)
-    from graphs import GraphRunner, load_graph
-    from memory import HashingEmbedder, SQLiteStore
+    from mnemoflow.graphs import GraphRunner, load_graph
+    from mnemoflow.memory import HashingEmbedder, SQLiteStore
     from mnemoflow.settings import StoreSettings
 
     server.script(user=re.compile(r"count: \S+ \S+\.$"), text="2")

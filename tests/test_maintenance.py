@@ -20,10 +20,10 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from memory.checkpoint_ids import checkpoint_id_floor
-from memory.maintenance import prune_checkpoints
-from memory.neo4j.checkpoints import Neo4jCheckpointSaver
 from mnemoflow.errors import ConfigError, InvalidQueryError
+from mnemoflow.memory.checkpoint_ids import checkpoint_id_floor
+from mnemoflow.memory.maintenance import prune_checkpoints
+from mnemoflow.memory.neo4j.checkpoints import Neo4jCheckpointSaver
 from tests.conftest import neo4j_auth
 
 Key = tuple[str, str, str]

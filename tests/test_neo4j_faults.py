@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.server.app import create_app
-from flows.server.hooks import sign_generic
-from memory import NodeRecord
 from mnemoflow.errors import StoreUnavailableError
+from mnemoflow.flows.server.app import create_app
+from mnemoflow.flows.server.hooks import sign_generic
+from mnemoflow.memory import NodeRecord
 from mnemoflow.settings import HooksSettings
 from tests.conftest import EMBEDDER, neo4j_required, new_store, settings_for
 from tests.support.neo4j_server import Neo4jServer, Neo4jStartError

@@ -28,12 +28,12 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, TaskRun
 from prefect.deployments import run_deployment
 
-from flows.ingest import ingest
-from flows.maintain import maintain_memory
-from flows.run import run_graph
-from memory.neo4j.checkpoints import Neo4jCheckpointSaver
-from memory.protocol import GraphStore
-from memory.records import NodeRecord
+from mnemoflow.flows.ingest import ingest
+from mnemoflow.flows.maintain import maintain_memory
+from mnemoflow.flows.run import run_graph
+from mnemoflow.memory.neo4j.checkpoints import Neo4jCheckpointSaver
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import NodeRecord
 from tests.conftest import EMBEDDER, neo4j_auth
 from tests.support import testing_nodes
 from tests.support.comorag_book import BOOK, CHUNKS, answer, build_book, script

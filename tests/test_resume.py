@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graphs import GraphRunner, load_graph
-from memory.protocol import GraphStore
+from mnemoflow.graphs import GraphRunner, load_graph
+from mnemoflow.memory.protocol import GraphStore
 from tests.conftest import EMBEDDER, cli_environment, new_store, offline_llm, settings_for
 
 MNEMOFLOW = str(Path(sys.executable).with_name("mnemoflow"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mnemoflow.errors import ConfigError
-from nodes.sandbox import NETWORK_ISOLATION, Limits, Worktree, run_python
+from mnemoflow.nodes.sandbox import NETWORK_ISOLATION, Limits, Worktree, run_python
 
 FAST = Limits(timeout_s=2, memory_mb=512, output_bytes=20_000)
 

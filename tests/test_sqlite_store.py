@@ -10,7 +10,7 @@ from tests.conftest import new_store
 
 WRITER = """
 import asyncio, sys
-from memory import HashingEmbedder, NodeRecord, RelationshipRecord, SQLiteStore
+from mnemoflow.memory import HashingEmbedder, NodeRecord, RelationshipRecord, SQLiteStore
 
 async def main(path, worker):
     embedder = HashingEmbedder(384)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from graphs import load_graph, run_graph
-from memory import SQLiteStore
 from mnemoflow.errors import GraphSpecError
+from mnemoflow.graphs import load_graph, run_graph
+from mnemoflow.memory import SQLiteStore
 from mnemoflow.settings import Settings, StoreSettings
 from tests.conftest import EMBEDDER
 from tests.support.openai_server import Rule, ScriptedOpenAIServer

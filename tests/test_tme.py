@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-import nodes.tme  # noqa: F401  (registers the tme.* nodes and offline handlers)
-from graphs import load_graph, run_graph
-from graphs.runner import RunResult
-from memory.protocol import GraphStore
+import mnemoflow.nodes.tme  # noqa: F401  (registers the tme.* nodes and offline handlers)
 from mnemoflow.errors import NodeError
-from nodes.tme.agents import Operation
-from nodes.tme.forest import Forest, ForestError
-from nodes.tme.memory import SessionConflictError, load_conversation, save_turn, turn_record_id
-from nodes.tme.session import one_turn_at_a_time
-from nodes.tme.turn import apply_operations
+from mnemoflow.graphs import load_graph, run_graph
+from mnemoflow.graphs.runner import RunResult
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.nodes.tme.agents import Operation
+from mnemoflow.nodes.tme.forest import Forest, ForestError
+from mnemoflow.nodes.tme.memory import SessionConflictError, load_conversation, save_turn, turn_record_id
+from mnemoflow.nodes.tme.session import one_turn_at_a_time
+from mnemoflow.nodes.tme.turn import apply_operations
 from tests.conftest import EMBEDDER, settings_of
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from graphs import GraphRunner
-from memory.protocol import GraphStore
-from nodes.tme.forest import Forest
-from nodes.tme.memory import load_conversation
+from mnemoflow.graphs import GraphRunner
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.nodes.tme.forest import Forest
+from mnemoflow.nodes.tme.memory import load_conversation
 from tests.conftest import EMBEDDER, settings_of
 from tests.support.openai_server import ScriptedOpenAIServer
 from tests.support.tme_scenarios import (

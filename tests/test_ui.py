@@ -20,13 +20,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from flows.server.app import TOKEN_COOKIE, create_app
-from flows.server.ui import pages
-from flows.server.ui.routes import safe_next
-from flows.server.ui.views import STALLED_AFTER_S
-from graphs import library_graphs, load_graph, run_graph
-from memory import SQLiteStore
-from memory.records import NodeRecord, RelationshipRecord, stable_id
+from mnemoflow.flows.server.app import TOKEN_COOKIE, create_app
+from mnemoflow.flows.server.ui import pages
+from mnemoflow.flows.server.ui.routes import safe_next
+from mnemoflow.flows.server.ui.views import STALLED_AFTER_S
+from mnemoflow.graphs import library_graphs, load_graph, run_graph
+from mnemoflow.memory import SQLiteStore
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord, stable_id
 from mnemoflow.settings import Settings, StoreSettings, UISettings
 from tests.conftest import EMBEDDER, offline_llm
 from tests.support.web_server import serve

@@ -20,8 +20,8 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from flows.server.app import create_app
-from flows.server.ui import pages
+from mnemoflow.flows.server.app import create_app
+from mnemoflow.flows.server.ui import pages
 from tests.support.web_server import serve
 from tests.test_ui import HUB_NEIGHBOURS, NAMESPACE, Seeded, event, seed, settings_at, write_run
 

@@ -18,11 +18,11 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from flows.server.hooks.config import HookSpec, load_hooks, secret_of
-from flows.server.hooks.deliveries import DeliveryLog
-from memory import embedder_from_settings, store_from_settings
-from memory.protocol import Embedder, GraphStore
 from mnemoflow.errors import ConfigError
+from mnemoflow.flows.server.hooks.config import HookSpec, load_hooks, secret_of
+from mnemoflow.flows.server.hooks.deliveries import DeliveryLog
+from mnemoflow.memory import embedder_from_settings, store_from_settings
+from mnemoflow.memory.protocol import Embedder, GraphStore
 from mnemoflow.settings import Settings
 
 __all__ = ["TOKEN_COOKIE", "ServerState", "check_bind", "create_app", "is_loopback", "server_state"]
@@ -68,8 +68,8 @@ def _load_hooks(settings: Settings) -> tuple[dict[str, HookSpec], dict[str, byte
 
 def create_app(settings: Settings) -> FastAPI:
     """The app for ``settings``; raises ``ConfigError`` for a bad hooks file or a hook whose secret is unset."""
-    from flows.server.hooks.routes import router as hooks_router
-    from flows.server.ui.routes import mount_ui
+    from mnemoflow.flows.server.hooks.routes import router as hooks_router
+    from mnemoflow.flows.server.ui.routes import mount_ui
 
     hooks, secrets = _load_hooks(settings)
     token = settings.ui.token.get_secret_value() if settings.ui.token else None

@@ -2,7 +2,7 @@
 
 Values are always ``$parameters``. Metadata filter keys come from callers, so they are never spliced in:
 they travel as strings inside ``$metadata_entries`` and ``$absent_paths`` (see
-:mod:`memory.neo4j.checkpoints`). The only text assembled here is a choice among fixed ``WHERE``
+:mod:`mnemoflow.memory.neo4j.checkpoints`). The only text assembled here is a choice among fixed ``WHERE``
 fragments, so a lookup by thread keeps using the indexes.
 
 Model, mirroring LangGraph's SQLite saver (a table per kind, no relationships):

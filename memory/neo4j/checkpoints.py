@@ -39,10 +39,10 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from neo4j import AsyncManagedTransaction
 
-from memory.checkpoint_ids import checkpoint_id_floor
-from memory.neo4j import checkpoint_queries as queries
-from memory.neo4j.connection import Neo4jConnection
 from mnemoflow.errors import InvalidQueryError
+from mnemoflow.memory.checkpoint_ids import checkpoint_id_floor
+from mnemoflow.memory.neo4j import checkpoint_queries as queries
+from mnemoflow.memory.neo4j.connection import Neo4jConnection
 
 __all__ = ["Neo4jCheckpointSaver", "metadata_filter_parameters", "metadata_index"]
 
@@ -366,7 +366,7 @@ class Neo4jCheckpointSaver(BaseCheckpointSaver[str]):
         """Delete every checkpoint made before ``older_than`` (aware), with its writes, except the newest of
         each (thread, namespace); one transaction. Returns how many checkpoints were deleted.
 
-        Ages come from the ids (see :mod:`memory.checkpoint_ids`). As with ``aprune``, don't prune threads
+        Ages come from the ids (see :mod:`mnemoflow.memory.checkpoint_ids`). As with ``aprune``, don't prune threads
         of graphs that use a ``DeltaChannel``.
         """
         rows = await self._query(queries.PRUNE_OLDER_THAN, "w", cutoff=checkpoint_id_floor(older_than))

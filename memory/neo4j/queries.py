@@ -2,14 +2,14 @@
 
 Values are always ``$parameters``. The only text spliced in is a label, a relationship type or an index
 name, and each passes :func:`label` first: it must be a plain identifier, and the callers take it from
-the :class:`~memory.names.NameRegistry`, never from raw input.
+the :class:`~mnemoflow.memory.names.NameRegistry`, never from raw input.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from memory.names import validate_identifier
+from mnemoflow.memory.names import validate_identifier
 
 __all__ = [
     "BASE_LABEL",

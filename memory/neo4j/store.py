@@ -1,7 +1,7 @@
 """The Neo4j store: official async driver, managed transactions, batched ``UNWIND`` upserts.
 
 A whole upsert call runs in one managed transaction, so after the driver's retries of transient faults
-(see :mod:`memory.neo4j.connection`) it is either fully written or not at all.
+(see :mod:`mnemoflow.memory.neo4j.connection`) it is either fully written or not at all.
 """
 
 from __future__ import annotations
@@ -15,8 +15,12 @@ from typing import Any, Literal, TypeVar
 from neo4j import AsyncManagedTransaction
 from neo4j import exceptions as neo4j_errors
 
-from memory import traversal
-from memory.batches import (
+from mnemoflow.errors import (
+    ConflictError,
+    MissingEndpointError,
+)
+from mnemoflow.memory import traversal
+from mnemoflow.memory.batches import (
     PreparedNode,
     PreparedRelationship,
     check_ids,
@@ -32,11 +36,11 @@ from memory.batches import (
     query_terms,
     utc_now,
 )
-from memory.names import REGISTRY, NameRegistry, validate_namespace
-from memory.neo4j import queries
-from memory.neo4j.connection import Neo4jConnection
-from memory.protocol import SCHEMA_VERSION
-from memory.records import (
+from mnemoflow.memory.names import REGISTRY, NameRegistry, validate_namespace
+from mnemoflow.memory.neo4j import queries
+from mnemoflow.memory.neo4j.connection import Neo4jConnection
+from mnemoflow.memory.protocol import SCHEMA_VERSION
+from mnemoflow.memory.records import (
     Direction,
     JsonScalar,
     NamespaceSummary,
@@ -45,10 +49,6 @@ from memory.records import (
     RelationshipRecord,
     ScoredNode,
     Subgraph,
-)
-from mnemoflow.errors import (
-    ConflictError,
-    MissingEndpointError,
 )
 
 __all__ = ["Neo4jStore"]
@@ -122,7 +122,7 @@ def _by(items: Sequence[T], key: Callable[[T], str]) -> dict[str, list[T]]:
 
 
 class Neo4jStore:
-    """A :class:`~memory.protocol.GraphStore` on a Neo4j 5.26+ server.
+    """A :class:`~mnemoflow.memory.protocol.GraphStore` on a Neo4j 5.26+ server.
 
     Every node carries the label ``MfNode`` (the (namespace, id) key and the text index) and its kind's
     label (the kind's vector index); relationships carry their type.

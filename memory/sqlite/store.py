@@ -3,7 +3,7 @@
 Every operation runs as one function on a single worker thread that owns the connection, so each is a
 whole transaction and concurrent tasks never interleave statements. Writes take ``BEGIN IMMEDIATE``;
 other processes wait up to ``busy_timeout`` seconds. Keyword search uses FTS5 (BM25); vector search is in
-:mod:`memory.sqlite.vectors`.
+:mod:`mnemoflow.memory.sqlite.vectors`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,15 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from memory import traversal
-from memory.batches import (
+from mnemoflow.errors import (
+    ConflictError,
+    MissingEndpointError,
+    MnemoflowError,
+    StoreError,
+    StoreUnavailableError,
+)
+from mnemoflow.memory import traversal
+from mnemoflow.memory.batches import (
     PreparedNode,
     PreparedRelationship,
     check_ids,
@@ -37,9 +44,9 @@ from memory.batches import (
     query_terms,
     utc_now,
 )
-from memory.names import REGISTRY, NameRegistry, validate_namespace
-from memory.protocol import SCHEMA_VERSION
-from memory.records import (
+from mnemoflow.memory.names import REGISTRY, NameRegistry, validate_namespace
+from mnemoflow.memory.protocol import SCHEMA_VERSION
+from mnemoflow.memory.records import (
     Direction,
     JsonScalar,
     NamespaceSummary,
@@ -49,15 +56,8 @@ from memory.records import (
     ScoredNode,
     Subgraph,
 )
-from memory.sqlite.schema import MIGRATIONS
-from memory.sqlite.vectors import VectorMatrices
-from mnemoflow.errors import (
-    ConflictError,
-    MissingEndpointError,
-    MnemoflowError,
-    StoreError,
-    StoreUnavailableError,
-)
+from mnemoflow.memory.sqlite.schema import MIGRATIONS
+from mnemoflow.memory.sqlite.vectors import VectorMatrices
 
 __all__ = ["SQLiteStore", "sqlite_error"]
 
@@ -116,7 +116,7 @@ def sqlite_error(exc: sqlite3.Error, where: str) -> StoreError:
     return StoreError(message)
 
 class SQLiteStore:
-    """A :class:`~memory.protocol.GraphStore` in one SQLite file.
+    """A :class:`~mnemoflow.memory.protocol.GraphStore` in one SQLite file.
 
     >>> store = SQLiteStore(".mnemoflow/memory.db", embedding_model="hashing-v1", embedding_dimension=384)
     >>> await store.setup()

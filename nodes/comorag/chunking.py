@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-from nodes.tokens import count_tokens
+from mnemoflow.nodes.tokens import count_tokens
 
 __all__ = ["DEFAULT_CHUNK_TOKENS", "chunk_text", "count_tokens", "episode_window"]
 

@@ -4,7 +4,7 @@ One level of the recursion: reduce the vectors, fit Gaussian mixtures with the c
 BIC, keep every membership above a threshold (a text can sit in several clusters), first globally, then
 locally inside each global cluster. The recursion itself (summarize each cluster, embed the summaries,
 cluster again until one remains or five levels) needs the model, so it lives in
-:func:`nodes.comorag.ingest.summarize_semantic`.
+:func:`mnemoflow.nodes.comorag.ingest.summarize_semantic`.
 
 Dimensionality reduction is PCA from scikit-learn instead of the reference's UMAP, to keep dependencies
 light; everything is seeded, so the same vectors always give the same clusters.

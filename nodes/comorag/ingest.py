@@ -4,7 +4,7 @@ The nodes run in this order (``graphs/library/comorag-ingest.yaml``): ``comorag.
 in reading order), ``comorag.extract_graph`` (entities and facts, when ``kg``), ``comorag.link_synonyms``,
 ``comorag.summarize_semantic`` (recursive clusters) and ``comorag.summarize_episodes`` (the timeline).
 
-Every record has a stable id from :mod:`nodes.comorag.model` and a ``book_id`` property, and every model
+Every record has a stable id from :mod:`mnemoflow.nodes.comorag.model` and a ``book_id`` property, and every model
 call is a temperature-0 call the gateway caches, so ingesting the same book twice leaves the same index
 and sends no request the second time. Calls per chunk, cluster or window run concurrently; the gateway
 caps how many are in flight.
@@ -19,15 +19,15 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from memory.protocol import GraphStore
-from memory.records import NodeRecord, RelationshipRecord
-from nodes.comorag import extraction
-from nodes.comorag.chunking import DEFAULT_CHUNK_TOKENS, chunk_text, count_tokens, episode_window
-from nodes.comorag.clustering import MAX_LEVELS, THRESHOLD, cluster_level
-from nodes.comorag.knowledge import build_graph_records, synonym_pairs
-from nodes.comorag.model import book_record_id, chunk_id, episodic_summary_id, semantic_summary_id
-from nodes.context import RunContext
-from nodes.registry import NoConfig, node, state_model
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord
+from mnemoflow.nodes.comorag import extraction
+from mnemoflow.nodes.comorag.chunking import DEFAULT_CHUNK_TOKENS, chunk_text, count_tokens, episode_window
+from mnemoflow.nodes.comorag.clustering import MAX_LEVELS, THRESHOLD, cluster_level
+from mnemoflow.nodes.comorag.knowledge import build_graph_records, synonym_pairs
+from mnemoflow.nodes.comorag.model import book_record_id, chunk_id, episodic_summary_id, semantic_summary_id
+from mnemoflow.nodes.context import RunContext
+from mnemoflow.nodes.registry import NoConfig, node, state_model
 
 __all__ = ["IngestState", "SemanticConfig", "SummaryConfig", "SynonymConfig", "write_records"]
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from memory.records import NodeRecord, RelationshipRecord
-from nodes.comorag.model import entity_id, fact_id, normalize_name
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord
+from mnemoflow.nodes.comorag.model import entity_id, fact_id, normalize_name
 
 __all__ = ["GraphRecords", "build_graph_records", "synonym_pairs"]
 
@@ -35,7 +35,7 @@ def build_graph_records(
 ) -> GraphRecords:
     """Records of the entities and facts extracted from each chunk (``extractions[i]`` is chunk ``i``'s).
 
-    An entity is a normalized name (:func:`~nodes.comorag.model.normalize_name`) named by NER or by a
+    An entity is a normalized name (:func:`~mnemoflow.nodes.comorag.model.normalize_name`) named by NER or by a
     triple; it keeps the spelling of its first mention and counts the chunks mentioning it (``num_chunks``).
     A fact is a normalized triple, linked to every chunk it was extracted from.
     """

@@ -35,8 +35,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from memory.names import REGISTRY
-from memory.records import stable_id
+from mnemoflow.memory.names import REGISTRY
+from mnemoflow.memory.records import stable_id
 
 __all__ = [
     "LAYERS",

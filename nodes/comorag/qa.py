@@ -20,9 +20,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.errors import LLMOutputError
-from nodes.comorag.agents import (
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord
+from mnemoflow.nodes.comorag.agents import (
     MAX_PROBES,
     AnswerReply,
     FusionReply,
@@ -34,11 +34,11 @@ from nodes.comorag.agents import (
     parse_final_answer,
     probe_messages,
 )
-from nodes.comorag.model import memory_unit_id, question_id
-from nodes.comorag.retrieval import EvidenceItem, RetrievalConfig, approx_tokens, tri_retrieve
-from nodes.comorag.workspace import Unit, cycle_records, encode, merge_units, merge_vectors, set_in_pool
-from nodes.context import RunContext
-from nodes.registry import NoConfig, node, router, state_model
+from mnemoflow.nodes.comorag.model import memory_unit_id, question_id
+from mnemoflow.nodes.comorag.retrieval import EvidenceItem, RetrievalConfig, approx_tokens, tri_retrieve
+from mnemoflow.nodes.comorag.workspace import Unit, cycle_records, encode, merge_units, merge_vectors, set_in_pool
+from mnemoflow.nodes.context import RunContext
+from mnemoflow.nodes.registry import NoConfig, node, router, state_model
 
 __all__ = ["QAState"]
 

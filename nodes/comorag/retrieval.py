@@ -1,4 +1,4 @@
-"""Tri-layer retrieval over one book's index (see :mod:`nodes.comorag.model`), for a question or a probe.
+"""Tri-layer retrieval over one book's index (see :mod:`mnemoflow.nodes.comorag.model`), for a question or a probe.
 
 - **veridical**: the top facts by vector search, one fact-filter call, then personalized PageRank (damping 0.5,
   numpy power iteration) over the local Entity/Chunk/Fact graph around the surviving facts' entities, seeded
@@ -24,10 +24,10 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from memory.protocol import GraphStore
-from memory.records import NodeRecord, ScoredNode, Subgraph
-from nodes.comorag.agents import FactSelection, fact_filter_messages
-from nodes.context import RunContext
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import NodeRecord, ScoredNode, Subgraph
+from mnemoflow.nodes.comorag.agents import FactSelection, fact_filter_messages
+from mnemoflow.nodes.context import RunContext
 
 __all__ = ["EvidenceItem", "RetrievalConfig", "approx_tokens", "personalized_pagerank", "tri_retrieve"]
 

@@ -1,6 +1,6 @@
 """A question's workspace in the store: Question, Cycle, Probe and MemoryUnit records and their links.
 
-Every record has a stable id (question id + cycle + probe + layer, see :mod:`nodes.comorag.model`), so a
+Every record has a stable id (question id + cycle + probe + layer, see :mod:`mnemoflow.nodes.comorag.model`), so a
 retried or resumed step rewrites the same records instead of adding new ones.
 """
 
@@ -11,12 +11,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.errors import LLMOutputError
-from nodes.comorag.agents import CueReply, cue_messages
-from nodes.comorag.model import cycle_id, memory_unit_id, probe_id
-from nodes.comorag.retrieval import EvidenceItem
-from nodes.context import RunContext
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord
+from mnemoflow.nodes.comorag.agents import CueReply, cue_messages
+from mnemoflow.nodes.comorag.model import cycle_id, memory_unit_id, probe_id
+from mnemoflow.nodes.comorag.retrieval import EvidenceItem
+from mnemoflow.nodes.context import RunContext
 
 __all__ = ["Unit", "cycle_records", "encode", "merge_units", "merge_vectors", "set_in_pool"]
 

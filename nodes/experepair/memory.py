@@ -30,12 +30,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from memory.names import REGISTRY
-from memory.paging import all_nodes
-from memory.protocol import GraphStore
-from memory.records import NodeRecord, RelationshipRecord, stable_id
 from mnemoflow.errors import ConflictError
-from nodes.locks import keyed_lock
+from mnemoflow.memory.names import REGISTRY
+from mnemoflow.memory.paging import all_nodes
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord, stable_id
+from mnemoflow.nodes.locks import keyed_lock
 
 __all__ = [
     "ISSUE",

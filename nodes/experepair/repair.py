@@ -4,7 +4,7 @@ load_insights -> write_test -> run_test -> judge_test -> [retry write_test with 
 generate -> evaluate -> review -> [refine (R3 demo) -> evaluate | finish] -> record -> update_insights.
 
 Untrusted code (the reproduction script, the patched repository) only ever runs inside a throwaway
-:class:`~nodes.sandbox.Worktree`; the clone at ``repo_path`` is only read (``git ls-tree``/``git show``).
+:class:`~mnemoflow.nodes.sandbox.Worktree`; the clone at ``repo_path`` is only read (``git ls-tree``/``git show``).
 A model reply that does not validate is recorded in ``errors`` and the run carries on: a missing script is a failed
 attempt, a missing localization falls back to the whole listing, missing patches leave the round empty, and the
 run ends ``unresolved`` when no candidate is both applied and judged correct.
@@ -20,8 +20,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from mnemoflow.errors import LLMOutputError, NodeError
-from nodes.context import RunContext
-from nodes.experepair.agents import (
+from mnemoflow.nodes.context import RunContext
+from mnemoflow.nodes.experepair.agents import (
     InsightEdits,
     Judgement,
     Localization,
@@ -36,7 +36,7 @@ from nodes.experepair.agents import (
     review_messages,
     tester_messages,
 )
-from nodes.experepair.memory import (
+from mnemoflow.nodes.experepair.memory import (
     InsightEdit,
     PatchRound,
     TestAttempt,
@@ -46,10 +46,10 @@ from nodes.experepair.memory import (
     record_patch_rounds,
     record_test_attempts,
 )
-from nodes.experepair.retrieval import Phase, ScoredDemo, retrieve_demos, trim_output
-from nodes.registry import NoConfig, node, router, state_model
-from nodes.sandbox import Execution, Limits, Worktree, run_python
-from nodes.tokens import clip
+from mnemoflow.nodes.experepair.retrieval import Phase, ScoredDemo, retrieve_demos, trim_output
+from mnemoflow.nodes.registry import NoConfig, node, router, state_model
+from mnemoflow.nodes.sandbox import Execution, Limits, Worktree, run_python
+from mnemoflow.nodes.tokens import clip
 
 __all__ = ["RepairState", "is_unified_diff", "repository_listing"]
 

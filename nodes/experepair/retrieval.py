@@ -21,9 +21,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from rank_bm25 import BM25Okapi  # type: ignore[import-untyped, unused-ignore]
 
-from memory.paging import all_nodes
-from memory.protocol import GraphStore
-from nodes.experepair.memory import PATCH_DEMO, TEST_DEMO
+from mnemoflow.memory.paging import all_nodes
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.nodes.experepair.memory import PATCH_DEMO, TEST_DEMO
 
 __all__ = ["PHASE_WEIGHTS", "TOP_N", "Phase", "ScoredDemo", "retrieve_demos", "score_demos", "tokenize", "trim_output"]
 

@@ -28,14 +28,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from memory.paging import all_neighbours, all_nodes
-from memory.protocol import GraphStore
-from memory.records import NodeRecord, RelationshipRecord, stable_id
 from mnemoflow.errors import ConflictError, LLMOutputError
 from mnemoflow.llm import offline_handler
 from mnemoflow.llm.gateway import Message as ChatMessage
-from nodes.context import RunContext
-from nodes.gmemory.model import (
+from mnemoflow.memory.paging import all_neighbours, all_nodes
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord, stable_id
+from mnemoflow.nodes.context import RunContext
+from mnemoflow.nodes.gmemory.model import (
     CREDIT,
     INSIGHT,
     MILESTONE,
@@ -47,10 +47,10 @@ from nodes.gmemory.model import (
     query_id,
     utterance_id,
 )
-from nodes.gmemory.retrieve import task_vector
-from nodes.gmemory.state import TaskState
-from nodes.locks import keyed_lock
-from nodes.registry import node
+from mnemoflow.nodes.gmemory.retrieve import task_vector
+from mnemoflow.nodes.gmemory.state import TaskState
+from mnemoflow.nodes.locks import keyed_lock
+from mnemoflow.nodes.registry import node
 
 __all__ = [
     "Consolidation",

@@ -21,8 +21,8 @@ or resumed step never duplicates a record.
 
 from __future__ import annotations
 
-from memory.names import REGISTRY
-from memory.records import stable_id
+from mnemoflow.memory.names import REGISTRY
+from mnemoflow.memory.records import stable_id
 
 __all__ = [
     "INSIGHT",

@@ -21,14 +21,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.errors import LLMOutputError
 from mnemoflow.llm import offline_handler
 from mnemoflow.llm.gateway import Message
-from nodes.context import RunContext
-from nodes.gmemory.model import INSIGHT, QUERY, UTTERANCE
-from nodes.gmemory.state import Candidate, SelectedInsight, TaskState, Trajectory
-from nodes.registry import NoConfig, node, router
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord
+from mnemoflow.nodes.context import RunContext
+from mnemoflow.nodes.gmemory.model import INSIGHT, QUERY, UTTERANCE
+from mnemoflow.nodes.gmemory.state import Candidate, SelectedInsight, TaskState, Trajectory
+from mnemoflow.nodes.registry import NoConfig, node, router
 
 __all__ = [
     "ByRolesConfig",

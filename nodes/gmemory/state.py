@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from nodes.registry import state_model
-from nodes.team import TeamState
+from mnemoflow.nodes.registry import state_model
+from mnemoflow.nodes.team import TeamState
 
 __all__ = ["Candidate", "SelectedInsight", "TaskState", "Trajectory"]
 

@@ -1,6 +1,6 @@
 """The evaluator: syntax checks and the project's tests, run on a scratch copy of the file store in the sandbox.
 
-One sandboxed Python process (:func:`nodes.sandbox.run_python`: time, memory and output bounds, no network)
+One sandboxed Python process (:func:`mnemoflow.nodes.sandbox.run_python`: time, memory and output bounds, no network)
 compiles every ``.py`` file and then, when tests are on, runs pytest over the copy. A check that runs out of time is
 killed and is a failure: the reference code counted it as a pass, which let a hanging test through. No test
 collected is a pass: an instruction need not add tests.
@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from nodes.sandbox import Limits, run_python
-from nodes.tokens import clip
+from mnemoflow.nodes.sandbox import Limits, run_python
+from mnemoflow.nodes.tokens import clip
 
 __all__ = ["CheckResult", "run_checks"]
 

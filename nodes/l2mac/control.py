@@ -4,7 +4,7 @@ plan -> [start_instruction -> guard -> call_model -> run_tools -> (fix | continu
 summarize_step] per instruction -> finish; when the context would overflow, summarize_overflow -> start_instruction.
 
 Each instruction starts from a fresh context: the system message, the task, the instruction with a summary of
-earlier steps and the file list. State lives in the file store (:mod:`nodes.l2mac.files`), not in the dialog. When
+earlier steps and the file list. State lives in the file store (:mod:`mnemoflow.nodes.l2mac.files`), not in the dialog. When
 the next call would not fit the context window, the oldest messages are dropped, the model summarizes its progress
 and the instruction restarts with that summary, a bounded number of times. A context that ends with a repeated block
 of messages raises the sampling temperature, which decays back once the loop is broken.
@@ -18,14 +18,14 @@ from pydantic import BaseModel, Field
 
 from mnemoflow.errors import NodeError
 from mnemoflow.llm import ToolCall
-from nodes.context import RunContext
-from nodes.l2mac import prompts
-from nodes.l2mac.checks import CheckResult
-from nodes.l2mac.files import Project, load_project
-from nodes.l2mac.tools import PLAN_TOOL, STEP_TOOLS, PlanSteps, dispatch, file_listing
-from nodes.l2mac.window import context_size, repeats, tools_size, trim_oldest
-from nodes.registry import NoConfig, node, router, state_model
-from nodes.sandbox import Limits
+from mnemoflow.nodes.context import RunContext
+from mnemoflow.nodes.l2mac import prompts
+from mnemoflow.nodes.l2mac.checks import CheckResult
+from mnemoflow.nodes.l2mac.files import Project, load_project
+from mnemoflow.nodes.l2mac.tools import PLAN_TOOL, STEP_TOOLS, PlanSteps, dispatch, file_listing
+from mnemoflow.nodes.l2mac.window import context_size, repeats, tools_size, trim_oldest
+from mnemoflow.nodes.registry import NoConfig, node, router, state_model
+from mnemoflow.nodes.sandbox import Limits
 
 __all__ = ["L2macState"]
 
@@ -44,7 +44,7 @@ class L2macState(BaseModel):
     instructions: list[str] = Field(default_factory=list)
     """The instruction registry; given as input it is used as is, otherwise the model plans it."""
     context_window: int = Field(16_000, ge=500)
-    """The model's context window, in tokens as :func:`nodes.tokens.count_tokens` counts them."""
+    """The model's context window, in tokens as :func:`mnemoflow.nodes.tokens.count_tokens` counts them."""
     temperature: float = Field(0.0, ge=0, le=2)
     """The base sampling temperature; a detected loop raises it for a while."""
     k: int = 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memory.protocol import GraphStore
-from memory.records import stable_id
 from mnemoflow.errors import ConfigError
-from nodes.l2mac.files import Project, check_path, load_project
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import stable_id
+from mnemoflow.nodes.l2mac.files import Project, check_path, load_project
 
 __all__ = ["export_files", "project_of_run"]
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from memory.names import REGISTRY
-from memory.protocol import GraphStore
-from memory.records import NodeRecord, RelationshipRecord, stable_id
 from mnemoflow.errors import NodeError
+from mnemoflow.memory.names import REGISTRY
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord, stable_id
 
 __all__ = [
     "Action",

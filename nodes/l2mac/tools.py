@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mnemoflow.errors import ToolArgumentError
 from mnemoflow.llm import Tool, ToolCall, tool_result
-from nodes.l2mac.checks import CheckResult, run_checks
-from nodes.l2mac.files import MAX_FILE_CHARS, Action, FileVersion, PathError, Project, WriteKey, check_path
-from nodes.sandbox import Limits
+from mnemoflow.nodes.l2mac.checks import CheckResult, run_checks
+from mnemoflow.nodes.l2mac.files import MAX_FILE_CHARS, Action, FileVersion, PathError, Project, WriteKey, check_path
+from mnemoflow.nodes.sandbox import Limits
 
 __all__ = ["PLAN_TOOL", "STEP_TOOLS", "PlanSteps", "TurnResult", "dispatch", "file_listing"]
 

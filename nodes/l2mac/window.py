@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mnemoflow.llm import Tool
-from nodes.tokens import count_tokens
+from mnemoflow.nodes.tokens import count_tokens
 
 __all__ = ["MESSAGE_OVERHEAD", "context_size", "repeats", "tools_size", "trim_oldest"]
 

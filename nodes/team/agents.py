@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mnemoflow.llm import offline_handler
 from mnemoflow.llm.gateway import Message as ChatMessage
-from nodes.context import RunContext
-from nodes.registry import NoConfig, node, router, state_model
+from mnemoflow.nodes.context import RunContext
+from mnemoflow.nodes.registry import NoConfig, node, router, state_model
 
 __all__ = ["Critique", "Message", "TeamState"]
 

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from memory.records import NodeRecord, RelationshipRecord, stable_id
-from nodes.context import RunContext
-from nodes.registry import NoConfig, node, router, state_model
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord, stable_id
+from mnemoflow.nodes.context import RunContext
+from mnemoflow.nodes.registry import NoConfig, node, router, state_model
 
 __all__ = ["TextState"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from nodes.tme.agents import ANSWER_SYSTEM
-from nodes.tokens import count_tokens
+from mnemoflow.nodes.tme.agents import ANSWER_SYSTEM
+from mnemoflow.nodes.tokens import count_tokens
 
 __all__ = ["count_tokens", "full_history_prompt", "stale_facts"]
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from memory.names import REGISTRY
-from memory.protocol import GraphStore
-from memory.records import NodeRecord, RelationshipRecord, stable_id
 from mnemoflow.errors import ConflictError, MnemoflowError
-from nodes.tme.forest import Forest, TaskNode
+from mnemoflow.memory.names import REGISTRY
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord, stable_id
+from mnemoflow.nodes.tme.forest import Forest, TaskNode
 
 __all__ = ["Conversation", "SessionConflictError", "load_conversation", "save_turn", "session_record_id", "task_node_id", "turn_record_id"]
 

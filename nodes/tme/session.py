@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from nodes.locks import keyed_lock
+from mnemoflow.nodes.locks import keyed_lock
 
 __all__ = ["one_turn_at_a_time"]
 

@@ -12,9 +12,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from mnemoflow.errors import LLMOutputError, NodeError
-from nodes.context import RunContext
-from nodes.registry import NoConfig, node, router, state_model
-from nodes.tme.agents import (
+from mnemoflow.nodes.context import RunContext
+from mnemoflow.nodes.registry import NoConfig, node, router, state_model
+from mnemoflow.nodes.tme.agents import (
     Classification,
     Decomposition,
     Operation,
@@ -24,8 +24,8 @@ from nodes.tme.agents import (
     decompose_messages,
     rederive_messages,
 )
-from nodes.tme.forest import Change, Forest, ForestError, TaskNode, slot_key
-from nodes.tme.memory import load_conversation, save_turn
+from mnemoflow.nodes.tme.forest import Change, Forest, ForestError, TaskNode, slot_key
+from mnemoflow.nodes.tme.memory import load_conversation, save_turn
 
 __all__ = ["TurnState", "apply_operations", "synthesize_prompt"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from memory import NodeRecord, RelationshipRecord
+from mnemoflow.memory import NodeRecord, RelationshipRecord
 from tests.conftest import EMBEDDER
 
 

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from memory import NameRegistry, NodeRecord, RelationshipRecord
-from memory.protocol import GraphStore
 from mnemoflow.errors import (
     ConflictError,
     EmbeddingDimensionError,
@@ -18,6 +16,8 @@ from mnemoflow.errors import (
     InvalidRecordError,
     SchemaError,
 )
+from mnemoflow.memory import NameRegistry, NodeRecord, RelationshipRecord
+from mnemoflow.memory.protocol import GraphStore
 from tests.conformance.helpers import chunk, link
 from tests.conftest import EMBEDDER, new_store
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from memory import NodeRecord, RelationshipRecord
-from memory.protocol import GraphStore
 from mnemoflow.errors import InvalidNameError, InvalidNamespaceError, InvalidQueryError
+from mnemoflow.memory import NodeRecord, RelationshipRecord
+from mnemoflow.memory.protocol import GraphStore
 from tests.conformance.helpers import chunk, link
 
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from memory.protocol import GraphStore
 from mnemoflow.errors import ConflictError, InvalidQueryError
+from mnemoflow.memory.protocol import GraphStore
 from tests.conformance.helpers import chunk, link
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memory.protocol import GraphStore
+from mnemoflow.memory.protocol import GraphStore
 from tests.conformance.helpers import chunk, link
 from tests.conftest import EMBEDDER
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from memory import NodeRecord
-from memory.protocol import GraphStore
 from mnemoflow.errors import InvalidQueryError
+from mnemoflow.memory import NodeRecord
+from mnemoflow.memory.protocol import GraphStore
 from tests.conformance.helpers import chunk, link
 from tests.conftest import EMBEDDER
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from memory import NodeRecord
-from memory.protocol import GraphStore
+from mnemoflow.memory import NodeRecord
+from mnemoflow.memory.protocol import GraphStore
 from tests.conformance.helpers import chunk, link
 
 

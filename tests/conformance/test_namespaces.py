@@ -7,7 +7,7 @@ import uuid
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from memory.protocol import GraphStore
+from mnemoflow.memory.protocol import GraphStore
 from tests.conformance.helpers import chunk, link
 from tests.conftest import EMBEDDER
 

@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memory import NodeRecord
-from memory.protocol import GraphStore
+from mnemoflow.memory import NodeRecord
+from mnemoflow.memory.protocol import GraphStore
 from tests.conformance.helpers import chunk, link
 
 json_scalars = st.one_of(

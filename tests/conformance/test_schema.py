@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from neo4j import AsyncGraphDatabase
 
-from memory import SCHEMA_VERSION
-from memory.protocol import GraphStore
 from mnemoflow.errors import SchemaError
+from mnemoflow.memory import SCHEMA_VERSION
+from mnemoflow.memory.protocol import GraphStore
 from tests.conformance.helpers import chunk
 from tests.conftest import neo4j_auth, new_store
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from memory import NodeRecord
-from memory.protocol import GraphStore
+from mnemoflow.memory import NodeRecord
+from mnemoflow.memory.protocol import GraphStore
 from tests.conformance.helpers import chunk
 from tests.conftest import EMBEDDER
 

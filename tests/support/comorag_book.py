@@ -1,12 +1,12 @@
-"""A tiny ComoRAG index written straight into a store, following :mod:`nodes.comorag.model` (for QA tests)."""
+"""A tiny ComoRAG index written straight into a store, following :mod:`mnemoflow.nodes.comorag.model` (for QA tests)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from memory.protocol import Embedder, GraphStore
-from memory.records import NodeRecord, RelationshipRecord, stable_id
-from nodes.comorag.model import book_record_id, chunk_id, entity_id
+from mnemoflow.memory.protocol import Embedder, GraphStore
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord, stable_id
+from mnemoflow.nodes.comorag.model import book_record_id, chunk_id, entity_id
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
 
 BOOK = "salt-road"

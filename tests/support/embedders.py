@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from memory.embeddings import HashingEmbedder
+from mnemoflow.memory.embeddings import HashingEmbedder
 
 
 class CountingEmbedder:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from graphs import LoadedGraph, load_graph
+from mnemoflow.graphs import LoadedGraph, load_graph
 
 __all__ = ["library_variant"]
 

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from memory.embeddings import HashingEmbedder
 from mnemoflow.llm import LLM, OpenAIBackend
+from mnemoflow.memory.embeddings import HashingEmbedder
 from mnemoflow.settings import LLMSettings
 
 STATUS_FAULTS = {"429": 429, "500": 500, "503": 503}

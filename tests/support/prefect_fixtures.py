@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +19,8 @@ from prefect import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
-from flows.setup import ensure_model_limit, setup_prefect
-from memory.protocol import GraphStore
+from mnemoflow.flows.setup import ensure_model_limit, setup_prefect
+from mnemoflow.memory.protocol import GraphStore
 from tests.conftest import neo4j_auth, new_store
 from tests.support.openai_server import ScriptedOpenAIServer
 from tests.support.prefect_server import PrefectServer, Worker
@@ -74,6 +75,7 @@ def run_env(neo4j_uri: str, model: ScriptedOpenAIServer, namespace: str) -> dict
         "MNEMOFLOW_STORE_BACKEND": "neo4j",
         "MNEMOFLOW_NAMESPACE": namespace,
         "MNEMOFLOW_NODE_MODULES": "tests.support.testing_nodes",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),  # where tests.support imports from
         "MNEMOFLOW_LLM_CACHE": "false",
         "MNEMOFLOW_LLM_INITIAL_BACKOFF": "0.05",
         "MNEMOFLOW_LOG_LEVEL": "warning",

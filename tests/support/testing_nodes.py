@@ -10,10 +10,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from memory.names import REGISTRY as REGISTRY_KINDS
-from memory.records import NodeRecord
-from nodes import NoConfig, RunContext, node, router
-from nodes.text import TextState
+from mnemoflow.memory.names import REGISTRY as REGISTRY_KINDS
+from mnemoflow.memory.records import NodeRecord
+from mnemoflow.nodes import NoConfig, RunContext, node, router
+from mnemoflow.nodes.text import TextState
 
 FAILURES: dict[str, int] = {}
 """How many more times ``testing.flaky`` fails, by thread id."""

@@ -7,7 +7,7 @@ expected forest after a turn is the one after the turn before, with those nodes 
 (:func:`expected_forests`); the tests compare the whole forest every turn.
 
 Values are short facts the user states ("Paris", "June 10-14") so that the stale-fact measure
-(``nodes.tme.measure.stale_facts``, whole values, whole words) finds them in a prompt when they leak, and no
+(``mnemoflow.nodes.tme.measure.stale_facts``, whole values, whole words) finds them in a prompt when they leak, and no
 current value contains a replaced one as a phrase (which the measure would count although nothing leaked).
 
 Used by ``tests/test_tme_scenarios.py`` and ``bench/tme.py``: :func:`script_scenario` scripts a
@@ -24,11 +24,11 @@ from typing import Any
 
 import yaml
 
-import nodes.tme  # noqa: F401  (registers the tme.* nodes)
-from graphs import GraphRunner, LoadedGraph, load_graph
-from nodes.tme.agents import ANSWER_SYSTEM, CLASSIFY_SYSTEM, DECOMPOSE_SYSTEM, REDERIVE_SYSTEM
-from nodes.tme.forest import Forest, slot_key
-from nodes.tme.measure import count_tokens, full_history_prompt, stale_facts
+import mnemoflow.nodes.tme  # noqa: F401  (registers the tme.* nodes)
+from mnemoflow.graphs import GraphRunner, LoadedGraph, load_graph
+from mnemoflow.nodes.tme.agents import ANSWER_SYSTEM, CLASSIFY_SYSTEM, DECOMPOSE_SYSTEM, REDERIVE_SYSTEM
+from mnemoflow.nodes.tme.forest import Forest, slot_key
+from mnemoflow.nodes.tme.measure import count_tokens, full_history_prompt, stale_facts
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
 
 __all__ = [

@@ -4,9 +4,9 @@ No HTTP and no Prefect here: the server verifies a request with :func:`verify`, 
 hook wants it, and starts the hook's deployment with :func:`map_parameters`' result.
 """
 
-from flows.server.hooks.config import HooksFile, HookSpec, Provider, load_hooks, secret_of
-from flows.server.hooks.mapping import accepts, map_parameters
-from flows.server.hooks.providers import (
+from mnemoflow.flows.server.hooks.config import HooksFile, HookSpec, Provider, load_hooks, secret_of
+from mnemoflow.flows.server.hooks.mapping import accepts, map_parameters
+from mnemoflow.flows.server.hooks.providers import (
     MAX_DELIVERY_ID,
     Delivery,
     HookRejected,

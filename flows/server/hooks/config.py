@@ -32,8 +32,8 @@ from jmespath.functions import Functions
 from jmespath.parser import ParsedResult
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 
-from graphs.loader import Positions, Problem, read_yaml, suggest
 from mnemoflow.errors import ConfigError
+from mnemoflow.graphs.loader import Positions, Problem, read_yaml, suggest
 
 __all__ = ["HookSpec", "HooksFile", "Provider", "compile_expression", "load_hooks", "secret_of"]
 

@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from memory.names import REGISTRY
-from memory.protocol import GraphStore
-from memory.records import NodeRecord, stable_id
+from mnemoflow.memory.names import REGISTRY
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import NodeRecord, stable_id
 
 __all__ = ["DeliveryLog", "Outcome", "PastDelivery"]
 

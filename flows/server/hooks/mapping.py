@@ -14,8 +14,8 @@ from typing import Any
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 
-from flows.server.hooks.config import HookSpec
-from flows.server.hooks.providers import Delivery, HookRejected
+from mnemoflow.flows.server.hooks.config import HookSpec
+from mnemoflow.flows.server.hooks.providers import Delivery, HookRejected
 
 __all__ = ["accepts", "map_parameters"]
 

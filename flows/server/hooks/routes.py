@@ -15,13 +15,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
-from flows.server.app import ServerState, server_state
-from flows.server.hooks.config import HookSpec
-from flows.server.hooks.deliveries import FINAL_OUTCOMES, DeliveryLog, Outcome
-from flows.server.hooks.mapping import accepts, map_parameters
-from flows.server.hooks.providers import Delivery, HookRejected, verify
-from flows.server.hooks.trigger import TriggerRefused, TriggerUnavailable, create_flow_run
 from mnemoflow.errors import StoreError
+from mnemoflow.flows.server.app import ServerState, server_state
+from mnemoflow.flows.server.hooks.config import HookSpec
+from mnemoflow.flows.server.hooks.deliveries import FINAL_OUTCOMES, DeliveryLog, Outcome
+from mnemoflow.flows.server.hooks.mapping import accepts, map_parameters
+from mnemoflow.flows.server.hooks.providers import Delivery, HookRejected, verify
+from mnemoflow.flows.server.hooks.trigger import TriggerRefused, TriggerUnavailable, create_flow_run
 from mnemoflow.logging import get_logger
 
 __all__ = ["RETRY_AFTER_S", "router"]

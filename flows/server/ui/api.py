@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from flows.server.app import ServerState, server_state
-from flows.server.ui import views
+from mnemoflow.flows.server.app import ServerState, server_state
+from mnemoflow.flows.server.ui import views
 
 __all__ = ["router"]
 

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from flows.server.app import ServerState, server_state
-from flows.server.ui import views
+from mnemoflow.flows.server.app import ServerState, server_state
+from mnemoflow.flows.server.ui import views
 
 __all__ = ["VENDOR", "router", "templates"]
 

@@ -17,9 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from flows.server.app import TOKEN_COOKIE, ServerState, server_state
-from flows.server.ui import api, pages
-from flows.server.ui.views import UIError
+from mnemoflow.flows.server.app import TOKEN_COOKIE, ServerState, server_state
+from mnemoflow.flows.server.ui import api, pages
+from mnemoflow.flows.server.ui.views import UIError
 
 __all__ = ["mount_ui", "safe_next"]
 

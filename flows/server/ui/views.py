@@ -17,10 +17,6 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from graphs import LoadedGraph, library_graphs, load_graph, to_mermaid
-from graphs.runner import LIVE_HEARTBEAT_S
-from memory.protocol import Embedder, GraphStore
-from memory.records import NodeRecord, RelationshipRecord, stable_id
 from mnemoflow.errors import (
     EmbeddingError,
     InvalidNameError,
@@ -29,8 +25,12 @@ from mnemoflow.errors import (
     MnemoflowError,
     StoreUnavailableError,
 )
+from mnemoflow.graphs import LoadedGraph, library_graphs, load_graph, to_mermaid
+from mnemoflow.graphs.runner import LIVE_HEARTBEAT_S
+from mnemoflow.memory.protocol import Embedder, GraphStore
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord, stable_id
+from mnemoflow.nodes.registry import REGISTRY, import_node_modules
 from mnemoflow.settings import Settings
-from nodes.registry import REGISTRY, import_node_modules
 
 __all__ = [
     "RUN_KIND",
@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 RUN_KIND = "Run"
-"""The kind of the store node every graph run writes (see ``graphs.runner``)."""
+"""The kind of the store node every graph run writes (see ``mnemoflow.graphs.runner``)."""
 
 STALLED_AFTER_S = 4 * LIVE_HEARTBEAT_S
 """A running run whose record is older than this is shown as stalled."""
@@ -85,7 +85,7 @@ def _library() -> dict[str, Path]:
 
 def _register_nodes(settings: Settings) -> None:
     """Make sure the built-in nodes and the project's own (``MNEMOFLOW_NODE_MODULES``) are registered."""
-    import nodes  # noqa: F401  (registers the built-in nodes)
+    import mnemoflow.nodes  # noqa: F401  (registers the built-in nodes)
 
     try:
         import_node_modules(settings.node_module_names)
