@@ -45,7 +45,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _ROOT / "bench"]  # bench/gmemory.py is not the nodes package
 sys.path.insert(0, str(_ROOT))
 
-import mnemoflow.nodes.gmemory  # noqa: E402, F401  (registers the kinds and the state)
+import mnemoflow.nodes.gmemory.state  # noqa: E402, F401  (registers the kinds and the state)
 from mnemoflow.graphs import GraphRunner, load_graph  # noqa: E402
 from mnemoflow.graphs.loader import find_graph  # noqa: E402
 from mnemoflow.logging import configure_logging  # noqa: E402

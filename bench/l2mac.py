@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mnemoflow.graphs import LoadedGraph, load_graph, run_graph  # noqa: E402
 from mnemoflow.logging import configure_logging  # noqa: E402
 from mnemoflow.memory import HashingEmbedder, SQLiteStore  # noqa: E402
-from mnemoflow.nodes.l2mac import load_project  # noqa: E402
+from mnemoflow.nodes.l2mac.files import load_project  # noqa: E402
 from mnemoflow.nodes.l2mac.window import context_size  # noqa: E402
 from mnemoflow.nodes.tokens import count_tokens  # noqa: E402
 from mnemoflow.settings import LogSettings, Settings, StoreSettings  # noqa: E402

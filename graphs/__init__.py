@@ -1,11 +1,31 @@
-"""Declarative graphs: the file format, loading and checking, compilation to LangGraph, rendering, runs."""
+"""Declarative graphs: the file format, loading and checking, compilation to LangGraph, rendering, runs.
 
-from mnemoflow.graphs.compiler import build_state_graph, compile_graph
+The file format, loading, checking and rendering load with the package; the compiler and the runner (and
+LangGraph) load when first used.
+"""
+
+from typing import TYPE_CHECKING
+
 from mnemoflow.graphs.loader import LIBRARY, LoadedGraph, Problem, find_graph, library_graphs
 from mnemoflow.graphs.render import to_mermaid
-from mnemoflow.graphs.runner import GraphRunner, RunResult, run_graph
 from mnemoflow.graphs.spec import GraphSpec
 from mnemoflow.graphs.validate import load_graph
+from mnemoflow.lazy import lazy_members
+
+if TYPE_CHECKING:
+    from mnemoflow.graphs.compiler import build_state_graph, compile_graph
+    from mnemoflow.graphs.runner import GraphRunner, RunResult, run_graph
+
+__getattr__, __dir__ = lazy_members(
+    __name__,
+    {
+        "build_state_graph": "mnemoflow.graphs.compiler",
+        "compile_graph": "mnemoflow.graphs.compiler",
+        "GraphRunner": "mnemoflow.graphs.runner",
+        "RunResult": "mnemoflow.graphs.runner",
+        "run_graph": "mnemoflow.graphs.runner",
+    },
+)
 
 __all__ = [
     "LIBRARY",

@@ -10,13 +10,19 @@ from pydantic import BaseModel, ValidationError
 
 from mnemoflow.graphs.loader import LoadedGraph, Positions, Problem, find_graph, parse_graph_file, raise_problems, suggest
 from mnemoflow.graphs.spec import END, START, GraphSpec
+from mnemoflow.nodes.builtins import load_builtin_nodes
 from mnemoflow.nodes.registry import REGISTRY, Registry
 
 __all__ = ["graph_reads_writes", "load_graph", "successors"]
 
 
 def load_graph(reference: str | Path, registry: Registry = REGISTRY) -> LoadedGraph:
-    """Load a graph by path or library name with its subgraphs; raise ``GraphSpecError`` listing every problem."""
+    """Load a graph by path or library name with its subgraphs; raise ``GraphSpecError`` listing every problem.
+
+    The default registry gets the built-in nodes first, so a library graph always finds its nodes.
+    """
+    if registry is REGISTRY:
+        load_builtin_nodes()
     path = find_graph(str(reference))
     problems: list[Problem] = []
     graph = _load(path, registry, problems, stack=())

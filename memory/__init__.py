@@ -1,11 +1,13 @@
-"""The memory layer: record models, the GraphStore contract, the Neo4j and SQLite backends, embedders."""
+"""The memory layer: record models, the GraphStore contract, the Neo4j and SQLite backends, embedders.
 
-from mnemoflow.memory.checkpoints import open_checkpointer
-from mnemoflow.memory.embeddings import HashingEmbedder, LocalEmbedder, OpenAIEmbedder, embedder_from_settings
-from mnemoflow.memory.factory import store_from_settings
+Records, names and the contracts load with the package; the backends, embedders and checkpointers (and their
+drivers) load when first used.
+"""
+
+from typing import TYPE_CHECKING
+
+from mnemoflow.lazy import lazy_members
 from mnemoflow.memory.names import REGISTRY, KindSpec, NameRegistry, validate_identifier, validate_namespace
-from mnemoflow.memory.neo4j.checkpoints import Neo4jCheckpointSaver
-from mnemoflow.memory.neo4j.store import Neo4jStore
 from mnemoflow.memory.protocol import SCHEMA_VERSION, Embedder, GraphStore
 from mnemoflow.memory.records import (
     Direction,
@@ -18,7 +20,29 @@ from mnemoflow.memory.records import (
     Subgraph,
     stable_id,
 )
-from mnemoflow.memory.sqlite.store import SQLiteStore
+
+if TYPE_CHECKING:
+    from mnemoflow.memory.checkpoints import open_checkpointer
+    from mnemoflow.memory.embeddings import HashingEmbedder, LocalEmbedder, OpenAIEmbedder, embedder_from_settings
+    from mnemoflow.memory.factory import store_from_settings
+    from mnemoflow.memory.neo4j.checkpoints import Neo4jCheckpointSaver
+    from mnemoflow.memory.neo4j.store import Neo4jStore
+    from mnemoflow.memory.sqlite.store import SQLiteStore
+
+__getattr__, __dir__ = lazy_members(
+    __name__,
+    {
+        "open_checkpointer": "mnemoflow.memory.checkpoints",
+        "HashingEmbedder": "mnemoflow.memory.embeddings",
+        "LocalEmbedder": "mnemoflow.memory.embeddings",
+        "OpenAIEmbedder": "mnemoflow.memory.embeddings",
+        "embedder_from_settings": "mnemoflow.memory.embeddings",
+        "store_from_settings": "mnemoflow.memory.factory",
+        "Neo4jCheckpointSaver": "mnemoflow.memory.neo4j.checkpoints",
+        "Neo4jStore": "mnemoflow.memory.neo4j.store",
+        "SQLiteStore": "mnemoflow.memory.sqlite.store",
+    },
+)
 
 __all__ = [
     "REGISTRY",

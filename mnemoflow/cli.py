@@ -148,7 +148,7 @@ def comorag_show(
     backend: BackendOption = None,
 ) -> None:
     """Print a question's workspace: its cycles, probes and memory units."""
-    import mnemoflow.nodes.comorag  # noqa: F401  (registers the workspace's kinds)
+    import mnemoflow.nodes.comorag.model  # noqa: F401  (registers the workspace's kinds)
 
     settings = _settings(backend, namespace)
 
@@ -491,7 +491,7 @@ def chat_tme(
 
     from mnemoflow.graphs import GraphRunner, load_graph
     from mnemoflow.llm import llm_from_settings
-    from mnemoflow.nodes.tme import load_conversation
+    from mnemoflow.nodes.tme.memory import load_conversation
     from mnemoflow.nodes.tme.session import one_turn_at_a_time
 
     settings = _settings(store, namespace)

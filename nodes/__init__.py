@@ -1,15 +1,10 @@
 """Nodes: the steps graphs are made of, their registry and the run context they receive.
 
-Importing this package registers the built-in node packages.
+Importing this package registers nothing: :func:`load_builtin_nodes` registers the mechanisms' nodes (the graph
+loader calls it), :func:`import_node_modules` a project's own.
 """
 
-from mnemoflow.nodes import comorag as _comorag  # noqa: E402,F401  (registers the comorag.* nodes)
-from mnemoflow.nodes import experepair as _experepair  # noqa: E402,F401  (registers the experepair.* nodes)
-from mnemoflow.nodes import gmemory as _gmemory  # noqa: E402,F401  (registers the gmemory.* nodes)
-from mnemoflow.nodes import l2mac as _l2mac  # noqa: E402,F401  (registers the l2mac.* nodes)
-from mnemoflow.nodes import team as _team  # noqa: E402,F401  (registers the team.* nodes)
-from mnemoflow.nodes import text as _text  # noqa: E402,F401  (registers the text.* nodes)
-from mnemoflow.nodes import tme as _tme  # noqa: E402,F401  (registers the tme.* nodes)
+from mnemoflow.nodes.builtins import BUILTIN_NODE_MODULES, load_builtin_nodes
 from mnemoflow.nodes.context import RunContext, Trace, TraceEvent
 from mnemoflow.nodes.registry import (
     REGISTRY,
@@ -24,6 +19,7 @@ from mnemoflow.nodes.registry import (
 )
 
 __all__ = [
+    "BUILTIN_NODE_MODULES",
     "REGISTRY",
     "NoConfig",
     "NodeDefinition",
@@ -33,6 +29,7 @@ __all__ = [
     "Trace",
     "TraceEvent",
     "import_node_modules",
+    "load_builtin_nodes",
     "node",
     "router",
     "state_model",

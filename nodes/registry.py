@@ -108,7 +108,7 @@ class Registry:
 
 
 REGISTRY = Registry()
-"""Where the decorators register; mechanisms' packages fill it when imported."""
+"""Where the decorators register; :func:`~mnemoflow.nodes.builtins.load_builtin_nodes` fills it with the mechanisms' nodes."""
 
 
 def _check_name(name: str, what: str) -> None:

@@ -14,10 +14,13 @@ from pydantic import SecretStr
 from mnemoflow.llm import LLM, OfflineBackend
 from mnemoflow.memory import HashingEmbedder, Neo4jStore, SQLiteStore
 from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.nodes import load_builtin_nodes
 from mnemoflow.settings import LLMSettings, Neo4jSettings, Settings, StoreSettings
 from tests.support.neo4j_server import Neo4jServer, Neo4jStartError
 
 pytest_plugins = ["tests.support.prefect_fixtures"]
+
+load_builtin_nodes()  # the tests use the mechanisms' nodes, records and offline answers without loading a graph first
 
 EMBEDDER = HashingEmbedder(384)
 

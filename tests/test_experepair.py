@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-import mnemoflow.nodes.experepair  # noqa: F401  (registers the experepair.* nodes)
 from mnemoflow.graphs import run_graph
 from mnemoflow.graphs.loader import LoadedGraph
 from mnemoflow.graphs.runner import RunResult

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-import mnemoflow.nodes.gmemory  # noqa: F401  (registers the gmemory.* nodes and offline handlers)
-import mnemoflow.nodes.team  # noqa: F401
 from mnemoflow.graphs import load_graph, run_graph
 from mnemoflow.graphs.loader import LIBRARY
 from mnemoflow.graphs.runner import RunResult

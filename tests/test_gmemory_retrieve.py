@@ -14,7 +14,6 @@ import pytest
 import yaml
 from structlog.testing import capture_logs
 
-import mnemoflow.nodes.gmemory  # noqa: F401  (registers the gmemory.* nodes and offline handlers)
 from mnemoflow.graphs import LIBRARY, load_graph, run_graph
 from mnemoflow.graphs.runner import RunResult
 from mnemoflow.llm import LLM

@@ -21,9 +21,8 @@ from mnemoflow.graphs import LoadedGraph, RunResult, load_graph, run_graph
 from mnemoflow.llm import ToolCall
 from mnemoflow.memory.paging import all_nodes
 from mnemoflow.memory.protocol import GraphStore
-from mnemoflow.nodes.l2mac import load_project
 from mnemoflow.nodes.l2mac.export import export_files
-from mnemoflow.nodes.l2mac.files import PathError, WriteKey, check_path
+from mnemoflow.nodes.l2mac.files import PathError, WriteKey, check_path, load_project
 from mnemoflow.nodes.l2mac.tools import dispatch
 from mnemoflow.nodes.l2mac.window import context_size, repeats, trim_oldest
 from mnemoflow.nodes.sandbox import Limits

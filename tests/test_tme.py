@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-import mnemoflow.nodes.tme  # noqa: F401  (registers the tme.* nodes and offline handlers)
 from mnemoflow.errors import NodeError
 from mnemoflow.graphs import load_graph, run_graph
 from mnemoflow.graphs.runner import RunResult

@@ -1,10 +1,5 @@
-"""ComoRAG: a three-layer index of a long text and question answering by probing cycles.
+"""ComoRAG: a three-layer index of a long text and question answering by probing cycles (``comorag.*``).
 
-See ``/shared/reference/comorag.md`` for the mechanism; :mod:`mnemoflow.nodes.comorag.model` for what is stored and
-:mod:`mnemoflow.nodes.comorag.ingest` for how a book is indexed. Importing this package registers the ``comorag.*``
-nodes and the offline model's answers to their schemas.
+:mod:`mnemoflow.nodes.comorag.model` says what is stored, :mod:`mnemoflow.nodes.comorag.ingest` how a book is
+indexed and :mod:`mnemoflow.nodes.comorag.qa` how a question is answered.
 """
-
-from mnemoflow.nodes.comorag import ingest, model, qa
-
-__all__ = ["ingest", "model", "qa"]

@@ -13,11 +13,13 @@ light; everything is seeded, so the same vectors always give the same clusters.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.decomposition import PCA  # type: ignore[import-untyped]
-from sklearn.mixture import GaussianMixture  # type: ignore[import-untyped]
+
+if TYPE_CHECKING:  # scikit-learn loads when a book is clustered, not when the nodes are registered
+    from sklearn.mixture import GaussianMixture  # type: ignore[import-untyped]
 
 __all__ = ["MAX_LEVELS", "SEED", "THRESHOLD", "Cluster", "cluster_level", "reduce", "soft_clusters"]
 
@@ -47,12 +49,15 @@ def reduce(vectors: Matrix, dimension: int = REDUCED_DIMENSION) -> Matrix:
     components = max(1, min(dimension, count - 2, width))
     if count < 3:
         return np.asarray(vectors - vectors.mean(axis=0), dtype=np.float64)
+    from sklearn.decomposition import PCA  # type: ignore[import-untyped]
+
     reduced = PCA(n_components=components, random_state=SEED).fit_transform(vectors)
     return np.asarray(reduced, dtype=np.float64)
 
 
 def _best_mixture(points: Matrix, max_clusters: int, seed: int) -> GaussianMixture:
     """The Gaussian mixture whose cluster count, from 1 to ``min(max_clusters, n - 1)``, has the lowest BIC."""
+    from sklearn.mixture import GaussianMixture
     best: GaussianMixture | None = None
     best_bic = np.inf
     for count in range(1, max(1, min(max_clusters, len(points) - 1)) + 1):

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from mnemoflow.nodes.registry import state_model
-from mnemoflow.nodes.team import TeamState
+from mnemoflow.nodes.team.agents import TeamState
 
 __all__ = ["Candidate", "SelectedInsight", "TaskState", "Trajectory"]
 

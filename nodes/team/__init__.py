@@ -1,8 +1,3 @@
 """A small multi-agent team (``team.*``): a solver and a critic exchange messages for a bounded number of rounds,
 then an environment check decides success. It knows nothing of any memory: it reads ``memory`` (per-role text,
 empty by default) and writes ``messages``, which a memory mechanism around it may record."""
-
-from mnemoflow.nodes.team import agents as _agents  # noqa: F401  (registers the team.* nodes)
-from mnemoflow.nodes.team.agents import Message, TeamState
-
-__all__ = ["Message", "TeamState"]

@@ -24,7 +24,6 @@ from typing import Any
 
 import yaml
 
-import mnemoflow.nodes.tme  # noqa: F401  (registers the tme.* nodes)
 from mnemoflow.graphs import GraphRunner, LoadedGraph, load_graph
 from mnemoflow.nodes.tme.agents import ANSWER_SYSTEM, CLASSIFY_SYSTEM, DECOMPOSE_SYSTEM, REDERIVE_SYSTEM
 from mnemoflow.nodes.tme.forest import Forest, slot_key

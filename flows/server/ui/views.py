@@ -29,6 +29,7 @@ from mnemoflow.graphs import LoadedGraph, library_graphs, load_graph, to_mermaid
 from mnemoflow.graphs.runner import LIVE_HEARTBEAT_S
 from mnemoflow.memory.protocol import Embedder, GraphStore
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord, stable_id
+from mnemoflow.nodes.builtins import load_builtin_nodes
 from mnemoflow.nodes.registry import REGISTRY, import_node_modules
 from mnemoflow.settings import Settings
 
@@ -85,8 +86,7 @@ def _library() -> dict[str, Path]:
 
 def _register_nodes(settings: Settings) -> None:
     """Make sure the built-in nodes and the project's own (``MNEMOFLOW_NODE_MODULES``) are registered."""
-    import mnemoflow.nodes  # noqa: F401  (registers the built-in nodes)
-
+    load_builtin_nodes()
     try:
         import_node_modules(settings.node_module_names)
     except MnemoflowError as exc:
