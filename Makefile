@@ -9,7 +9,7 @@ UI := flows/server/ui/frontend
 HOST ?= 127.0.0.1
 PORT ?= 8765
 
-.PHONY: install ui browser demo serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag bench-tme bench-gmemory bench-l2mac typecheck clean
+.PHONY: install ui browser demo serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag bench-tme bench-gmemory bench-l2mac check clean
 
 install: $(VENV)/.installed
 
@@ -36,18 +36,20 @@ serve: install ui
 	$(BIN)/mnemoflow serve --host $(HOST) --port $(PORT)
 
 # The Neo4j tests run against a throwaway server started here through infra/ and stopped afterwards.
-test: install ui browser
-	$(BIN)/ruff check .
-	$(BIN)/python infra/typing_tree.py && $(BIN)/mypy
+test: install ui browser check
 	infra/with-neo4j.sh $(BIN)/python $(BIN)/pytest $(PYTEST_ARGS)
 
 # The README's screenshots, taken by the browser tests.
 screenshots: install ui browser
 	MNEMOFLOW_SCREENSHOTS=docs/screenshots MNEMOFLOW_REQUIRE_BROWSER=1 $(BIN)/pytest -q tests/test_ui_browser.py
 
-typecheck: install
+# Lint, types and the layers' import contract; mypy and import-linter read the package in its installed shape
+# (infra/package_tree.py). lint-imports runs from inside that tree, which its own cwd lookup would otherwise shadow.
+check: install
 	$(BIN)/ruff check .
-	$(BIN)/python infra/typing_tree.py && $(BIN)/mypy
+	$(BIN)/python infra/package_tree.py
+	$(BIN)/mypy
+	cd .mnemoflow/package && $(CURDIR)/$(BIN)/lint-imports $(CURDIR)/pyproject.toml
 
 # A long-lived local server for development, at the default NEO4J_URI (bolt://127.0.0.1:7687).
 neo4j-start:
