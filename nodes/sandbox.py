@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 
-from mnemoflow.errors import ConfigError
+from mnemoflow.errors import ConfigError, SandboxError, UsageError
 
 __all__ = ["NETWORK_ISOLATION", "Execution", "Limits", "PatchResult", "Worktree", "run_python"]
 
@@ -208,7 +208,7 @@ class Worktree:
 
     def _root(self) -> Path:
         if self._tmp is None:
-            raise RuntimeError("Worktree is not open: use it inside `async with Worktree(...) as tree:`")
+            raise UsageError("Worktree is not open: use it inside `async with Worktree(...) as tree:`")
         return self.path
 
     async def apply(self, diff: str) -> PatchResult:
@@ -229,13 +229,13 @@ class Worktree:
         return PatchResult(True)
 
     def write(self, relative: str, text: str) -> Path:
-        """Write ``text`` to ``relative`` inside the worktree (folders created); ValueError for a path escaping it."""
+        """Write ``text`` to ``relative`` inside the worktree (folders created); ``UsageError`` for a path escaping it."""
         root = self._root()
         if Path(relative).is_absolute():
-            raise ValueError(f"Worktree.write: {relative!r} is absolute; give a path relative to the worktree")
+            raise UsageError(f"Worktree.write: {relative!r} is absolute; give a path relative to the worktree")
         target = (root / relative).resolve()
         if target == root or not target.is_relative_to(root):
-            raise ValueError(f"Worktree.write: {relative!r} is outside the worktree {str(root)!r}")
+            raise UsageError(f"Worktree.write: {relative!r} is outside the worktree {str(root)!r}")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
         return target
@@ -246,10 +246,10 @@ class Worktree:
         env = _git_env()
         code, _, err = await _run("git", "add", "--intent-to-add", ".", cwd=root, env=env)
         if code != 0:
-            raise RuntimeError(f"Worktree.diff: git add --intent-to-add failed: {err.strip()}")
+            raise SandboxError(f"Worktree.diff: git add --intent-to-add failed: {err.strip()}")
         code, out, err = await _run("git", "diff", "--no-color", "--no-ext-diff", cwd=root, env=env)
         if code != 0:
-            raise RuntimeError(f"Worktree.diff: git diff failed: {err.strip()}")
+            raise SandboxError(f"Worktree.diff: git diff failed: {err.strip()}")
         return out
 
 

@@ -39,7 +39,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from neo4j import AsyncManagedTransaction
 
-from mnemoflow.errors import InvalidQueryError
+from mnemoflow.errors import InvalidQueryError, UnsupportedError
 from mnemoflow.memory.checkpoint_ids import checkpoint_id_floor
 from mnemoflow.memory.neo4j import checkpoint_queries as queries
 from mnemoflow.memory.neo4j.connection import Neo4jConnection
@@ -381,7 +381,7 @@ class Neo4jCheckpointSaver(BaseCheckpointSaver[str]):
     # -- the sync API is not offered ------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        raise NotImplementedError(_ASYNC_ONLY.format("get_tuple"))
+        raise UnsupportedError(_ASYNC_ONLY.format("get_tuple"))
 
     def list(
         self,
@@ -391,7 +391,7 @@ class Neo4jCheckpointSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        raise NotImplementedError(_ASYNC_ONLY.format("list"))
+        raise UnsupportedError(_ASYNC_ONLY.format("list"))
 
     def put(
         self,
@@ -400,7 +400,7 @@ class Neo4jCheckpointSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        raise NotImplementedError(_ASYNC_ONLY.format("put"))
+        raise UnsupportedError(_ASYNC_ONLY.format("put"))
 
     def put_writes(
         self,
@@ -409,16 +409,16 @@ class Neo4jCheckpointSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        raise NotImplementedError(_ASYNC_ONLY.format("put_writes"))
+        raise UnsupportedError(_ASYNC_ONLY.format("put_writes"))
 
     def delete_thread(self, thread_id: str) -> None:
-        raise NotImplementedError(_ASYNC_ONLY.format("delete_thread"))
+        raise UnsupportedError(_ASYNC_ONLY.format("delete_thread"))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        raise NotImplementedError(_ASYNC_ONLY.format("delete_for_runs"))
+        raise UnsupportedError(_ASYNC_ONLY.format("delete_for_runs"))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        raise NotImplementedError(_ASYNC_ONLY.format("copy_thread"))
+        raise UnsupportedError(_ASYNC_ONLY.format("copy_thread"))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        raise NotImplementedError(_ASYNC_ONLY.format("prune"))
+        raise UnsupportedError(_ASYNC_ONLY.format("prune"))

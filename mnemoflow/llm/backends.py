@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from mnemoflow.errors import LLMError, LLMRequestError
+from mnemoflow.errors import LLMError, LLMRequestError, TransientError
 from mnemoflow.llm.tools import ToolCall, ToolTurn
 
 __all__ = [
@@ -55,14 +55,6 @@ class Completion:
     completion_tokens: int
     tool_calls: tuple[ToolCall, ...] = ()
     """The function calls the model made, arguments kept as the raw JSON text it sent."""
-
-
-class TransientError(Exception):
-    """A fault worth retrying: 429, 5xx, a timeout or a dropped connection."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class Backend(Protocol):

@@ -27,7 +27,7 @@ from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from mnemoflow.errors import LLMOutputError, LLMRequestError, LLMTimeoutError, LLMUnavailableError, ToolArgumentError
+from mnemoflow.errors import LLMOutputError, LLMRequestError, LLMTimeoutError, LLMUnavailableError, ToolArgumentError, UsageError
 from mnemoflow.llm.backends import (
     Backend,
     ChatRequest,
@@ -83,14 +83,14 @@ def _tool_choice(tools: Sequence[Tool[Any]], choice: str) -> str | dict[str, Any
     """The request's ``tool_choice`` for ``choice``: a mode, or a tool's name to force that tool."""
     names = [tool.name for tool in tools]
     if not names:
-        raise ValueError("offer at least one tool (use text() for a reply without tools)")
+        raise UsageError("offer at least one tool (use text() for a reply without tools)")
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
-        raise ValueError(f"tools offered twice: {twice}")
+        raise UsageError(f"tools offered twice: {twice}")
     if choice in TOOL_CHOICES:
         return choice
     if choice not in names:
-        raise ValueError(f"tool choice {choice!r} is neither one of {list(TOOL_CHOICES)} nor a tool offered: {names}")
+        raise UsageError(f"tool choice {choice!r} is neither one of {list(TOOL_CHOICES)} nor a tool offered: {names}")
     return {"type": "function", "function": {"name": choice}}
 
 

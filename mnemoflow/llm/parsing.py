@@ -6,6 +6,8 @@ import json
 import re
 from typing import Any
 
+from mnemoflow.errors import ReplyFormatError
+
 __all__ = ["extract_json"]
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
@@ -50,5 +52,5 @@ def extract_json(text: str) -> Any:
         except json.JSONDecodeError:
             continue
     if not stripped:
-        raise ValueError("the reply is empty")
-    raise ValueError(f"no JSON value in the reply (it starts {stripped[:80]!r})")
+        raise ReplyFormatError("the reply is empty")
+    raise ReplyFormatError(f"no JSON value in the reply (it starts {stripped[:80]!r})")

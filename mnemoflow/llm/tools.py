@@ -18,7 +18,7 @@ from typing import Any, Generic
 from pydantic import BaseModel, ValidationError
 from typing_extensions import TypeVar  # the default= of PEP 696 (pydantic depends on typing_extensions)
 
-from mnemoflow.errors import ToolArgumentError
+from mnemoflow.errors import RegistrationError, ToolArgumentError
 
 __all__ = ["Tool", "ToolArgumentError", "ToolCall", "ToolTurn", "tool_result"]
 
@@ -59,7 +59,7 @@ class Tool(Generic[ArgsT]):
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise ValueError(f"tool name {self.name!r} must match {_NAME.pattern} (letters, digits, _ and -, at most 64)")
+            raise RegistrationError(f"tool name {self.name!r} must match {_NAME.pattern} (letters, digits, _ and -, at most 64)")
 
     def schema(self) -> dict[str, Any]:
         """The tool as an entry of a request's ``tools``."""

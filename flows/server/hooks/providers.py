@@ -68,6 +68,8 @@ class HookRejected(MnemoflowError, ValueError):
     The reason never contains the secret, a signature or the body.
     """
 
+    code = "hook-rejected"
+
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status

@@ -22,9 +22,13 @@ __all__ = ["TriggerRefused", "TriggerUnavailable", "create_flow_run"]
 class TriggerUnavailable(MnemoflowError):
     """Prefect cannot take the run now (unreachable, failing, or the deployment is not there yet): retry later."""
 
+    code = "trigger-unavailable"
+
 
 class TriggerRefused(MnemoflowError):
     """Prefect refused the run's parameters; retrying the same delivery will not help."""
+
+    code = "trigger-refused"
 
 
 def _api_url() -> str:

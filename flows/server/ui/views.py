@@ -57,8 +57,10 @@ STALLED_AFTER_S = 4 * LIVE_HEARTBEAT_S
 """A running run whose record is older than this is shown as stalled."""
 
 
-class UIError(Exception):
+class UIError(MnemoflowError):
     """Raised by the UI when a request cannot be answered; ``status`` is the HTTP status to answer with."""
+
+    code = "ui"
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
