@@ -1,8 +1,9 @@
 """structlog, configured once per process.
 
-Human-readable lines on a terminal, JSON lines when ``MNEMOFLOW_LOG_FORMAT=json`` or when stderr is not a
-TTY. Context bound with :func:`bind_run_context` (namespace, run id, node) appears on every line logged
-inside it, across ``await`` points, because it lives in context variables.
+Commands (``mnemoflow demo``, ``run``...) write warnings only, as readable lines, unless asked: ``-v`` adds info,
+``-vv`` debug, ``MNEMOFLOW_LOG_LEVEL`` and ``MNEMOFLOW_LOG_FORMAT`` set both. The server and workers write info and
+up, readable on a terminal and JSON lines otherwise. Context bound with :func:`bind_run_context` (namespace, run id,
+node) appears on every line logged inside it, across ``await`` points, because it lives in context variables.
 """
 
 from __future__ import annotations
@@ -18,24 +19,40 @@ import structlog
 
 from mnemoflow.settings import LogSettings
 
-__all__ = ["bind_run_context", "configure_logging", "get_logger", "pop_log_context", "push_log_context"]
+__all__ = ["bind_run_context", "configure_logging", "get_logger", "log_level", "pop_log_context", "push_log_context"]
 
 _configured = False
 
 
+def log_level(settings: LogSettings, *, service: bool = True, verbosity: int = 0) -> str:
+    """The level a process logs at: ``-v``/``-vv`` first, then ``MNEMOFLOW_LOG_LEVEL``, then info for a service
+    (the server, a worker, a library user) and warning for a command."""
+    if verbosity > 0:
+        return "info" if verbosity == 1 else "debug"
+    return settings.level or ("info" if service else "warning")
+
+
 def configure_logging(
-    settings: LogSettings | None = None, *, stream: TextIO | None = None, force: bool = False, stdlib: bool = True
+    settings: LogSettings | None = None,
+    *,
+    service: bool = True,
+    verbosity: int = 0,
+    stream: TextIO | None = None,
+    force: bool = False,
+    stdlib: bool = True,
 ) -> None:
     """Configure structlog and (unless ``stdlib`` is false: a host such as Prefect owns it) the stdlib root
-    logger; later calls do nothing unless ``force`` is set."""
+    logger; later calls do nothing unless ``force`` is set. ``service`` false is a command: warnings only and
+    readable lines unless the settings or ``verbosity`` say otherwise."""
     global _configured
     if _configured and not force:
         return
     settings = settings or LogSettings()
     stream = stream or sys.stderr
-    as_json = settings.format == "json" or (settings.format == "auto" and not stream.isatty())
-    renderer: Any = structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
-    level = logging.getLevelNamesMapping()[settings.level.upper()]
+    terminal = stream.isatty()
+    as_json = settings.format == "json" or (settings.format == "auto" and service and not terminal)
+    renderer: Any = structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=terminal)
+    level = logging.getLevelNamesMapping()[log_level(settings, service=service, verbosity=verbosity).upper()]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -8,13 +8,16 @@ callers override by passing models explicitly: ``Settings(store=StoreSettings(ba
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mnemoflow.errors import ConfigError
 
 __all__ = [
     "EmbeddingSettings",
+    "load_group",
     "HooksSettings",
     "LLMSettings",
     "LogSettings",
@@ -25,6 +28,9 @@ __all__ = [
     "StoreSettings",
     "UISettings",
 ]
+
+
+GroupT = TypeVar("GroupT", bound=BaseSettings)
 
 
 def _config(prefix: str) -> SettingsConfigDict:
@@ -124,9 +130,13 @@ class LogSettings(BaseSettings):
     model_config = _config("MNEMOFLOW_LOG_")
 
     format: Literal["auto", "console", "json"] = Field(
-        "auto", description="auto: human-readable on a terminal, JSON lines otherwise."
+        "auto",
+        description="auto: readable lines from commands; from the server and workers, readable on a terminal and "
+        "JSON lines otherwise.",
     )
-    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level written.")
+    level: Literal["debug", "info", "warning", "error"] | None = Field(
+        None, description="Lowest level written; unset: warning for commands (-v info, -vv debug), info for the server and workers."
+    )
 
 
 class PrefectSettings(BaseSettings):
@@ -199,6 +209,48 @@ class Settings(BaseSettings):
     hooks: HooksSettings = Field(default_factory=HooksSettings)
     ui: UISettings = Field(default_factory=UISettings)
 
+    @classmethod
+    def load(cls, *, store: str | None = None, namespace: str | None = None) -> Settings:
+        """The settings of the environment, with a command's or a flow run's choice of store backend and namespace
+        on top; raises ``ConfigError`` naming every invalid variable."""
+        overrides: dict[str, Any] = {}
+        if store is not None:
+            overrides["store"] = load_group(StoreSettings, backend=store)
+        if namespace is not None:
+            overrides["namespace"] = namespace
+        return load_group(cls, **overrides)
+
     @property
     def node_module_names(self) -> list[str]:
         return [name.strip() for name in self.node_modules.split(",") if name.strip()]
+
+
+def load_group(group: type[GroupT], **overrides: Any) -> GroupT:
+    """A settings group read from the environment (``overrides`` on top); raises ``ConfigError`` with one line per
+    invalid value, named by its environment variable (``MNEMOFLOW_STORE_BACKEND``)."""
+    try:
+        return group(**overrides)
+    except ValidationError as exc:
+        models: tuple[type[BaseSettings], ...] = (*_GROUPS, Settings)
+        model = next((candidate for candidate in models if candidate.__name__ == exc.title), group)
+        prefix = str(model.model_config.get("env_prefix", ""))
+        path = next((name for name, field in Settings.model_fields.items() if field.annotation is model), None)
+        lines = []
+        for problem in exc.errors():
+            field = ".".join(str(part) for part in problem["loc"])
+            where = f"{path}.{field}" if path else field  # as `mnemoflow settings` shows it
+            lines.append(f"  {(prefix + field).upper()} ({where}): {problem['msg']} (got {problem.get('input')!r})")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+_GROUPS: tuple[type[BaseSettings], ...] = (
+    StoreSettings,
+    Neo4jSettings,
+    OpenAISettings,
+    EmbeddingSettings,
+    LLMSettings,
+    LogSettings,
+    PrefectSettings,
+    HooksSettings,
+    UISettings,
+)
