@@ -4,16 +4,16 @@ Deploy them with ``prefect deploy --all`` from the repository root (see ``prefec
 flows (and Prefect) load when first used.
 """
 
-from typing import TYPE_CHECKING
+import typing
 
-from mnemoflow.lazy import lazy_members
+from mnemoflow import lazy
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from mnemoflow.flows.ingest import ingest
     from mnemoflow.flows.maintain import maintain_memory
     from mnemoflow.flows.run import run_graph
 
-__getattr__, __dir__ = lazy_members(
+__getattr__, __dir__ = lazy.members(
     __name__,
     {"ingest": "mnemoflow.flows.ingest", "maintain_memory": "mnemoflow.flows.maintain", "run_graph": "mnemoflow.flows.run"},
 )

@@ -11,7 +11,7 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from mnemoflow.flows.resources import Backend, flow_settings
-from mnemoflow.memory import embedder_from_settings, store_from_settings
+from mnemoflow.graphs.parts import open_run_parts
 from mnemoflow.memory.checkpoints import open_checkpointer
 from mnemoflow.memory.maintenance import prune_checkpoints
 from mnemoflow.settings import Settings
@@ -29,13 +29,8 @@ async def prune_old_checkpoints(settings: Settings, older_than: datetime) -> int
 @task(name="remove-expired-records", persist_result=False, cache_policy=NO_CACHE)
 async def remove_expired_records(settings: Settings) -> int:
     """Delete the records whose ``expires_at`` has passed, in every namespace; the number deleted."""
-    embedder = embedder_from_settings(settings)
-    store = store_from_settings(settings, embedder)
-    try:
-        await store.setup()
-        return await store.delete_expired(time.time())
-    finally:
-        await store.close()
+    async with open_run_parts(settings, checkpointer=False) as parts:
+        return await parts.store.delete_expired(time.time())
 
 
 @flow(name="maintain_memory", persist_result=False)

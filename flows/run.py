@@ -17,10 +17,12 @@ from prefect.context import FlowRunContext
 
 from mnemoflow.errors import ConfigError
 from mnemoflow.flows.artifacts import artifact_key, run_report
-from mnemoflow.flows.resources import Backend, flow_settings, open_run_parts
+from mnemoflow.flows.budget import model_slot
+from mnemoflow.flows.resources import Backend, flow_settings
 from mnemoflow.flows.tasks import run_node_as_task
 from mnemoflow.graphs import GraphRunner, load_graph
 from mnemoflow.graphs.loader import LoadedGraph
+from mnemoflow.graphs.parts import open_run_parts
 from mnemoflow.graphs.runner import check_input
 
 __all__ = ["LIVE_INTERVAL_S", "execute_graph", "read_files", "run_graph", "start_graph_run"]
@@ -63,16 +65,10 @@ async def execute_graph(
     settings = flow_settings(store=store, namespace=namespace)
     loaded = load_graph(Path(graph))
     input = {**input, **read_files(files or {})}
-    async with open_run_parts(settings) as parts, GraphRunner(
-        loaded,
-        store=parts.store,
-        embedder=parts.embedder,
-        llm=parts.llm,
-        settings=settings,
-        checkpointer=parts.checkpointer,
-        wrap_node=run_node_as_task,
-        live_interval=LIVE_INTERVAL_S,
-    ) as runner:
+    async with (
+        open_run_parts(settings, request_slot=model_slot(settings.prefect)) as parts,
+        GraphRunner.from_parts(loaded, parts, wrap_node=run_node_as_task, live_interval=LIVE_INTERVAL_S) as runner,
+    ):
         result = await runner.run(input, namespace=settings.namespace, thread_id=thread_id)
     await acreate_markdown_artifact(run_report(loaded, result), key=artifact_key(loaded), description=result.summary())
     return {

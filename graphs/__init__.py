@@ -4,19 +4,19 @@ The file format, loading, checking and rendering load with the package; the comp
 LangGraph) load when first used.
 """
 
-from typing import TYPE_CHECKING
+import typing
 
+from mnemoflow import lazy
 from mnemoflow.graphs.loader import LIBRARY, LoadedGraph, Problem, find_graph, library_graphs
 from mnemoflow.graphs.render import to_mermaid
 from mnemoflow.graphs.spec import GraphSpec
 from mnemoflow.graphs.validate import load_graph
-from mnemoflow.lazy import lazy_members
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from mnemoflow.graphs.compiler import build_state_graph, compile_graph
     from mnemoflow.graphs.runner import GraphRunner, RunResult, run_graph
 
-__getattr__, __dir__ = lazy_members(
+__getattr__, __dir__ = lazy.members(
     __name__,
     {
         "build_state_graph": "mnemoflow.graphs.compiler",

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -25,9 +25,12 @@ from mnemoflow.llm import LLM
 from mnemoflow.logging import bind_run_context, get_logger
 from mnemoflow.memory.protocol import Embedder, GraphStore
 from mnemoflow.memory.records import NodeRecord, stable_id
-from mnemoflow.nodes.context import RunContext
+from mnemoflow.nodes.context import ProgressListener, RunContext
 from mnemoflow.nodes.registry import REGISTRY, Registry
 from mnemoflow.settings import Settings
+
+if TYPE_CHECKING:
+    from mnemoflow.graphs.parts import RunParts
 
 __all__ = ["LIVE_HEARTBEAT_S", "GraphRunner", "RunResult", "check_input", "run_graph", "step_limit"]
 
@@ -93,6 +96,7 @@ class GraphRunner:
     With ``live_interval`` (seconds) a run's record is also written while it runs, with status ``running``
     and the steps so far: at most once per interval when a step has ended, and every ``LIVE_HEARTBEAT_S``
     regardless. The final record is then written at once, so a watcher never sees a finished run as running.
+    ``progress`` hears what nodes report of long work (:meth:`~mnemoflow.nodes.context.RunContext.progress`).
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class GraphRunner:
         trace_batch: int = 32,
         wrap_node: NodeWrapper | None = None,
         live_interval: float | None = None,
+        progress: ProgressListener | None = None,
     ) -> None:
         self.graph = graph
         self.store = store
@@ -119,8 +124,23 @@ class GraphRunner:
         self.compiled = compile_graph(graph, checkpointer=checkpointer, registry=registry, wrap_node=wrap_node)
         self.trace_batch = trace_batch
         self.live_interval = live_interval
+        self.progress = progress
         self._unsaved: list[NodeRecord] = []
         self._log = get_logger("mnemoflow.run").bind(graph=graph.spec.name)
+
+    @classmethod
+    def from_parts(cls, graph: LoadedGraph, parts: RunParts, **options: Any) -> GraphRunner:
+        """A runner over the parts :func:`~mnemoflow.graphs.parts.open_run_parts` opened; ``options`` as for the
+        constructor (``wrap_node``, ``live_interval``, ``progress``...)."""
+        return cls(
+            graph,
+            store=parts.store,
+            embedder=parts.embedder,
+            llm=parts.llm,
+            settings=parts.settings,
+            checkpointer=parts.checkpointer,
+            **options,
+        )
 
     async def __aenter__(self) -> GraphRunner:
         return self
@@ -167,6 +187,7 @@ class GraphRunner:
             run_id=run_id,
             thread_id=thread_id,
             log=log,
+            on_progress=self.progress,
         )
         started, started_at = time.perf_counter(), time.time()
         status = "failed"

@@ -4,9 +4,9 @@ Records, names and the contracts load with the package; the backends, embedders 
 drivers) load when first used.
 """
 
-from typing import TYPE_CHECKING
+import typing
 
-from mnemoflow.lazy import lazy_members
+from mnemoflow import lazy
 from mnemoflow.memory.names import REGISTRY, KindSpec, NameRegistry, validate_identifier, validate_namespace
 from mnemoflow.memory.protocol import SCHEMA_VERSION, Embedder, GraphStore
 from mnemoflow.memory.records import (
@@ -21,7 +21,7 @@ from mnemoflow.memory.records import (
     stable_id,
 )
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from mnemoflow.memory.checkpoints import open_checkpointer
     from mnemoflow.memory.embeddings import HashingEmbedder, LocalEmbedder, OpenAIEmbedder, embedder_from_settings
     from mnemoflow.memory.factory import store_from_settings
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from mnemoflow.memory.neo4j.store import Neo4jStore
     from mnemoflow.memory.sqlite.store import SQLiteStore
 
-__getattr__, __dir__ = lazy_members(
+__getattr__, __dir__ = lazy.members(
     __name__,
     {
         "open_checkpointer": "mnemoflow.memory.checkpoints",

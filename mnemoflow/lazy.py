@@ -4,7 +4,7 @@
 the package's ``__init__`` first) loads no database driver. A package lists its heavy members once, for the
 type checker under ``TYPE_CHECKING`` and here by module::
 
-    __getattr__, __dir__ = lazy_members(__name__, {"SQLiteStore": "mnemoflow.memory.sqlite.store"})
+    __getattr__, __dir__ = lazy.members(__name__, {"SQLiteStore": "mnemoflow.memory.sqlite.store"})
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["lazy_members"]
+__all__ = ["members"]
 
 
-def lazy_members(package: str, members: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def members(package: str, members: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """A module ``__getattr__`` that imports ``members[name]`` and takes ``name`` from it (kept for next time),
     and a ``__dir__`` that lists the package's own names with the lazy ones."""
 

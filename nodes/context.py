@@ -5,6 +5,7 @@ LangGraph passes it as the runtime context, so nothing is global and a test can 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,10 @@ from mnemoflow.llm import LLM
 from mnemoflow.memory.protocol import Embedder, GraphStore
 from mnemoflow.settings import Settings
 
-__all__ = ["RunContext", "TraceEvent", "Trace"]
+__all__ = ["ProgressListener", "RunContext", "Trace", "TraceEvent"]
+
+ProgressListener = Callable[[str, int, int], None]
+"""Told ``(step, done, total)`` while a node works through a known amount of work (a progress bar, say)."""
 
 
 @dataclass(slots=True)
@@ -77,3 +81,10 @@ class RunContext:
     log: Any
     """A structlog logger bound to the namespace, run id and graph."""
     trace: Trace = field(default_factory=Trace)
+    on_progress: ProgressListener | None = None
+    """Who wants to hear of progress: the CLI's progress bar; nobody under the server and workers."""
+
+    def progress(self, step: str, done: int, total: int) -> None:
+        """Report that ``done`` of ``total`` units of ``step`` are finished."""
+        if self.on_progress is not None:
+            self.on_progress(step, done, total)

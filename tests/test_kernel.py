@@ -95,7 +95,9 @@ def test_exception_tree() -> None:
     assert issubclass(errors.MissingEndpointError, LookupError)
 
 
-@pytest.mark.parametrize("package", ["mnemoflow", "mnemoflow.llm", "memory", "nodes", "graphs"])
+@pytest.mark.parametrize(
+    "package", ["mnemoflow", "mnemoflow.llm", "mnemoflow.memory", "mnemoflow.nodes", "mnemoflow.graphs", "mnemoflow.flows"]
+)
 def test_package_exports_exactly_its_all(package: str) -> None:
     module = importlib.import_module(package)
     assert len(set(module.__all__)) == len(module.__all__), f"{package}.__all__ has duplicates"

@@ -20,7 +20,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from mnemoflow.flows.server.app import TOKEN_COOKIE, create_app
+from mnemoflow.flows.server.app import create_app
+from mnemoflow.flows.server.state import TOKEN_COOKIE
 from mnemoflow.flows.server.ui import pages
 from mnemoflow.flows.server.ui.routes import safe_next
 from mnemoflow.flows.server.ui.views import STALLED_AFTER_S

@@ -11,7 +11,6 @@ import ipaddress
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,32 +20,13 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from mnemoflow.errors import ConfigError
 from mnemoflow.flows.server.hooks.config import HookSpec, load_hooks, secret_of
 from mnemoflow.flows.server.hooks.deliveries import DeliveryLog
-from mnemoflow.memory import embedder_from_settings, store_from_settings
-from mnemoflow.memory.protocol import Embedder, GraphStore
+from mnemoflow.flows.server.hooks.routes import router as hooks_router
+from mnemoflow.flows.server.state import TOKEN_COOKIE, ServerState
+from mnemoflow.flows.server.ui.routes import mount_ui
+from mnemoflow.graphs.parts import open_run_parts
 from mnemoflow.settings import Settings
 
-__all__ = ["TOKEN_COOKIE", "ServerState", "check_bind", "create_app", "is_loopback", "server_state"]
-
-TOKEN_COOKIE = "mnemoflow_token"
-
-
-@dataclass
-class ServerState:
-    """What every route uses: the settings, the open store and embedder, the hooks and their deliveries."""
-
-    settings: Settings
-    store: GraphStore
-    embedder: Embedder
-    deliveries: DeliveryLog
-    hooks: dict[str, HookSpec] = field(default_factory=dict)
-    secrets: dict[str, bytes] = field(default_factory=dict)
-    """Each hook's secret, read from its environment variable when the app starts."""
-
-
-def server_state(request: Request) -> ServerState:
-    """The state of the app serving ``request`` (a FastAPI dependency)."""
-    state: ServerState = request.app.state.mnemoflow
-    return state
+__all__ = ["check_bind", "create_app", "is_loopback"]
 
 
 def is_loopback(host: str) -> bool:
@@ -68,23 +48,15 @@ def _load_hooks(settings: Settings) -> tuple[dict[str, HookSpec], dict[str, byte
 
 def create_app(settings: Settings) -> FastAPI:
     """The app for ``settings``; raises ``ConfigError`` for a bad hooks file or a hook whose secret is unset."""
-    from mnemoflow.flows.server.hooks.routes import router as hooks_router
-    from mnemoflow.flows.server.ui.routes import mount_ui
-
     hooks, secrets = _load_hooks(settings)
     token = settings.ui.token.get_secret_value() if settings.ui.token else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        embedder = embedder_from_settings(settings)
-        store = store_from_settings(settings, embedder)
-        await store.setup()
-        deliveries = DeliveryLog(store, namespace=settings.hooks.namespace, retention_days=settings.hooks.retention_days)
-        app.state.mnemoflow = ServerState(settings, store, embedder, deliveries, hooks, secrets)
-        try:
+        async with open_run_parts(settings, checkpointer=False) as parts:
+            deliveries = DeliveryLog(parts.store, namespace=settings.hooks.namespace, retention_days=settings.hooks.retention_days)
+            app.state.mnemoflow = ServerState(settings, parts.store, parts.embedder, deliveries, hooks, secrets)
             yield
-        finally:
-            await store.close()
 
     app = FastAPI(title="mnemoflow", summary="Webhooks that trigger runs, and a UI for graphs, runs and memory.", lifespan=lifespan)
     app.include_router(hooks_router)

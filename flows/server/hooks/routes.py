@@ -16,12 +16,12 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from mnemoflow.errors import StoreError
-from mnemoflow.flows.server.app import ServerState, server_state
 from mnemoflow.flows.server.hooks.config import HookSpec
 from mnemoflow.flows.server.hooks.deliveries import FINAL_OUTCOMES, DeliveryLog, Outcome
 from mnemoflow.flows.server.hooks.mapping import accepts, map_parameters
 from mnemoflow.flows.server.hooks.providers import Delivery, HookRejected, verify
 from mnemoflow.flows.server.hooks.trigger import TriggerRefused, TriggerUnavailable, create_flow_run
+from mnemoflow.flows.server.state import ServerState, server_state
 from mnemoflow.logging import get_logger
 
 __all__ = ["RETRY_AFTER_S", "router"]

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from mnemoflow.flows.server.app import ServerState, server_state
+from mnemoflow.flows.server.state import ServerState, server_state
 from mnemoflow.flows.server.ui import views
 
 __all__ = ["router"]

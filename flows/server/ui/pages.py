@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from mnemoflow.flows.server.app import ServerState, server_state
+from mnemoflow.flows.server.state import ServerState, server_state
 from mnemoflow.flows.server.ui import views
 
 __all__ = ["VENDOR", "router", "templates"]

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from mnemoflow.flows.server.app import TOKEN_COOKIE, ServerState, server_state
+from mnemoflow.flows.server.state import TOKEN_COOKIE, ServerState, server_state
 from mnemoflow.flows.server.ui import api, pages
 from mnemoflow.flows.server.ui.views import UIError
 
