@@ -23,15 +23,16 @@ def test_demo_answers_three_questions_on_the_embedded_store(tmp_path: Path) -> N
     assert first.returncode == 0, first.stderr
     assert "Indexed 'The Salt Road' in the sqlite store (namespace 'demo') with the offline model" in first.stdout
     assert first.stdout.count("   answer: ") == 3 and first.stdout.count(" LLM calls, ") == 3
-    assert '"event": "run.end"' in first.stderr and '"run_id"' in first.stderr
+    assert first.stderr == ""  # results on stdout; no log lines unless asked for
     show = [line.strip() for line in first.stdout.splitlines() if line.strip().startswith("workspace: ")]
     assert len(show) == 3
     workspace = run(*show[0].removeprefix("workspace: mnemoflow ").split(), cwd=tmp_path)
     assert workspace.returncode == 0, workspace.stderr
     assert workspace.stdout.startswith("What was Anselm Roe's trade?") and "cycle 0: prediction" in workspace.stdout
     before = run("store", "info", "--namespace", "demo", cwd=tmp_path).stdout
-    second = run("demo", cwd=tmp_path)
+    second = run("-v", "demo", cwd=tmp_path, MNEMOFLOW_LOG_FORMAT="json")
     assert second.returncode == 0
+    assert '"event": "run.end"' in second.stderr and '"run_id"' in second.stderr
     after = run("store", "info", "--namespace", "demo", cwd=tmp_path).stdout
     index_line = [line for line in first.stdout.splitlines() if " chunks, " in line]
     assert index_line == [line for line in second.stdout.splitlines() if " chunks, " in line]  # the index is unchanged
@@ -41,7 +42,7 @@ def test_demo_answers_three_questions_on_the_embedded_store(tmp_path: Path) -> N
 
 @pytest.mark.neo4j
 def test_demo_on_neo4j(tmp_path: Path, empty_neo4j: str) -> None:
-    result = run("demo", "--backend", "neo4j", "--namespace", "cli", cwd=tmp_path, NEO4J_URI=empty_neo4j)
+    result = run("demo", "--store", "neo4j", "--namespace", "cli", cwd=tmp_path, NEO4J_URI=empty_neo4j)
     assert result.returncode == 0, result.stderr
     assert "Indexed 'The Salt Road' in the neo4j store" in result.stdout and result.stdout.count("   answer: ") == 3
 
@@ -50,7 +51,7 @@ def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
     result = run("demo", cwd=tmp_path, MNEMOFLOW_STORE_BACKEND="postgres")
     assert result.returncode == 2
     assert "invalid configuration" in result.stderr and "backend" in result.stderr
-    unreachable = run("store", "setup", "--backend", "neo4j", cwd=tmp_path, NEO4J_URI="bolt://127.0.0.1:9", NEO4J_CONNECTION_TIMEOUT="2")
+    unreachable = run("store", "setup", "--store", "neo4j", cwd=tmp_path, NEO4J_URI="bolt://127.0.0.1:9", NEO4J_CONNECTION_TIMEOUT="2")
     assert unreachable.returncode == 2
     assert "NEO4J_URI" in unreachable.stderr and "127.0.0.1:9" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr
@@ -58,7 +59,7 @@ def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_help_is_fast_and_lazy(tmp_path: Path) -> None:
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, mnemoflow.cli; print(sorted(m for m in ('neo4j', 'numpy', 'openai', 'memory') if m in sys.modules))"],
+        [sys.executable, "-c", "import sys, mnemoflow.cli; print(sorted(m for m in ('neo4j', 'numpy', 'openai', 'mnemoflow.memory') if m in sys.modules))"],
         capture_output=True,
         text=True,
         check=True,

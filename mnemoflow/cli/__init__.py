@@ -1,0 +1,73 @@
+"""The ``mnemoflow`` command, the top layer: one module per command group, assembled here.
+
+Commands import the layers they use inside their bodies, so ``mnemoflow --help`` loads no database driver,
+LangGraph, Prefect or scikit-learn. Results go to stdout; errors, warnings and (with ``-v``) logs to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from mnemoflow.cli import chat, comorag, graphs, ingest, l2mac, prefect, store
+from mnemoflow.cli.common import fail
+from mnemoflow.cli.demo import demo
+from mnemoflow.cli.run import run
+from mnemoflow.cli.serve import serve
+from mnemoflow.cli.settings import show_settings
+from mnemoflow.errors import MnemoflowError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(name="mnemoflow", help="Memory mechanisms for LLM agents, as declarative workflows.", no_args_is_help=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"mnemoflow {version('mnemoflow')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    context: typer.Context,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, show_default=False, help="Log info (-v) or debug (-vv) lines to stderr; warnings only by default."
+        ),
+    ] = 0,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Memory mechanisms for LLM agents, as declarative workflows."""
+    from mnemoflow.logging import configure_logging
+    from mnemoflow.settings import LogSettings, load_group
+
+    try:
+        configure_logging(load_group(LogSettings), service=False, verbosity=verbose)
+    except MnemoflowError as exc:
+        fail(str(exc))
+    context.obj = verbose  # for `serve`, which logs as a service
+
+
+app.command()(demo)
+app.command()(run)
+app.command()(serve)
+app.command("settings")(show_settings)
+app.add_typer(graphs.app, name="graphs")
+app.add_typer(store.app, name="store")
+app.add_typer(ingest.app, name="ingest")
+app.add_typer(comorag.app, name="comorag")
+app.add_typer(l2mac.app, name="l2mac")
+app.add_typer(chat.app, name="chat")
+app.add_typer(prefect.app, name="prefect")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(sys.argv[1:])
