@@ -20,6 +20,8 @@ BUILTIN_NODE_MODULES: tuple[str, ...] = (
     "mnemoflow.nodes.tme.turn",
     "mnemoflow.nodes.gmemory.retrieve",
     "mnemoflow.nodes.gmemory.evolve",
+    "mnemoflow.nodes.gmemory.revise",
+    "mnemoflow.nodes.gmemory.merge",
     "mnemoflow.nodes.experepair.repair",
     "mnemoflow.nodes.l2mac.control",
     "mnemoflow.nodes.l2mac.offline",

@@ -1,9 +1,10 @@
-"""G-Memory retrieval (``gmemory.*`` nodes; graph ``graphs/library/gmemory-retrieve.yaml``).
+"""G-Memory's read path: the retrieval nodes (graph ``graphs/library/gmemory-retrieve.yaml``).
 
 seed (vector search over past queries) -> expand (SIMILAR hops) -> split (by outcome, backfilled) -> rate (the
 model rates the successes) -> insights (upward: insights supported by the queries around the task) -> sparsify
 (downward: each chosen query's interaction, condensed by the model) -> ``gmemory.by_roles`` -> [project (insights
-tailored per role)] -> compose (``memory[role]``, the text each team member reads).
+tailored per role)] -> compose (``memory[role]``, the text each team member reads). What the model is asked is in
+``agents.py``; links are read in bounded pages (``links.py``).
 
 Differences from the reference code, on purpose: the backfill of a short bucket is a union with the graph's hits
 (the reference replaces them); the successes are rated in one call, not one per candidate; utterances are
@@ -15,18 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mnemoflow.errors import LLMOutputError
-from mnemoflow.llm import offline_handler
-from mnemoflow.llm.gateway import Message
-from mnemoflow.memory.records import NodeRecord, RelationshipRecord
+from mnemoflow.memory.records import NodeRecord
 from mnemoflow.nodes.context import RunContext
-from mnemoflow.nodes.gmemory.model import INSIGHT, QUERY, UTTERANCE
+from mnemoflow.nodes.gmemory.agents import (
+    Kept,
+    ProjectedInsights,
+    Ratings,
+    memory_text,
+    project_messages,
+    rate_messages,
+    sparsify_messages,
+)
+from mnemoflow.nodes.gmemory.links import scan_linked
+from mnemoflow.nodes.gmemory.model import HAS_UTTERANCE, INSIGHT, QUERY, SIMILAR, SUPPORTED_BY, UTTERANCE
 from mnemoflow.nodes.gmemory.state import Candidate, SelectedInsight, TaskState, Trajectory
 from mnemoflow.nodes.registry import NoConfig, node, router
 
@@ -34,21 +42,14 @@ __all__ = [
     "ByRolesConfig",
     "ExpandConfig",
     "InsightsConfig",
-    "Kept",
     "ProjectConfig",
-    "ProjectedInsights",
     "RateConfig",
-    "Rating",
-    "Ratings",
     "SeedConfig",
     "SparsifyConfig",
     "SplitConfig",
+    "task_vector",
 ]
 
-PAGE = 200
-"""Relationships read per ``neighbours`` page."""
-MAX_SCAN = 10_000
-"""At most this many relationships of one node are read (a warning says when more were left)."""
 PROBE_RESOLVED, PROBE_FAILED = 4, 2
 """The insight probe: this many most similar resolved and failed queries (the reference's 4 + 2)."""
 
@@ -96,94 +97,6 @@ class ProjectConfig(_Config):
     insights_topk: int = Field(3, ge=1, le=50, description="Most insights kept per role.")
 
 
-# -- reply schemas and prompts -------------------------------------------------------------------------------------
-
-
-class Rating(BaseModel):
-    index: int
-    """The candidate's number in the prompt (from 1)."""
-    score: int = Field(ge=0, le=10)
-
-
-class Ratings(BaseModel):
-    ratings: list[Rating] = Field(default_factory=list, max_length=200)
-
-
-class Kept(BaseModel):
-    keep: list[int] = Field(default_factory=list, max_length=1000)
-    """Numbers (from 1) of the utterances worth keeping."""
-
-
-class ProjectedInsights(BaseModel):
-    insights: list[str] = Field(default_factory=list, max_length=50)
-
-
-RATE_SYSTEM = (
-    "You judge how useful past tasks are for solving a new task. For each numbered past task, rate from 1 (no help) "
-    "to 10 (its approach can be reused directly) how much knowing how it was solved helps with the new task. "
-    'Reply with JSON {"ratings": [{"index": 1, "score": 7}]}, one entry per past task.'
-)
-SPARSIFY_SYSTEM = (
-    "You condense the record of a past team interaction to what matters for a new task. You get the new task, the "
-    "past task with its outcome, and the numbered messages the team exchanged on it. Keep only the messages that "
-    "would help or warn the team on the new task: decisions, key steps, mistakes and their corrections. "
-    'Reply with JSON {"keep": [1, 3]}: the numbers of the messages to keep.'
-)
-PROJECT_SYSTEM = (
-    "You adapt general lessons from earlier tasks to one member of a team. Given the member's role, the new task "
-    "and numbered lessons, rewrite the lessons that matter for this role as short, concrete advice for it, most "
-    'important first; leave out those that do not apply to it. Reply with JSON {"insights": ["..."]}.'
-)
-_NUMBERED = re.compile(r"^\[(\d+)\]", re.MULTILINE)
-_LESSON = re.compile(r"^\d+\. (.+)$", re.MULTILINE)
-
-
-def _bullets(lines: Sequence[str], indent: str = "  ") -> str:
-    return "\n".join(f"{indent}- {line}" for line in lines)
-
-
-def rate_messages(task: str, candidates: Sequence[Candidate]) -> list[Message]:
-    past = "\n\n".join(
-        f"[{number}] Task: {candidate.task}" + (f"\nKey steps:\n{_bullets(candidate.key_steps)}" if candidate.key_steps else "")
-        for number, candidate in enumerate(candidates, start=1)
-    )
-    return [{"role": "system", "content": RATE_SYSTEM}, {"role": "user", "content": f"New task: {task}\n\nPast tasks:\n{past}"}]
-
-
-def sparsify_messages(task: str, candidate: Candidate, utterances: Sequence[str]) -> list[Message]:
-    lines = "\n".join(f"[{number}] {line}" for number, line in enumerate(utterances, start=1))
-    user = f"New task: {task}\n\nPast task ({candidate.status}): {candidate.task}\n\nMessages:\n{lines}"
-    return [{"role": "system", "content": SPARSIFY_SYSTEM}, {"role": "user", "content": user}]
-
-
-def project_messages(task: str, role: str, insights: Sequence[str]) -> list[Message]:
-    lessons = "\n".join(f"{number}. {text}" for number, text in enumerate(insights, start=1))
-    user = f"Role: {role}\nNew task: {task}\n\nLessons:\n{lessons}"
-    return [{"role": "system", "content": PROJECT_SYSTEM}, {"role": "user", "content": user}]
-
-
-def _user(messages: list[Message]) -> str:
-    return str(messages[-1].get("content", ""))
-
-
-@offline_handler(Ratings)
-def _offline_ratings(messages: list[Message]) -> Ratings:
-    """Offline, every candidate is rated 5 (similarity decides)."""
-    return Ratings(ratings=[Rating(index=int(number), score=5) for number in _NUMBERED.findall(_user(messages))])
-
-
-@offline_handler(Kept)
-def _offline_kept(messages: list[Message]) -> Kept:
-    """Offline, every utterance is kept."""
-    return Kept(keep=[int(number) for number in _NUMBERED.findall(_user(messages))])
-
-
-@offline_handler(ProjectedInsights)
-def _offline_projected(messages: list[Message]) -> ProjectedInsights:
-    """Offline, the general lessons are kept as they are."""
-    return ProjectedInsights(insights=_LESSON.findall(_user(messages).split("Lessons:", 1)[-1]))
-
-
 # -- store helpers -------------------------------------------------------------------------------------------------
 
 
@@ -198,36 +111,6 @@ async def task_vector(state: TaskState, context: RunContext) -> list[float]:
 def _cosine(left: Sequence[float], right: Sequence[float]) -> float:
     norm = math.sqrt(sum(v * v for v in left)) * math.sqrt(sum(v * v for v in right))
     return sum(a * b for a, b in zip(left, right, strict=False)) / norm if norm else 0.0
-
-
-async def _linked(
-    context: RunContext,
-    node_id: str,
-    relationship: str,
-    direction: Literal["out", "in", "both"],
-    kind: str,
-    limit: int | None = None,
-) -> list[tuple[RelationshipRecord, NodeRecord]]:
-    """The node's ``relationship`` links in ``direction`` to nodes of ``kind``, read in pages: at most ``limit``
-    matches, and at most ``MAX_SCAN`` relationships read."""
-    found: list[tuple[RelationshipRecord, NodeRecord]] = []
-    offset, total = 0, 1
-    while offset < min(total, MAX_SCAN) and (limit is None or len(found) < limit):
-        page = await context.store.neighbours(context.namespace, node_id, limit=PAGE, offset=offset)
-        total, offset = page.total, offset + PAGE
-        others = {other.id: other for other in page.nodes}
-        for link in page.relationships:
-            if link.type != relationship:
-                continue
-            outgoing = link.source_id == node_id
-            if (direction == "out" and not outgoing) or (direction == "in" and link.target_id != node_id):
-                continue
-            other = others.get(link.target_id if outgoing else link.source_id)
-            if other is not None and other.kind == kind and other.id != node_id:
-                found.append((link, other))
-    if total > MAX_SCAN:
-        context.log.warning("gmemory.links_truncated", node=node_id, relationships=total, read=MAX_SCAN)
-    return found if limit is None else found[:limit]
 
 
 def _steps(value: Any) -> list[str]:
@@ -272,7 +155,7 @@ async def expand(state: TaskState, config: ExpandConfig, context: RunContext) ->
             room = config.max_related - len(related)
             if room <= 0:
                 break
-            for _link, other in await _linked(context, query, "SIMILAR", "both", QUERY, limit=room + len(seen)):
+            for _link, other in await scan_linked(context, query, SIMILAR, "both", QUERY, limit=room + len(seen)):
                 if other.id not in seen and len(related) < config.max_related:
                     seen.add(other.id)
                     related.append(other.id)
@@ -364,7 +247,7 @@ async def insights(state: TaskState, config: InsightsConfig, context: RunContext
     support: dict[str, int] = {}
     records: dict[str, NodeRecord] = {}
     for query in dict.fromkeys(probe):
-        supporters = {other.id: other for _link, other in await _linked(context, query, "SUPPORTED_BY", "in", INSIGHT)}
+        supporters = {other.id: other for _link, other in await scan_linked(context, query, SUPPORTED_BY, "in", INSIGHT)}
         for insight_id, record in supporters.items():
             support[insight_id] = support.get(insight_id, 0) + 1
             records[insight_id] = record
@@ -381,7 +264,7 @@ async def insights(state: TaskState, config: InsightsConfig, context: RunContext
 
 async def _utterances(context: RunContext, query: str, limit: int) -> list[str]:
     """The query's utterances in order, as ``speaker -> addressee: message`` lines (the first ``limit``)."""
-    records = [other for _link, other in await _linked(context, query, "HAS_UTTERANCE", "out", UTTERANCE)]
+    records = [other for _link, other in await scan_linked(context, query, HAS_UTTERANCE, "out", UTTERANCE)]
     records.sort(key=lambda record: (int(record.properties.get("order") or 0), record.id))
     lines = []
     for record in records[:limit]:
@@ -444,26 +327,6 @@ async def project(state: TaskState, config: ProjectConfig, context: RunContext) 
 
     roles = list(dict.fromkeys(state.roles))
     return {"role_insights": dict(zip(roles, await asyncio.gather(*(tailor(role) for role in roles)), strict=True))}
-
-
-def memory_text(state: TaskState, role: str) -> str:
-    """What one role reads: its insights, the successes' key steps, the condensed interactions, the failures' reasons."""
-    lessons = state.role_insights.get(role) or [insight.text for insight in state.insights]
-    sections = []
-    if lessons:
-        sections.append("Lessons from earlier tasks:\n" + "\n".join(f"{n}. {text}" for n, text in enumerate(lessons, start=1)))
-    if state.successes:
-        body = "\n".join(f"- {c.task}" + (f"\n{_bullets(c.key_steps)}" if c.key_steps else "") for c in state.successes)
-        sections.append(f"Similar tasks that succeeded, with their key steps:\n{body}")
-    if state.trajectories:
-        body = "\n".join(
-            f"- {t.task} ({t.status}):\n" + "\n".join(f"  {line}" for line in t.utterances) for t in state.trajectories
-        )
-        sections.append(f"What the team said on them (condensed):\n{body}")
-    if state.failures:
-        body = "\n".join(f"- {c.task}" + (f": {c.fail_reason}" if c.fail_reason else "") for c in state.failures)
-        sections.append(f"Similar tasks that failed, and why:\n{body}")
-    return "\n\n".join(sections)
 
 
 @node(

@@ -1,0 +1,71 @@
+"""G-Memory's insight scores: credits, the score they add up to, pruning, and the active insights.
+
+An insight's true score is the sum of its ``GCredit`` records; the ``score`` property is a cache of it that
+:func:`rescore` refreshes whenever an insight is touched, pruning an active insight at 0 or below. Callers that
+read and rewrite insights hold the namespace's ``gmemory`` lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from mnemoflow.memory.paging import all_nodes
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord
+from mnemoflow.nodes.gmemory.links import linked
+from mnemoflow.nodes.gmemory.model import CREDIT, CREDITS, INSIGHT, credit_id
+
+__all__ = ["active_insights", "credit_record", "insight_links", "insight_score", "rescore"]
+
+
+async def insight_score(store: GraphStore, namespace: str, insight: str) -> int:
+    """The sum of the insight's credits (its true score; ``score`` on the insight is a cache of it)."""
+    credits = await linked(store, namespace, insight, CREDITS, "in")
+    return sum(int(c.properties.get("delta", 0)) for c in credits if c.kind == CREDIT)
+
+
+def credit_record(
+    namespace: str, source: str, insight: str, delta: int, reason: str
+) -> tuple[NodeRecord, RelationshipRecord]:
+    """The credit ``source`` gives ``insight`` (``delta`` points, for ``reason``) and its ``CREDITS`` link."""
+    record = NodeRecord(
+        id=credit_id(namespace, source, insight),
+        namespace=namespace,
+        kind=CREDIT,
+        properties={"insight_id": insight, "delta": delta, "reason": reason, "source": source},
+    )
+    return record, RelationshipRecord(namespace=namespace, type=CREDITS, source_id=record.id, target_id=insight)
+
+
+def insight_links(namespace: str, type: str, insight: str, queries: Iterable[str]) -> list[RelationshipRecord]:
+    """``(insight)-[type]->(query)`` for each query, once each (``SUPPORTED_BY`` or ``CONTRADICTED_BY``)."""
+    return [RelationshipRecord(namespace=namespace, type=type, source_id=insight, target_id=q) for q in dict.fromkeys(queries)]
+
+
+async def rescore(store: GraphStore, namespace: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Recompute the touched insights' scores from their credits; prune an active one at <= 0.
+
+    Returns ``{insight id: {"score", "status"}}`` for each insight found."""
+    ids = list(dict.fromkeys(ids))
+    result: dict[str, dict[str, Any]] = {}
+    updated: list[NodeRecord] = []
+    for insight in await store.get_nodes(namespace, ids):
+        if insight is None or insight.kind != INSIGHT:
+            continue
+        score = await insight_score(store, namespace, insight.id)
+        status = insight.properties.get("status", "active")
+        if status == "active" and score <= 0:
+            status = "pruned"
+        result[insight.id] = {"score": score, "status": status}
+        if insight.properties.get("score") != score or insight.properties.get("status") != status:
+            updated.append(insight.model_copy(update={"properties": {**insight.properties, "score": score, "status": status}}))
+    if updated:
+        await store.upsert_nodes(updated)
+    return result
+
+
+async def active_insights(store: GraphStore, namespace: str) -> list[NodeRecord]:
+    """The namespace's active insights, oldest first (the order the model sees them numbered in)."""
+    insights = [i for i in await all_nodes(store, namespace, INSIGHT) if i.properties.get("status", "active") == "active"]
+    return sorted(insights, key=lambda i: (int(i.properties.get("created_order", 0)), i.id))
