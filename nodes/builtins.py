@@ -22,7 +22,9 @@ BUILTIN_NODE_MODULES: tuple[str, ...] = (
     "mnemoflow.nodes.gmemory.evolve",
     "mnemoflow.nodes.gmemory.revise",
     "mnemoflow.nodes.gmemory.merge",
-    "mnemoflow.nodes.experepair.repair",
+    "mnemoflow.nodes.experepair.reproduce",
+    "mnemoflow.nodes.experepair.patch",
+    "mnemoflow.nodes.experepair.learn",
     "mnemoflow.nodes.l2mac.control",
     "mnemoflow.nodes.l2mac.offline",
 )

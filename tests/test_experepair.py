@@ -17,8 +17,9 @@ from mnemoflow.graphs.loader import LoadedGraph
 from mnemoflow.graphs.runner import RunResult
 from mnemoflow.memory.paging import all_nodes
 from mnemoflow.memory.protocol import GraphStore
-from mnemoflow.nodes.experepair.memory import ISSUE, PATCH_DEMO, TEST_DEMO, issue_node_id, load_insights
-from mnemoflow.nodes.experepair.repair import is_unified_diff
+from mnemoflow.nodes.experepair.insights import load_insights
+from mnemoflow.nodes.experepair.model import ISSUE, PATCH_DEMO, TEST_DEMO, issue_node_id
+from mnemoflow.nodes.experepair.repository import is_unified_diff
 from tests.conftest import EMBEDDER, settings_of
 from tests.support.graph_variants import library_variant
 from tests.support.openai_server import Rule, ScriptedOpenAIServer

@@ -9,24 +9,17 @@ import pytest
 
 from mnemoflow.memory.paging import all_nodes
 from mnemoflow.memory.protocol import GraphStore
-from mnemoflow.nodes.experepair.memory import (
-    INSIGHT,
-    ISSUE,
-    MAX_INSIGHTS,
-    PATCH_DEMO,
-    TEST_DEMO,
-    InsightEdit,
+from mnemoflow.nodes.experepair.episodes import (
     PatchRound,
     TestAttempt,
-    apply_insight_edits,
     derive_patch_demos,
     derive_test_demos,
-    issue_node_id,
-    load_insights,
     record_issue,
     record_patch_rounds,
     record_test_attempts,
 )
+from mnemoflow.nodes.experepair.insights import InsightEdit, apply_insight_edits, load_insights
+from mnemoflow.nodes.experepair.model import INSIGHT, ISSUE, MAX_INSIGHTS, PATCH_DEMO, TEST_DEMO, issue_node_id
 from mnemoflow.nodes.experepair.retrieval import PHASE_WEIGHTS, retrieve_demos, score_demos, tokenize, trim_output
 
 REPO = "django/django"

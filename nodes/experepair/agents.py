@@ -1,27 +1,31 @@
 """ExpeRepair's model calls: write and judge a reproduction test, localize, write, review and refine patches,
 propose insight edits.
 
-Prompts follow the paper's composition (reference §2): the agent's insights go into the SYSTEM prompt as a
-numbered list; the retrieved demonstration (only the first) goes into the user/feedback message; then the issue
-and the last feedback. Every reply is validated into the models below; the offline stand-ins let a graph run
-without a model (they never claim a reproduction or a correct patch).
+Prompts follow the paper's composition: the agent's insights go into the SYSTEM prompt as a numbered list; the
+retrieved demonstration (only the first) goes into the user/feedback message; then the issue and the last
+feedback. Every reply is validated into the models below; the offline stand-ins let a graph run without a model
+(they never claim a reproduction or a correct patch).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mnemoflow.llm import offline_handler
 from mnemoflow.llm.gateway import Message
+from mnemoflow.nodes.experepair.model import MAX_INSIGHTS, Role
+from mnemoflow.nodes.experepair.state import RepairState
+from mnemoflow.nodes.tokens import clip
 
 __all__ = [
     "CODER_SYSTEM",
     "INSIGHTS_SYSTEM",
     "JUDGE_SYSTEM",
     "LOCALIZE_SYSTEM",
+    "MAX_PROMPT_OUTPUT",
     "REFINE_SYSTEM",
     "REVIEW_SYSTEM",
     "TESTER_SYSTEM",
@@ -33,18 +37,21 @@ __all__ = [
     "Patches",
     "Review",
     "TestScript",
+    "candidates_text",
     "insights_block",
     "insight_messages",
     "judge_messages",
     "localize_messages",
     "patch_messages",
     "refine_messages",
+    "reproduction_text",
     "review_messages",
     "tester_messages",
+    "trajectory_text",
 ]
 
-MAX_INSIGHTS = 15
-"""At most this many insights reach a system prompt (reference §1: rendered as a numbered list, cap 15)."""
+MAX_PROMPT_OUTPUT = 4_000
+"""Bound on one execution output inside a prompt (head and tail kept)."""
 
 
 class _Reply(BaseModel):
@@ -214,6 +221,49 @@ def insight_messages(role: str, insights: list[str], trajectory: str) -> list[Me
     current = "\n".join(f"{number}. {text}" for number, text in enumerate(insights, start=1)) or "(none yet)"
     user = f"Current insights:\n{current}\n\nThis issue's trajectory:\n{trajectory}"
     return [{"role": "system", "content": INSIGHTS_SYSTEM.format(role=role)}, {"role": "user", "content": user}]
+
+
+def reproduction_text(state: RepairState) -> str:
+    """The reproduction as the localizer, the Patch Agent and the reviewer see it: the script judged to reproduce
+    the issue and its output, else the last attempt, else a note that there is none."""
+    if state.reproduced:
+        return f"Script (fails on the unfixed code):\n{state.test_script}\n\nIts output:\n{clip(state.test_output, MAX_PROMPT_OUTPUT)}"
+    if state.test_script:
+        return (
+            "No script was judged to reproduce the issue. The last attempt:\n"
+            f"{state.test_script}\n\nIts output:\n{clip(state.test_output, MAX_PROMPT_OUTPUT)}"
+        )
+    return "No reproduction script is available."
+
+
+def candidates_text(candidates: list[dict[str, Any]]) -> str:
+    """The numbered candidates as the reviewer sees them: each diff, whether it applied and its test's output."""
+    blocks = []
+    for number, candidate in enumerate(candidates, start=1):
+        if not candidate["applied"]:
+            status = f"did not apply: {candidate['error']}"
+        else:
+            verdict = "passed" if candidate["passed"] else "failed"
+            status = f"applied; reproduction test {verdict}. Output:\n{clip(str(candidate['output']), 2_000)}"
+        blocks.append(f"[{number}]\n{candidate['diff'] or candidate['patch']}\n{status}")
+    return "\n\n".join(blocks)
+
+
+def trajectory_text(state: RepairState, role: Role) -> str:
+    """What the issue taught ``role``, for its insight edits: the tester sees its attempts, the coder its rounds."""
+    lines = [f"Issue: {clip(state.issue, 1_500)}", f"Outcome: {state.status}"]
+    if role == "tester":
+        for number, attempt in enumerate(state.attempts, start=1):
+            verdict = "reproduced" if attempt["reproduces"] else "did not reproduce"
+            lines.append(f"Attempt {number} ({verdict}): {attempt.get('analysis', '')}")
+            lines.append(f"Script:\n{clip(str(attempt['script']), 1_500)}")
+    else:
+        for number, entry in enumerate(state.rounds):
+            verdict = "accepted" if entry["correct"] else "rejected"
+            lines.append(f"Round {number} ({verdict}):\n{clip(str(entry['patch']), 1_500)}")
+        if state.review:
+            lines.append(f"Last review: {state.review.get('analysis', '')} {state.review.get('advice', '')}")
+    return "\n".join(lines)
 
 
 # -- offline stand-ins: enough to see the graph run without a model; they never claim success --------------

@@ -1,4 +1,4 @@
-"""Field-weighted BM25 retrieval of ExpeRepair demonstrations (spec §2), faithful to the reference code.
+"""Field-weighted BM25 retrieval of ExpeRepair demonstrations, faithful to the reference code.
 
 Per phase a knowledge base (KB) of demos of the SAME repository, other issues only, is scored field by field with
 ``BM25Okapi`` (rank_bm25 defaults k1=1.5, b=0.75, epsilon=0.25) over the tokenizer below; each field's scores are
@@ -23,9 +23,19 @@ from rank_bm25 import BM25Okapi  # type: ignore[import-untyped, unused-ignore]
 
 from mnemoflow.memory.paging import all_nodes
 from mnemoflow.memory.protocol import GraphStore
-from mnemoflow.nodes.experepair.memory import PATCH_DEMO, TEST_DEMO
+from mnemoflow.nodes.experepair.model import PATCH_DEMO, TEST_DEMO
 
-__all__ = ["PHASE_WEIGHTS", "TOP_N", "Phase", "ScoredDemo", "retrieve_demos", "score_demos", "tokenize", "trim_output"]
+__all__ = [
+    "PHASE_WEIGHTS",
+    "TOP_N",
+    "Phase",
+    "ScoredDemo",
+    "retrieve_demos",
+    "score_demos",
+    "tokenize",
+    "trim_output",
+    "with_demo",
+]
 
 Phase = Literal["test_initial", "test_retry", "patch_refine"]
 PHASE_WEIGHTS: dict[str, dict[str, float]] = {
@@ -148,3 +158,10 @@ async def retrieve_demos(
         if len(kept) == k:
             break
     return kept
+
+
+def with_demo(used: dict[str, list[str]], phase: str, demo: ScoredDemo | None) -> dict[str, list[str]]:
+    """``used`` (demo ids per phase) with ``demo`` added under ``phase``; unchanged when no demo was retrieved."""
+    if demo is None:
+        return used
+    return {**used, phase: [*used.get(phase, []), demo.id]}
