@@ -15,7 +15,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from mnemoflow.errors import ConfigError
 from mnemoflow.memory.checkpoint_ids import checkpoint_id_floor
 from mnemoflow.memory.neo4j.checkpoints import Neo4jCheckpointSaver
-from mnemoflow.memory.sqlite.store import sqlite_error
+from mnemoflow.memory.sqlite.rows import sqlite_error
 
 __all__ = ["prune_checkpoints"]
 

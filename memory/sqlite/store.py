@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import sqlite3
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -26,7 +24,6 @@ from mnemoflow.errors import (
     MissingEndpointError,
     MnemoflowError,
     StoreError,
-    StoreUnavailableError,
 )
 from mnemoflow.memory import traversal
 from mnemoflow.memory.batches import (
@@ -56,64 +53,24 @@ from mnemoflow.memory.records import (
     ScoredNode,
     Subgraph,
 )
+from mnemoflow.memory.sqlite.rows import (
+    BARE_NODE_COLUMNS,
+    NODE_COLUMNS,
+    RELATIONSHIP_COLUMNS,
+    chunks,
+    group_by_namespace,
+    node_from_row,
+    placeholders,
+    relationship_from_row,
+    sqlite_error,
+)
 from mnemoflow.memory.sqlite.schema import MIGRATIONS
 from mnemoflow.memory.sqlite.vectors import VectorMatrices
 
-__all__ = ["SQLiteStore", "sqlite_error"]
+__all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
-_NODE_COLUMNS = "rowid, namespace, id, kind, properties, text, embedding, created_at, updated_at"
-_RELATIONSHIP_COLUMNS = "namespace, type, source_id, target_id, key, properties, created_at, updated_at"
-_BARE_NODE_COLUMNS = ", ".join(
-    f"n.{column}" if column != "embedding" else "NULL AS embedding" for column in _NODE_COLUMNS.split(", ")
-)
-"""The node columns of ``nodes n`` with the embedding left unread, for reads that return nodes without vectors."""
-_IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
 
-
-def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _placeholders(count: int) -> str:
-    return ",".join("?" * count)
-
-
-def _node_from_row(row: sqlite3.Row) -> NodeRecord:
-    embedding = row["embedding"]
-    return NodeRecord(
-        id=row["id"],
-        namespace=row["namespace"],
-        kind=row["kind"],
-        properties=json.loads(row["properties"]),
-        text=row["text"],
-        embedding=None if embedding is None else np.frombuffer(embedding, dtype="<f8").tolist(),
-        created_at=datetime.fromisoformat(row["created_at"]),
-        updated_at=datetime.fromisoformat(row["updated_at"]),
-    )
-
-
-def _relationship_from_row(row: sqlite3.Row, prefix: str = "") -> RelationshipRecord:
-    return RelationshipRecord(
-        namespace=row[f"{prefix}namespace"],
-        type=row[f"{prefix}type"],
-        source_id=row[f"{prefix}source_id"],
-        target_id=row[f"{prefix}target_id"],
-        key=row[f"{prefix}key"],
-        properties=json.loads(row[f"{prefix}properties"]),
-        created_at=datetime.fromisoformat(row[f"{prefix}created_at"]),
-        updated_at=datetime.fromisoformat(row[f"{prefix}updated_at"]),
-    )
-
-
-
-def sqlite_error(exc: sqlite3.Error, where: str) -> StoreError:
-    """The store error of a SQLite failure: unavailable when the file is locked, unopenable or failing."""
-    message = f"{where}: {exc}"
-    if isinstance(exc, sqlite3.OperationalError) and any(sign in str(exc) for sign in ("locked", "unable to open", "disk I/O")):
-        return StoreUnavailableError(message)
-    return StoreError(message)
 
 class SQLiteStore:
     """A :class:`~mnemoflow.memory.protocol.GraphStore` in one SQLite file.
@@ -259,11 +216,11 @@ class SQLiteStore:
             if taken:
                 raise ConflictError(f"upsert refused, nothing written: ids that must be new exist already: {', '.join(map(repr, taken[:10]))}")
             conflicts = []
-            for namespace, group in _group_by_namespace(prepared, lambda item: item.record.namespace).items():
+            for namespace, group in group_by_namespace(prepared, lambda item: item.record.namespace).items():
                 kinds = {item.record.id: item.record.kind for item in group}
-                for ids in _chunks(list(kinds)):
+                for ids in chunks(list(kinds)):
                     rows = connection.execute(
-                        f"SELECT id, kind FROM nodes WHERE namespace = ? AND id IN ({_placeholders(len(ids))})",
+                        f"SELECT id, kind FROM nodes WHERE namespace = ? AND id IN ({placeholders(len(ids))})",
                         [namespace, *ids],
                     )
                     conflicts += [
@@ -313,14 +270,14 @@ class SQLiteStore:
         now = utc_now().isoformat()
         with self._transaction(connection):
             missing = []
-            for namespace, group in _group_by_namespace(prepared, lambda item: item.record.namespace).items():
+            for namespace, group in group_by_namespace(prepared, lambda item: item.record.namespace).items():
                 wanted = sorted({item.record.source_id for item in group} | {item.record.target_id for item in group})
                 found: set[str] = set()
-                for ids in _chunks(wanted):
+                for ids in chunks(wanted):
                     found.update(
                         row["id"]
                         for row in connection.execute(
-                            f"SELECT id FROM nodes WHERE namespace = ? AND id IN ({_placeholders(len(ids))})",
+                            f"SELECT id FROM nodes WHERE namespace = ? AND id IN ({placeholders(len(ids))})",
                             [namespace, *ids],
                         )
                     )
@@ -373,8 +330,8 @@ class SQLiteStore:
         deleted = 0
         kinds: set[tuple[str, str]] = set()
         for namespace, ids in ids_by_namespace.items():
-            for chunk in _chunks(sorted(set(ids))):
-                marks = _placeholders(len(chunk))
+            for chunk in chunks(sorted(set(ids))):
+                marks = placeholders(len(chunk))
                 kinds.update(
                     (namespace, row["kind"])
                     for row in connection.execute(
@@ -415,12 +372,12 @@ class SQLiteStore:
 
     def _nodes_by_id(self, connection: sqlite3.Connection, namespace: str, ids: list[str]) -> dict[str, NodeRecord]:
         found = {}
-        for chunk in _chunks(sorted(set(ids))):
+        for chunk in chunks(sorted(set(ids))):
             for row in connection.execute(
-                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE namespace = ? AND id IN ({_placeholders(len(chunk))})",
+                f"SELECT {NODE_COLUMNS} FROM nodes WHERE namespace = ? AND id IN ({placeholders(len(chunk))})",
                 [namespace, *chunk],
             ):
-                found[row["id"]] = _node_from_row(row)
+                found[row["id"]] = node_from_row(row)
         return found
 
     async def neighbourhood(
@@ -458,24 +415,24 @@ class SQLiteStore:
         direction: str,
         include_embeddings: bool,
     ) -> list[tuple[RelationshipRecord, NodeRecord]]:
-        prefixed = ", ".join(f"r.{column} AS r_{column}" for column in _RELATIONSHIP_COLUMNS.split(", "))
+        prefixed = ", ".join(f"r.{column} AS r_{column}" for column in RELATIONSHIP_COLUMNS.split(", "))
         node_columns = ", ".join(
             f"n.{column}" if include_embeddings or column != "embedding" else "NULL AS embedding"
-            for column in _NODE_COLUMNS.split(", ")
+            for column in NODE_COLUMNS.split(", ")
         )
         sides = {"out": [("source_id", "target_id")], "in": [("target_id", "source_id")]}
         sides["both"] = sides["out"] + sides["in"]
         pairs = []
-        for chunk in _chunks(frontier):
+        for chunk in chunks(frontier):
             for near, far in sides[direction]:
-                type_filter = "" if types is None else f" AND r.type IN ({_placeholders(len(types))})"
+                type_filter = "" if types is None else f" AND r.type IN ({placeholders(len(types))})"
                 rows = connection.execute(
                     f"SELECT {prefixed}, {node_columns} FROM relationships r "
                     f"JOIN nodes n ON n.namespace = r.namespace AND n.id = r.{far} "
-                    f"WHERE r.namespace = ? AND r.{near} IN ({_placeholders(len(chunk))}){type_filter}",
+                    f"WHERE r.namespace = ? AND r.{near} IN ({placeholders(len(chunk))}){type_filter}",
                     [namespace, *chunk, *(types or [])],
                 )
-                pairs += [(_relationship_from_row(row, "r_"), _node_from_row(row)) for row in rows]
+                pairs += [(relationship_from_row(row, "r_"), node_from_row(row)) for row in rows]
         return pairs
 
     async def vector_search(
@@ -519,9 +476,9 @@ class SQLiteStore:
             if not best:
                 return []
             rows = {
-                row["rowid"]: _node_from_row(row)
+                row["rowid"]: node_from_row(row)
                 for row in connection.execute(
-                    f"SELECT {_NODE_COLUMNS} FROM nodes WHERE rowid IN ({_placeholders(len(best))})", [rowid for rowid, _ in best]
+                    f"SELECT {NODE_COLUMNS} FROM nodes WHERE rowid IN ({placeholders(len(best))})", [rowid for rowid, _ in best]
                 )
             }
         return [ScoredNode(node=rows[rowid], score=score) for rowid, score in best]
@@ -538,15 +495,15 @@ class SQLiteStore:
         match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
 
         def search(connection: sqlite3.Connection) -> list[ScoredNode]:
-            kind_filter = "" if kind_names is None else f" AND n.kind IN ({_placeholders(len(kind_names))})"
-            node_columns = ", ".join(f"n.{column}" for column in _NODE_COLUMNS.split(", "))
+            kind_filter = "" if kind_names is None else f" AND n.kind IN ({placeholders(len(kind_names))})"
+            node_columns = ", ".join(f"n.{column}" for column in NODE_COLUMNS.split(", "))
             rows = connection.execute(
                 f"SELECT {node_columns}, bm25(node_text) AS rank FROM node_text "
                 f"JOIN nodes n ON n.rowid = node_text.rowid "
                 f"WHERE node_text MATCH ? AND n.namespace = ?{kind_filter} ORDER BY rank, n.id LIMIT ?",
                 [match, namespace, *(kind_names or []), k],
             )
-            return [ScoredNode(node=_node_from_row(row), score=-float(row["rank"])) for row in rows]
+            return [ScoredNode(node=node_from_row(row), score=-float(row["rank"])) for row in rows]
 
         return await self._run(search)
 
@@ -584,11 +541,11 @@ class SQLiteStore:
         check_page(limit, offset)
         kind_filter = "" if kind_name is None else " AND n.kind = ?"
         sql = (
-            f"SELECT {_BARE_NODE_COLUMNS} FROM nodes n WHERE n.namespace = ?{kind_filter} "
+            f"SELECT {BARE_NODE_COLUMNS} FROM nodes n WHERE n.namespace = ?{kind_filter} "
             "ORDER BY n.updated_at DESC, n.created_at DESC, n.id DESC LIMIT ? OFFSET ?"
         )
         parameters = [namespace, *([] if kind_name is None else [kind_name]), limit, offset]
-        return await self._run(lambda connection: [_node_from_row(row) for row in connection.execute(sql, parameters)])
+        return await self._run(lambda connection: [node_from_row(row) for row in connection.execute(sql, parameters)])
 
     async def neighbours(self, namespace: str, node_id: str, *, limit: int = 50, offset: int = 0) -> NeighbourPage:
         validate_namespace(namespace)
@@ -601,7 +558,7 @@ class SQLiteStore:
         # each relationship touching the node with its other end: outgoing ones by the by-source index,
         # incoming ones by the by-target index, a self-loop only once (as outgoing). Without statistics the
         # planner would rather range-scan the whole namespace by primary key, hence INDEXED BY.
-        columns = f"id, {_RELATIONSHIP_COLUMNS}"
+        columns = f"id, {RELATIONSHIP_COLUMNS}"
         touching = (
             f"FROM (SELECT {columns}, target_id AS other_id FROM relationships INDEXED BY relationships_by_source "
             "WHERE namespace = ? AND source_id = ? "
@@ -612,18 +569,18 @@ class SQLiteStore:
         touching_parameters = [namespace, node_id, namespace, node_id, node_id]
         with self._transaction(connection, "DEFERRED"):
             row = connection.execute(
-                f"SELECT {_BARE_NODE_COLUMNS} FROM nodes n WHERE n.namespace = ? AND n.id = ?", [namespace, node_id]
+                f"SELECT {BARE_NODE_COLUMNS} FROM nodes n WHERE n.namespace = ? AND n.id = ?", [namespace, node_id]
             ).fetchone()
             if row is None:
                 return NeighbourPage(node=None, relationships=[], nodes=[], total=0, offset=offset, limit=limit)
-            centre = _node_from_row(row)
+            centre = node_from_row(row)
             total = int(connection.execute(f"SELECT count(*) {touching}", touching_parameters).fetchone()[0])
-            prefixed = ", ".join(f"r.{column} AS r_{column}" for column in _RELATIONSHIP_COLUMNS.split(", "))
+            prefixed = ", ".join(f"r.{column} AS r_{column}" for column in RELATIONSHIP_COLUMNS.split(", "))
             rows = connection.execute(
-                f"SELECT {prefixed}, {_BARE_NODE_COLUMNS} {touching} ORDER BY r.type, n.id, r.id LIMIT ? OFFSET ?",
+                f"SELECT {prefixed}, {BARE_NODE_COLUMNS} {touching} ORDER BY r.type, n.id, r.id LIMIT ? OFFSET ?",
                 [*touching_parameters, limit, offset],
             ).fetchall()
-        pairs = [(_relationship_from_row(row, "r_"), _node_from_row(row)) for row in rows]
+        pairs = [(relationship_from_row(row, "r_"), node_from_row(row)) for row in rows]
         return NeighbourPage(
             node=centre,
             relationships=[relationship for relationship, _ in pairs],
@@ -633,9 +590,3 @@ class SQLiteStore:
             limit=limit,
         )
 
-
-def _group_by_namespace(items: Sequence[T], namespace_of: Callable[[T], str]) -> dict[str, list[T]]:
-    groups: dict[str, list[T]] = {}
-    for item in items:
-        groups.setdefault(namespace_of(item), []).append(item)
-    return groups
