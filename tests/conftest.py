@@ -160,6 +160,22 @@ def namespace() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
+# -- markers that follow from the fixtures a test uses ------------------------------------------------------
+
+_MARKED_BY_FIXTURE = {"neo4j_uri": "neo4j", "prefect_server": "prefect", "browser": "browser"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark a test that needs Neo4j, Prefect or a browser through its fixtures; Prefect and browser tests are slow."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in _MARKED_BY_FIXTURE.items():
+            if fixture in fixtures:
+                item.add_marker(marker)
+                if marker != "neo4j":
+                    item.add_marker("slow")
+
+
 # -- in CI a skipped Neo4j test is a failure ------------------------------------------------------------
 
 _skipped_neo4j: list[str] = []

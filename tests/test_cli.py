@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.subprocess
+
 MNEMOFLOW = str(Path(sys.executable).with_name("mnemoflow"))
 
 
@@ -18,6 +20,7 @@ def run(*arguments: str, cwd: Path, **environment: str) -> subprocess.CompletedP
     return subprocess.run([MNEMOFLOW, *arguments], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_demo_answers_three_questions_on_the_embedded_store(tmp_path: Path) -> None:
     first = run("demo", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -41,6 +44,7 @@ def test_demo_answers_three_questions_on_the_embedded_store(tmp_path: Path) -> N
 
 
 @pytest.mark.neo4j
+@pytest.mark.slow
 def test_demo_on_neo4j(tmp_path: Path, empty_neo4j: str) -> None:
     result = run("demo", "--store", "neo4j", "--namespace", "cli", cwd=tmp_path, NEO4J_URI=empty_neo4j)
     assert result.returncode == 0, result.stderr

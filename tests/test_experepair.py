@@ -35,6 +35,8 @@ from tests.support.repair_repo import (
     worktrees,
 )
 
+pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
+
 REPO = "acme/calc"
 TESTER, JUDGE, LOCALIZE = "You are the Test Agent", "You judge whether", "You localize"
 CODER, REFINE, REVIEW = "Write patches that fix", "refining a patch", "You review candidate patches"
@@ -46,6 +48,7 @@ ADD_SCRIPT = "from calc.ops import add\nprint('add(2, 3) =', add(2, 3))\nassert 
 MULTIPLY_SCRIPT = (
     "from calc.more import multiply\nprint('multiply(2, 3) =', multiply(2, 3))\nassert multiply(2, 3) == 6, 'should be 6'\n"
 )
+
 HANG_SCRIPT = "# hangs\nwhile True:\n    pass\n"
 HOG_SCRIPT = "# hogs memory\nblock = bytearray(4 * 1024 * 1024 * 1024)\nprint(len(block))\n"
 TESTER_INSIGHT = "Print every input and assert the expected value so the script fails while the bug is present."

@@ -48,6 +48,7 @@ def test_invalid_graph_is_reported_with_its_line(path: Path) -> None:
     assert "recursive" in path.stem or Path(matching[0].file) == path
 
 
+@pytest.mark.subprocess
 def test_cli_validates_the_library_and_rejects_each_invalid_file() -> None:
     library = subprocess.run([MNEMOFLOW, "graphs", "validate", *map(str, library_graphs())], capture_output=True, text=True)
     assert library.returncode == 0, library.stderr
@@ -59,6 +60,7 @@ def test_cli_validates_the_library_and_rejects_each_invalid_file() -> None:
         assert f"{path.name}:{line}:" in result.stderr and f": {code}: " in result.stderr
 
 
+@pytest.mark.subprocess
 def test_json_schema_describes_the_format() -> None:
     schema = GraphSpec.model_json_schema(by_alias=True)
     assert {"name", "state", "nodes", "edges", "routes", "fanouts", "max_steps"} <= set(schema["properties"])
@@ -148,6 +150,7 @@ async def test_bad_input_is_refused(store: GraphStore, namespace: str, tmp_path:
         await run(store, settings, "text-stats", {"text": "a.", "txt": "b"}, namespace)
 
 
+@pytest.mark.subprocess
 def test_cli_run_list_show_render(tmp_path: Path) -> None:
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("MNEMOFLOW_", "NEO4J_"))}
     (tmp_path / "input.json").write_text(json.dumps({"text": TEXT}))

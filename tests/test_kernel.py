@@ -6,6 +6,8 @@ import importlib
 import io
 import json
 import logging
+import pkgutil
+from types import ModuleType
 
 import pytest
 import structlog
@@ -93,6 +95,42 @@ def test_exception_tree() -> None:
     assert issubclass(errors.StoreUnavailableError, ConnectionError)
     assert issubclass(errors.InvalidNameError, ValueError)
     assert issubclass(errors.MissingEndpointError, LookupError)
+
+
+def _every_module() -> list[ModuleType]:
+    """Every module of the package, imported (the layers' folders are walked through their installed names)."""
+    modules = []
+    for package in ("mnemoflow", "mnemoflow.memory", "mnemoflow.nodes", "mnemoflow.graphs", "mnemoflow.flows"):
+        face = importlib.import_module(package)
+        modules.append(face)
+        for found in pkgutil.walk_packages(face.__path__, prefix=f"{package}."):
+            modules.append(importlib.import_module(found.name))
+    return modules
+
+
+def test_every_error_the_package_defines_is_in_the_tree_with_a_code_and_drawn() -> None:
+    classes = {
+        value
+        for module in _every_module()
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, BaseException) and value.__module__ == module.__name__
+    }
+    public = {error for error in classes if not error.__name__.startswith("_")}
+    assert {error.__qualname__ for error in public if not issubclass(error, errors.MnemoflowError)} == set()
+    codes = [error.code for error in public]
+    assert all("code" in vars(error) and error.code for error in public), [e.__name__ for e in public if "code" not in vars(e)]
+    assert len(set(codes)) == len(codes), sorted(code for code in codes if codes.count(code) > 1)
+    for error in public:
+        assert error.code in _drawn(error.__name__), f"{error.__name__} ({error.code}) is not drawn in errors.py"
+
+
+def _drawn(name: str) -> list[str]:
+    """The words of the line of errors.py's drawing that names ``name``: its bases, code and meaning."""
+    for line in (errors.__doc__ or "").splitlines():
+        words = line.replace("├──", " ").replace("└──", " ").replace("│", " ").split()
+        if words and words[0] == name:
+            return words
+    return []
 
 
 @pytest.mark.parametrize(

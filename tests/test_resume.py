@@ -46,6 +46,8 @@ async def wait_for(condition, timeout: float = 90.0) -> None:  # type: ignore[no
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 async def test_killed_run_resumes_on_its_thread(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     graph = tmp_path / "slow-pipeline.yaml"
     graph.write_text(SLOW_PIPELINE)

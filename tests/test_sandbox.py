@@ -11,6 +11,8 @@ import pytest
 from mnemoflow.errors import ConfigError
 from mnemoflow.nodes.sandbox import NETWORK_ISOLATION, Limits, Worktree, run_python
 
+pytestmark = pytest.mark.subprocess
+
 FAST = Limits(timeout_s=2, memory_mb=512, output_bytes=20_000)
 
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import new_store
 
 WRITER = """
@@ -28,6 +30,7 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 """
 
 
+@pytest.mark.subprocess
 async def test_sqlite_file_shared_by_processes(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
     workers = [
