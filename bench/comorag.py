@@ -5,8 +5,8 @@ probes each, then an answer. Each question runs (a) as mnemoflow runs it (parall
 fan-out, calls concurrent within the gateway's cap) and (b) with the gateway's concurrency cap at 1, so every
 call waits for the one before, as the reference code makes them. (c) is the bound: the number of calls that
 must happen one after another (3 at step 0: fact filter, cues, answer; 5 per cycle: probes, fact filter,
-cues, fusion, answer) times 200 ms. LLM and embedding calls per question are compared with the reference's
-counts (spec section 3). Writes ``bench/results/comorag.json``; run with ``make bench-comorag``.
+cues, fusion, answer) times 200 ms. LLM and embedding calls per question are compared with the reference
+code's counts. Writes ``bench/results/comorag.json``; run with ``make bench-comorag``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ CYCLES, PROBES = 2, 3
 CONCURRENCY = 16
 """The gateway's cap (MNEMOFLOW_LLM_CONCURRENCY) in the parallel runs: a cycle makes up to 9 cue calls at once."""
 CRITICAL_CALLS = 3 + 5 * CYCLES
-REFERENCE_LLM_CALLS = 5 + CYCLES * (3 + 4 * PROBES)  # spec section 3: 5 at step 0, 3 + 4|P| per failed cycle
+REFERENCE_LLM_CALLS = 5 + CYCLES * (3 + 4 * PROBES)  # the reference code's: 5 at step 0, 3 + 4|P| per failed cycle
 REFERENCE_EMBEDDINGS = 4 + CYCLES * (4 * PROBES + 3)  # ~4 per tri_retrieve; 4|P| + 3 per cycle
 QUESTION = "Who was the guardian of Tobin Orsk after Hedda Vale married?"
 BOOK = "the-salt-road"

@@ -13,9 +13,9 @@ import pytest
 from mnemoflow.graphs import load_graph, run_graph
 from mnemoflow.llm import LLM, OpenAIBackend, ResponseCache
 from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.nodes.comorag.agents import EPISODIC_SYSTEM, NER_SYSTEM, SEMANTIC_SYSTEM, TRIPLES_SYSTEM, Triples
 from mnemoflow.nodes.comorag.chunking import chunk_text, count_tokens, episode_window
 from mnemoflow.nodes.comorag.clustering import cluster_level, soft_clusters
-from mnemoflow.nodes.comorag.extraction import EPISODIC_SYSTEM, NER_SYSTEM, SEMANTIC_SYSTEM, TRIPLES_SYSTEM, Triples
 from mnemoflow.nodes.comorag.knowledge import synonym_pairs
 from mnemoflow.nodes.comorag.model import book_record_id, chunk_id, entity_id
 from mnemoflow.settings import LLMSettings, Settings, StoreSettings

@@ -1,6 +1,10 @@
-"""ComoRAG's five LLM roles: output schemas, prompts, robust parsing and deterministic offline answers.
+"""What ComoRAG says to the model and hears back: reply schemas, prompts, robust parsing, offline answers.
 
-Every role is a structured call, so the offline model (no key) can stand in for each one:
+At index time, per chunk, named-entity recognition (``{"named_entities": [...]}``) then triple extraction
+conditioned on those entities (``{"triples": [[s, p, o], ...]}``), as in HippoRAG 2; one summary per semantic
+cluster (RAPTOR's prompt) and one per episodic window (chronological, key events and turning points).
+
+At question time, five roles, each a structured call:
 
 - fact filter (HippoRAG 2's recognition memory): which of the top facts bear on the query;
 - comprehension agent (pi_cue): the key findings one layer's evidence gives for a probe;
@@ -10,36 +14,131 @@ Every role is a structured call, so the offline model (no key) can stand in for 
 
 The prompts put every piece of evidence in the user message, in sections the offline handlers read back.
 Options of a multiple-choice question appear only in the QA prompt (:func:`answer_messages`).
+
+The offline handlers make both graphs run with no model, deterministically: NER takes capitalized word
+sequences that are not sentence-initial stop words; triples are "X <verb phrase> Y" between two entities of one
+sentence; the question-time roles keep the sentences that share most words with what is asked.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from mnemoflow.llm import offline_handler
 
 __all__ = [
+    "EPISODIC_SYSTEM",
     "MAX_PROBES",
+    "NER_SYSTEM",
+    "SEMANTIC_SYSTEM",
+    "TRIPLES_SYSTEM",
     "AnswerReply",
     "CueReply",
     "FactSelection",
     "FusionReply",
+    "NamedEntities",
     "ProbeSet",
+    "Triples",
     "answer_messages",
+    "capitalized_names",
     "cue_messages",
+    "episodic_messages",
     "fact_filter_messages",
     "fusion_messages",
     "is_impasse",
     "loose_probes",
+    "ner_messages",
     "parse_final_answer",
     "probe_messages",
+    "semantic_messages",
+    "triples_messages",
 ]
 
 MAX_PROBES = 3
 Message = dict[str, Any]
+
+
+# -- index time: extraction and summaries ---------------------------------------------------------------------
+
+NER_SYSTEM = (
+    "Your task is to extract named entities from the given paragraph. "
+    'Respond with a JSON object: {"named_entities": ["First entity", "Second entity"]}.'
+)
+TRIPLES_SYSTEM = (
+    "Your task is to construct an RDF (Resource Description Framework) graph from the given paragraph and its "
+    "named entities. Respond with a JSON object of triples: "
+    '{"triples": [["subject", "predicate", "object"]]}. Each triple should contain at least one, preferably two, '
+    "of the named entities in the list, and pronouns should be resolved to their specific names."
+)
+SEMANTIC_SYSTEM = "You are a summarizing assistant. Write a summary of the following, including as many key details as possible."
+EPISODIC_SYSTEM = (
+    "You are a narrative timeline assistant. Summarize these consecutive passages of a story in chronological "
+    "order, keeping the key events, the characters involved and the turning points."
+)
+_PARAGRAPH = "Paragraph:\n"
+_ENTITIES = "Named entities: "
+
+
+class NamedEntities(BaseModel):
+    """The named entities of one chunk."""
+
+    named_entities: list[str] = Field(default_factory=list)
+
+    @field_validator("named_entities", mode="before")
+    @classmethod
+    def _keep_names(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        names = [str(item).strip() for item in value if isinstance(item, str | int | float) and str(item).strip()]
+        return list(dict.fromkeys(names))
+
+
+class Triples(BaseModel):
+    """The (subject, predicate, object) triples of one chunk; malformed triples are dropped, not fatal."""
+
+    triples: list[list[str]] = Field(default_factory=list)
+
+    @field_validator("triples", mode="before")
+    @classmethod
+    def _drop_malformed(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        kept: list[list[str]] = []
+        for triple in value:
+            if not isinstance(triple, list | tuple) or len(triple) != 3:
+                continue
+            if not all(isinstance(part, str | int | float) and str(part).strip() for part in triple):
+                continue
+            kept.append([str(part).strip() for part in triple])
+        return kept
+
+
+def ner_messages(passage: str) -> list[Message]:
+    return [{"role": "system", "content": NER_SYSTEM}, {"role": "user", "content": _PARAGRAPH + passage}]
+
+
+def triples_messages(passage: str, entities: Sequence[str]) -> list[Message]:
+    user = f"{_ENTITIES}{json.dumps(list(entities), ensure_ascii=False)}\n\n{_PARAGRAPH}{passage}"
+    return [{"role": "system", "content": TRIPLES_SYSTEM}, {"role": "user", "content": user}]
+
+
+def semantic_messages(texts: Sequence[str]) -> list[Message]:
+    """The cluster's members, most central first."""
+    return [{"role": "system", "content": SEMANTIC_SYSTEM}, {"role": "user", "content": "\n\n".join(texts)}]
+
+
+def episodic_messages(passages: Sequence[str]) -> list[Message]:
+    """A window's passages in reading order."""
+    numbered = "\n\n".join(f"Passage {index}:\n{text}" for index, text in enumerate(passages, 1))
+    return [{"role": "system", "content": EPISODIC_SYSTEM}, {"role": "user", "content": numbered}]
+
+
+# -- question time: the five roles' instructions --------------------------------------------------------------
 
 FACT_FILTER_SYSTEM = (
     "You are the recognition memory of a reading assistant. Given a query and numbered candidate facts "
@@ -69,7 +168,7 @@ ANSWER_SYSTEM = (
 )
 
 
-# -- schemas ----------------------------------------------------------------------------------------------
+# -- question time: schemas -----------------------------------------------------------------------------------
 
 
 class FactSelection(BaseModel):
@@ -125,7 +224,7 @@ class AnswerReply(BaseModel):
     final_answer: str = Field(description="The shortest answer, an option letter, or * when unanswerable.")
 
 
-# -- parsing ---------------------------------------------------------------------------------------------
+# -- question time: parsing -----------------------------------------------------------------------------------
 
 _FINAL = re.compile(r"#+\s*final\s+answer\s*[:.]?", re.IGNORECASE)
 _LOOSE_PROBE = re.compile(r"""["']?probe[_ ]?\d+["']?\s*[:=]\s*["'](.+?)["']\s*[,}\n]""", re.IGNORECASE)
@@ -147,7 +246,7 @@ def loose_probes(text: str) -> list[str]:
     return [match.strip() for match in _LOOSE_PROBE.findall(text + "\n") if match.strip()]
 
 
-# -- prompts ---------------------------------------------------------------------------------------------
+# -- question time: prompts -----------------------------------------------------------------------------------
 
 
 def fact_filter_messages(query: str, facts: list[str]) -> list[Message]:
@@ -181,10 +280,67 @@ def answer_messages(question: str, context: str, options: dict[str, str]) -> lis
     return [{"role": "system", "content": ANSWER_SYSTEM}, {"role": "user", "content": f"{context}\n\n{asked}\nThought:"}]
 
 
-# -- offline answers (deterministic, for the demo without a key) -----------------------------------------
+# -- offline answers, index time (deterministic, for running without a model) ---------------------------------
+
+
+def _user(messages: list[Message]) -> str:
+    return next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
+
+
+_NAME_STOP_WORDS = (
+    "a an and as at but by for from he her his i if in it its my no not of on or our she so that the their them then "
+    "there these they this those to we what when where which while who why with you your after afterwards before "
+    "until once yes how all one two three every each some"
+)
+_NAME_STOP = frozenset(_NAME_STOP_WORDS.split())
+_CANDIDATE = re.compile(r"[A-Z][\w'’-]*(?:\s+(?:of\s+|the\s+)*[A-Z][\w'’-]*)*")
+_SENTENCE = re.compile(r"(?<=[.!?])[\"'”’]*\s+")
+
+
+def _passage(messages: list[Message]) -> str:
+    return _user(messages).split(_PARAGRAPH, 1)[-1]
+
+
+def _clean(candidate: str) -> str:
+    words = re.sub(r"['’]s$", "", candidate).split()
+    while words and words[0].lower() in _NAME_STOP:
+        words.pop(0)
+    while words and words[-1].lower() in _NAME_STOP:
+        words.pop()
+    return " ".join(words)
+
+
+def capitalized_names(text: str) -> list[str]:
+    """Capitalized word sequences, leading and trailing stop words removed, in order of first appearance."""
+    names = [_clean(match.group(0)) for match in _CANDIDATE.finditer(text)]
+    return list(dict.fromkeys(name for name in names if name and len(name) > 1))
+
+
+@offline_handler(NamedEntities)
+def _offline_ner(messages: list[Message]) -> NamedEntities:
+    return NamedEntities(named_entities=capitalized_names(_passage(messages)))
+
+
+@offline_handler(Triples)
+def _offline_triples(messages: list[Message]) -> Triples:
+    user = _user(messages)
+    header = user.split("\n", 1)[0]
+    entities: list[str] = json.loads(header[len(_ENTITIES) :]) if header.startswith(_ENTITIES) else []
+    triples: list[list[str]] = []
+    for sentence in _SENTENCE.split(_passage(messages)):
+        found = sorted((sentence.find(name), name) for name in entities if name in sentence)
+        for (start, left), (end, right) in zip(found, found[1:], strict=False):
+            between = sentence[start + len(left) : end].strip(" ,;:")
+            words = between.split()
+            if 1 <= len(words) <= 4 and words[0].islower() and left != right:
+                triples.append([left, " ".join(words), right])
+    return Triples(triples=triples)
+
+
+# -- offline answers, question time ---------------------------------------------------------------------------
 
 _WORD = re.compile(r"[a-z0-9']+")
-_STOP = frozenset(
+_QUERY_STOP = frozenset(
     {
         "a", "an", "the", "of", "to", "in", "on", "at", "by", "for", "with", "and", "or", "but", "is", "was", "were",
         "be", "been", "are", "what", "who", "whom", "whose", "which", "why", "how", "when", "where", "did", "does",
@@ -196,11 +352,7 @@ _STOP = frozenset(
 def _words(text: str) -> set[str]:
     """Content words, possessives folded ("Roe's" is "roe")."""
     plain = re.sub(r"['\u2019]s\b", "", text.lower())
-    return {word for word in _WORD.findall(plain) if word not in _STOP and len(word) > 2}
-
-
-def _user(messages: list[Message]) -> str:
-    return next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
+    return {word for word in _WORD.findall(plain) if word not in _QUERY_STOP and len(word) > 2}
 
 
 def _field(text: str, label: str) -> str:
@@ -236,7 +388,7 @@ def _offline_probes(messages: list[Message]) -> ProbeSet:
     """One probe about the question's capitalized names, unless it was asked before; else none."""
     text = _user(messages)
     question = _field(text, "Original question")
-    names = [name for name in re.findall(r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)*", question) if name.lower() not in _STOP]
+    names = [name for name in re.findall(r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)*", question) if name.lower() not in _QUERY_STOP]
     if not names:
         return ProbeSet()
     probe = f"What happened to {' and '.join(dict.fromkeys(names))}?"

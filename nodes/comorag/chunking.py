@@ -1,4 +1,4 @@
-"""Token-aware chunking of a book and the episodic window size (spec §1.1).
+"""Token-aware chunking of a book and the episodic window size.
 
 Tokens are approximated without a tokenizer model: a token is a run of word characters or one punctuation
 character (``\\w+|[^\\w\\s]``). For English prose this lands within a few per cent of the GPT tokenizers' count
@@ -15,7 +15,7 @@ from mnemoflow.nodes.tokens import count_tokens
 __all__ = ["DEFAULT_CHUNK_TOKENS", "chunk_text", "count_tokens", "episode_window"]
 
 DEFAULT_CHUNK_TOKENS = 512
-"""Chunk size of the paper ([P] Table 6) and of the reference chunking script."""
+"""Chunk size of the paper (its Table 6) and of the reference code's chunking script."""
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _SENTENCE = re.compile(r"(?<=[.!?…])[\"'”’)]*\s+")
@@ -80,7 +80,11 @@ def chunk_text(text: str, max_tokens: int = DEFAULT_CHUNK_TOKENS) -> list[str]:
 
 
 def episode_window(chunk_count: int) -> int:
-    """Chunks per episodic window for a book of ``chunk_count`` chunks (spec §1.1, with [C]'s ≤5 → 2)."""
+    """Chunks per episodic window for a book of ``chunk_count`` chunks.
+
+    2 for at most 5 chunks (as the reference code does), then 3, 5, 8 and 10 up to 20, 50, 100 and 200 chunks,
+    and beyond that ``2 * log2(chunk_count)`` rounded down, kept between 10 and 20.
+    """
     if chunk_count <= 5:
         return 2
     for limit, window in ((20, 3), (50, 5), (100, 8), (200, 10)):

@@ -1,4 +1,4 @@
-"""RAPTOR-style soft clustering of embeddings for the semantic layer (spec §1.1).
+"""RAPTOR-style soft clustering of embeddings for the semantic layer.
 
 One level of the recursion: reduce the vectors, fit Gaussian mixtures with the cluster count chosen by
 BIC, keep every membership above a threshold (a text can sit in several clusters), first globally, then

@@ -1,4 +1,4 @@
-"""ComoRAG ingestion: chunk a book and build its three-layer index in the store (spec §1.1, §5).
+"""ComoRAG ingestion: chunk a book and build its three-layer index in the store.
 
 The nodes run in this order (``graphs/library/comorag-ingest.yaml``): ``comorag.chunk_book`` (the chunks
 in reading order), ``comorag.extract_graph`` (entities and facts, when ``kg``), ``comorag.link_synonyms``,
@@ -21,43 +21,36 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord
-from mnemoflow.nodes.comorag import extraction
-from mnemoflow.nodes.comorag.chunking import DEFAULT_CHUNK_TOKENS, chunk_text, count_tokens, episode_window
+from mnemoflow.nodes.comorag.agents import (
+    NamedEntities,
+    Triples,
+    episodic_messages,
+    ner_messages,
+    semantic_messages,
+    triples_messages,
+)
+from mnemoflow.nodes.comorag.chunking import chunk_text, count_tokens, episode_window
 from mnemoflow.nodes.comorag.clustering import MAX_LEVELS, THRESHOLD, cluster_level
 from mnemoflow.nodes.comorag.knowledge import build_graph_records, synonym_pairs
-from mnemoflow.nodes.comorag.model import book_record_id, chunk_id, episodic_summary_id, semantic_summary_id
+from mnemoflow.nodes.comorag.model import (
+    BOOK,
+    CHUNK,
+    EPISODIC_SUMMARY,
+    SEMANTIC_SUMMARY,
+    book_record_id,
+    chunk_id,
+    episodic_summary_id,
+    semantic_summary_id,
+)
+from mnemoflow.nodes.comorag.state import IngestState
 from mnemoflow.nodes.context import RunContext
-from mnemoflow.nodes.registry import NoConfig, node, state_model
+from mnemoflow.nodes.registry import NoConfig, node
 
-__all__ = ["IngestState", "SemanticConfig", "SummaryConfig", "SynonymConfig", "write_records"]
+__all__ = ["SemanticConfig", "SummaryConfig", "SynonymConfig", "write_records"]
 
 T = TypeVar("T")
 BATCH = 500
 """Records per upsert transaction."""
-
-
-@state_model("comorag.IngestState")
-class IngestState(BaseModel):
-    """State of an ingestion run: the book given, then what each step wrote."""
-
-    book_id: str = Field(min_length=1, max_length=200)
-    """The book's identity within the namespace; every record of its index carries it."""
-    text: str
-    title: str = ""
-    kg: bool = True
-    """Extract entities and facts (two model calls per chunk) for personalized-PageRank retrieval."""
-    chunk_tokens: int = Field(DEFAULT_CHUNK_TOKENS, ge=16, le=8192)
-    chunks: list[str] = Field(default_factory=list)
-    """Chunk texts in reading order."""
-    chunk_ids: list[str] = Field(default_factory=list)
-    window: int = 0
-    """Chunks per episodic window."""
-    entity_ids: list[str] = Field(default_factory=list)
-    facts: int = 0
-    synonyms: int = 0
-    semantic_levels: list[int] = Field(default_factory=list)
-    """Semantic summaries per level, level 1 first."""
-    episodes: int = 0
 
 
 async def write_records(store: GraphStore, nodes: Sequence[NodeRecord], relationships: Sequence[RelationshipRecord]) -> None:
@@ -108,7 +101,7 @@ async def chunk_book(state: IngestState, config: NoConfig, context: RunContext) 
         NodeRecord(
             id=book_node,
             namespace=namespace,
-            kind="Book",
+            kind=BOOK,
             text=state.title or book,
             properties={"book_id": book, "title": state.title, "chunks": len(chunks), "window": window},
         )
@@ -117,7 +110,7 @@ async def chunk_book(state: IngestState, config: NoConfig, context: RunContext) 
         NodeRecord(
             id=node_id,
             namespace=namespace,
-            kind="Chunk",
+            kind=CHUNK,
             text=chunk,
             embedding=vector,
             properties={"book_id": book, "order": order, "tokens": count_tokens(chunk)},
@@ -138,8 +131,8 @@ async def extract_graph(state: IngestState, config: NoConfig, context: RunContex
         return {"entity_ids": [], "facts": 0}
 
     async def extract(passage: str) -> tuple[list[str], list[list[str]]]:
-        names = (await context.llm.structured(extraction.ner_messages(passage), extraction.NamedEntities)).named_entities
-        triples = (await context.llm.structured(extraction.triples_messages(passage, names), extraction.Triples)).triples
+        names = (await context.llm.structured(ner_messages(passage), NamedEntities)).named_entities
+        triples = (await context.llm.structured(triples_messages(passage, names), Triples)).triples
         return names, triples
 
     results = await _gather(context, "extract_graph", [extract(passage) for passage in state.chunks])
@@ -211,7 +204,7 @@ async def summarize_semantic(state: IngestState, config: SemanticConfig, context
         if level > 1 and len(clusters) >= len(ids):
             break
         calls = [
-            context.llm.text(extraction.semantic_messages([texts[m] for m in cluster.members]), max_tokens=config.max_tokens)
+            context.llm.text(semantic_messages([texts[m] for m in cluster.members]), max_tokens=config.max_tokens)
             for cluster in clusters
         ]
         summaries = [summary.strip() for summary in await _gather(context, f"summarize_semantic level {level}", calls)]
@@ -221,7 +214,7 @@ async def summarize_semantic(state: IngestState, config: SemanticConfig, context
             NodeRecord(
                 id=sid,
                 namespace=namespace,
-                kind="SemanticSummary",
+                kind=SEMANTIC_SUMMARY,
                 text=text,
                 embedding=vector,
                 properties={"book_id": book, "level": level},
@@ -259,7 +252,7 @@ async def summarize_episodes(state: IngestState, config: SummaryConfig, context:
         passages = state.chunks[start : start + window]
         if len(passages) == 1:
             return passages[0]
-        return (await context.llm.text(extraction.episodic_messages(passages), max_tokens=config.max_tokens)).strip()
+        return (await context.llm.text(episodic_messages(passages), max_tokens=config.max_tokens)).strip()
 
     summaries = await _gather(context, "summarize_episodes", [summarize(start) for start in starts])
     vectors = await context.embedder.embed(summaries)
@@ -272,9 +265,7 @@ async def summarize_episodes(state: IngestState, config: SummaryConfig, context:
         ids.append(episode)
         properties = {"book_id": book, "window_index": index, "first_order": start, "last_order": last}
         records.append(
-            NodeRecord(
-                id=episode, namespace=namespace, kind="EpisodicSummary", text=text, embedding=vector, properties=properties
-            )
+            NodeRecord(id=episode, namespace=namespace, kind=EPISODIC_SUMMARY, text=text, embedding=vector, properties=properties)
         )
         links += [_rel(context, "COVERS", episode, state.chunk_ids[order]) for order in range(start, last + 1)]
     links += [_rel(context, "NEXT", left, right) for left, right in zip(ids, ids[1:], strict=False)]

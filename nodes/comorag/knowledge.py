@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord
-from mnemoflow.nodes.comorag.model import entity_id, fact_id, normalize_name
+from mnemoflow.nodes.comorag.model import ENTITY, FACT, entity_id, fact_id, normalize_name
 
 __all__ = ["GraphRecords", "build_graph_records", "synonym_pairs"]
 
@@ -66,7 +66,7 @@ def build_graph_records(
 
     for key, name in names.items():
         properties = {"book_id": book_id, "name": name, "num_chunks": len(mentions[key])}
-        records.entities.append(NodeRecord(id=ids[key], namespace=namespace, kind="Entity", text=name, properties=properties))
+        records.entities.append(NodeRecord(id=ids[key], namespace=namespace, kind=ENTITY, text=name, properties=properties))
         for order in mentions[key]:
             link("MENTIONS", chunk_ids[order], ids[key])
     for parts, (triple, orders) in facts.items():
@@ -74,9 +74,7 @@ def build_graph_records(
         node_id = fact_id(namespace, book_id, subject, predicate, object_)
         properties = {"book_id": book_id, "subject": subject, "predicate": predicate, "object": object_}
         records.facts.append(
-            NodeRecord(
-                id=node_id, namespace=namespace, kind="Fact", text=f"{subject} {predicate} {object_}", properties=properties
-            )
+            NodeRecord(id=node_id, namespace=namespace, kind=FACT, text=f"{subject} {predicate} {object_}", properties=properties)
         )
         link("SUBJECT", node_id, ids[parts[0]])
         link("OBJECT", node_id, ids[parts[2]])

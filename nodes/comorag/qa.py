@@ -16,12 +16,12 @@ reach the answer step only.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mnemoflow.errors import LLMOutputError
-from mnemoflow.memory.records import NodeRecord, RelationshipRecord
+from mnemoflow.memory.records import NodeRecord
 from mnemoflow.nodes.comorag.agents import (
     MAX_PROBES,
     AnswerReply,
@@ -35,48 +35,15 @@ from mnemoflow.nodes.comorag.agents import (
     probe_messages,
 )
 from mnemoflow.nodes.comorag.model import memory_unit_id, question_id
-from mnemoflow.nodes.comorag.retrieval import EvidenceItem, RetrievalConfig, approx_tokens, tri_retrieve
-from mnemoflow.nodes.comorag.workspace import Unit, cycle_records, encode, merge_units, merge_vectors, set_in_pool
+from mnemoflow.nodes.comorag.retrieval import RetrievalConfig, approx_tokens, tri_retrieve
+from mnemoflow.nodes.comorag.state import QAState, Unit
+from mnemoflow.nodes.comorag.workspace import cycle_records, encode, question_record, set_in_pool, store_fusion
 from mnemoflow.nodes.context import RunContext
-from mnemoflow.nodes.registry import NoConfig, node, router, state_model
+from mnemoflow.nodes.registry import NoConfig, node, router
 
-__all__ = ["QAState"]
+__all__ = ["AnswerConfig", "FuseConfig"]
 
 SECTIONS = {"veridical": "### Detail Chunks", "semantic": "### Semantic Summary", "episodic": "### Timeline Summary"}
-
-
-@state_model("comorag.QAState")
-class QAState(BaseModel):
-    """State of one question's run."""
-
-    question: str
-    book_id: str
-    options: dict[str, str] = Field(default_factory=dict)
-    """Multiple-choice options by letter; shown to the answer step only."""
-    max_cycles: int = Field(5, ge=0, le=20)
-    question_id: str = ""
-    cycle: int = 0
-    """Index of the current answer attempt (0 = before any probing)."""
-    evidence: dict[str, list[EvidenceItem]] = Field(default_factory=dict)
-    """The question's own evidence per layer (step 0)."""
-    units: Annotated[list[Unit], merge_units] = Field(default_factory=list)
-    pool_unit_ids: list[str] = Field(default_factory=list)
-    probe_history: list[str] = Field(default_factory=list)
-    probes: list[str] = Field(default_factory=list)
-    probe: str = ""
-    """The probe a fanned-out probe_worker works on."""
-    query_vectors: Annotated[dict[str, list[float]], merge_vectors] = Field(default_factory=dict)
-    """Query embeddings by text: each text is embedded once per question."""
-    fusion_cues: list[str] = Field(default_factory=list)
-    contexts: dict[str, str] = Field(default_factory=dict)
-    """This cycle's cues per layer, for the next attempt."""
-    history: str = ""
-    last_context: str = ""
-    """The context of the last attempt (no options): what the regulation agent reads."""
-    last_response: str = ""
-    prediction: str = ""
-    final_answer: str = ""
-    status: str = "open"
 
 
 class AnswerConfig(BaseModel):
@@ -123,18 +90,11 @@ async def _vector(context: RunContext, state: QAState, text: str) -> tuple[list[
 async def tri_retrieve_init(state: QAState, config: RetrievalConfig, context: RunContext) -> dict[str, Any]:
     """Open the question's workspace and retrieve its evidence from the three layers (options are not used)."""
     qid = question_id(context.namespace, state.book_id, state.question, context.thread_id)
-    properties = {"book_id": state.book_id, "question": state.question, "options": state.options}
-    await context.store.upsert_nodes(
-        [
-            NodeRecord(
-                id=qid,
-                namespace=context.namespace,
-                kind="Question",
-                text=state.question,
-                properties={**properties, "status": "open", "final_answer": "", "cycles": 0},
-            )
-        ]
-    )
+    opened = question_record(
+        context.namespace, qid, book_id=state.book_id, question=state.question, options=state.options,
+        status="open", final_answer="", cycles=0,
+    )  # fmt: skip
+    await context.store.upsert_nodes([opened])
     vector, cached = await _vector(context, state, state.question)
     evidence = await tri_retrieve(
         context, book_id=state.book_id, query=state.question, vector=vector, exclude=set(), config=config
@@ -306,29 +266,7 @@ async def mem_fuse(state: QAState, config: FuseConfig, context: RunContext) -> d
         cycle=cycle,
         cue=narrative,
     )
-    [embedding] = await context.embedder.embed([narrative])
-    namespace = context.namespace
-    await context.store.upsert_nodes(
-        [
-            NodeRecord(
-                id=unit.id,
-                namespace=namespace,
-                kind="MemoryUnit",
-                text=narrative,
-                embedding=embedding,
-                properties={
-                    "layer": "fusion",
-                    "probe": state.question,
-                    "cycle": cycle,
-                    "in_pool": False,
-                    "question_id": state.question_id,
-                },
-            )
-        ]
-    )
-    await context.store.upsert_relationships(
-        [RelationshipRecord(namespace=namespace, type="FUSED_FROM", source_id=unit.id, target_id=record.id) for record in chosen]
-    )
+    await store_fusion(context, question_id=state.question_id, unit=unit, fused_from=[record.id for record in chosen])
     return {"units": [unit], "fusion_cues": [*state.fusion_cues, narrative], "query_vectors": cached}
 
 
@@ -352,16 +290,9 @@ async def finalize(state: QAState, config: NoConfig, context: RunContext) -> dic
     """Record the outcome on the question: its final answer, or '*' and status 'unresolved'."""
     answered = not is_impasse(state.prediction)
     final, status = (state.prediction, "answered") if answered else ("*", "unresolved")
-    properties = {"book_id": state.book_id, "question": state.question, "options": state.options}
-    await context.store.upsert_nodes(
-        [
-            NodeRecord(
-                id=state.question_id,
-                namespace=context.namespace,
-                kind="Question",
-                text=state.question,
-                properties={**properties, "status": status, "final_answer": final, "cycles": state.cycle},
-            )
-        ]
-    )
+    closed = question_record(
+        context.namespace, state.question_id, book_id=state.book_id, question=state.question, options=state.options,
+        status=status, final_answer=final, cycles=state.cycle,
+    )  # fmt: skip
+    await context.store.upsert_nodes([closed])
     return {"final_answer": final, "status": status}

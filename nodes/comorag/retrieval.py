@@ -27,9 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord, ScoredNode, Subgraph
 from mnemoflow.nodes.comorag.agents import FactSelection, fact_filter_messages
+from mnemoflow.nodes.comorag.model import CHUNK, EPISODIC_SUMMARY, FACT, SEMANTIC_SUMMARY
+from mnemoflow.nodes.comorag.state import EvidenceItem
 from mnemoflow.nodes.context import RunContext
 
-__all__ = ["EvidenceItem", "RetrievalConfig", "approx_tokens", "personalized_pagerank", "tri_retrieve"]
+__all__ = ["RetrievalConfig", "approx_tokens", "personalized_pagerank", "tri_retrieve"]
 
 LOCAL_GRAPH = ["MENTIONS", "SYNONYM", "SUBJECT", "OBJECT", "EXTRACTED_FROM"]
 
@@ -48,18 +50,6 @@ class RetrievalConfig(BaseModel):
     epi_tokens: int = Field(900, ge=1, description="Token budget of the episodic layer.")
     damping: float = Field(0.5, gt=0, lt=1, description="PageRank damping.")
     passage_weight: float = Field(0.05, ge=0, le=1, description="Share of a chunk's dense score in the PPR seeds.")
-
-
-class EvidenceItem(BaseModel):
-    """A retrieved chunk or summary."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    text: str
-    order: float = 0.0
-    """Narrative position: a chunk's order, an episodic window's first chunk order."""
-    score: float = 0.0
 
 
 def approx_tokens(text: str) -> int:
@@ -165,8 +155,8 @@ async def _veridical(
 ) -> list[EvidenceItem]:
     store, namespace, where = context.store, context.namespace, {"book_id": book_id}
     chunks, facts = await asyncio.gather(
-        store.vector_search(namespace, vector, kind="Chunk", k=_wider(config.ver_top_k, exclude), filters=where),
-        store.vector_search(namespace, vector, kind="Fact", k=config.fact_top_k, filters=where),
+        store.vector_search(namespace, vector, kind=CHUNK, k=_wider(config.ver_top_k, exclude), filters=where),
+        store.vector_search(namespace, vector, kind=FACT, k=config.fact_top_k, filters=where),
     )
     scored = [_item(hit.node, score, "order") for hit, score in zip(chunks, _normalized(chunks), strict=True)]
     dense = [item for item in scored if item.id not in exclude][: config.ver_top_k]
@@ -210,7 +200,7 @@ async def _veridical(
         seeds[item.id] = seeds.get(item.id, 0.0) + config.passage_weight * item.score
     ranks = personalized_pagerank(sorted(texts), edges, seeds, config.damping)
     ranked = sorted(
-        (node for node in texts.values() if node.kind == "Chunk" and node.id not in exclude),
+        (node for node in texts.values() if node.kind == CHUNK and node.id not in exclude),
         key=lambda node: (-ranks.get(node.id, 0.0), node.id),
     )
     return [_item(node, ranks.get(node.id, 0.0), "order") for node in ranked[: config.ver_top_k]]
@@ -230,8 +220,8 @@ async def tri_retrieve(
     # the summary layers need no model call: search them while the veridical layer waits on its fact filter
     veridical, semantic_hits, episodic_hits = await asyncio.gather(
         _veridical(context, book_id, query, vector, exclude, config),
-        store.vector_search(namespace, vector, kind="SemanticSummary", k=_wider(config.sem_top_k, exclude), filters=where),
-        store.vector_search(namespace, vector, kind="EpisodicSummary", k=_wider(config.epi_top_k, exclude), filters=where),
+        store.vector_search(namespace, vector, kind=SEMANTIC_SUMMARY, k=_wider(config.sem_top_k, exclude), filters=where),
+        store.vector_search(namespace, vector, kind=EPISODIC_SUMMARY, k=_wider(config.epi_top_k, exclude), filters=where),
     )
     semantic = [_item(hit.node, hit.score, "level") for hit in semantic_hits]
     episodic = [_item(hit.node, hit.score, "first_order") for hit in episodic_hits]

@@ -9,51 +9,43 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from mnemoflow.errors import LLMOutputError
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.nodes.comorag.agents import CueReply, cue_messages
-from mnemoflow.nodes.comorag.model import cycle_id, memory_unit_id, probe_id
-from mnemoflow.nodes.comorag.retrieval import EvidenceItem
+from mnemoflow.nodes.comorag.model import CYCLE, MEMORY_UNIT, PROBE, QUESTION, cycle_id, memory_unit_id, probe_id
+from mnemoflow.nodes.comorag.state import EvidenceItem, Unit
 from mnemoflow.nodes.context import RunContext
 
-__all__ = ["Unit", "cycle_records", "encode", "merge_units", "merge_vectors", "set_in_pool"]
+__all__ = ["cycle_records", "encode", "question_record", "set_in_pool", "store_fusion"]
 
 
-class Unit(BaseModel):
-    """What the state keeps of a memory unit (the store has it all, embedding included)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    layer: str
-    probe: str
-    cycle: int
-    cue: str
-    evidence: list[str] = Field(default_factory=list)
-    """Ids of the evidence records, in rank order."""
-
-
-def merge_units(left: list[Unit], right: list[Unit]) -> list[Unit]:
-    """Reducer of ``units``: append, keeping the first of each id (a re-applied write adds nothing)."""
-    merged: dict[str, Unit] = {}
-    for unit in [*left, *right]:
-        value = unit if isinstance(unit, Unit) else Unit.model_validate(unit)
-        merged.setdefault(value.id, value)
-    return list(merged.values())
-
-
-def merge_vectors(left: dict[str, list[float]], right: dict[str, list[float]]) -> dict[str, list[float]]:
-    """Reducer of the query-embedding cache: union by text."""
-    return {**left, **right}
+def question_record(
+    namespace: str,
+    question_id: str,
+    *,
+    book_id: str,
+    question: str,
+    options: dict[str, str],
+    status: str,
+    final_answer: str,
+    cycles: int,
+) -> NodeRecord:
+    """The Question record: the question asked of a book, its status and final answer after ``cycles`` cycles."""
+    properties = {"book_id": book_id, "question": question, "options": options}
+    return NodeRecord(
+        id=question_id,
+        namespace=namespace,
+        kind=QUESTION,
+        text=question,
+        properties={**properties, "status": status, "final_answer": final_answer, "cycles": cycles},
+    )
 
 
 def cycle_records(
     namespace: str, question: str, index: int, properties: dict[str, Any]
 ) -> tuple[NodeRecord, list[RelationshipRecord]]:
     """Cycle ``index`` of a question, its HAS_CYCLE link and the NEXT link from the cycle before."""
-    node = NodeRecord(id=cycle_id(question, index), namespace=namespace, kind="Cycle", properties={"index": index, **properties})
+    node = NodeRecord(id=cycle_id(question, index), namespace=namespace, kind=CYCLE, properties={"index": index, **properties})
     links = [RelationshipRecord(namespace=namespace, type="HAS_CYCLE", source_id=question, target_id=node.id)]
     if index:
         links.append(
@@ -99,14 +91,14 @@ async def encode(
     namespace = context.namespace
     cycle_node, links = cycle_records(namespace, question_id, cycle, {"prediction": "", "failed": False})
     probe_node = NodeRecord(
-        id=probe_id(question_id, cycle, probe), namespace=namespace, kind="Probe", text=probe, properties={"text": probe}
+        id=probe_id(question_id, cycle, probe), namespace=namespace, kind=PROBE, text=probe, properties={"text": probe}
     )
     vectors = await context.embedder.embed([f"{unit.probe} {unit.cue}" for unit in units]) if units else []
     records = [cycle_node, probe_node] + [
         NodeRecord(
             id=unit.id,
             namespace=namespace,
-            kind="MemoryUnit",
+            kind=MEMORY_UNIT,
             text=unit.cue,
             embedding=vector,
             properties={"layer": unit.layer, "probe": unit.probe, "cycle": cycle, "in_pool": False, "question_id": question_id},
@@ -132,4 +124,31 @@ async def set_in_pool(context: RunContext, ids: list[str]) -> None:
     records = [record for record in await context.store.get_nodes(context.namespace, ids) if record is not None]
     await context.store.upsert_nodes(
         [record.model_copy(update={"properties": {**record.properties, "in_pool": True}}) for record in records]
+    )
+
+
+async def store_fusion(context: RunContext, *, question_id: str, unit: Unit, fused_from: list[str]) -> None:
+    """Store a fusion unit (embedded from its narrative) and its FUSED_FROM links to the pool units it merged."""
+    [embedding] = await context.embedder.embed([unit.cue])
+    namespace = context.namespace
+    await context.store.upsert_nodes(
+        [
+            NodeRecord(
+                id=unit.id,
+                namespace=namespace,
+                kind=MEMORY_UNIT,
+                text=unit.cue,
+                embedding=embedding,
+                properties={
+                    "layer": unit.layer,
+                    "probe": unit.probe,
+                    "cycle": unit.cycle,
+                    "in_pool": False,
+                    "question_id": question_id,
+                },
+            )
+        ]
+    )
+    await context.store.upsert_relationships(
+        [RelationshipRecord(namespace=namespace, type="FUSED_FROM", source_id=unit.id, target_id=target) for target in fused_from]
     )
