@@ -1,7 +1,7 @@
 """TME benchmark: the answer prompt built from the task memory against the full-history prompt, on the paper's four scenarios.
 
 Each scenario of ``tests/support/tme_scenarios.py`` (trip planning, cooking, meeting scheduling, shopping
-cart; spec ``reference/tme.md`` section 4) runs turn by turn through the ``tme-turn`` graph, against the
+cart, as the paper evaluates them) runs turn by turn through the ``tme-turn`` graph, against the
 scripted model server over HTTP and a SQLite store in a temporary folder. Per turn it compares the answer
 request TME sent (system text and prompt, as received by the server) with the prompt a linear agent would
 send: the same system text, every earlier user message and reply, then the new message. Tokens are counted

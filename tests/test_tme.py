@@ -17,8 +17,9 @@ from mnemoflow.graphs import load_graph, run_graph
 from mnemoflow.graphs.runner import RunResult
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.nodes.tme.agents import Operation
+from mnemoflow.nodes.tme.conversation import SessionConflictError, load_conversation, save_turn
 from mnemoflow.nodes.tme.forest import Forest, ForestError
-from mnemoflow.nodes.tme.memory import SessionConflictError, load_conversation, save_turn, turn_record_id
+from mnemoflow.nodes.tme.model import turn_record_id
 from mnemoflow.nodes.tme.session import one_turn_at_a_time
 from mnemoflow.nodes.tme.turn import apply_operations
 from tests.conftest import EMBEDDER, settings_of

@@ -17,8 +17,8 @@ import pytest
 
 from mnemoflow.graphs import GraphRunner
 from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.nodes.tme.conversation import load_conversation
 from mnemoflow.nodes.tme.forest import Forest
-from mnemoflow.nodes.tme.memory import load_conversation
 from tests.conftest import EMBEDDER, settings_of
 from tests.support.openai_server import ScriptedOpenAIServer
 from tests.support.tme_scenarios import (

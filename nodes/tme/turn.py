@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from mnemoflow.errors import LLMOutputError, NodeError
 from mnemoflow.nodes.context import RunContext
-from mnemoflow.nodes.registry import NoConfig, node, router, state_model
+from mnemoflow.nodes.registry import NoConfig, node, router
 from mnemoflow.nodes.tme.agents import (
     Classification,
     Decomposition,
@@ -24,33 +24,14 @@ from mnemoflow.nodes.tme.agents import (
     decompose_messages,
     rederive_messages,
 )
+from mnemoflow.nodes.tme.conversation import load_conversation, save_turn
 from mnemoflow.nodes.tme.forest import Change, Forest, ForestError, TaskNode, slot_key
-from mnemoflow.nodes.tme.memory import load_conversation, save_turn
+from mnemoflow.nodes.tme.state import TurnState
 
-__all__ = ["TurnState", "apply_operations", "synthesize_prompt"]
+__all__ = ["RederiveConfig", "apply_operations", "synthesize_prompt"]
 
 MAX_PROMPT_NODES = 60
 """At most this many task nodes reach the answer prompt (the nearest to what the turn touched first)."""
-
-
-@state_model("tme.TurnState")
-class TurnState(BaseModel):
-    """One turn: the utterance in, the updated forest and the reply out."""
-
-    session: str = Field(min_length=1, max_length=200)
-    utterance: str
-    turn: int = 0
-    """Turns saved before this one (this is turn ``turn + 1``)."""
-    forest: dict[str, Any] = Field(default_factory=dict)
-    decomposition: dict[str, Any] = Field(default_factory=dict)
-    operations: list[dict[str, Any]] = Field(default_factory=list)
-    changes: list[dict[str, Any]] = Field(default_factory=list)
-    stale: list[str] = Field(default_factory=list)
-    """Slots this turn marked stale (revision propagation)."""
-    errors: list[str] = Field(default_factory=list)
-    """Operations refused (a missing slot, a cycle) or a classification that could not be read."""
-    prompt: str = ""
-    response: str = ""
 
 
 class RederiveConfig(BaseModel):

@@ -1,4 +1,4 @@
-"""The four evaluation scenarios of the TME paper (spec ``reference/tme.md`` section 4) as scripted conversations.
+"""The four evaluation scenarios of the TME paper as scripted conversations.
 
 Each turn holds the utterance, the scripted model replies (decomposition, TRIM classification, re-derivation
 when the scenario runs with ``rederive: true``, answer text) and what the task forest must look like after it:
