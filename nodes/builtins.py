@@ -26,7 +26,6 @@ BUILTIN_NODE_MODULES: tuple[str, ...] = (
     "mnemoflow.nodes.experepair.patch",
     "mnemoflow.nodes.experepair.learn",
     "mnemoflow.nodes.l2mac.control",
-    "mnemoflow.nodes.l2mac.offline",
 )
 
 

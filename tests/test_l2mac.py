@@ -22,7 +22,8 @@ from mnemoflow.llm import ToolCall
 from mnemoflow.memory.paging import all_nodes
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.nodes.l2mac.export import export_files
-from mnemoflow.nodes.l2mac.files import PathError, WriteKey, check_path, load_project
+from mnemoflow.nodes.l2mac.files import PathError, check_path, load_project
+from mnemoflow.nodes.l2mac.model import WriteKey
 from mnemoflow.nodes.l2mac.tools import dispatch
 from mnemoflow.nodes.l2mac.window import context_size, repeats, trim_oldest
 from mnemoflow.nodes.sandbox import Limits

@@ -12,65 +12,29 @@ of messages raises the sampling temperature, which decays back once the loop is 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from mnemoflow.errors import NodeError
 from mnemoflow.llm import ToolCall
 from mnemoflow.nodes.context import RunContext
-from mnemoflow.nodes.l2mac import prompts
+from mnemoflow.nodes.l2mac import agents
 from mnemoflow.nodes.l2mac.checks import CheckResult
 from mnemoflow.nodes.l2mac.files import Project, load_project
-from mnemoflow.nodes.l2mac.tools import PLAN_TOOL, STEP_TOOLS, PlanSteps, dispatch, file_listing
+from mnemoflow.nodes.l2mac.state import L2macState
+from mnemoflow.nodes.l2mac.tools import STEP_TOOLS, dispatch, file_listing
 from mnemoflow.nodes.l2mac.window import context_size, repeats, tools_size, trim_oldest
-from mnemoflow.nodes.registry import NoConfig, node, router, state_model
+from mnemoflow.nodes.registry import NoConfig, node, router
 from mnemoflow.nodes.sandbox import Limits
 
-__all__ = ["L2macState"]
+__all__ = ["CallConfig", "GuardConfig", "OverflowConfig", "PlanConfig", "StartConfig", "ToolsConfig"]
 
 Message = dict[str, Any]
 FRESH_CONTEXT = 3
 """Messages a fresh context starts with (system, task, instruction); trimming never drops them."""
 STEP_TOOLS_SIZE = tools_size(STEP_TOOLS)
 LOOP_STEP, CALM_STEP, MAX_TEMPERATURE = 0.4, 0.1, 1.0
-
-
-@state_model("l2mac.L2macState")
-class L2macState(BaseModel):
-    """One L2MAC run: the plan, the current instruction's context, and every check that ran."""
-
-    task: str = Field(min_length=1)
-    instructions: list[str] = Field(default_factory=list)
-    """The instruction registry; given as input it is used as is, otherwise the model plans it."""
-    context_window: int = Field(16_000, ge=500)
-    """The model's context window, in tokens as :func:`mnemoflow.nodes.tokens.count_tokens` counts them."""
-    temperature: float = Field(0.0, ge=0, le=2)
-    """The base sampling temperature; a detected loop raises it for a while."""
-    k: int = 0
-    """The current instruction (0-based)."""
-    attempt: int = 0
-    """Restarts of the current instruction after its context overflowed."""
-    turn: int = 0
-    """Model calls in the current attempt."""
-    messages: list[Message] = Field(default_factory=list)
-    """The current context."""
-    summaries: list[str] = Field(default_factory=list)
-    """One per completed instruction: what it built, for the instructions after it."""
-    progress: str = ""
-    """The summary of the current instruction's progress before its last restart."""
-    sampling_temperature: float = 0.0
-    loops: int = 0
-    """Turns on which a loop was detected."""
-    context_tokens: int = 0
-    peak_context_tokens: int = 0
-    outcome: Literal["", "complete", "fix", "continue"] = ""
-    checks: list[dict[str, Any]] = Field(default_factory=list)
-    """Every run of the checks: instruction, attempt, turn, passed, timed_out, counts, syntax errors."""
-    tool_errors: list[str] = Field(default_factory=list)
-    restarts: int = 0
-    files: list[str] = Field(default_factory=list)
-    status: Literal["", "done"] = ""
 
 
 class PlanConfig(BaseModel):
@@ -119,9 +83,9 @@ async def plan(state: L2macState, config: PlanConfig, context: RunContext) -> di
     instructions = [text.strip() for text in state.instructions if text.strip()]
     if not instructions:
         planned = await context.llm.forced_tool(
-            prompts.plan_messages(state.task, config.max_instructions), PLAN_TOOL, temperature=state.temperature
+            agents.plan_messages(state.task, config.max_instructions), agents.PLAN_TOOL, temperature=state.temperature
         )
-        assert isinstance(planned, PlanSteps)
+        assert isinstance(planned, agents.PlanSteps)
         instructions = [text.strip() for text in planned.steps if text.strip()]
         if not instructions:
             raise NodeError("l2mac: the model's plan has no instructions")
@@ -152,13 +116,13 @@ async def start_instruction(state: L2macState, config: StartConfig, context: Run
     """Load the current instruction into a fresh context: the task, the instruction, earlier summaries, the files."""
     project = await load_project(context.store, context.namespace, context.thread_id)
     summary = "\n".join(f"{index + 1}. {text}" for index, text in enumerate(state.summaries))
-    message = prompts.instruction_message(
+    message = agents.instruction_message(
         state.k, len(state.instructions), state.instructions[state.k], summary, state.progress, file_listing(project)
     )
     if config.keep_history and state.messages:
         messages = [*state.messages, message]
     else:
-        messages = [{"role": "system", "content": prompts.SYSTEM}, prompts.task_message(state.task), message]
+        messages = [{"role": "system", "content": agents.SYSTEM}, agents.task_message(state.task), message]
     await project.update_instruction(state.k, status="active", restarts=state.attempt)
     return {"turn": 0, "outcome": "", **_sized(messages)}
 
@@ -266,14 +230,14 @@ async def ask_fix(state: L2macState, config: NoConfig, context: RunContext) -> d
     """Show the model the failed checks and ask it to fix the code."""
     project = await load_project(context.store, context.namespace, context.thread_id)
     report = CheckResult.from_dict(state.checks[-1]).report()
-    return _sized([*state.messages, prompts.fix_message(report, file_listing(project))])
+    return _sized([*state.messages, agents.fix_message(report, file_listing(project))])
 
 
 @node("l2mac.ask_continue", state=L2macState, reads={"messages", "k"}, writes={"messages", "context_tokens"})
 async def ask_continue(state: L2macState, config: NoConfig, context: RunContext) -> dict[str, Any]:
     """Ask the model whether the instruction is complete, with the current file list."""
     project = await load_project(context.store, context.namespace, context.thread_id)
-    return _sized([*state.messages, prompts.cycle_message(state.k, file_listing(project))])
+    return _sized([*state.messages, agents.cycle_message(state.k, file_listing(project))])
 
 
 async def _summary(context: RunContext, state: L2macState, request: Message, headroom: int) -> str:
@@ -297,7 +261,7 @@ async def _summary(context: RunContext, state: L2macState, request: Message, hea
 )
 async def summarize_step(state: L2macState, config: OverflowConfig, context: RunContext) -> dict[str, Any]:
     """Ask for a one- or two-sentence summary of the completed instruction, for the ones after it; move on."""
-    text = await _summary(context, state, prompts.complete_message(state.k), config.headroom_tokens)
+    text = await _summary(context, state, agents.complete_message(state.k), config.headroom_tokens)
     project = await load_project(context.store, context.namespace, context.thread_id)
     await project.update_instruction(state.k, status="done", summary=text, turns=state.turn)
     context.log.info("l2mac.step_complete", instruction=state.k, turns=state.turn)
@@ -329,7 +293,7 @@ async def summarize_overflow(state: L2macState, config: OverflowConfig, context:
         else:
             reason = f"its context overflowed {state.attempt + 1} times (max_restarts {config.max_restarts})"
         raise await _fail(project, state, reason)
-    progress = await _summary(context, state, prompts.exhausted_message(state.k), config.headroom_tokens)
+    progress = await _summary(context, state, agents.exhausted_message(state.k), config.headroom_tokens)
     context.log.info("l2mac.overflow_restart", instruction=state.k, attempt=state.attempt + 1)
     return {
         "attempt": state.attempt + 1,

@@ -1,21 +1,8 @@
-"""L2MAC's memory: the instruction registry and the versioned file store, kept in the memory store.
+"""L2MAC's file store and instruction registry, kept in the memory store: :class:`Project` and :func:`load_project`.
 
-The record contract (one project per run thread; every id is a stable id, so a resumed step that repeats a write
-finds it done instead of writing it twice):
-
-- ``L2Project`` ``{thread_id, task, status: planned|running|done|failed, instructions: [text], files: {path:
-  {versions: [version ids, oldest first], deleted: bool}}}``. Id from (namespace, thread_id). ``files`` is the
-  manifest: the head of a path is its last version, unless the path is deleted.
-- ``L2Instruction`` ``{thread_id, idx, text, status: pending|active|done|failed, restarts, turns, checks, summary,
-  error}``; text = the instruction. ``(:L2Project)-[:HAS_INSTRUCTION {key: idx}]->(:L2Instruction)`` and
-  ``(:L2Instruction)-[:NEXT]->(:L2Instruction)``.
-- ``L2FileVersion`` ``{thread_id, path, n, action: write|edit|delete, content, sha256, lines, instruction, attempt,
-  turn, tool_call_id, prev}``; text = the path. ``(:L2FileVersion)-[:WRITTEN_IN {attempt, turn}]->(:L2Instruction)``
-  (the step that wrote it) and ``(:L2FileVersion)-[:PREV]->(:L2FileVersion)``. Id from (namespace, thread_id, write
-  key, path), the write key naming the tool call (instruction, attempt, turn, call id). A version and the manifest
-  that points at it are written in one transaction, the version as a claim (``new=``): the write key's version
-  existing already means the write was applied (a resumed step), a racing writer of the same key gets
-  ``ConflictError``.
+A project reads its manifest once and keeps it up to date with its own writes; a file's versions are never
+changed, a new one is added. The records, their properties and ids are :mod:`mnemoflow.nodes.l2mac.model`'s.
+Paths are checked here too (:func:`check_path`): relative POSIX paths inside the project's root, nothing reserved.
 """
 
 from __future__ import annotations
@@ -27,28 +14,30 @@ from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from mnemoflow.errors import NodeError
-from mnemoflow.memory.names import REGISTRY
 from mnemoflow.memory.protocol import GraphStore
-from mnemoflow.memory.records import NodeRecord, RelationshipRecord, stable_id
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord
+from mnemoflow.nodes.l2mac.model import (
+    HAS_INSTRUCTION,
+    INSTRUCTION,
+    PREV,
+    PROJECT,
+    VERSION,
+    WRITTEN_IN,
+    WriteKey,
+    file_version_id,
+    instruction_id,
+    project_id,
+)
 
 __all__ = [
+    "MAX_FILE_CHARS",
     "Action",
     "FileVersion",
     "PathError",
     "Project",
-    "WriteKey",
-    "MAX_FILE_CHARS",
     "check_path",
     "load_project",
 ]
-
-PROJECT, INSTRUCTION, VERSION = "L2Project", "L2Instruction", "L2FileVersion"
-HAS_INSTRUCTION, WRITTEN_IN, PREV = "HAS_INSTRUCTION", "WRITTEN_IN", "PREV"
-REGISTRY.register_kind(PROJECT, description="L2MAC: a run thread's task, instruction list and file manifest.")
-REGISTRY.register_kind(INSTRUCTION, description="L2MAC: one instruction of the plan and its control-unit state.")
-REGISTRY.register_kind(VERSION, description="L2MAC: one version of a file of the file store, and the step that wrote it.")
-for _relationship in (HAS_INSTRUCTION, WRITTEN_IN, PREV):
-    REGISTRY.register_relationship(_relationship)
 
 MAX_PATH_CHARS = 200
 MAX_FILE_CHARS = 200_000
@@ -85,20 +74,9 @@ def check_path(path: str) -> str:
 
 
 @dataclass(frozen=True)
-class WriteKey:
-    """Which tool call of which step wrote a version: the same call always gives the same version id."""
-
-    instruction: int
-    attempt: int
-    turn: int
-    tool_call_id: str
-
-    def token(self) -> str:
-        return f"{self.instruction}/{self.attempt}/{self.turn}/{self.tool_call_id}"
-
-
-@dataclass(frozen=True)
 class FileVersion:
+    """One version of a file, as read back from its ``L2FileVersion`` record."""
+
     id: str
     path: str
     n: int
@@ -117,14 +95,6 @@ class FileVersion:
     def from_record(cls, record: NodeRecord) -> FileVersion:
         p = record.properties
         return cls(record.id, p["path"], p["n"], p["action"], p["content"], p["instruction"], p["attempt"], p["turn"])
-
-
-def project_id(namespace: str, thread_id: str) -> str:
-    return stable_id(namespace, PROJECT, thread_id)
-
-
-def instruction_id(namespace: str, thread_id: str, idx: int) -> str:
-    return stable_id(namespace, INSTRUCTION, thread_id, idx)
 
 
 class Project:
@@ -239,7 +209,7 @@ class Project:
         """
         if len(content) > MAX_FILE_CHARS:
             raise ValueError(f"{path}: {len(content)} characters is more than the {MAX_FILE_CHARS} a file may hold")
-        version_id = stable_id(self.namespace, VERSION, self.thread_id, key.token(), path)
+        version_id = file_version_id(self.namespace, self.thread_id, key, path)
         [existing] = await self.store.get_nodes(self.namespace, [version_id])
         if existing is not None:
             await self.store.upsert_relationships(self._version_links(existing))

@@ -17,20 +17,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from mnemoflow.errors import ToolArgumentError
 from mnemoflow.llm import Tool, ToolCall, tool_result
 from mnemoflow.nodes.l2mac.checks import CheckResult, run_checks
-from mnemoflow.nodes.l2mac.files import MAX_FILE_CHARS, Action, FileVersion, PathError, Project, WriteKey, check_path
+from mnemoflow.nodes.l2mac.files import MAX_FILE_CHARS, Action, FileVersion, PathError, Project, check_path
+from mnemoflow.nodes.l2mac.model import WriteKey
 from mnemoflow.nodes.sandbox import Limits
 
-__all__ = ["PLAN_TOOL", "STEP_TOOLS", "PlanSteps", "TurnResult", "dispatch", "file_listing"]
+__all__ = ["STEP_TOOLS", "TurnResult", "dispatch", "file_listing"]
 
 Message = dict[str, Any]
 
 
 class _Arguments(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class PlanSteps(_Arguments):
-    steps: list[str] = Field(min_length=1, description="The instructions, in order; each a detailed, self-contained step.")
 
 
 class FileRef(_Arguments):
@@ -66,11 +63,6 @@ class NoArguments(_Arguments):
     pass
 
 
-PLAN_TOOL = Tool(
-    name="plan_steps",
-    description="Give the list of instructions that together complete the task, each run by a fresh agent in order.",
-    parameters=PlanSteps,
-)
 STEP_TOOLS: tuple[Tool, ...] = (
     Tool("list_files", "List the project's files with their number of versions and lines.", NoArguments),
     Tool("read_files", "Read files (their current version, or an earlier one).", ReadFiles),

@@ -1,11 +1,27 @@
-"""The control unit's messages to the model (the codebase domain)."""
+"""What the control unit says to the model and hears back: the prompts, the plan's reply, the offline stand-in.
+
+The plan is the model's reply to :func:`plan_messages`: one forced call of the ``plan_steps`` tool
+(:data:`PLAN_TOOL`), validated into :class:`PlanSteps`. Each instruction is then carried out through the step tools
+of :mod:`mnemoflow.nodes.l2mac.tools`, prompted by the messages below (the codebase domain).
+
+The offline stand-in answers the plan and the steps without a model, so the graph can be seen working: the plan is
+one instruction (the task itself); the step writes a README.md naming the task, then declares the step complete.
+It builds nothing real: set OPENAI_BASE_URL to use a model.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from mnemoflow.llm import Tool, ToolCall, ToolTurn, offline_tool_handler
+
 __all__ = [
+    "PLAN_TOOL",
     "SYSTEM",
+    "PlanSteps",
     "complete_message",
     "cycle_message",
     "exhausted_message",
@@ -16,6 +32,21 @@ __all__ = [
 ]
 
 Message = dict[str, Any]
+
+
+# The plan: the arguments of the one ``plan_steps`` call the model is made to reply with. No docstring: it would
+# become the description of the JSON schema sent to the model, and change the request.
+class PlanSteps(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[str] = Field(min_length=1, description="The instructions, in order; each a detailed, self-contained step.")
+
+
+PLAN_TOOL = Tool(
+    name="plan_steps",
+    description="Give the list of instructions that together complete the task, each run by a fresh agent in order.",
+    parameters=PlanSteps,
+)
 
 SYSTEM = """\
 You are an autonomous software engineer working with no human in the loop. You build the project the task \
@@ -100,3 +131,28 @@ def exhausted_message(index: int) -> Message:
             "with text only."
         ),
     }
+
+
+# -- the offline stand-in ------------------------------------------------------------------------------------
+
+
+def _task(messages: list[Message]) -> str:
+    task = next((str(m.get("content", "")) for m in messages if str(m.get("content", "")).startswith("The task:")), "")
+    return task.removeprefix("The task:").strip()
+
+
+@offline_tool_handler("plan_steps")
+def _offline_plan(messages: list[Message], tools: list[str]) -> ToolTurn:
+    steps = [f"Write a README.md that states the task: {_task(messages)}"]
+    return ToolTurn("", (ToolCall("offline-plan", "plan_steps", json.dumps({"steps": steps})),), "tool_calls")
+
+
+@offline_tool_handler("step_complete")
+def _offline_step(messages: list[Message], tools: list[str]) -> ToolTurn:
+    started = max(i for i, m in enumerate(messages) if str(m.get("content", "")).startswith("Carry out instruction"))
+    turns = sum(1 for m in messages[started:] if m.get("role") == "assistant")
+    if turns == 0:
+        readme = f"# Offline run\n\nThe offline model wrote only this file. The task was:\n\n{_task(messages)}\n"
+        arguments = json.dumps({"files": [{"path": "README.md", "content": readme}]})
+        return ToolTurn("", (ToolCall("offline-write", "write_files", arguments),), "tool_calls")
+    return ToolTurn("", (ToolCall(f"offline-complete-{turns}", "step_complete", "{}"),), "tool_calls")
