@@ -37,11 +37,13 @@ codes do not. Leaves defined beside the code that raises them give their module:
     ├── TriggerRefused                          trigger-refused   flows.server.hooks.trigger: Prefect refused the run's parameters
     └── UIError                                 ui                flows.server.ui.views: a page or API request cannot be answered
 
-Mechanisms' own leaves::
+Mechanisms' own leaves, with their parents::
 
-    ForestError (ConfigError)                   tme-forest        nodes.tme.forest: a task-forest change is refused
-    SessionConflictError (ConflictError)        tme-session-conflict  nodes.tme: another turn of the session was saved first
-    PathError (ToolArgumentError)               l2mac-path        nodes.l2mac: a file path is outside the project or malformed
+    ForestError (MnemoflowError)                tme-forest            nodes.tme.forest: a task-forest change is refused
+    SessionConflictError (ConflictError)        tme-session-conflict  nodes.tme.conversation: another turn was saved first
+    PathError (ToolArgumentError)               l2mac-path            nodes.l2mac.files: a path is malformed or outside the project
+    MissingFileError (ToolArgumentError, LookupError)  l2mac-missing-file  nodes.l2mac.files: no such file or version
+    FileTooLargeError (ToolArgumentError)       l2mac-file-too-large  nodes.l2mac.files: more than a file may hold
 
 Foreign errors (neo4j, sqlite3, openai) are translated at the edge of each backend and re-raised ``from`` the
 original, so nothing above the memory layer sees driver types.

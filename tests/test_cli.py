@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,29 @@ def test_node_modules_register_a_projects_own_nodes(tmp_path: Path) -> None:
         "graphs", "validate", str(graph), cwd=tmp_path, MNEMOFLOW_NODE_MODULES="tests.support.testing_nodes, no_such_nodes", PYTHONPATH=project
     )
     assert missing.returncode == 2 and "cannot import node module 'no_such_nodes' (MNEMOFLOW_NODE_MODULES)" in missing.stderr
+
+
+@pytest.mark.slow
+def test_a_terminal_sees_one_progress_bar_and_no_log_lines(tmp_path: Path) -> None:
+    terminal, stderr = pty.openpty()
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("MNEMOFLOW_", "NEO4J_", "OPENAI_"))}
+    process = subprocess.Popen(
+        [MNEMOFLOW, "demo"], cwd=tmp_path, env={**environment, "TERM": "xterm"}, stdout=subprocess.PIPE, stderr=stderr, text=True
+    )
+    os.close(stderr)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # the process closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    stdout, _ = process.communicate(timeout=120)
+    os.close(terminal)
+    assert process.returncode == 0
+    screen = shown.decode("utf-8", "replace")
+    assert "extracting entities and facts" in screen and "answering question 3 of 3" in screen
+    assert "comorag.progress" not in screen and "run.end" not in screen
+    assert stdout.count("   answer: ") == 3

@@ -255,6 +255,7 @@ async def test_offline_ingestion_extracts_a_graph(store: GraphStore, namespace: 
     assert "The" not in names and "She" not in names
 
 
+@pytest.mark.subprocess
 def test_cli_ingests_then_finds_everything_in_the_cache(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
     book = tmp_path / "salt-road.txt"
     book.write_text(opening(600), encoding="utf-8")

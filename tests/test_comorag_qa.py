@@ -368,6 +368,7 @@ def test_personalized_pagerank_prefers_the_seeds_neighbourhood() -> None:
 MNEMOFLOW = str(Path(sys.executable).with_name("mnemoflow"))
 
 
+@pytest.mark.subprocess
 async def test_killed_run_resumes_without_duplicating_the_workspace(
     backend: str, server: ScriptedOpenAIServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -58,6 +58,7 @@ def step_requests(server: ScriptedOpenAIServer) -> list[dict[str, Any]]:
     return [r["body"] for r in server.requests if r["body"].get("tools") and r["body"].get("tool_choice") in (None, "auto")]
 
 
+@pytest.mark.subprocess
 async def test_a_scripted_model_builds_a_package_over_three_instructions(
     store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -133,6 +134,7 @@ async def test_a_scripted_model_builds_a_package_over_three_instructions(
     assert state["loops"] == 1 and temperatures[:4] == [0.0, 0.0, 0.4, pytest.approx(0.3)]
 
 
+@pytest.mark.subprocess
 async def test_a_check_that_hangs_is_killed_and_counts_as_a_failure(
     store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -163,6 +165,7 @@ async def test_a_check_that_hangs_is_killed_and_counts_as_a_failure(
     assert not [r for r in server.requests if r["body"].get("tool_choice") not in (None, "auto")]  # the plan was given
 
 
+@pytest.mark.subprocess
 async def test_overflow_restarts_are_bounded_then_the_run_fails_clearly(
     store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -196,6 +199,7 @@ async def test_a_window_too_small_for_the_fresh_context_fails_at_once(
     assert server.request_count == 0
 
 
+@pytest.mark.subprocess
 async def test_export_writes_the_final_tree(
     store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -224,6 +228,7 @@ def printed_run_id(stderr: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.subprocess
 async def test_resume_after_a_kill_mid_instruction_duplicates_nothing(
     backend: str, server: ScriptedOpenAIServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -285,6 +290,7 @@ async def test_resume_after_a_kill_mid_instruction_duplicates_nothing(
         await store.close()
 
 
+@pytest.mark.subprocess
 async def test_the_offline_model_runs_the_graph(
     store: GraphStore, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -39,7 +39,7 @@ def tme(
 
     async def work(parts: RunParts) -> None:
         from mnemoflow.graphs import GraphRunner, load_graph
-        from mnemoflow.nodes.tme.memory import load_conversation
+        from mnemoflow.nodes.tme.conversation import load_conversation
         from mnemoflow.nodes.tme.session import one_turn_at_a_time
 
         async def tree() -> None:

@@ -123,7 +123,7 @@ def progress_bar() -> Iterator[ProgressListener]:
         transient=True,
         disable=not console.is_terminal,
     ) as progress:
-        task = progress.add_task("starting", total=None)
+        task = progress.add_task("working", total=None)
 
         def report(step: str, done: int, total: int) -> None:
             progress.update(task, description=step, completed=done, total=total)

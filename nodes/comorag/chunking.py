@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 
+from mnemoflow.errors import UsageError
 from mnemoflow.nodes.tokens import count_tokens
 
 __all__ = ["DEFAULT_CHUNK_TOKENS", "chunk_text", "count_tokens", "episode_window"]
@@ -62,7 +63,7 @@ def chunk_text(text: str, max_tokens: int = DEFAULT_CHUNK_TOKENS) -> list[str]:
     separated by a blank line.
     """
     if max_tokens < 1:
-        raise ValueError(f"max_tokens must be at least 1, not {max_tokens}")
+        raise UsageError(f"max_tokens must be at least 1, not {max_tokens}")
     chunks: list[str] = []
     current = ""
     size = 0

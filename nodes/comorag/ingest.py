@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from mnemoflow.errors import ConfigError, NodeError
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.nodes.comorag.agents import (
@@ -62,14 +63,16 @@ async def write_records(store: GraphStore, nodes: Sequence[NodeRecord], relation
 
 
 async def _gather(context: RunContext, step: str, calls: Sequence[Awaitable[T]]) -> list[T]:
-    """Await ``calls`` concurrently, logging progress about every tenth of the way."""
+    """Await ``calls`` concurrently, reporting each one done (a progress bar) and logging about every tenth."""
     total, done = len(calls), 0
     every = max(1, total // 10)
+    context.progress(step, done, total)
 
     async def tracked(call: Awaitable[T]) -> T:
         nonlocal done
         result = await call
         done += 1
+        context.progress(step, done, total)
         if done % every == 0 or done == total:
             context.log.info("comorag.progress", step=step, done=done, total=total)
         return result
@@ -91,7 +94,7 @@ async def chunk_book(state: IngestState, config: NoConfig, context: RunContext) 
     """Split the book into token-bounded chunks and store them in reading order (Book, Chunk, PART_OF, NEXT)."""
     chunks = chunk_text(state.text, state.chunk_tokens)
     if not chunks:
-        raise ValueError(f"book {state.book_id!r} has no text to ingest")
+        raise ConfigError(f"book {state.book_id!r} has no text to ingest")
     namespace, book = context.namespace, state.book_id
     window = episode_window(len(chunks))
     book_node = book_record_id(namespace, book)
@@ -135,7 +138,7 @@ async def extract_graph(state: IngestState, config: NoConfig, context: RunContex
         triples = (await context.llm.structured(triples_messages(passage, names), Triples)).triples
         return names, triples
 
-    results = await _gather(context, "extract_graph", [extract(passage) for passage in state.chunks])
+    results = await _gather(context, "extracting entities and facts", [extract(passage) for passage in state.chunks])
     graph = build_graph_records(context.namespace, state.book_id, state.chunk_ids, results)
     entity_vectors = await context.embedder.embed([record.text or "" for record in graph.entities])
     fact_vectors = await context.embedder.embed([record.text or "" for record in graph.facts])
@@ -162,7 +165,7 @@ async def link_synonyms(state: IngestState, config: SynonymConfig, context: RunC
     found = await context.store.get_nodes(context.namespace, state.entity_ids)
     missing = [node_id for node_id, record in zip(state.entity_ids, found, strict=True) if record is None or not record.embedding]
     if missing:
-        raise LookupError(f"{len(missing)} entities of this run are missing from the store or have no embedding")
+        raise NodeError(f"{len(missing)} entities of this run are missing from the store or have no embedding")
     vectors = np.array([record.embedding for record in found if record is not None and record.embedding], dtype=np.float64)
     pairs = synonym_pairs(vectors, threshold=config.threshold, max_neighbours=config.max_neighbours)
     ids = state.entity_ids
@@ -207,7 +210,7 @@ async def summarize_semantic(state: IngestState, config: SemanticConfig, context
             context.llm.text(semantic_messages([texts[m] for m in cluster.members]), max_tokens=config.max_tokens)
             for cluster in clusters
         ]
-        summaries = [summary.strip() for summary in await _gather(context, f"summarize_semantic level {level}", calls)]
+        summaries = [summary.strip() for summary in await _gather(context, f"semantic summaries, level {level}", calls)]
         summary_vectors = await context.embedder.embed(summaries)
         summary_ids = [semantic_summary_id(namespace, book, level, [ids[m] for m in cluster.members]) for cluster in clusters]
         records = [
@@ -254,7 +257,7 @@ async def summarize_episodes(state: IngestState, config: SummaryConfig, context:
             return passages[0]
         return (await context.llm.text(episodic_messages(passages), max_tokens=config.max_tokens)).strip()
 
-    summaries = await _gather(context, "summarize_episodes", [summarize(start) for start in starts])
+    summaries = await _gather(context, "episodic summaries", [summarize(start) for start in starts])
     vectors = await context.embedder.embed(summaries)
     ids: list[str] = []
     records: list[NodeRecord] = []

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from mnemoflow.errors import ConflictError
+from mnemoflow.errors import ConflictError, UsageError
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.nodes.experepair.model import ISSUE, OF_ISSUE, PATCH_DEMO, TEST_DEMO, issue_node_id, patch_demo_id, test_demo_id
@@ -185,7 +185,7 @@ async def record_issue(
 ) -> str:
     """Write (or update) the issue's record with its outcome; returns its id."""
     if status not in ("resolved", "unresolved"):
-        raise ValueError(f"issue status {status!r} is not allowed: use 'resolved' or 'unresolved'")
+        raise UsageError(f"issue status {status!r} is not allowed: use 'resolved' or 'unresolved'")
     record = _issue_record(namespace, repo, issue_id, issue_text, status, final_patch, evidence)
     await store.upsert_nodes([record])
     return record.id

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from mnemoflow.errors import UsageError
 from mnemoflow.memory.paging import all_nodes
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord
@@ -36,7 +37,7 @@ class InsightEdit(BaseModel):
 
 def _check_role(role: str) -> None:
     if role not in ROLES:
-        raise ValueError(f"insight role {role!r} is not allowed: use 'tester' or 'coder'")
+        raise UsageError(f"insight role {role!r} is not allowed: use 'tester' or 'coder'")
 
 
 async def _insights(store: GraphStore, namespace: str, role: str) -> list[NodeRecord]:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from rank_bm25 import BM25Okapi  # type: ignore[import-untyped, unused-ignore]
 
+from mnemoflow.errors import UsageError
 from mnemoflow.memory.paging import all_nodes
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.nodes.experepair.model import PATCH_DEMO, TEST_DEMO
@@ -133,7 +134,7 @@ async def retrieve_demos(
     ``queries["issue_description"]``.
     """
     if phase not in PHASE_WEIGHTS:
-        raise ValueError(f"retrieval phase {phase!r} is unknown; use one of {', '.join(PHASE_WEIGHTS)}")
+        raise UsageError(f"retrieval phase {phase!r} is unknown; use one of {', '.join(PHASE_WEIGHTS)}")
     kind, subtype = _KB[phase]
     current_text = issue_text if issue_text is not None else queries.get("issue_description", "")
     candidates = [

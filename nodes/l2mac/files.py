@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from mnemoflow.errors import NodeError
+from mnemoflow.errors import NodeError, ToolArgumentError
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.nodes.l2mac.model import (
@@ -33,6 +33,8 @@ __all__ = [
     "MAX_FILE_CHARS",
     "Action",
     "FileVersion",
+    "FileTooLargeError",
+    "MissingFileError",
     "PathError",
     "Project",
     "check_path",
@@ -47,8 +49,22 @@ RESERVED_PREFIXES = (".mnemoflow_sandbox", ".git/")
 Action = Literal["write", "edit", "delete"]
 
 
-class PathError(ValueError):
+class PathError(ToolArgumentError):
     """A path the file store refuses: empty, absolute, climbing out with ``..``, or reserved."""
+
+    code = "l2mac-path"
+
+
+class MissingFileError(ToolArgumentError, LookupError):
+    """A file, or a version of it, that the file store does not hold."""
+
+    code = "l2mac-missing-file"
+
+
+class FileTooLargeError(ToolArgumentError):
+    """Content longer than a file of the store may hold (:data:`MAX_FILE_CHARS`)."""
+
+    code = "l2mac-file-too-large"
 
 
 def check_path(path: str) -> str:
@@ -177,14 +193,15 @@ class Project:
         return len(entry["versions"]) if entry else 0
 
     async def read(self, path: str, version: int | None = None) -> FileVersion:
-        """The head of ``path`` (KeyError if it does not exist), or its version ``version`` (1-based; deleted too)."""
+        """The head of ``path`` (:class:`MissingFileError` if it does not exist), or its version ``version`` (1-based;
+        deleted too)."""
         entry = self._properties["files"].get(path)
         if entry is None or (version is None and entry["deleted"]):
-            raise KeyError(path)
+            raise MissingFileError(path)
         versions = entry["versions"]
         n = len(versions) if version is None else version
         if not 1 <= n <= len(versions):
-            raise KeyError(f"{path} has versions 1 to {len(versions)}, not {version}")
+            raise MissingFileError(f"{path} has versions 1 to {len(versions)}, not {version}")
         [record] = await self.store.get_nodes(self.namespace, [versions[n - 1]])
         if record is None:
             raise NodeError(f"l2mac: version {n} of {path!r} is named by the manifest but not in the store")
@@ -208,7 +225,7 @@ class Project:
         applied before a resume, and nothing changed).
         """
         if len(content) > MAX_FILE_CHARS:
-            raise ValueError(f"{path}: {len(content)} characters is more than the {MAX_FILE_CHARS} a file may hold")
+            raise FileTooLargeError(f"{path}: {len(content)} characters is more than the {MAX_FILE_CHARS} a file may hold")
         version_id = file_version_id(self.namespace, self.thread_id, key, path)
         [existing] = await self.store.get_nodes(self.namespace, [version_id])
         if existing is not None:

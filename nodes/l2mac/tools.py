@@ -17,7 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from mnemoflow.errors import ToolArgumentError
 from mnemoflow.llm import Tool, ToolCall, tool_result
 from mnemoflow.nodes.l2mac.checks import CheckResult, run_checks
-from mnemoflow.nodes.l2mac.files import MAX_FILE_CHARS, Action, FileVersion, PathError, Project, check_path
+from mnemoflow.nodes.l2mac.files import (
+    MAX_FILE_CHARS,
+    Action,
+    FileTooLargeError,
+    FileVersion,
+    MissingFileError,
+    PathError,
+    Project,
+    check_path,
+)
 from mnemoflow.nodes.l2mac.model import WriteKey
 from mnemoflow.nodes.sandbox import Limits
 
@@ -193,14 +202,14 @@ def _path(path: str) -> str:
 async def _head(project: Project, path: str) -> str:
     try:
         return (await project.read(path)).content
-    except KeyError as error:
+    except MissingFileError as error:
         raise _CallError(f"no such file: {path}") from error
 
 
 async def _commit(project: Project, key: WriteKey, path: str, action: Action, content: str, result: TurnResult) -> FileVersion:
     try:
         version, _ = await project.commit(key, path, action, content)
-    except ValueError as error:
+    except FileTooLargeError as error:
         raise _CallError(str(error)) from error
     result.written.append(path)
     return version
@@ -217,7 +226,7 @@ async def _read(project: Project, arguments: ReadFiles, read_chars: int) -> str:
         except PathError as error:
             problems.append(f"refused path: {error}")
             continue
-        except KeyError as error:
+        except MissingFileError as error:
             problems.append(f"no such file or version: {error.args[0]}")
             continue
         if version.action == "delete":

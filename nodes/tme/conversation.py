@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mnemoflow.errors import ConflictError, MnemoflowError
+from mnemoflow.errors import ConflictError
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.nodes.tme.forest import Forest, TaskNode
@@ -29,8 +29,10 @@ from mnemoflow.nodes.tme.model import (
 __all__ = ["Conversation", "SessionConflictError", "load_conversation", "save_turn"]
 
 
-class SessionConflictError(MnemoflowError):
+class SessionConflictError(ConflictError):
     """Another turn of the same session was saved while this one ran; this turn's changes were not saved."""
+
+    code = "tme-session-conflict"
 
 
 @dataclass(frozen=True)

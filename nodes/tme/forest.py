@@ -30,6 +30,8 @@ Status = Literal["active", "removed"]
 class ForestError(MnemoflowError):
     """An operation the forest refuses (a missing slot, a dependency cycle); the forest is unchanged."""
 
+    code = "tme-forest"
+
 
 def slot_key(slot: str) -> str:
     """The identity of a slot: lower case, inner whitespace collapsed, outer punctuation dropped."""
