@@ -42,7 +42,7 @@ Mechanisms' own leaves, with their parents::
     ForestError (MnemoflowError)                tme-forest            nodes.tme.forest: a task-forest change is refused
     SessionConflictError (ConflictError)        tme-session-conflict  nodes.tme.conversation: another turn was saved first
     PathError (ToolArgumentError)               l2mac-path            nodes.l2mac.files: a path is malformed or outside the project
-    MissingFileError (ToolArgumentError, LookupError)  l2mac-missing-file  nodes.l2mac.files: no such file or version
+    MissingFileError (ToolArgumentError, KeyError)     l2mac-missing-file  nodes.l2mac.files: no such file or version
     FileTooLargeError (ToolArgumentError)       l2mac-file-too-large  nodes.l2mac.files: more than a file may hold
 
 Foreign errors (neo4j, sqlite3, openai) are translated at the edge of each backend and re-raised ``from`` the

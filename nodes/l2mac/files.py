@@ -55,7 +55,7 @@ class PathError(ToolArgumentError):
     code = "l2mac-path"
 
 
-class MissingFileError(ToolArgumentError, LookupError):
+class MissingFileError(ToolArgumentError, KeyError):
     """A file, or a version of it, that the file store does not hold."""
 
     code = "l2mac-missing-file"
