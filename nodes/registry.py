@@ -126,6 +126,15 @@ def _check_fields(name: str, state: type[BaseModel], fields: set[str], what: str
     return frozenset(fields)
 
 
+def _check_config(name: str, config: type[BaseModel]) -> type[BaseModel]:
+    if config.model_config.get("extra") != "forbid":
+        raise RegistrationError(
+            f"{name}: config model {config.__name__} must refuse unknown keys "
+            "(model_config = ConfigDict(extra=\"forbid\")), or a misspelt key under `with:` passes unnoticed"
+        )
+    return config
+
+
 def _doc(function: Callable[..., Any], name: str) -> str:
     doc = inspect.getdoc(function)
     if not doc:
@@ -165,7 +174,7 @@ def node(
                 state=state,
                 reads=_check_fields(name, state, reads, "reads"),
                 writes=_check_fields(name, state, writes, "writes"),
-                config=config,
+                config=_check_config(name, config),
                 doc=_doc(function, name),
             )
         )
@@ -198,7 +207,7 @@ def router(
                 state=state,
                 reads=_check_fields(name, state, reads, "reads"),
                 outcomes=frozenset(outcomes),
-                config=config,
+                config=_check_config(name, config),
                 doc=_doc(function, name),
             )
         )

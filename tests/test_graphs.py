@@ -11,14 +11,17 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
-from mnemoflow.errors import ConfigError, GraphSpecError, NodeError
+from mnemoflow.errors import ConfigError, GraphSpecError, NodeError, RegistrationError
 from mnemoflow.graphs import GraphSpec, library_graphs, load_graph, run_graph, to_mermaid
 from mnemoflow.memory.checkpoints import open_checkpointer
 from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.nodes import NoConfig, Registry, node
 from mnemoflow.settings import Settings
 from tests.conftest import EMBEDDER, offline_llm, settings_of
 
+LIBRARY = Path(__file__).parents[1] / "graphs" / "library"
 INVALID = sorted((Path(__file__).parent / "fixtures" / "graphs" / "invalid").glob("*.yaml"))
 MNEMOFLOW = str(Path(sys.executable).with_name("mnemoflow"))
 TEXT = "The sea was calm that night. A ship came close to the reef! Its crew saw the light and turned. All were saved."
@@ -46,6 +49,31 @@ def test_invalid_graph_is_reported_with_its_line(path: Path) -> None:
     assert any(Path(problem.file).name == path.name or path.name in problem.message for problem in matching)
     assert f"{Path(matching[0].file).name}:{line}:" in str(caught.value)
     assert "recursive" in path.stem or Path(matching[0].file) == path
+
+
+@pytest.mark.subprocess
+def test_a_config_model_that_takes_unknown_keys_is_refused_at_registration() -> None:
+    class Loose(BaseModel):
+        depth: int = 1
+
+    async def step(state: BaseModel, config: BaseModel, context: object) -> dict[str, object]:
+        """Do nothing."""
+        return {}
+
+    with pytest.raises(RegistrationError, match=r"config model Loose must refuse unknown keys"):
+        node("testing.loose", state=NoConfig, reads=set(), writes=set(), config=Loose, registry=Registry())(step)
+
+
+@pytest.mark.parametrize(
+    ("graph", "key", "misspelt"), [("tme-turn", "{rederive: false}", "rederiv"), ("experepair", "{candidates: 3}", "candidate")]
+)
+def test_a_misspelt_config_key_in_a_library_graph_is_refused(graph: str, key: str, misspelt: str, tmp_path: Path) -> None:
+    text = (LIBRARY / f"{graph}.yaml").read_text()
+    assert key in text
+    changed = tmp_path / f"{graph}.yaml"
+    changed.write_text(text.replace(key, key.replace(key[1:].split(":")[0], misspelt)))
+    with pytest.raises(GraphSpecError, match=misspelt):
+        load_graph(changed)
 
 
 @pytest.mark.subprocess
@@ -151,6 +179,7 @@ async def test_bad_input_is_refused(store: GraphStore, namespace: str, tmp_path:
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_cli_run_list_show_render(tmp_path: Path) -> None:
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("MNEMOFLOW_", "NEO4J_"))}
     (tmp_path / "input.json").write_text(json.dumps({"text": TEXT}))

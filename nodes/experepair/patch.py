@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mnemoflow.errors import LLMOutputError
 from mnemoflow.nodes.context import RunContext
@@ -47,10 +47,12 @@ __all__ = ["CandidatesConfig", "RoundsConfig"]
 
 
 class CandidatesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     candidates: int = Field(3, ge=1, le=8, description="Candidate patches asked for per round.")
 
 
 class RoundsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     max_rounds: int = Field(2, ge=0, le=10, description="Refinement rounds after the initial generation.")
 
 

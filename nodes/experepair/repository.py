@@ -11,7 +11,7 @@ import asyncio
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mnemoflow.errors import NodeError
 from mnemoflow.nodes.sandbox import Execution, Limits, Worktree, run_python
@@ -40,6 +40,7 @@ _DEFINITION = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+\w+.*$", re.MULTILIN
 
 
 class SandboxConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     timeout_s: float = Field(60.0, gt=0, le=3_600, description="Wall-clock limit of one script run.")
     memory_mb: int = Field(512, ge=32, le=65_536, description="Address-space limit of the script's process.")
 

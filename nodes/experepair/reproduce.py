@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mnemoflow.errors import LLMOutputError, NodeError
 from mnemoflow.nodes.context import RunContext
@@ -30,6 +30,7 @@ __all__ = ["TestLoopConfig"]
 
 
 class TestLoopConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     max_test_attempts: int = Field(3, ge=1, le=10, description="Scripts the Test Agent may write before giving up.")
 
 

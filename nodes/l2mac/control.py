@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mnemoflow.errors import NodeError
 from mnemoflow.llm import ToolCall
@@ -38,24 +38,29 @@ LOOP_STEP, CALM_STEP, MAX_TEMPERATURE = 0.4, 0.1, 1.0
 
 
 class PlanConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     max_instructions: int = Field(10, ge=1, le=100, description="Most instructions the model's plan may have.")
 
 
 class StartConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     keep_history: bool = Field(
         False, description="Carry the whole dialog into the next instruction (the baseline L2MAC is measured against)."
     )
 
 
 class GuardConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     reply_tokens: int = Field(1_000, ge=0, description="Room kept in the context window for the model's reply.")
 
 
 class CallConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     max_turns: int = Field(40, ge=1, le=1_000, description="Model calls one attempt at an instruction may make.")
 
 
 class ToolsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     timeout_s: float = Field(60.0, gt=0, le=3_600, description="Wall-clock limit of one run of the checks.")
     memory_mb: int = Field(1_024, ge=64, le=65_536, description="Address-space limit of the checks' process.")
     tests: bool = Field(True, description="Run the tests as well as the syntax checks.")
@@ -63,6 +68,7 @@ class ToolsConfig(BaseModel):
 
 
 class OverflowConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     max_restarts: int = Field(3, ge=0, le=100, description="Restarts of one instruction before the run fails.")
     headroom_tokens: int = Field(700, ge=100, description="Tokens left free for the summary when trimming.")
 

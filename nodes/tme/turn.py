@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mnemoflow.errors import LLMOutputError, NodeError
 from mnemoflow.nodes.context import RunContext
@@ -35,6 +35,7 @@ MAX_PROMPT_NODES = 60
 
 
 class RederiveConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     rederive: bool = Field(False, description="Re-derive stale steps with the model after an update (one extra call).")
 
 
