@@ -38,6 +38,7 @@ def assert_conforms(report: CapabilityReport) -> None:
 
 
 @pytest.mark.neo4j
+@pytest.mark.slow
 async def test_neo4j_saver_conforms(empty_neo4j: str) -> None:
     @checkpointer_test(name="Neo4jCheckpointSaver")
     async def neo4j_saver() -> AsyncGenerator[BaseCheckpointSaver[str], None]:
@@ -84,6 +85,7 @@ def metadata_for(index: int) -> dict[str, Any]:
 
 
 @pytest.mark.neo4j
+@pytest.mark.slow
 async def test_neo4j_list_matches_sqlite(empty_neo4j: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Same checkpoints in both savers: every filter, cursor and limit lists the same ids, across pages."""
     from langgraph.checkpoint.conformance.test_utils import generate_checkpoint

@@ -165,6 +165,7 @@ async def linked(store: GraphStore, namespace: str, node_id: str, type_: str, di
     return [node.id for node in around.nodes if node.kind == kind and node.id != node_id]
 
 
+@pytest.mark.slow
 async def test_ingest_builds_the_three_layers_once(
     store: GraphStore, namespace: str, server: ScriptedOpenAIServer, tmp_path: Path
 ) -> None:
@@ -256,6 +257,7 @@ async def test_offline_ingestion_extracts_a_graph(store: GraphStore, namespace: 
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_cli_ingests_then_finds_everything_in_the_cache(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
     book = tmp_path / "salt-road.txt"
     book.write_text(opening(600), encoding="utf-8")

@@ -138,6 +138,7 @@ async def test_answered_at_step_zero(
     assert await sqlite_store.count_nodes(namespace, "Cycle") == 1
 
 
+@pytest.mark.slow
 async def test_impasse_then_answered_after_one_cycle(
     store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -369,6 +370,7 @@ MNEMOFLOW = str(Path(sys.executable).with_name("mnemoflow"))
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 async def test_killed_run_resumes_without_duplicating_the_workspace(
     backend: str, server: ScriptedOpenAIServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

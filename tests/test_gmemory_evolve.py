@@ -340,6 +340,7 @@ async def test_an_unreadable_revision_reply_changes_no_insight(tasks: Tasks, bad
 # -- merge ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_merge_at_task_20_consolidates_and_keeps_the_highest_score(tasks: Tasks) -> None:
     reply = {
         "insights": [
@@ -379,6 +380,7 @@ async def test_merge_at_task_20_consolidates_and_keeps_the_highest_score(tasks: 
 # -- concurrency ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_ten_tasks_finishing_at_once_apply_every_credit_once(tasks: Tasks) -> None:
     [rule, other] = await tasks.seed(
         ("Restate the goal first, because it avoids drift.", 1), ("Check every unit, because answers are compared exactly.", 30)

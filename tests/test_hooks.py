@@ -356,6 +356,7 @@ async def test_a_signed_github_delivery_runs_comorag_qa_to_completion(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_serving_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("MNEMOFLOW_")}
     env["MNEMOFLOW_STORE_SQLITE_PATH"] = str(tmp_path / "memory.db")

@@ -59,6 +59,7 @@ def step_requests(server: ScriptedOpenAIServer) -> list[dict[str, Any]]:
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 async def test_a_scripted_model_builds_a_package_over_three_instructions(
     store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -135,6 +136,7 @@ async def test_a_scripted_model_builds_a_package_over_three_instructions(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 async def test_a_check_that_hangs_is_killed_and_counts_as_a_failure(
     store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -200,6 +202,7 @@ async def test_a_window_too_small_for_the_fresh_context_fails_at_once(
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 async def test_export_writes_the_final_tree(
     store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -229,6 +232,7 @@ def printed_run_id(stderr: str) -> str:
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 async def test_resume_after_a_kill_mid_instruction_duplicates_nothing(
     backend: str, server: ScriptedOpenAIServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -53,6 +53,7 @@ def private_server(tmp_path: Path) -> Neo4jServer:
 
 
 @pytest.mark.neo4j
+@pytest.mark.slow
 async def test_server_killed_mid_batch_writes_all_or_nothing(private_server: Neo4jServer) -> None:
     uri = private_server.uri
     port = int(uri.rsplit(":", 1)[1])
@@ -85,6 +86,7 @@ async def test_server_killed_mid_batch_writes_all_or_nothing(private_server: Neo
 
 
 @pytest.mark.neo4j
+@pytest.mark.slow
 def test_serve_answers_503_when_the_store_goes_away(private_server: Neo4jServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A delivery, and the UI's APIs, while Neo4j is gone: 503 with a retry hint and the reason, never a 500."""
     monkeypatch.setenv("TEST_HOOK_SECRET", "s3cret")

@@ -162,6 +162,7 @@ async def test_no_secrets_in_the_environment(repo: Path, monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize("hang", ["while True: pass", "import time\ntime.sleep(100)"])
+@pytest.mark.slow
 async def test_hanging_script_is_killed(repo: Path, tmp_path: Path, hang: str) -> None:
     pids = tmp_path / "pids"
     script = (

@@ -405,6 +405,7 @@ def chat(session: str, stdin: str, tmp_path: Path) -> subprocess.CompletedProces
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_chat_tme_remembers_and_updates_across_invocations(tmp_path: Path) -> None:
     first = chat("s1", "destination: Paris\ndeparture date: May 3\nset destination to Rome\n/tree\n/quit\n", tmp_path)
     assert first.returncode == 0, first.stderr
