@@ -30,7 +30,7 @@ browser:
 	infra/install-chromium.sh
 
 demo: install
-	$(BIN)/mnemoflow demo
+	@$(BIN)/mnemoflow demo
 
 serve: install ui
 	$(BIN)/mnemoflow serve --host $(HOST) --port $(PORT)
