@@ -6,9 +6,15 @@ import os
 import pty
 import subprocess
 import sys
+from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
+
+from mnemoflow.cli import app
 
 pytestmark = pytest.mark.subprocess
 
@@ -111,3 +117,25 @@ def test_a_terminal_sees_one_progress_bar_and_no_log_lines(tmp_path: Path) -> No
     assert "extracting entities and facts" in screen and "answering question 3 of 3" in screen
     assert "comorag.progress" not in screen and "run.end" not in screen
     assert stdout.count("   answer: ") == 3
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, list[str]]]:
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+    if not getattr(command, "commands", None):
+        yield " ".join(path), [option for parameter in command.params for option in getattr(parameter, "opts", [])]
+
+
+def test_one_flag_name_per_idea() -> None:
+    commands = dict(_commands(typer.main.get_command(app)))
+    memory_commands = {"demo", "run", "store setup", "store info", "ingest comorag", "comorag show", "l2mac export", "chat tme"}
+    assert memory_commands <= set(commands)
+    assert {name for name, options in commands.items() if "--store" in options} == memory_commands
+    assert not [name for name, options in commands.items() if "--backend" in options]
+    assert {name for name, options in commands.items() if "--namespace" in options} == memory_commands - {"store setup"}
+
+
+def test_version_is_the_installed_distributions(tmp_path: Path) -> None:
+    result = run("--version", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == f"mnemoflow {version('mnemoflow')}"
+    assert run("store", "setup", "--backend", "sqlite", cwd=tmp_path).returncode == 2
