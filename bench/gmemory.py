@@ -66,7 +66,7 @@ BASELINE_BUDGET_S seconds, at least BASELINE_MIN."""
 GOAL_RATIO = 3.0
 UTTERANCES, INSIGHT_EVERY, SUPPORT = 3, 10, 5
 SEEDS, SUCCESS_K, FAILURE_K, INSIGHTS_K = 1, 2, 0, 6
-"""The reads after a seed (``after_seeds``): spec section 2 code defaults, doubled; the library graph reads more."""
+"""The reads after a seed (``after_seeds``): the reference code's defaults, doubled; the library graph reads more."""
 
 TEMPLATES = [
     "put a clean {o} in the {p}", "heat the {o} and place it on the {p}", "find two {o}s and put them in the {p}",
@@ -204,7 +204,7 @@ async def after_seeds(store: GraphStore, vector: list[float], seeds: list[str], 
     records = [record for record in await store.get_nodes(NAMESPACE, sorted(related)) if record]
     successes = [r for r in records if r.properties["status"] == "resolved"]
     failures = [r for r in records if r.properties["status"] == "failed"]
-    if len(successes) < SUCCESS_K:  # backfill by a label-filtered search (spec section 2 step 4)
+    if len(successes) < SUCCESS_K:  # backfill by a search filtered on the outcome, as retrieval does
         successes = [hit.node for hit in await store.vector_search(NAMESPACE, vector, kind=QUERY, k=SUCCESS_K, filters={"status": "resolved"})]
     if FAILURE_K and len(failures) < FAILURE_K:
         failures = [hit.node for hit in await store.vector_search(NAMESPACE, vector, kind=QUERY, k=FAILURE_K, filters={"status": "failed"})]
