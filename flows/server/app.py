@@ -56,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
         async with open_run_parts(settings, checkpointer=False) as parts:
             deliveries = DeliveryLog(parts.store, namespace=settings.hooks.namespace, retention_days=settings.hooks.retention_days)
             app.state.mnemoflow = ServerState(settings, parts.store, parts.embedder, deliveries, hooks, secrets)
+            parts.log.info("server.start", store=settings.store.backend, hooks=sorted(hooks))
             yield
 
     app = FastAPI(title="mnemoflow", summary="Webhooks that trigger runs, and a UI for graphs, runs and memory.", lifespan=lifespan)
