@@ -23,12 +23,9 @@ from mnemoflow.flows.tasks import run_node_as_task
 from mnemoflow.graphs import GraphRunner, load_graph
 from mnemoflow.graphs.loader import LoadedGraph
 from mnemoflow.graphs.parts import open_run_parts
-from mnemoflow.graphs.runner import check_input
+from mnemoflow.graphs.runner import LIVE_INTERVAL_S, check_input
 
-__all__ = ["LIVE_INTERVAL_S", "execute_graph", "read_files", "run_graph", "start_graph_run"]
-
-LIVE_INTERVAL_S = 1.0
-"""How often a running graph's record is refreshed in the store, for the UI's live run page."""
+__all__ = ["execute_graph", "read_files", "run_graph", "start_graph_run"]
 
 
 def _flow_run_id() -> str:

@@ -32,7 +32,10 @@ from mnemoflow.settings import Settings
 if TYPE_CHECKING:
     from mnemoflow.graphs.parts import RunParts
 
-__all__ = ["LIVE_HEARTBEAT_S", "GraphRunner", "RunResult", "check_input", "run_graph", "step_limit"]
+__all__ = ["LIVE_HEARTBEAT_S", "LIVE_INTERVAL_S", "GraphRunner", "RunResult", "check_input", "run_graph", "step_limit"]
+
+LIVE_INTERVAL_S = 1.0
+"""How often the CLI and the flows refresh a running graph's record (``live_interval``), so the UI follows it."""
 
 LIVE_HEARTBEAT_S = 15.0
 """A live run's record is written at least this often (``recorded_at``), even while one step runs long, so a

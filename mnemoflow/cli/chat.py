@@ -19,8 +19,6 @@ __all__ = ["app"]
 
 app = typer.Typer(help="Talk to a memory mechanism in the terminal.", no_args_is_help=True)
 
-LIVE_INTERVAL_S = 1.0
-
 
 @app.command("tme")
 def tme(
@@ -39,6 +37,7 @@ def tme(
 
     async def work(parts: RunParts) -> None:
         from mnemoflow.graphs import GraphRunner, load_graph
+        from mnemoflow.graphs.runner import LIVE_INTERVAL_S
         from mnemoflow.nodes.tme.conversation import load_conversation
         from mnemoflow.nodes.tme.session import one_turn_at_a_time
 

@@ -14,10 +14,7 @@ if TYPE_CHECKING:
     from mnemoflow.graphs.parts import RunParts
     from mnemoflow.graphs.runner import RunResult
 
-__all__ = ["run", "read_input"]
-
-LIVE_INTERVAL_S = 1.0
-"""How often a running graph's record is refreshed, so that `mnemoflow serve` shows the run while it runs."""
+__all__ = ["read_input", "run"]
 
 
 def read_input(text: str) -> dict[str, Any]:
@@ -46,6 +43,7 @@ def run(
 
     async def work(parts: RunParts) -> RunResult:
         from mnemoflow.graphs import GraphRunner
+        from mnemoflow.graphs.runner import LIVE_INTERVAL_S
 
         with progress_bar() as progress:
             async with GraphRunner.from_parts(loaded, parts, live_interval=LIVE_INTERVAL_S, progress=progress) as runner:
