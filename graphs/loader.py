@@ -6,7 +6,7 @@ Every problem names the file, line and column, and all problems of a file are re
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,9 @@ def read_yaml(text: str, file: str, *, holds: str = "graph", hint: str = "") -> 
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
                 key = constructor.construct_object(key_node, deep=True)
+                if not isinstance(key, Hashable):  # a mapping or a list written as a key: "{a: 1}: value"
+                    problems.append(Problem(file, *place(key_node), "unhashable-key", "a key must be a word or number"))
+                    key = yaml.serialize(key_node).strip()
                 if key in result:
                     problems.append(Problem(file, *place(key_node), "duplicate-key", f"key {key!r} appears twice"))
                 positions.marks[(*path, key)] = place(key_node)
