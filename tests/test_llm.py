@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from pydantic import BaseModel
 
-from mnemoflow.errors import LLMError, LLMOutputError, LLMRequestError, LLMTimeoutError, LLMUnavailableError
+from mnemoflow.errors import (
+    ConfigError,
+    LLMError,
+    LLMOutputError,
+    LLMRequestError,
+    LLMTimeoutError,
+    LLMUnavailableError,
+)
 from mnemoflow.llm import (
     LLM,
     OfflineBackend,
@@ -26,7 +35,9 @@ from mnemoflow.llm import (
     offline_tool_handler,
     tool_result,
 )
-from mnemoflow.settings import LLMSettings, OpenAISettings, Settings
+from mnemoflow.llm.endpoint import resolve_endpoint
+from mnemoflow.llm.parsing import close_json
+from mnemoflow.settings import LLMSettings, LocalServerSettings, OpenAISettings, Settings
 from tests.support.openai_server import Calls, Rule, ScriptedOpenAIServer
 
 
@@ -202,6 +213,30 @@ def test_json_extraction() -> None:
     assert extract_json("```\n[1, 2]\n```") == [1, 2]
     with pytest.raises(ValueError, match="no JSON"):
         extract_json('{"a": ')
+    assert extract_json('{"a": "two\nlines"}') == {"a": "two\nlines"}  # a raw newline inside a string, as small models write
+
+
+@pytest.mark.parametrize(
+    ("cut", "closed"),
+    [
+        ('{"approve": true, "feedback": "38 }\nThe answer is', {"approve": True, "feedback": "38 }\nThe answer is"}),
+        ('Sure: {"a": [1, 2, 3', {"a": [1, 2, 3]}),
+        ('{"a": 1, "b', {"a": 1}),  # a key without its value: back to the last complete member
+        ('{"a": ["x", "y\\"', {"a": ["x", 'y"']}),  # an escaped quote does not end the string
+        ("no JSON at all", None),
+    ],
+)
+def test_a_cut_reply_is_closed_where_it_stopped(cut: str, closed: object) -> None:
+    assert close_json(cut) == closed
+
+
+async def test_a_reply_still_cut_after_more_room_is_closed_and_used(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    server.faults.extend(["truncated"] * 3)
+    server.script(json={"confidence": 1, "answer": "the sea is calm and the wind is light"})  # cut inside the answer
+    llm = gateway(server, tmp_path)
+    verdict = await llm.structured(ASK, Verdict, max_tokens=50)
+    assert verdict.answer and "the sea is calm and the wind is light".startswith(verdict.answer)
+    assert server.count("/chat/completions") == 3 and llm.usage.reasks == 2  # two with more room, no re-ask
 
 
 async def test_offline_model_is_deterministic_and_labelled(tmp_path: Path) -> None:
@@ -317,7 +352,7 @@ async def test_tool_results_round_trip_to_the_server(server: ScriptedOpenAIServe
     first_prompt = llm.usage.prompt_tokens
     assert turn.message() == {
         "role": "assistant",
-        "content": None,
+        "content": "",
         "tool_calls": [
             {"id": "call_1", "type": "function", "function": {"name": "write_files", "arguments": json.dumps(HELLO)}},
             {"id": "call_2", "type": "function", "function": {"name": "run_tests", "arguments": "{}"}},
@@ -458,3 +493,133 @@ async def test_call_tools_retries_transport_faults(server: ScriptedOpenAIServer,
     assert [call.id for call in turn.tool_calls] == ["call_1"]  # the faults did not use up the reply
     assert server.count("/chat/completions") == 3 and llm.usage.retries == 2 and llm.usage.requests == 3
     assert llm.usage.calls == 1
+
+
+# -- what an endpoint takes, learned once; caps; slots ----------------------------------------------------------
+
+
+async def test_a_refused_json_schema_format_steps_down_once_per_endpoint_and_is_not_retried(
+    server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
+    server.refuse = {"json_schema", "json_object"}  # a 500 validation error (llama-cpp-python), then a 400
+    server.script(json={"answer": "calm", "confidence": 0.5})
+    llm = gateway(server, tmp_path, max_attempts=6)
+    assert await llm.structured(ASK, Verdict) == Verdict(answer="calm", confidence=0.5)
+    sent = [request["body"] for request in server.requests]
+    assert [body.get("response_format", {}).get("type") for body in sent] == ["json_schema", "json_object", "json_object", None]
+    assert sent[1]["response_format"]["schema"] == Verdict.model_json_schema()  # JSON mode with the schema beside it
+    assert "JSON Schema" in sent[3]["messages"][0]["content"] and sent[3]["messages"][1:] == ASK
+    assert (llm.usage.requests, llm.usage.retries, llm.capabilities.json_mode) == (4, 0, "prompt")
+    again = gateway(server, tmp_path)  # another gateway of the process starts where the first ended
+    await again.structured(ASK, Verdict)
+    assert again.usage.requests == 1 and "response_format" not in server.requests[-1]["body"]
+
+
+async def test_a_fixed_structured_mode_is_never_changed(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    server.refuse = {"json_schema"}
+    llm = gateway(server, tmp_path, structured_mode="json_schema")
+    with pytest.raises(LLMRequestError, match=r"(?s)\(500\).*Input should be 'text' or 'json_object'"):
+        await llm.structured(ASK, Verdict)
+    assert server.count("/chat/completions") == 1 and llm.capabilities.json_mode == "json_schema"
+
+
+async def test_every_call_has_a_reply_cap_from_its_caller_schema_or_settings(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    class Short(BaseModel):
+        REPLY_TOKENS: ClassVar[int] = 40
+        answer: str
+
+    server.script(json={"answer": "yes", "confidence": 1})
+    llm = gateway(server, tmp_path, max_reply_tokens=300)
+    await llm.structured(ASK, Short)
+    await llm.structured(ASK, Verdict)
+    await llm.structured(ASK, Verdict, max_tokens=7)
+    await llm.text(ASK)
+    assert [request["body"]["max_tokens"] for request in server.requests] == [40, 300, 7, 300]
+
+
+async def test_a_reply_cut_in_its_json_gets_twice_the_room_and_cut_prose_goes_to_the_reask(
+    server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
+    server.faults.extend(["truncated", "truncated"])
+    server.script(json={"answer": "whole", "confidence": 1})
+    llm = gateway(server, tmp_path)
+    await llm.structured(ASK, Verdict, max_tokens=50)
+    assert [request["body"]["max_tokens"] for request in server.requests] == [50, 100, 200]
+    server.faults.append("truncated")
+    server.rules.clear()
+    server.script(Rule(replies=["Well, the sea is calm today and the waves are", {"answer": "calm", "confidence": 1}]))
+    prose = gateway(server, tmp_path)
+    assert await prose.structured(ASK, Verdict, max_tokens=50) == Verdict(answer="calm", confidence=1)
+    assert [request["body"]["max_tokens"] for request in server.requests[3:]] == [50, 50]  # no more room for prose
+    assert "not valid" in server.requests[-1]["body"]["messages"][-1]["content"]
+
+
+async def test_time_queued_for_a_slot_is_not_counted_in_the_deadline(tmp_path: Path) -> None:
+    with ScriptedOpenAIServer(latency=0.2) as server:
+        server.script(text="ok")
+        llm = gateway(server, tmp_path, concurrency=1, deadline=1.0)
+        replies = await asyncio.gather(*(llm.text([{"role": "user", "content": f"q{n}"}]) for n in range(8)))
+    assert replies == ["ok"] * 8 and server.max_concurrent == 1  # the last waited 1.4 s for the slot, in time
+    assert llm.usage.slot_wait_s >= 1.4
+
+
+async def test_a_forced_tool_falls_back_to_structured_output_where_tools_are_refused(
+    server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
+    server.refuse = {"tools"}
+    server.script(json=HELLO)
+    llm = gateway(server, tmp_path)
+    assert await llm.forced_tool(CODE, WRITE) == WriteFiles.model_validate(HELLO)
+    refused, fallback = (request["body"] for request in server.requests)
+    assert refused["tools"] == [WRITE.schema()] and "tools" not in fallback and "tool_choice" not in fallback
+    assert fallback["response_format"]["json_schema"]["schema"] == WriteFiles.model_json_schema()
+    assert fallback["messages"][0]["content"].startswith("Call the tool write_files: Write files to disk.")
+    assert llm.usage.retries == 0 and not llm.capabilities.native_tools
+
+
+async def test_the_schema_fallback_carries_the_history_of_calls_as_plain_turns(server: ScriptedOpenAIServer, tmp_path: Path) -> None:
+    server.script(Rule(replies=[{"files": [{"content": "x"}]}, HELLO]))
+    llm = gateway(server, tmp_path, tool_mode="schema")
+    assert await llm.forced_tool(CODE, WRITE) == WriteFiles.model_validate(HELLO)
+    reasked = server.requests[1]["body"]["messages"]
+    assert [message["role"] for message in reasked] == ["system", "system", "user", "assistant", "user", "user"]
+    assert json.loads(reasked[3]["content"]) == {"tool": "write_files", "arguments": {"files": [{"content": "x"}]}}
+    assert reasked[4]["content"].startswith("Tool result: Error:")
+
+
+async def test_a_free_choice_of_tools_is_structured_output_where_tools_are_refused(
+    server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
+    server.refuse = {"tools"}
+    server.script(Rule(replies=[{"tool": "run_tests", "arguments": {}}, {"tool": "none", "reply": "All done."}]))
+    llm = gateway(server, tmp_path)
+    called = await llm.call_tools(CODE, [WRITE, RUN])
+    assert [(call.name, call.arguments) for call in called.tool_calls] == [("run_tests", "{}")]
+    choice = server.requests[1]["body"]
+    options = choice["response_format"]["json_schema"]["schema"]["anyOf"]
+    assert [option["properties"]["tool"]["const"] for option in options] == ["write_files", "run_tests", "none"]
+    answered = await llm.call_tools([*CODE, called.message(), tool_result(called.tool_calls[0], "2 passed")], [WRITE, RUN])
+    assert answered.tool_calls == () and answered.content == "All done."
+    history = server.requests[2]["body"]["messages"]
+    assert [message["role"] for message in history[-2:]] == ["assistant", "user"] and "2 passed" in history[-1]["content"]
+
+
+def test_the_endpoint_is_the_configured_one_else_the_local_server_else_offline(tmp_path: Path) -> None:
+    local = LocalServerSettings(home=tmp_path / "model")
+    assert resolve_endpoint(Settings(local_server=local)).kind == "offline"
+    with pytest.raises(ConfigError, match="no model: MNEMOFLOW_LLM_OFFLINE=0"):
+        resolve_endpoint(Settings(local_server=local, llm=LLMSettings(offline=False)))
+    local.home.mkdir()
+    record = {"base_url": "http://127.0.0.1:9/v1", "model": "tiny", "pid": os.getpid(), "file": "tiny.gguf", "log": "x.log"}
+    (local.home / "server.json").write_text(json.dumps(record))
+    found = resolve_endpoint(Settings(local_server=local))
+    assert (found.kind, found.model, found.base_url, found.slots) == ("local", "tiny", "http://127.0.0.1:9/v1", 1)
+    assert resolve_endpoint(Settings(local_server=local, llm=LLMSettings(model="named"))).model == "named"
+    configured = resolve_endpoint(Settings(local_server=local, openai=OpenAISettings(base_url="http://127.0.0.1:8/v1")))
+    assert (configured.kind, configured.base_url) == ("openai", "http://127.0.0.1:8/v1")
+    assert resolve_endpoint(Settings(local_server=local, llm=LLMSettings(offline=True))).kind == "offline"
+    record["pid"] = 2**22 + 7  # no such process: a server that died leaves its record behind
+    (local.home / "server.json").write_text(json.dumps(record))
+    assert resolve_endpoint(Settings(local_server=local)).kind == "offline"
+    gateway_for_local = llm_from_settings(Settings(local_server=local, llm=LLMSettings(offline=True)))
+    assert gateway_for_local.offline

@@ -59,6 +59,8 @@ class Completion:
 
 class Backend(Protocol):
     name: str
+    endpoint: str
+    """Where requests go (what the gateway learns an endpoint's capabilities by)."""
 
     async def complete(self, request: ChatRequest) -> Completion: ...
 
@@ -73,6 +75,15 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
+_VALIDATION_MARKS = ("validation error", "input should be", "field required", "extra inputs are not permitted", "invalid request")
+
+
+def _is_validation_error(exc: Any) -> bool:
+    """Whether a 5xx carries a request-validation error in its body: the request is wrong, repeating it won't help."""
+    text = f"{exc.message} {json.dumps(exc.body, default=str) if exc.body is not None else ''}".lower()
+    return any(mark in text for mark in _VALIDATION_MARKS)
+
+
 class OpenAIBackend:
     """OpenAI, vLLM, Ollama, LM Studio and the test server, through the official client (its retries off)."""
 
@@ -82,6 +93,7 @@ class OpenAIBackend:
         from openai import AsyncOpenAI
 
         self.client = AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0, timeout=timeout)
+        self.endpoint = str(self.client.base_url)
 
     async def complete(self, request: ChatRequest) -> Completion:
         import openai
@@ -108,6 +120,8 @@ class OpenAIBackend:
         except openai.RateLimitError as exc:
             raise TransientError(f"429 from {self.client.base_url}: {exc.message}", _retry_after(exc.response.headers)) from exc
         except openai.InternalServerError as exc:
+            if _is_validation_error(exc):  # llama-cpp-python answers 500 to a request it cannot parse
+                raise LLMRequestError(f"{self.client.base_url} refused the request ({exc.status_code}): {exc.message}") from exc
             raise TransientError(f"{exc.status_code} from {self.client.base_url}: {exc.message}") from exc
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
             raise TransientError(f"{type(exc).__name__} talking to {self.client.base_url}: {exc}") from exc
@@ -190,6 +204,7 @@ class OfflineBackend:
     """
 
     name = "offline"
+    endpoint = "offline"
 
     async def complete(self, request: ChatRequest) -> Completion:
         if request.tools and request.tool_choice != "none":
@@ -231,13 +246,46 @@ class OfflineBackend:
         return None
 
 
-def schema_format(schema: type[BaseModel]) -> dict[str, Any]:
-    """The JSON-schema response format for ``schema`` (not strict, so any server that supports it can)."""
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema(), "strict": False},
-    }
+def schema_format(name: str, schema: dict[str, Any], mode: str) -> dict[str, Any] | None:
+    """The ``response_format`` asking for JSON that matches ``schema`` in a structured ``mode`` (None: ``prompt``).
+
+    ``json_schema`` is OpenAI's (not strict, so any server that supports it can); ``json_object_schema`` is JSON mode
+    with the schema beside it, as llama.cpp's servers constrain replies; ``json_object`` is plain JSON mode.
+    """
+    if mode == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": False}}
+    if mode == "json_object_schema":
+        return {"type": "json_object", "schema": grammar_friendly(schema)}
+    if mode == "json_object":
+        return {"type": "json_object"}
+    return None
 
 
-def schema_instruction(schema: type[BaseModel]) -> str:
-    return "Reply with only a JSON object that matches this JSON Schema:\n" + json.dumps(schema.model_json_schema())
+GRAMMAR_MAX_ITEMS = 32
+"""The largest ``maxItems`` kept in a schema a server turns into a grammar."""
+_UNROLLED = ("maxLength", "minLength", "pattern", "format")
+_NAMED = ("properties", "$defs", "definitions")
+
+
+def grammar_friendly(schema: Any) -> Any:
+    """``schema`` without the bounds a grammar unrolls: llama.cpp writes ``maxLength: 2000`` as 2,000 nested rules,
+    which its parser refuses ("exceeds sane defaults") or which slow every sampled token. String lengths and patterns
+    go, ``maxItems`` above :data:`GRAMMAR_MAX_ITEMS` too; the reply is still validated against the whole schema."""
+    if isinstance(schema, list):
+        return [grammar_friendly(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kept: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _NAMED and isinstance(value, dict):  # names of properties or definitions, not keywords
+            kept[key] = {name: grammar_friendly(part) for name, part in value.items()}
+        elif key not in _UNROLLED:
+            kept[key] = grammar_friendly(value)
+    for bound in ("maxItems", "minItems"):
+        if isinstance(kept.get(bound), int) and kept[bound] > GRAMMAR_MAX_ITEMS:
+            del kept[bound]
+    return kept
+
+
+def schema_instruction(schema: dict[str, Any]) -> str:
+    return "Reply with only a JSON object that matches this JSON Schema:\n" + json.dumps(schema)

@@ -6,8 +6,15 @@
 >>> args = await llm.forced_tool(messages, write_files)               # force a call; its validated arguments
 
 Retries (tenacity) cover 429 (honouring ``Retry-After``), 5xx, timeouts and dropped connections, with
-exponential backoff and jitter, a bounded number of attempts and a total deadline per call; any other 4xx
-fails at once. The concurrency cap and the per-minute budgets are shared by every fork of a gateway.
+exponential backoff and jitter, a bounded number of attempts and a total deadline per call; a request the server
+refuses as invalid (any other 4xx, or a 5xx whose body is a validation error) fails at once. The deadline counts
+the model's time, not time queued for a slot. The concurrency cap (the server's slots where it tells them) and the
+per-minute budgets are shared by every fork of a gateway.
+
+What an endpoint takes is learned on first use and kept for the process (:class:`Capabilities`): the first
+structured mode it accepts (JSON schema, JSON mode with the schema, JSON mode, the schema in the prompt only) and
+whether it has function calling (without it, a forced tool's arguments are asked for as structured output). Every
+call has a reply-length cap: the caller's, else its schema's ``REPLY_TOKENS``, else ``MNEMOFLOW_LLM_MAX_REPLY_TOKENS``.
 ``fork()`` gives a run its own :class:`~mnemoflow.llm.usage.Usage` over the same client, limits and cache.
 A ``request_slot`` (an async context manager factory) is entered around every request sent: the Prefect
 flows pass one that holds a slot of a global concurrency or rate limit, shared by every worker.
@@ -20,14 +27,21 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from mnemoflow.errors import LLMOutputError, LLMRequestError, LLMTimeoutError, LLMUnavailableError, ToolArgumentError, UsageError
+from mnemoflow.errors import (
+    LLMOutputError,
+    LLMRequestError,
+    LLMTimeoutError,
+    LLMUnavailableError,
+    ToolArgumentError,
+    UsageError,
+)
 from mnemoflow.llm.backends import (
     Backend,
     ChatRequest,
@@ -35,13 +49,14 @@ from mnemoflow.llm.backends import (
     OfflineBackend,
     OpenAIBackend,
     TransientError,
-    schema_format,
-    schema_instruction,
+    grammar_friendly,
 )
 from mnemoflow.llm.cache import ResponseCache, cache_key
-from mnemoflow.llm.parsing import extract_json
+from mnemoflow.llm.endpoint import JSON_MODES, Capabilities, learned_capabilities, resolve_endpoint
+from mnemoflow.llm.parsing import close_json, extract_json
 from mnemoflow.llm.tools import Tool, ToolTurn, tool_result
 from mnemoflow.llm.usage import Usage
+from mnemoflow.llm.wire import as_tool_calls, choice_schema, structured_request, with_system, without_tool_messages
 from mnemoflow.settings import LLMSettings, Settings
 
 __all__ = ["LLM", "llm_from_settings", "uses_offline_model"]
@@ -52,9 +67,13 @@ Message = dict[str, Any]
 RequestSlot = Callable[[], AbstractAsyncContextManager[Any]]
 """Entered around every request sent to the model (a shared budget across processes, for instance)."""
 TRUNCATION_RETRIES = 2
-"""Times a truncated reply (finish_reason ``length``) is asked for again before the re-ask."""
-
-
+"""Times a truncated reply (finish_reason ``length``) is asked for again, with twice the cap, before the re-ask."""
+DEFAULT_CONCURRENCY = 8
+"""Requests in flight when neither ``MNEMOFLOW_LLM_CONCURRENCY`` nor the server says how many slots it has."""
+_FORMAT_WORDS = ("response_format", "json_schema", "json_object", "schema")
+"""Words of a refusal that is about the structured format asked for."""
+_TOOL_REFUSALS = ("'tools'", "tool_choice", "support tools", "tools are not supported", "tools not supported")
+"""Words of a refusal that is about tools offered (not, say, a tool message in the history)."""
 @dataclass
 class _Shared:
     """What every fork of a gateway shares: the backend, limits, cache and the JSON mode that works."""
@@ -66,8 +85,8 @@ class _Shared:
     semaphore: asyncio.Semaphore
     backoff: wait_random_exponential
     """Exponential backoff with full jitter: a random wait up to ``initial * 2**retry``, capped."""
+    capabilities: Capabilities
     per_minute: list[tuple[AsyncLimiter, Callable[[ChatRequest], float]]] = field(default_factory=list)
-    json_mode: str = "json_schema"
     request_slot: RequestSlot | None = None
 
 
@@ -105,15 +124,21 @@ class LLM:
         cache: ResponseCache | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         request_slot: RequestSlot | None = None,
+        slots: int | None = None,
+        model: str | None = None,
     ) -> None:
+        """``slots``: requests the server serves at once, when known (the concurrency cap unless the settings set
+        one); ``model``: the model name to send when it is not the settings' (the local server's)."""
         backoff = wait_random_exponential(multiplier=settings.initial_backoff, max=settings.max_backoff)
-        shared = _Shared(backend, settings, sleep, cache, asyncio.Semaphore(settings.concurrency), backoff)
+        concurrency = settings.concurrency or slots or DEFAULT_CONCURRENCY
+        capabilities = learned_capabilities(backend.endpoint)
+        shared = _Shared(backend, settings, sleep, cache, asyncio.Semaphore(concurrency), backoff, capabilities)
+        self._model = model or settings.model
         if settings.requests_per_minute:
             shared.per_minute.append((AsyncLimiter(settings.requests_per_minute, 60), lambda request: 1.0))
         if settings.tokens_per_minute:
             budget = settings.tokens_per_minute
             shared.per_minute.append((AsyncLimiter(budget, 60), lambda request: min(_estimate_tokens(request), budget)))
-        shared.json_mode = "json_object" if settings.structured_mode == "json_object" else "json_schema"
         shared.request_slot = request_slot
         self._shared = shared
         self.usage = Usage()
@@ -125,12 +150,18 @@ class LLM:
 
     @property
     def model(self) -> str:
-        return "offline" if self.offline else self._shared.settings.model
+        return "offline" if self.offline else self._model
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the endpoint was found to take so far."""
+        return self._shared.capabilities
 
     def fork(self) -> LLM:
         """The same client, limits and cache, with usage counted apart (one per run)."""
         child = LLM.__new__(LLM)
         child._shared = self._shared
+        child._model = self._model
         child.usage = Usage()
         return child
 
@@ -165,9 +196,10 @@ class LLM:
     ) -> SchemaT:
         """The reply validated into ``schema``.
 
-        A reply wrapped in fences or prose is unwrapped; a truncated one is asked for again (twice at most);
-        one that still does not validate is re-asked once with the validation error; then
-        :class:`LLMOutputError` carries the raw replies.
+        A reply wrapped in fences or prose is unwrapped; one cut off in the middle of its JSON is asked for again with
+        twice the room (twice at most; up to ``max_reply_tokens`` when the cap was below it), and one still cut is
+        closed where it stopped if that parses; one that still does not validate is re-asked once with the
+        validation error; then :class:`LLMOutputError` carries the raw replies.
         """
         request = self._request(messages, temperature, seed, max_tokens, schema)
         self.usage.calls += 1
@@ -179,23 +211,26 @@ class LLM:
                 pass  # a reply cached by an older schema: ask again
         replies: list[str] = []
         truncations = 0
+        reasked = False
         current = request
         while True:
             completion = await self._send(current)
             replies.append(completion.text)
-            if completion.finish_reason == "length" and truncations < TRUNCATION_RETRIES:
+            if completion.finish_reason == "length" and truncations < TRUNCATION_RETRIES and _json_begun(completion.text):
                 truncations += 1
                 self.usage.reasks += 1
+                current = _with_more_room(current, self._shared.settings.max_reply_tokens)
                 continue
             try:
-                result = schema.model_validate(extract_json(completion.text))
+                result = schema.model_validate(_reply_value(completion))
             except (ValueError, ValidationError) as exc:
                 problem = f"the reply was cut off ({exc})" if completion.finish_reason == "length" else str(exc)
-                if current is not request:
+                if reasked:
                     raise LLMOutputError(
                         f"{schema.__name__}: the model's reply did not validate after a re-ask: {problem}", replies
                     ) from exc
                 self.usage.reasks += 1
+                reasked = True
                 current = self._request(
                     [
                         *request.messages,
@@ -264,6 +299,7 @@ class LLM:
         request = self._request(messages, temperature, seed, max_tokens, None, [tool], tool_choice)
         replies: list[str] = []
         truncations = 0
+        reasked = False
         current = request
         while True:
             completion = await self._send(current)
@@ -273,6 +309,7 @@ class LLM:
             if turn.finish_reason == "length" and truncations < TRUNCATION_RETRIES:
                 truncations += 1
                 self.usage.reasks += 1
+                current = _with_more_room(current, self._shared.settings.max_reply_tokens)
                 continue
             error: ToolArgumentError | None = None
             if call is None:
@@ -284,11 +321,12 @@ class LLM:
                 except ToolArgumentError as exc:
                     error = exc
                     problem = f"the reply was cut off ({exc})" if turn.finish_reason == "length" else str(exc)
-            if current is not request:
+            if reasked:
                 raise LLMOutputError(
                     f"{tool.name}: the model's call did not validate after a re-ask: {problem}", replies
                 ) from error
             self.usage.reasks += 1
+            reasked = True
             current = self._request(
                 [
                     *request.messages,
@@ -319,26 +357,74 @@ class LLM:
         tools: Sequence[Tool[Any]] = (),
         tool_choice: str | dict[str, Any] | None = None,
     ) -> ChatRequest:
+        """The call as asked for; :meth:`_on_the_wire` fits it to what the endpoint takes when it is sent."""
         settings = self._shared.settings
-        response_format = None
-        if schema is not None and not self.offline:
-            if self._shared.json_mode == "json_schema":
-                response_format = schema_format(schema)
-            else:
-                response_format = {"type": "json_object"}
-                messages = [{"role": "system", "content": schema_instruction(schema)}, *messages]
+        if max_tokens is None:
+            declared = [getattr(model, "REPLY_TOKENS", None) for model in (schema, *(tool.parameters for tool in tools))]
+            max_tokens = max((int(cap) for cap in declared if cap), default=settings.max_reply_tokens)
         return ChatRequest(
-            model=settings.model,
+            model=self._model,
             messages=list(messages),
             temperature=settings.temperature if temperature is None else temperature,
             seed=seed,
             max_tokens=max_tokens,
-            response_format=response_format,
             schema=schema,
             timeout=settings.request_timeout,
             tools=[tool.schema() for tool in tools] or None,
             tool_choice=tool_choice if tools else None,
         )
+
+    def _json_mode(self) -> str:
+        configured = self._shared.settings.structured_mode
+        return self._shared.capabilities.json_mode if configured == "auto" else configured
+
+    def _native_tools(self) -> bool:
+        configured = self._shared.settings.tool_mode
+        return self._shared.capabilities.native_tools if configured == "auto" else configured == "native"
+
+    def _on_the_wire(self, request: ChatRequest) -> ChatRequest:
+        """``request`` as sent to this endpoint: its structured mode, and tool calls as structured output where the
+        endpoint has no function calling."""
+        if self.offline:
+            return request
+        if request.schema is not None:
+            return structured_request(request, request.schema.__name__, request.schema.model_json_schema(), self._json_mode())
+        if not request.tools:
+            return request
+        functions = [tool["function"] for tool in request.tools]
+        if self._native_tools():
+            tools = [{"type": "function", "function": {**function, "parameters": grammar_friendly(function["parameters"])}} for function in functions]
+            return replace(request, tools=tools)
+        wire = replace(request, messages=without_tool_messages(request.messages), tools=None, tool_choice=None)
+        if request.tool_choice == "none":
+            return wire
+        forced = request.tool_choice.get("function", {}).get("name") if isinstance(request.tool_choice, dict) else None
+        if forced is not None:
+            function = next(function for function in functions if function["name"] == forced)
+            instruction = f"Call the tool {forced}: {function['description']}"
+            return structured_request(with_system(wire, instruction), forced, function["parameters"], self._json_mode())
+        instruction = "Call one of these tools by replying with its name and arguments:\n" + "\n".join(
+            f"- {function['name']}: {function['description']}" for function in functions
+        )
+        if request.tool_choice == "auto":
+            instruction += '\nOr reply without a tool as {"tool": "none", "reply": "..."}.'
+        choice = choice_schema(functions, free=request.tool_choice == "auto")
+        return structured_request(with_system(wire, instruction), "tool_choice", choice, self._json_mode())
+
+    def _learn_from(self, wire: ChatRequest, error: LLMRequestError) -> bool:
+        """Whether the endpoint refused ``wire`` for a feature it lacks (then the next way is remembered)."""
+        settings, capabilities = self._shared.settings, self._shared.capabilities
+        message = str(error).lower()
+        if wire.tools and settings.tool_mode == "auto" and any(words in message for words in _TOOL_REFUSALS):
+            capabilities.native_tools = False
+            return True
+        mode = self._json_mode()
+        if wire.response_format is None or settings.structured_mode != "auto" or mode == JSON_MODES[-1]:
+            return False
+        if not any(word in message for word in _FORMAT_WORDS):
+            return False
+        capabilities.json_mode = JSON_MODES[JSON_MODES.index(mode) + 1]
+        return True
 
     def _key(self, request: ChatRequest) -> str | None:
         settings = self._shared.settings
@@ -375,11 +461,11 @@ class LLM:
         return float(self._shared.backoff(state))
 
     async def _send(self, request: ChatRequest) -> Completion:
-        """One completion, with retries of transport faults, limits and a total deadline."""
+        """One completion, with retries of transport faults, limits and a deadline on the model's time."""
         shared, usage = self._shared, self.usage
         started = time.monotonic()
         try:
-            async with asyncio.timeout(shared.settings.deadline):
+            async with asyncio.timeout(shared.settings.deadline) as deadline:
                 retrying = AsyncRetrying(
                     stop=stop_after_attempt(shared.settings.max_attempts),
                     wait=self._wait,
@@ -391,7 +477,7 @@ class LLM:
                     with attempt:
                         if attempt.retry_state.attempt_number > 1:
                             usage.retries += 1
-                        completion = await self._attempt(request)
+                        completion = await self._attempt(request, deadline)
             return completion
         except TransientError as exc:
             raise LLMUnavailableError(
@@ -399,48 +485,79 @@ class LLM:
             ) from exc
         except TimeoutError as exc:
             raise LLMTimeoutError(
-                f"the call took longer than its deadline of {shared.settings.deadline} s (MNEMOFLOW_LLM_DEADLINE)"
+                f"the call took longer than its deadline of {shared.settings.deadline} s of the model's time, time "
+                "queued for a slot not counted (MNEMOFLOW_LLM_DEADLINE)"
             ) from exc
         finally:
             usage.wait_s += time.monotonic() - started
 
-    async def _attempt(self, request: ChatRequest) -> Completion:
+    async def _attempt(self, request: ChatRequest, deadline: asyncio.Timeout) -> Completion:
         shared = self._shared
         for limiter, cost in shared.per_minute:
             await limiter.acquire(cost(request))
+        when = deadline.when()
+        deadline.reschedule(None)  # the deadline is on the model's time: paused while queued for a slot
+        queued = time.monotonic()
         async with shared.semaphore, shared.request_slot() if shared.request_slot else nullcontext():
-            self.usage.requests += 1
-            try:
-                completion = await shared.backend.complete(request)
-            except LLMRequestError as exc:
-                wanted_schema = request.response_format is not None and request.response_format.get("type") == "json_schema"
-                if not (wanted_schema and "response_format" in str(exc) and shared.settings.structured_mode == "auto"):
-                    raise
-                # the server has no JSON-schema mode: use JSON mode from now on
-                shared.json_mode = "json_object"
-                assert request.schema is not None
-                retry = self._request(request.messages, request.temperature, request.seed, request.max_tokens, request.schema)
-                completion = await shared.backend.complete(retry)
+            waited = time.monotonic() - queued
+            self.usage.slot_wait_s += waited
+            deadline.reschedule(None if when is None else when + waited)
+            while True:
+                wire = self._on_the_wire(request)
+                self.usage.requests += 1
+                try:
+                    completion = await shared.backend.complete(wire)
+                except LLMRequestError as exc:
+                    if not self._learn_from(wire, exc):
+                        raise
+                    continue
+                break
         self.usage.prompt_tokens += completion.prompt_tokens
         self.usage.completion_tokens += completion.completion_tokens
+        if wire.tools is None and request.tools and request.tool_choice != "none":  # tools asked for as structured output
+            return as_tool_calls(completion, request)
         return completion
 
 
+def _reply_value(completion: Completion) -> Any:
+    """The JSON a reply carries; one still cut at its cap after more room is closed where it stopped, if it can be
+    (a small model under a grammar may never close a string)."""
+    try:
+        return extract_json(completion.text)
+    except ValueError:
+        closed = close_json(completion.text) if completion.finish_reason == "length" else None
+        if closed is None:
+            raise
+        return closed
+
+
+def _json_begun(text: str) -> bool:
+    """Whether a cut-off reply was writing JSON (more room may finish it), not prose running on (the re-ask may)."""
+    return text.lstrip().startswith(("{", "[", "```"))
+
+
+def _with_more_room(request: ChatRequest, ceiling: int) -> ChatRequest:
+    """``request`` with twice its reply-length cap (after a reply cut off at it), but not past ``ceiling`` when the cap
+    was below it."""
+    cap = request.max_tokens or ceiling
+    return replace(request, max_tokens=cap * 2 if cap >= ceiling else min(cap * 2, ceiling))
+
+
 def uses_offline_model(settings: Settings) -> bool:
-    """Whether the settings call for the offline model: ``MNEMOFLOW_LLM_OFFLINE``, else no endpoint set."""
-    if settings.llm.offline is not None:
-        return settings.llm.offline
-    return not (settings.openai.base_url or settings.openai.api_key)
+    """Whether the settings call for the offline stand-in (see :func:`resolve_endpoint`)."""
+    return resolve_endpoint(settings).kind == "offline"
 
 
 def llm_from_settings(
     settings: Settings, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, request_slot: RequestSlot | None = None
 ) -> LLM:
-    """The gateway the settings describe: the offline model when no endpoint is configured."""
-    config, endpoint = settings.llm, settings.openai
-    cache = ResponseCache(config.cache_path) if config.cache else None
-    if uses_offline_model(settings):
+    """The gateway to the model :func:`resolve_endpoint` finds."""
+    config, endpoint = settings.llm, resolve_endpoint(settings)
+    if endpoint.kind == "offline":
         return LLM(OfflineBackend(), config, cache=None, sleep=sleep, request_slot=request_slot)
-    api_key = endpoint.api_key.get_secret_value() if endpoint.api_key else None
-    backend = OpenAIBackend(base_url=endpoint.base_url, api_key=api_key, timeout=config.request_timeout)
-    return LLM(backend, config, cache=cache, sleep=sleep, request_slot=request_slot)
+    cache = ResponseCache(config.cache_path) if config.cache else None
+    backend = OpenAIBackend(base_url=endpoint.base_url, api_key=endpoint.api_key, timeout=config.request_timeout)
+    llm = LLM(backend, config, cache=cache, sleep=sleep, request_slot=request_slot, slots=endpoint.slots, model=endpoint.model)
+    if endpoint.native_tools is not None:
+        llm.capabilities.native_tools = endpoint.native_tools
+    return llm

@@ -110,16 +110,12 @@ class ToolTurn:
     def message(self) -> dict[str, Any]:
         """The assistant message to append to the history.
 
-        ``content`` is None when the turn only called tools, and ``"tool_calls"`` is left out when it called none
-        (then ``content`` stays a string, since OpenAI wants one or the other).
+        ``content`` is always a string (``""`` when the turn only called tools: OpenAI takes that as well as null,
+        and llama-cpp-python's server refuses null), and ``"tool_calls"`` is left out when it called none.
         """
         if not self.tool_calls:
             return {"role": "assistant", "content": self.content}
-        return {
-            "role": "assistant",
-            "content": self.content or None,
-            "tool_calls": [call.message_part() for call in self.tool_calls],
-        }
+        return {"role": "assistant", "content": self.content, "tool_calls": [call.message_part() for call in self.tool_calls]}
 
 
 def tool_result(call: ToolCall, content: str) -> dict[str, Any]:

@@ -24,14 +24,16 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     wait_s: float = 0.0
-    """Seconds spent waiting on the model, backoff and rate limits included."""
+    """Seconds spent waiting on the model, backoff, rate limits and slots included."""
+    slot_wait_s: float = 0.0
+    """Of those, seconds queued for a free slot (the concurrency cap, a shared limit): not counted in deadlines."""
 
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "wait_s": round(self.wait_s, 6), "tokens": self.tokens}
+        return {**asdict(self), "wait_s": round(self.wait_s, 6), "slot_wait_s": round(self.slot_wait_s, 6), "tokens": self.tokens}
 
     def add(self, other: Usage) -> None:
         """Count ``other`` in too (a node's usage into its run's)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -84,10 +84,17 @@ _PARAGRAPH = "Paragraph:\n"
 _ENTITIES = "Named entities: "
 
 
+def _at_most(items: int) -> dict[str, Any]:
+    """A bound on a list in the schema only: a server that constrains replies by the schema (llama.cpp's grammars)
+    stops a small model's runaway list there, while a longer reply from another model still validates (and is cut)."""
+    return {"maxItems": items}
+
+
 class NamedEntities(BaseModel):
     """The named entities of one chunk."""
+    REPLY_TOKENS: ClassVar[int] = 200
 
-    named_entities: list[str] = Field(default_factory=list)
+    named_entities: list[str] = Field(default_factory=list, json_schema_extra=_at_most(30))
 
     @field_validator("named_entities", mode="before")
     @classmethod
@@ -100,8 +107,11 @@ class NamedEntities(BaseModel):
 
 class Triples(BaseModel):
     """The (subject, predicate, object) triples of one chunk; malformed triples are dropped, not fatal."""
+    REPLY_TOKENS: ClassVar[int] = 400
 
-    triples: list[list[str]] = Field(default_factory=list)
+    triples: list[list[str]] = Field(
+        default_factory=list, json_schema_extra={"maxItems": 20, "items": {"type": "array", "items": {"type": "string"}, "minItems": 3, "maxItems": 3}}
+    )
 
     @field_validator("triples", mode="before")
     @classmethod
@@ -173,14 +183,18 @@ ANSWER_SYSTEM = (
 
 class FactSelection(BaseModel):
     """The fact filter's reply: the 1-based numbers of the facts kept."""
+    REPLY_TOKENS: ClassVar[int] = 40
 
-    keep: list[int] = Field(default_factory=list, description="Numbers of the relevant facts, at most four.")
+    keep: list[int] = Field(default_factory=list, description="Numbers of the relevant facts, at most four.", json_schema_extra=_at_most(4))
 
 
 class CueReply(BaseModel):
     """The comprehension agent's key findings."""
+    REPLY_TOKENS: ClassVar[int] = 300
 
-    findings: list[str] = Field(default_factory=list, description="Up to five key findings, one sentence each.")
+    findings: list[str] = Field(
+        default_factory=list, description="Up to five key findings, one sentence each.", json_schema_extra=_at_most(5)
+    )
 
     def cue(self) -> str:
         """The findings as the cue text stored in the memory unit ("" when there are none)."""
@@ -193,8 +207,9 @@ _PROBE_KEY = re.compile(r"^probe[_ ]?(\d+)$", re.IGNORECASE)
 
 class ProbeSet(BaseModel):
     """The regulation agent's probes; also reads ``{"probe_1": ...}``, ``{"probe1": ...}`` and a bare list."""
+    REPLY_TOKENS: ClassVar[int] = 150
 
-    probes: list[str] = Field(default_factory=list, description="Up to three new probes.")
+    probes: list[str] = Field(default_factory=list, description="Up to three new probes.", json_schema_extra=_at_most(3))
 
     @model_validator(mode="before")
     @classmethod
@@ -213,12 +228,14 @@ class ProbeSet(BaseModel):
 
 class FusionReply(BaseModel):
     """The integration agent's narrative."""
+    REPLY_TOKENS: ClassVar[int] = 500
 
     narrative: str = Field(description="The merged narrative.")
 
 
 class AnswerReply(BaseModel):
     """The QA agent's reasoning and final answer (``*`` = impasse)."""
+    REPLY_TOKENS: ClassVar[int] = 600
 
     analysis: str = Field("", description="Content understanding, relevant information, key facts.")
     final_answer: str = Field(description="The shortest answer, an option letter, or * when unanswerable.")

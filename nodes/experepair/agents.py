@@ -10,7 +10,7 @@ feedback. Every reply is validated into the models below; the offline stand-ins 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,6 +60,7 @@ class _Reply(BaseModel):
 
 class TestScript(_Reply):
     """A self-contained Python script reproducing the issue."""
+    REPLY_TOKENS: ClassVar[int] = 1500
 
     __test__ = False  # not a pytest class
 
@@ -68,6 +69,7 @@ class TestScript(_Reply):
 
 class Judgement(_Reply):
     """Does the script's run reproduce the issue?"""
+    REPLY_TOKENS: ClassVar[int] = 600
 
     analysis: str = Field(max_length=4_000)
     reproduces: bool
@@ -81,15 +83,18 @@ class Location(_Reply):
 
 
 class Localization(_Reply):
+    REPLY_TOKENS: ClassVar[int] = 500
     locations: list[Location] = Field(default_factory=list, max_length=8)
 
 
 class Patches(_Reply):
+    REPLY_TOKENS: ClassVar[int] = 3000
     patches: list[str] = Field(default_factory=list, max_length=8, description="Unified diffs (git diff format).")
 
 
 class Review(_Reply):
     """The reviewer's ranking of the candidates (numbers as shown, best first) and which of them fix the issue."""
+    REPLY_TOKENS: ClassVar[int] = 800
 
     ranking: list[int] = Field(default_factory=list, max_length=16)
     correct: list[int] = Field(default_factory=list, max_length=16)
@@ -104,6 +109,7 @@ class InsightEditReply(_Reply):
 
 
 class InsightEdits(_Reply):
+    REPLY_TOKENS: ClassVar[int] = 800
     edits: list[InsightEditReply] = Field(default_factory=list, max_length=8)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -65,15 +65,18 @@ class Rating(BaseModel):
 
 
 class Ratings(BaseModel):
+    REPLY_TOKENS: ClassVar[int] = 600
     ratings: list[Rating] = Field(default_factory=list, max_length=200)
 
 
 class Kept(BaseModel):
+    REPLY_TOKENS: ClassVar[int] = 300
     keep: list[int] = Field(default_factory=list, max_length=1000)
     """Numbers (from 1) of the utterances worth keeping."""
 
 
 class ProjectedInsights(BaseModel):
+    REPLY_TOKENS: ClassVar[int] = 600
     insights: list[str] = Field(default_factory=list, max_length=50)
 
 
@@ -85,12 +88,14 @@ class _Reply(BaseModel):
 
 
 class KeySteps(_Reply):
+    REPLY_TOKENS: ClassVar[int] = 500
     steps: list[str] = Field(
         default_factory=list, max_length=20, description="The overall approach, then one line per essential step."
     )
 
 
 class Mistake(_Reply):
+    REPLY_TOKENS: ClassVar[int] = 200
     reason: str = Field(max_length=2000, description="The most likely cause of the failure, in one or two sentences.")
 
 
@@ -101,6 +106,7 @@ class Operation(_Reply):
 
 
 class Operations(_Reply):
+    REPLY_TOKENS: ClassVar[int] = 800
     operations: list[Operation] = Field(default_factory=list, max_length=12)
 
 
@@ -110,6 +116,7 @@ class Consolidated(_Reply):
 
 
 class Consolidation(_Reply):
+    REPLY_TOKENS: ClassVar[int] = 1000
     insights: list[Consolidated] = Field(default_factory=list, max_length=10)
 
 

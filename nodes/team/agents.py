@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +48,7 @@ class TeamState(BaseModel):
 
 
 class Critique(BaseModel):
+    REPLY_TOKENS: ClassVar[int] = 400
     model_config = ConfigDict(extra="forbid")
 
     approve: bool

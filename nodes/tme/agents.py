@@ -7,7 +7,7 @@ again with the validation error, then fails the call). Rules are generic, never 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,6 +35,7 @@ class _Reply(BaseModel):
 
 class Decomposition(_Reply):
     """The task an utterance is about and the substeps it names."""
+    REPLY_TOKENS: ClassVar[int] = 200
 
     task: str = Field(max_length=200, description="A short, value-free title of the task, e.g. 'plan a trip'.")
     substeps: list[str] = Field(default_factory=list, max_length=12, description="One per object or parameter the user sets.")
@@ -51,6 +52,7 @@ class Operation(_Reply):
 
 
 class Classification(_Reply):
+    REPLY_TOKENS: ClassVar[int] = 800
     operations: list[Operation] = Field(default_factory=list, max_length=24)
 
 
@@ -60,6 +62,7 @@ class Rederived(_Reply):
 
 
 class Rederivation(_Reply):
+    REPLY_TOKENS: ClassVar[int] = 400
     values: list[Rederived] = Field(default_factory=list)
 
 

@@ -221,6 +221,9 @@ class ScriptedOpenAIServer:
         self.retry_after = retry_after
         self.timeout_sleep = timeout_sleep
         self.requests: list[dict[str, Any]] = []
+        self.refuse: set[str] = set()
+        """Features answered as a server without them would: ``json_schema`` (a 500 whose body is a validation error,
+        as llama-cpp-python's server answers), ``json_object`` and ``tools`` (400)."""
         self.tool_call_ids = 0
         self.max_concurrent = 0
         self._active = 0
@@ -301,6 +304,11 @@ class ScriptedOpenAIServer:
         if path == CHAT_PATH and body.get("stream"):
             handler.reply(400, _error("the scripted server does not stream", "invalid_request_error"))
             return
+        refused = self._refused(body)
+        if refused is not None:
+            status, message = refused
+            handler.reply(status, _error(message, "internal_server_error" if status == 500 else "invalid_request_error"))
+            return
         system, user = _prompt(body)
         reply: Reply | None = None
         taken = False
@@ -342,6 +350,19 @@ class ScriptedOpenAIServer:
                 handler.reply(400, _error(message, "invalid_request_error", "unmatched"))
             else:
                 handler.reply(200, self._completion(body, *_apply_content_fault(fault, content)))
+
+    def _refused(self, body: dict[str, Any]) -> tuple[int, str] | None:
+        kind = (body.get("response_format") or {}).get("type")
+        if kind == "json_schema" and "json_schema" in self.refuse:
+            return 500, (
+                "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+                "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}"
+            )
+        if kind == "json_object" and "json_object" in self.refuse:
+            return 400, "response_format json_object is not supported by this model"
+        if body.get("tools") and "tools" in self.refuse:
+            return 400, "this model does not support tools"
+        return None
 
     def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
