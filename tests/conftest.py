@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from neo4j import GraphDatabase
 from pydantic import SecretStr
 
 from mnemoflow.llm import LLM, OfflineBackend
+from mnemoflow.llm.endpoint import forget_capabilities
 from mnemoflow.memory import HashingEmbedder, Neo4jStore, SQLiteStore
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.nodes import load_builtin_nodes
@@ -23,6 +25,15 @@ pytest_plugins = ["tests.support.prefect_fixtures"]
 load_builtin_nodes()  # the tests use the mechanisms' nodes, records and offline answers without loading a graph first
 
 EMBEDDER = HashingEmbedder(384)
+NO_LOCAL_SERVER = "/nonexistent/mnemoflow-tests/model"
+"""A local model server home no test finds a server in: a developer's running server is never used by accident."""
+os.environ["MNEMOFLOW_LOCAL_SERVER_HOME"] = NO_LOCAL_SERVER
+
+
+@pytest.fixture(autouse=True)
+def _fresh_capabilities() -> None:
+    """Each test learns its servers' capabilities anew (a later server may reuse an earlier one's port)."""
+    forget_capabilities()
 
 
 def offline_llm() -> LLM:
@@ -30,9 +41,34 @@ def offline_llm() -> LLM:
     return LLM(OfflineBackend(), LLMSettings(cache=False))
 
 
+def required(service: str) -> bool:
+    """CI sets MNEMOFLOW_REQUIRE_NEO4J=1, MNEMOFLOW_REQUIRE_MODEL=1...: there a missing service fails the run."""
+    return os.environ.get(f"MNEMOFLOW_REQUIRE_{service.upper()}", "").lower() in ("1", "true", "yes")
+
+
 def neo4j_required() -> bool:
-    """CI sets MNEMOFLOW_REQUIRE_NEO4J=1: there a missing Neo4j fails the run instead of skipping."""
-    return os.environ.get("MNEMOFLOW_REQUIRE_NEO4J", "").lower() in ("1", "true", "yes")
+    return required("neo4j")
+
+
+@dataclass(frozen=True)
+class RealModel:
+    """The local model server ``infra/with-model.sh`` started for the session."""
+
+    home: Path
+    """Its home: settings with ``local_server.home`` here find it as the embedded default."""
+    base_url: str
+
+
+@pytest.fixture(scope="session")
+def real_model() -> RealModel:
+    """The session's local model server; skips without one (fails under MNEMOFLOW_REQUIRE_MODEL=1)."""
+    home, url = os.environ.get("MNEMOFLOW_TEST_MODEL_HOME"), os.environ.get("MNEMOFLOW_TEST_MODEL_URL")
+    if not home or not url:
+        message = "no local model server: run the tests with `make test` (infra/with-model.sh starts one)"
+        if required("model"):
+            pytest.fail(f"{message}; MNEMOFLOW_REQUIRE_MODEL is set", pytrace=False)
+        pytest.skip(message)
+    return RealModel(Path(home), url)
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +138,10 @@ def cli_environment(
     with ``model_url``, the scripted model server (response cache off) set; ``extra`` on top."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("MNEMOFLOW_", "NEO4J_", "OPENAI_"))}
     environment.update(
-        MNEMOFLOW_STORE_BACKEND=backend, MNEMOFLOW_STORE_SQLITE_PATH=str(tmp_path / "memory.db"), MNEMOFLOW_NAMESPACE=namespace
+        MNEMOFLOW_STORE_BACKEND=backend,
+        MNEMOFLOW_STORE_SQLITE_PATH=str(tmp_path / "memory.db"),
+        MNEMOFLOW_NAMESPACE=namespace,
+        MNEMOFLOW_LOCAL_SERVER_HOME=NO_LOCAL_SERVER,
     )
     if neo4j_uri is not None:
         environment["NEO4J_URI"] = neo4j_uri
@@ -162,11 +201,12 @@ def namespace() -> str:
 
 # -- markers that follow from the fixtures a test uses ------------------------------------------------------
 
-_MARKED_BY_FIXTURE = {"neo4j_uri": "neo4j", "prefect_server": "prefect", "browser": "browser"}
+_MARKED_BY_FIXTURE = {"neo4j_uri": "neo4j", "prefect_server": "prefect", "browser": "browser", "real_model": "model"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark a test that needs Neo4j, Prefect or a browser through its fixtures; Prefect and browser tests are slow."""
+    """Mark a test that needs Neo4j, Prefect, a browser or the real model through its fixtures; all but Neo4j's are
+    slow."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         for fixture, marker in _MARKED_BY_FIXTURE.items():
@@ -176,30 +216,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                     item.add_marker("slow")
 
 
-# -- in CI a skipped Neo4j test is a failure ------------------------------------------------------------
+# -- in CI a skipped Neo4j or real-model test is a failure ------------------------------------------------
 
-_skipped_neo4j: list[str] = []
-_passed_neo4j: list[str] = []
+_COUNTED = {"neo4j": "Neo4j", "model": "Real-model"}
+_skipped: dict[str, list[str]] = {marker: [] for marker in _COUNTED}
+_passed: dict[str, list[str]] = {marker: [] for marker in _COUNTED}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if "neo4j" not in report.keywords:
-        return
-    if report.skipped and not hasattr(report, "wasxfail"):  # an expected failure is not a skip
-        _skipped_neo4j.append(report.nodeid)
-    elif report.when == "call" and report.passed:
-        _passed_neo4j.append(report.nodeid)
+    for marker in _COUNTED:
+        if marker not in report.keywords:
+            continue
+        if report.skipped and not hasattr(report, "wasxfail"):  # an expected failure is not a skip
+            _skipped[marker].append(report.nodeid)
+        elif report.when == "call" and report.passed:
+            _passed[marker].append(report.nodeid)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if _skipped_neo4j and neo4j_required():
+    if any(_skipped[marker] and required(marker) for marker in _COUNTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    terminalreporter.write_line(f"Neo4j tests: {len(_passed_neo4j)} passed, {len(_skipped_neo4j)} skipped")
-    if _skipped_neo4j and neo4j_required():
-        terminalreporter.write_line(
-            f"MNEMOFLOW_REQUIRE_NEO4J is set but {len(_skipped_neo4j)} Neo4j tests were skipped: failing the run",
-            red=True,
-        )
+    for marker, name in _COUNTED.items():
+        terminalreporter.write_line(f"{name} tests: {len(_passed[marker])} passed, {len(_skipped[marker])} skipped")
+        if _skipped[marker] and required(marker):
+            terminalreporter.write_line(
+                f"MNEMOFLOW_REQUIRE_{marker.upper()} is set but {len(_skipped[marker])} {name} tests were skipped: "
+                "failing the run",
+                red=True,
+            )

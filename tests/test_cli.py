@@ -29,9 +29,9 @@ def run(*arguments: str, cwd: Path, **environment: str) -> subprocess.CompletedP
 
 @pytest.mark.slow
 def test_demo_answers_three_questions_on_the_embedded_store(tmp_path: Path) -> None:
-    first = run("demo", cwd=tmp_path)
+    first = run("demo", "--offline", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "Indexed 'The Salt Road' in the sqlite store (namespace 'demo') with the offline model" in first.stdout
+    assert "Indexed 'The Salt Road' in the sqlite store (namespace 'demo') with the offline stand-in (not a model)" in first.stdout
     assert first.stdout.count("   answer: ") == 3 and first.stdout.count(" LLM calls, ") == 3
     assert first.stderr == ""  # results on stdout; no log lines unless asked for
     show = [line.strip() for line in first.stdout.splitlines() if line.strip().startswith("workspace: ")]
@@ -40,7 +40,7 @@ def test_demo_answers_three_questions_on_the_embedded_store(tmp_path: Path) -> N
     assert workspace.returncode == 0, workspace.stderr
     assert workspace.stdout.startswith("What was Anselm Roe's trade?") and "cycle 0: prediction" in workspace.stdout
     before = run("store", "info", "--namespace", "demo", cwd=tmp_path).stdout
-    second = run("-v", "demo", cwd=tmp_path, MNEMOFLOW_LOG_FORMAT="json")
+    second = run("-v", "demo", cwd=tmp_path, MNEMOFLOW_LOG_FORMAT="json", MNEMOFLOW_LLM_OFFLINE="1")
     assert second.returncode == 0
     assert '"event": "run.end"' in second.stderr and '"run_id"' in second.stderr
     after = run("store", "info", "--namespace", "demo", cwd=tmp_path).stdout
@@ -53,7 +53,7 @@ def test_demo_answers_three_questions_on_the_embedded_store(tmp_path: Path) -> N
 @pytest.mark.neo4j
 @pytest.mark.slow
 def test_demo_on_neo4j(tmp_path: Path, empty_neo4j: str) -> None:
-    result = run("demo", "--store", "neo4j", "--namespace", "cli", cwd=tmp_path, NEO4J_URI=empty_neo4j)
+    result = run("demo", "--offline", "--store", "neo4j", "--namespace", "cli", cwd=tmp_path, NEO4J_URI=empty_neo4j)
     assert result.returncode == 0, result.stderr
     assert "Indexed 'The Salt Road' in the neo4j store" in result.stdout and result.stdout.count("   answer: ") == 3
 
@@ -98,7 +98,7 @@ def test_a_terminal_sees_one_progress_bar_and_no_log_lines(tmp_path: Path) -> No
     terminal, stderr = pty.openpty()
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("MNEMOFLOW_", "NEO4J_", "OPENAI_"))}
     process = subprocess.Popen(
-        [MNEMOFLOW, "demo"], cwd=tmp_path, env={**environment, "TERM": "xterm"}, stdout=subprocess.PIPE, stderr=stderr, text=True
+        [MNEMOFLOW, "demo", "--offline"], cwd=tmp_path, env={**environment, "TERM": "xterm"}, stdout=subprocess.PIPE, stderr=stderr, text=True
     )
     os.close(stderr)
     shown = b""
@@ -139,3 +139,14 @@ def test_version_is_the_installed_distributions(tmp_path: Path) -> None:
     result = run("--version", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.strip() == f"mnemoflow {version('mnemoflow')}"
     assert run("store", "setup", "--backend", "sqlite", cwd=tmp_path).returncode == 2
+
+
+def test_model_commands_say_what_is_running_and_what_is_wrong(tmp_path: Path) -> None:
+    status = run("model", "status", cwd=tmp_path, MNEMOFLOW_LOCAL_SERVER_HOME=str(tmp_path / "model"))
+    assert status.returncode == 3
+    assert "commands use: the offline stand-in (not a model)" in status.stdout and "local server: not running" in status.stdout
+    missing = run("model", "start", cwd=tmp_path, MNEMOFLOW_LOCAL_MODEL=str(tmp_path / "no.gguf"))
+    assert missing.returncode == 2 and "MNEMOFLOW_LOCAL_MODEL names" in missing.stderr and "no.gguf" in missing.stderr
+    assert not (tmp_path / ".mnemoflow" / "model" / "server.json").exists()
+    stopped = run("model", "stop", cwd=tmp_path)
+    assert stopped.returncode == 0 and "no local model server was running" in stopped.stdout

@@ -157,7 +157,7 @@ def test_the_wheel_holds_mnemoflow_only_and_runs_the_demo_outside_the_repository
     )
     assert Path(where.stdout.strip()).is_relative_to(site)
     demo = subprocess.run(
-        [str(site / "bin" / "mnemoflow"), "demo"], capture_output=True, text=True, cwd=elsewhere, env=environment, timeout=600
+        [str(site / "bin" / "mnemoflow"), "demo", "--offline"], capture_output=True, text=True, cwd=elsewhere, env=environment, timeout=600
     )
     assert demo.returncode == 0, demo.stderr
     assert "Indexed 'The Salt Road' in the sqlite store" in demo.stdout and demo.stdout.count("   answer: ") == 3

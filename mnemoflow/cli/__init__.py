@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from mnemoflow.cli import chat, comorag, graphs, ingest, l2mac, prefect, store
+from mnemoflow.cli import chat, comorag, graphs, ingest, l2mac, model, prefect, store
 from mnemoflow.cli.common import fail
 from mnemoflow.cli.demo import demo
 from mnemoflow.cli.run import run
@@ -67,6 +67,7 @@ app.add_typer(comorag.app, name="comorag")
 app.add_typer(l2mac.app, name="l2mac")
 app.add_typer(chat.app, name="chat")
 app.add_typer(prefect.app, name="prefect")
+app.add_typer(model.app, name="model")
 
 
 def main() -> None:  # pragma: no cover - console entry point
