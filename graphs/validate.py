@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from mnemoflow.errors import UsageError
 from mnemoflow.graphs.loader import LoadedGraph, Positions, Problem, find_graph, parse_graph_file, raise_problems, suggest
 from mnemoflow.graphs.spec import END, START, GraphSpec
 from mnemoflow.nodes.builtins import load_builtin_nodes
 from mnemoflow.nodes.registry import REGISTRY, Registry
 
-__all__ = ["graph_reads_writes", "load_graph", "successors"]
+__all__ = ["graph_reads_writes", "load_graph", "successors", "with_node_config"]
 
 
 def load_graph(reference: str | Path, registry: Registry = REGISTRY) -> LoadedGraph:
@@ -29,6 +31,19 @@ def load_graph(reference: str | Path, registry: Registry = REGISTRY) -> LoadedGr
     raise_problems(problems)
     assert graph is not None
     return graph
+
+
+def with_node_config(graph: LoadedGraph, config: dict[str, dict[str, Any]], registry: Registry = REGISTRY) -> LoadedGraph:
+    """``graph`` with these nodes' ``with:`` values set over the file's (budgets fitted to a model, say), checked
+    again; raises ``UsageError`` for a node the graph does not have and ``GraphSpecError`` for a bad value."""
+    nodes = dict(graph.spec.nodes)
+    for name, values in config.items():
+        if name not in nodes or nodes[name].use is None:
+            raise UsageError(f"{graph.spec.name} has no registered node {name!r}; its nodes: {sorted(nodes)}")
+        nodes[name] = nodes[name].model_copy(update={"with_": {**nodes[name].with_, **values}})
+    variant = replace(graph, spec=graph.spec.model_copy(update={"nodes": nodes}))
+    raise_problems(check_graph(variant, registry))
+    return variant
 
 
 def _load(path: Path, registry: Registry, problems: list[Problem], stack: tuple[Path, ...]) -> LoadedGraph | None:

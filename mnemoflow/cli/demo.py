@@ -3,56 +3,93 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mnemoflow.cli.common import StoreOption, load_settings, progress_bar, with_parts
+from mnemoflow.cli.common import StoreOption, fail, load_settings, progress_bar, with_parts
+from mnemoflow.errors import MnemoflowError
+from mnemoflow.settings import LLMSettings, Settings, load_group
 
 if TYPE_CHECKING:
+    from mnemoflow.graphs.loader import LoadedGraph
     from mnemoflow.graphs.parts import RunParts
     from mnemoflow.graphs.runner import RunResult
+    from mnemoflow.llm.endpoint import Endpoint
 
 __all__ = ["demo"]
 
 BOOK_ID = "the-salt-road"
+SMALL_MODEL_RETRIEVAL = {"ver_top_k": 4, "sem_top_k": 2, "epi_top_k": 2, "ver_tokens": 600, "sem_tokens": 200, "epi_tokens": 200}
+SMALL_MODEL_BUDGETS = {
+    "comorag-ingest": {"semantic": {"max_levels": 2, "max_tokens": 100}, "episodes": {"max_tokens": 100}},
+    "comorag-qa": {
+        "retrieve": SMALL_MODEL_RETRIEVAL,
+        "probe_worker": SMALL_MODEL_RETRIEVAL,
+        "answer": {"ver_tokens": 600, "sem_tokens": 200, "epi_tokens": 200, "history_tokens": 150},
+    },
+}
+"""On the local model (reading ~200 prompt tokens/s on 2 cores): the summaries at the paper's 100 tokens, two levels
+of them, a sixth of the question-time contexts and one probing cycle, so the demo ends in minutes, not an hour."""
+SMALL_MODEL_INPUTS: dict[str, dict[str, Any]] = {"comorag-ingest": {"kg": False}, "comorag-qa": {"max_cycles": 1}}
+"""No knowledge graph (the 135M model extracted 0 entities and 0 facts from the story's 12 chunks, in 60% of the
+indexing time), and one probing cycle."""
 
 
 def demo(
     namespace: Annotated[str, typer.Option(help="Namespace the demo book and its workspaces are stored in.")] = "demo",
     store: StoreOption = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Use the deterministic offline stand-in instead of a model.")
+    ] = False,
 ) -> None:
     """The main job: index a bundled story with ComoRAG, then answer three questions about it.
 
-    Uses the model configured by OPENAI_BASE_URL / OPENAI_API_KEY, or the offline stand-in when none is.
+    Uses the model of OPENAI_BASE_URL / OPENAI_API_KEY, else the local model server (started for the demo when it is
+    not running); the offline stand-in only when asked (--offline or MNEMOFLOW_LLM_OFFLINE=1).
     """
     data = resources.files("mnemoflow.nodes.comorag").joinpath("data")
     story = data.joinpath("the-salt-road.txt").read_text(encoding="utf-8")
     questions: list[dict[str, Any]] = json.loads(data.joinpath("questions.json").read_text(encoding="utf-8"))
     title = story.split("\n", 1)[0].strip()
-    settings = load_settings(store, namespace)
+    settings = _demo_settings(load_settings(store, namespace), offline=offline)
+    with _model_for(settings) as endpoint:
 
-    async def work(parts: RunParts) -> tuple[RunResult, list[tuple[dict[str, Any], RunResult]]]:
-        from mnemoflow.graphs import GraphRunner, load_graph
+        small = endpoint.kind == "local"
 
-        with progress_bar() as progress:
-            async with GraphRunner.from_parts(load_graph("comorag-ingest"), parts, progress=progress) as ingest:
-                indexed = await ingest.run({"book_id": BOOK_ID, "title": title, "text": story}, namespace=settings.namespace)
-            answers = []
-            async with GraphRunner.from_parts(load_graph("comorag-qa"), parts) as qa:
-                for number, item in enumerate(questions):
-                    progress(f"answering question {number + 1} of {len(questions)}", number, len(questions))
-                    values = {"question": item["question"], "book_id": BOOK_ID, "options": item.get("options", {})}
-                    answers.append((item, await qa.run(values, namespace=settings.namespace)))
-        return indexed, answers
+        async def work(parts: RunParts) -> tuple[RunResult, list[tuple[dict[str, Any], RunResult]]]:
+            from mnemoflow.graphs import GraphRunner, load_graph, with_node_config
 
-    indexed, answers = with_parts(settings, work, checkpointer=True)
-    model = "the offline model (no OPENAI_BASE_URL or OPENAI_API_KEY set)" if indexed.offline_model else settings.llm.model
+            def graph(name: str) -> LoadedGraph:
+                return with_node_config(load_graph(name), SMALL_MODEL_BUDGETS[name]) if small else load_graph(name)
+
+            def inputs(name: str) -> dict[str, Any]:
+                return SMALL_MODEL_INPUTS[name] if small else {}
+
+            with progress_bar() as progress:
+                async with GraphRunner.from_parts(graph("comorag-ingest"), parts, progress=progress) as ingest:
+                    book = {"book_id": BOOK_ID, "title": title, "text": story, **inputs("comorag-ingest")}
+                    indexed = await ingest.run(book, namespace=settings.namespace)
+                answers = []
+                async with GraphRunner.from_parts(graph("comorag-qa"), parts) as qa:
+                    for number, item in enumerate(questions):
+                        progress(f"answering question {number + 1} of {len(questions)}", number, len(questions))
+                        values = {"question": item["question"], "book_id": BOOK_ID, "options": item.get("options", {})}
+                        answers.append((item, await qa.run({**values, **inputs("comorag-qa")}, namespace=settings.namespace)))
+            return indexed, answers
+
+        indexed, answers = with_parts(settings, work, checkpointer=True)
     state = indexed.state
-    typer.echo(f"Indexed {title!r} in the {settings.store.backend} store (namespace {settings.namespace!r}) with {model}:")
     typer.echo(
-        f"  {len(state.get('chunk_ids', []))} chunks, {len(state.get('entity_ids', []))} entities, {state.get('facts')} facts, "
+        f"Indexed {title!r} in the {settings.store.backend} store (namespace {settings.namespace!r}) with "
+        f"{endpoint.describe()}, embeddings by {settings.embedding.provider}:"
+    )
+    graph = "no knowledge graph" if state.get("kg") is False else f"{len(state.get('entity_ids', []))} entities, {state.get('facts')} facts"
+    typer.echo(
+        f"  {len(state.get('chunk_ids', []))} chunks, {graph}, "
         f"{sum(state.get('semantic_levels', []))} semantic and {state.get('episodes')} episodic summaries; "
         f"{indexed.llm_calls} LLM calls ({indexed.llm_usage.get('cache_hits', 0)} from the cache)"
     )
@@ -62,8 +99,43 @@ def demo(
         typer.echo(f"\n{number}. {item['question']}")
         for letter, option in item.get("options", {}).items():
             typer.echo(f"     {letter}) {option}")
-        typer.echo(f"   answer: {final.get('final_answer')}   ({final.get('status')}; expected: {item['answer']})")
+        typer.echo(f"   answer:   {final.get('final_answer')}   ({final.get('status')})")
+        typer.echo(f"   expected: {item['answer']}")
         typer.echo(f"   {final.get('cycle', 0)} cycles, {max(probes, 0)} probes, {result.llm_calls} LLM calls, {result.tokens} tokens")
         typer.echo(f"   workspace: mnemoflow comorag show {final.get('question_id')} --namespace {settings.namespace}")
-    if indexed.offline_model:
-        typer.echo("\nThe offline model is a deterministic stand-in, not a model: configure one to see real answers.")
+    if endpoint.kind == "offline":
+        typer.echo("\nThe offline model is a deterministic stand-in, not a model: drop --offline to see real answers.")
+    elif endpoint.kind == "local":
+        typer.echo(
+            f"\n{endpoint.model} is a 135M-parameter model: it shows the pipeline on a real model (with budgets fitted "
+            "to it: no knowledge graph, shorter summaries and contexts, one probing cycle), and reads badly. For "
+            "answers worth reading, point OPENAI_BASE_URL (and OPENAI_API_KEY) at OpenAI or any OpenAI-compatible "
+            "server (Ollama, vLLM, llama.cpp's llama-server) and set MNEMOFLOW_LLM_MODEL; see the README's Models."
+        )
+
+
+def _demo_settings(settings: Settings, *, offline: bool) -> Settings:
+    """The settings with ``--offline`` applied."""
+    return settings.model_copy(update={"llm": load_group(LLMSettings, offline=True)}) if offline else settings
+
+
+@contextmanager
+def _model_for(settings: Settings) -> Iterator[Endpoint]:
+    """The endpoint the demo uses: the configured one, else the local server, started for the demo and stopped after
+    it when it was not running."""
+    from mnemoflow.llm.endpoint import resolve_endpoint
+    from mnemoflow.llm.local_server import start_local_server, stop_local_server
+
+    try:
+        endpoint = resolve_endpoint(settings)
+        if endpoint.kind != "offline" or settings.llm.offline:
+            yield endpoint
+            return
+        typer.echo("Starting the local model server for the demo (a few seconds) ...", err=True)
+        start_local_server(settings.local_server)
+    except MnemoflowError as exc:
+        fail(f"{exc}\n(or run the demo on the offline stand-in: mnemoflow demo --offline)")
+    try:
+        yield resolve_endpoint(settings)
+    finally:
+        stop_local_server(settings.local_server.home)
