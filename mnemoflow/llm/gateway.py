@@ -76,7 +76,7 @@ _TOOL_REFUSALS = ("'tools'", "tool_choice", "support tools", "tools are not supp
 """Words of a refusal that is about tools offered (not, say, a tool message in the history)."""
 @dataclass
 class _Shared:
-    """What every fork of a gateway shares: the backend, limits, cache and the JSON mode that works."""
+    """What every fork of a gateway shares: the backend, limits, cache and what the endpoint was found to take."""
 
     backend: Backend
     settings: LLMSettings

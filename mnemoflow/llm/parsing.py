@@ -13,32 +13,46 @@ __all__ = ["close_json", "extract_json"]
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 
 
+class _Scanner:
+    """Walks JSON-like text a character at a time: the open arrays and objects, and whether it is inside a string
+    (a quote opens one only inside brackets, so prose around the JSON does not count)."""
+
+    def __init__(self) -> None:
+        self.closers: list[str] = []
+        self.in_string = False
+        self._escaped = False
+
+    def step(self, character: str) -> bool:
+        """Take one character; True when it is outside strings."""
+        if self.in_string:
+            if self._escaped:
+                self._escaped = False
+            elif character == "\\":
+                self._escaped = True
+            elif character == '"':
+                self.in_string = False
+            return False
+        if character == '"' and self.closers:
+            self.in_string = True
+            return False
+        if character in "{[":
+            self.closers.append("}" if character == "{" else "]")
+        elif self.closers and character == self.closers[-1]:
+            self.closers.pop()
+        return True
+
+
 def _balanced_spans(text: str) -> list[str]:
     """Every top-level ``{...}`` or ``[...]`` region, in order, honouring strings and escapes."""
-    spans, depth, start, in_string, escaped = [], 0, -1, False, False
-    closing = {"{": "}", "[": "]"}
-    stack: list[str] = []
+    scanner, spans, start = _Scanner(), [], -1
     for index, character in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif character == "\\":
-                escaped = True
-            elif character == '"':
-                in_string = False
+        was_open = bool(scanner.closers)
+        if not scanner.step(character):
             continue
-        if character == '"' and depth:
-            in_string = True
-        elif character in closing:
-            if depth == 0:
-                start = index
-            stack.append(closing[character])
-            depth += 1
-        elif depth and character == stack[-1]:
-            stack.pop()
-            depth -= 1
-            if depth == 0:
-                spans.append(text[start : index + 1])
+        if character in "{[" and not was_open:
+            start = index
+        elif character in "}]" and was_open and not scanner.closers:
+            spans.append(text[start : index + 1])
     return spans
 
 
@@ -78,23 +92,8 @@ def close_json(text: str) -> Any:
 def _open_parts(text: str) -> tuple[str, bool, int]:
     """What closes ``text``'s open arrays and objects, whether it ends inside a string, and where its last comma
     outside strings is (-1: none)."""
-    stack: list[str] = []
-    in_string = escaped = False
-    last_comma = -1
+    scanner, last_comma = _Scanner(), -1
     for index, character in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif character == "\\":
-                escaped = True
-            elif character == '"':
-                in_string = False
-        elif character == '"':
-            in_string = True
-        elif character in "{[":
-            stack.append("}" if character == "{" else "]")
-        elif character in "}]" and stack:
-            stack.pop()
-        elif character == ",":
+        if scanner.step(character) and character == ",":
             last_comma = index
-    return "".join(reversed(stack)), in_string, last_comma
+    return "".join(reversed(scanner.closers)), scanner.in_string, last_comma
