@@ -57,7 +57,6 @@ def demo(
     title = story.split("\n", 1)[0].strip()
     settings = _demo_settings(load_settings(store, namespace), offline=offline)
     with _model_for(settings) as endpoint:
-
         small = endpoint.kind == "local"
 
         async def work(parts: RunParts) -> tuple[RunResult, list[tuple[dict[str, Any], RunResult]]]:
@@ -104,7 +103,7 @@ def demo(
         typer.echo(f"   {final.get('cycle', 0)} cycles, {max(probes, 0)} probes, {result.llm_calls} LLM calls, {result.tokens} tokens")
         typer.echo(f"   workspace: mnemoflow comorag show {final.get('question_id')} --namespace {settings.namespace}")
     if endpoint.kind == "offline":
-        typer.echo("\nThe offline model is a deterministic stand-in, not a model: drop --offline to see real answers.")
+        typer.echo("\nThe offline model is a deterministic stand-in, not a model: drop --offline (or MNEMOFLOW_LLM_OFFLINE) to see real answers.")
     elif endpoint.kind == "local":
         typer.echo(
             f"\n{endpoint.model} is a 135M-parameter model: it shows the pipeline on a real model (with budgets fitted "
@@ -128,14 +127,15 @@ def _model_for(settings: Settings) -> Iterator[Endpoint]:
 
     try:
         endpoint = resolve_endpoint(settings)
-        if endpoint.kind != "offline" or settings.llm.offline:
-            yield endpoint
-            return
-        typer.echo("Starting the local model server for the demo (a few seconds) ...", err=True)
-        start_local_server(settings.local_server)
+        start = endpoint.kind == "offline" and not settings.llm.offline
+        if start:
+            typer.echo("Starting the local model server for the demo (a few seconds) ...", err=True)
+            start_local_server(settings.local_server)
+            endpoint = resolve_endpoint(settings)
     except MnemoflowError as exc:
         fail(f"{exc}\n(or run the demo on the offline stand-in: mnemoflow demo --offline)")
     try:
-        yield resolve_endpoint(settings)
+        yield endpoint
     finally:
-        stop_local_server(settings.local_server.home)
+        if start:
+            stop_local_server(settings.local_server.home)
