@@ -21,9 +21,11 @@ from mnemoflow.graphs import LoadedGraph, RunResult, load_graph, run_graph
 from mnemoflow.llm import ToolCall
 from mnemoflow.memory.paging import all_nodes
 from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import NodeRecord
+from mnemoflow.nodes.l2mac.checks import run_checks
 from mnemoflow.nodes.l2mac.export import export_files
-from mnemoflow.nodes.l2mac.files import PathError, check_path, load_project
-from mnemoflow.nodes.l2mac.model import WriteKey
+from mnemoflow.nodes.l2mac.files import PathError, Project, check_path, load_project
+from mnemoflow.nodes.l2mac.model import VERSION, WriteKey, file_version_id
 from mnemoflow.nodes.l2mac.tools import dispatch
 from mnemoflow.nodes.l2mac.window import context_size, repeats, trim_oldest
 from mnemoflow.nodes.sandbox import Limits
@@ -209,19 +211,20 @@ async def test_export_writes_the_final_tree(
     server.script(Rule(respond=PackageModel()))
     result = await run(store, server, namespace, tmp_path, request, {"task": TASK, "context_window": WINDOW})
     target = tmp_path / "out"
-    assert await export_files(store, namespace, result.run_id, target) == sorted(FINAL_FILES)
+    exported = await export_files(store, namespace, result.run_id, target)
+    assert exported.written == sorted(FINAL_FILES) and exported.skipped == {}
     written = {str(p.relative_to(target)): p.read_text() for p in target.rglob("*") if p.is_file()}
     assert written == FINAL_FILES
     with pytest.raises(ConfigError, match="is not empty"):
         await export_files(store, namespace, result.thread_id, target)
     with pytest.raises(ConfigError, match="no L2MAC run or thread 'nope'"):
         await export_files(store, namespace, "nope", tmp_path / "other")
-    exported = subprocess.run(  # the checked-out package's own tests pass
+    tested = subprocess.run(  # the checked-out package's own tests pass
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(target)], cwd=target, capture_output=True,
         text=True, timeout=120, env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
     )  # fmt: skip
-    assert exported.returncode == 0, exported.stdout + exported.stderr
-    assert "3 passed" in exported.stdout
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "3 passed" in tested.stdout
 
 
 def printed_run_id(stderr: str) -> str:
@@ -386,3 +389,182 @@ async def test_bad_calls_change_nothing_stored(store: GraphStore, namespace: str
     assert "nothing was deleted" in result.errors[2] and "cut off" in result.errors[3] and "version" in result.errors[4]
     assert await project.heads() == {"a.py": "x = 1\n"}
     assert await store.count_nodes(namespace, "L2FileVersion") == 1
+
+
+GIT_SPELLINGS = [
+    ".git", ".GIT/config", "a/.git/config", "x/.GiT", "sub/.Git/hooks/pre-commit", ".git./config", "a/.git /config",
+    "a/.git. . /config", "a/GIT~1/config", "a/git~1", "a/.git::$INDEX_ALLOCATION/config", "a/.g\u200cit/config",
+    "a/\uff0egit/config",
+]  # fmt: skip
+"""A git folder, as git or a case-insensitive, normalizing filesystem (Windows, macOS) would read the name."""
+
+STEP: dict[str, Any] = {"instruction": 0, "attempt": 0, "limits": Limits(timeout_s=30), "tests": False, "read_chars": 14_000}
+
+
+def write_call(call_id: str, *paths: str, content: str = "x = 1\n") -> ToolCall:
+    return ToolCall(call_id, "write_files", json.dumps({"files": [{"path": path, "content": content} for path in paths]}))
+
+
+async def planned_project(store: GraphStore, namespace: str) -> Project:
+    project = await load_project(store, namespace, "thread")
+    await project.save_plan("task", ["one"])
+    return project
+
+
+async def store_unchecked(store: GraphStore, namespace: str, files: dict[str, str]) -> Project:
+    """A project holding ``files`` as an older file store, which checked less, may have kept them: version records
+    and the manifest naming them, written to the store directly."""
+    project = await planned_project(store, namespace)
+    versions, manifest = [], {}
+    for turn, (path, content) in enumerate(files.items()):
+        key = WriteKey(0, 0, turn, f"old-{turn}")
+        version_id = file_version_id(namespace, "thread", key, path)
+        properties = {
+            "thread_id": "thread", "path": path, "n": 1, "action": "write", "content": content, "sha256": "",
+            "lines": len(content.splitlines()), "instruction": 0, "attempt": 0, "turn": turn, "tool_call_id": key.tool_call_id,
+            "prev": None,
+        }  # fmt: skip
+        versions.append(NodeRecord(id=version_id, namespace=namespace, kind=VERSION, properties=properties, text=path))
+        manifest[path] = {"versions": [version_id], "deleted": False}
+    [record] = await store.get_nodes(namespace, [project.id])
+    assert record is not None
+    await store.upsert_nodes([*versions, record.model_copy(update={"properties": {**record.properties, "files": manifest}})])
+    return await load_project(store, namespace, "thread")
+
+
+@pytest.mark.parametrize("path", GIT_SPELLINGS)
+def test_a_git_folder_is_reserved_at_any_depth_in_any_spelling(path: str) -> None:
+    with pytest.raises(PathError, match="reserved") as refused:
+        check_path(path)
+    assert repr(path) in str(refused.value)
+
+
+@pytest.mark.parametrize("path", [".github/workflows/ci.yml", ".gitignore", "a/.gitkeep", "git/x.py", "a/git~2/x.py"])
+def test_names_that_only_look_like_git_are_files_like_any_other(path: str) -> None:
+    assert check_path(path) == path
+
+
+@pytest.mark.parametrize("path", [".mnemoflow_sandbox/x.py", ".MNEMOFLOW_SANDBOX/x.py", ".mnemoflow_sandbox./x.py"])
+def test_the_sandbox_folder_is_reserved(path: str) -> None:
+    with pytest.raises(PathError, match="reserved"):
+        check_path(path)
+
+
+async def test_a_write_into_a_git_folder_is_a_tool_error(store: GraphStore, namespace: str) -> None:
+    project = await planned_project(store, namespace)
+    hook = "[core]\n\tfsmonitor = touch pwned\n"
+    calls = [write_call(f"c{n}", "ok.py", path, content=hook) for n, path in enumerate(GIT_SPELLINGS)]
+    result = await dispatch(calls, project, turn=1, **STEP)
+    assert result.written == [] and len(result.errors) == len(GIT_SPELLINGS)
+    assert all("refused path" in error and "reserved" in error for error in result.errors)
+    assert await store.count_nodes(namespace, "L2FileVersion") == 0 and project.paths() == []
+
+
+@pytest.mark.subprocess
+async def test_export_skips_a_git_folder_stored_before_it_was_reserved(
+    store: GraphStore, backend: str, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    hook = "[core]\n\tfsmonitor = touch pwned\n"
+    old = {"README.md": "hi\n", "sub/.git/config": hook, "x/.GiT": "gitdir: /tmp\n", "y/GIT~1/config": hook}
+    await store_unchecked(store, namespace, old)
+    exported = await export_files(store, namespace, "thread", tmp_path / "out")
+    assert exported.written == ["README.md"] and sorted(exported.skipped) == sorted(set(old) - {"README.md"})
+    assert all("reserved" in why for why in exported.skipped.values())
+    assert [str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*")] == ["README.md"]
+
+    uri = request.getfixturevalue("empty_neo4j") if backend == "neo4j" else None
+    environment = cli_environment(backend, tmp_path, namespace=namespace, neo4j_uri=uri)
+    command = [MNEMOFLOW, "l2mac", "export", "thread", "--to", str(tmp_path / "cli")]
+    done = subprocess.run(command, env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 1 file(s)" in done.stdout and "sub/.git/config" not in done.stdout
+    assert all(path in done.stderr for path in ("sub/.git/config", "x/.GiT", "y/GIT~1/config")), done.stderr
+    assert [p.name for p in (tmp_path / "cli").rglob("*")] == ["README.md"]
+
+
+@pytest.mark.parametrize(
+    ("calls", "problem"),
+    [((("a",), ("a/b.py",)), "a/b.py: 'a' is a file"), ((("a/b.py",), ("a",)), "'a' is a folder holding a/b.py"),
+     ((("a", "a/b.py"),), "a/b.py: 'a' is a file"), ((("p/q/r.py",), ("p/q",)), "'p/q' is a folder holding p/q/r.py"),
+     ((("p/q",), ("p/q/r/s.py",)), "p/q/r/s.py: 'p/q' is a file")],
+)  # fmt: skip
+async def test_a_file_and_a_folder_of_one_name_are_a_tool_error(
+    store: GraphStore, namespace: str, calls: tuple[tuple[str, ...], ...], problem: str
+) -> None:
+    project = await planned_project(store, namespace)
+    *first, last = calls
+    for turn, paths in enumerate(first, start=1):
+        assert not (await dispatch([write_call("c", *paths)], project, turn=turn, **STEP)).errors
+    before = await project.heads()
+    result = await dispatch([write_call("c", *last)], project, turn=len(calls), **STEP)
+    assert result.written == [] and len(result.errors) == 1 and problem in result.errors[0], result.errors
+    assert await project.heads() == before
+    assert await store.count_nodes(namespace, "L2FileVersion") == len(before)
+    assert await (await load_project(store, namespace, "thread")).heads() == before
+
+
+async def test_a_deleted_file_frees_its_name_for_a_folder(store: GraphStore, namespace: str) -> None:
+    project = await planned_project(store, namespace)
+    delete = ToolCall("d", "delete_files", json.dumps({"paths": ["a"]}))
+    result = await dispatch([write_call("c1", "a"), delete, write_call("c2", "a/b.py")], project, turn=1, **STEP)
+    assert result.errors == [] and result.written == ["a", "a", "a/b.py"]
+    assert result.check is not None and result.check.passed
+    assert await project.heads() == {"a/b.py": "x = 1\n"}
+
+
+def test_a_name_may_have_255_bytes_not_more() -> None:
+    longest = "é" * 127 + "x"  # 255 bytes in UTF-8, 128 characters
+    assert check_path(f"pkg/{longest}") == f"pkg/{longest}"
+    for path in ("é" * 128, f"pkg/{'é' * 128}/x.py", "x" * 50 + "/" + "€" * 86):
+        with pytest.raises(PathError, match="more than 255 bytes"):
+            check_path(path)
+
+
+async def test_a_write_of_a_name_too_long_for_the_filesystem_is_a_tool_error(store: GraphStore, namespace: str) -> None:
+    project = await planned_project(store, namespace)
+    result = await dispatch([write_call("c1", "ok.py", "é" * 128)], project, turn=1, **STEP)
+    assert result.written == [] and len(result.errors) == 1 and "255 bytes" in result.errors[0]
+    assert await store.count_nodes(namespace, "L2FileVersion") == 0
+
+
+async def test_text_that_is_not_unicode_is_a_tool_error(store: GraphStore, namespace: str) -> None:
+    project = await planned_project(store, namespace)
+    calls = [
+        ToolCall("c1", "write_files", '{"files": [{"path": "bad\\ud800.py", "content": "x = 1"}]}'),
+        ToolCall("c2", "write_files", '{"files": [{"path": "ok.py", "content": "x = \\udc00"}]}'),
+    ]
+    result = await dispatch(calls, project, turn=1, **STEP)
+    assert result.written == [] and len(result.errors) == 2, result.errors
+    assert "bad\\ud800.py" in result.errors[0] and "ok.py" in result.errors[1]
+    assert await store.count_nodes(namespace, "L2FileVersion") == 0
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("files", "named"),
+    [({"a": "x\n", "a/b.py": "y = 1\n"}, "a/b.py: 'a' is a file"), ({"a/b.py": "y = 1\n", "a": "x\n"}, "a/b.py"),
+     ({"é" * 128: "x\n"}, "é" * 128)],
+)  # fmt: skip
+async def test_checks_over_files_that_cannot_be_copied_fail_naming_the_file(files: dict[str, str], named: str) -> None:
+    result = await run_checks(files, Limits(timeout_s=30), tests=False)
+    assert not result.passed and named in result.report()
+
+
+async def test_a_file_stored_before_the_checks_can_still_be_deleted(store: GraphStore, namespace: str) -> None:
+    old = {"sub/.git/config": "[core]\n", "é" * 128: "x\n", "a": "x\n", "a/b.py": "y = 1\n"}
+    project = await store_unchecked(store, namespace, old)
+    failing = await dispatch([ToolCall("r", "run_checks", "{}")], project, turn=1, **STEP)
+    assert failing.check is not None and not failing.check.passed and failing.errors == []
+    delete = ToolCall("d", "delete_files", json.dumps({"paths": ["sub/.git/config", "é" * 128, "a"]}))
+    result = await dispatch([delete], project, turn=2, **STEP)
+    assert result.errors == [] and result.check is not None and result.check.passed
+    assert project.paths() == ["a/b.py"]
+
+
+async def test_export_of_a_file_and_a_folder_of_one_name_writes_nothing(
+    store: GraphStore, namespace: str, tmp_path: Path
+) -> None:
+    await store_unchecked(store, namespace, {"README.md": "hi\n", "a": "x\n", "a/b.py": "y = 1\n"})
+    with pytest.raises(ConfigError, match=r"'a' is a folder holding a/b\.py; nothing was written"):
+        await export_files(store, namespace, "thread", tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -11,6 +11,7 @@ from mnemoflow.cli.common import NamespaceOption, StoreOption, load_settings, wi
 
 if TYPE_CHECKING:
     from mnemoflow.graphs.parts import RunParts
+    from mnemoflow.nodes.l2mac.export import ExportedTree
 
 __all__ = ["app"]
 
@@ -21,7 +22,9 @@ app = typer.Typer(help="Work with L2MAC runs' file stores.", no_args_is_help=Tru
 def export(
     run: Annotated[str, typer.Argument(help="The run id (or its thread id), as `mnemoflow run` prints it.")],
     to: Annotated[Path, typer.Option("--to", help="Folder to write the files into; must be empty or missing.")],
-    force: Annotated[bool, typer.Option(help="Write into a folder that is not empty, overwriting files of the same paths.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Write into a folder that is not empty, overwriting files of the same paths.")
+    ] = False,
     namespace: NamespaceOption = None,
     store: StoreOption = None,
 ) -> None:
@@ -30,10 +33,12 @@ def export(
 
     settings = load_settings(store, namespace)
 
-    async def work(parts: RunParts) -> list[str]:
+    async def work(parts: RunParts) -> ExportedTree:
         return await export_files(parts.store, settings.namespace, run, to, force=force)
 
-    written = with_parts(settings, work)
-    typer.echo(f"wrote {len(written)} file(s) to {to}")
-    for path in written:
+    exported = with_parts(settings, work)
+    for path, why in exported.skipped.items():
+        typer.echo(f"warning: skipped {path}: {why}", err=True)
+    typer.echo(f"wrote {len(exported.written)} file(s) to {to}")
+    for path in exported.written:
         typer.echo(f"  {path}")

@@ -3,7 +3,9 @@
 One sandboxed Python process (:func:`mnemoflow.nodes.sandbox.run_python`: time, memory and output bounds, no network)
 compiles every ``.py`` file and then, when tests are on, runs pytest over the copy. A check that runs out of time is
 killed and is a failure: the reference code counted it as a pass, which let a hanging test through. No test
-collected is a pass: an instruction need not add tests.
+collected is a pass: an instruction need not add tests. Files that cannot be copied into the scratch folder (kept
+before the file store refused them: a name too long, a file where a folder of that name is) are a failure naming
+the file, and nothing runs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mnemoflow.nodes.l2mac.files import find_clash
 from mnemoflow.nodes.sandbox import Limits, run_python
 from mnemoflow.nodes.tokens import clip
 
@@ -107,10 +110,9 @@ async def run_checks(files: dict[str, str], limits: Limits, *, tests: bool = Tru
     """Copy ``files`` (path -> content) into a scratch folder and check them there, bounded by ``limits``."""
     scratch = Path(tempfile.mkdtemp(prefix="mnemoflow-l2mac-"))
     try:
-        for path, content in files.items():
-            target = scratch / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(content, encoding="utf-8")
+        uncopied = _copy_files(files, scratch)
+        if uncopied:
+            return CheckResult([], 0, 0, 1, False, f"{uncopied}; the checks did not run: delete or rename the file")
         execution = await run_python(scratch, _SCRIPT % {"mark": _MARK, "tests": tests}, limits)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -130,3 +132,16 @@ async def run_checks(files: dict[str, str], limits: Limits, *, tests: bool = Tru
     elif found["exit"] not in (None, 0, 1, 5) and not (counts["failed"] or errors):
         errors += 1  # pytest itself failed (usage error, internal error, interrupted)
     return CheckResult(found["syntax"], counts["passed"], counts["failed"], errors, False, report)
+
+
+def _copy_files(files: dict[str, str], scratch: Path) -> str | None:
+    """Write ``files`` under ``scratch``; None, or why a file could not be written (the files after it are not)."""
+    for path, content in files.items():
+        target = scratch / path
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content, encoding="utf-8")
+        except (OSError, UnicodeError) as error:
+            why = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            return find_clash(path, files.keys()) or f"{path}: could not be copied for the checks ({why})"
+    return None

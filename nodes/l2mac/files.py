@@ -2,13 +2,16 @@
 
 A project reads its manifest once and keeps it up to date with its own writes; a file's versions are never
 changed, a new one is added. The records, their properties and ids are :mod:`mnemoflow.nodes.l2mac.model`'s.
-Paths are checked here too (:func:`check_path`): relative POSIX paths inside the project's root, nothing reserved.
+Paths are checked here too: :func:`check_path` takes relative POSIX paths inside the project's root whose names
+every common filesystem can hold, nothing reserved; :meth:`Project.commit` refuses a file where a folder of the same
+name is (or the other way round), which no folder on disk can hold.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
@@ -38,19 +41,29 @@ __all__ = [
     "PathError",
     "Project",
     "check_path",
+    "find_clash",
     "load_project",
 ]
 
 MAX_PATH_CHARS = 200
+MAX_NAME_BYTES = 255
+"""Longest file or folder name, in UTF-8 bytes, that Linux filesystems take (``NAME_MAX``)."""
 MAX_FILE_CHARS = 200_000
 """Largest file the store takes (a file must fit a model's context to be read back)."""
-RESERVED_PREFIXES = (".mnemoflow_sandbox", ".git/")
+GIT_NAMES = frozenset({".git", "git~1"})
+"""Names of git's own folder, refused at any depth: git runs commands a ``.git/config`` names (``core.fsmonitor``)
+when it opens the folder holding it. ``GIT~1`` is the short name Windows gives ``.git``."""
+SANDBOX_NAME = ".mnemoflow_sandbox"
+"""The folder of the check scripts at the project's root (:data:`mnemoflow.nodes.sandbox.SANDBOX_DIR`)."""
+_IGNORED_BY_HFS = frozenset("\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u206a\u206b\u206c\u206d\u206e\u206f\ufeff")
+"""Code points macOS's HFS+ leaves out of a name when it compares names (as git's ``is_hfs_dotgit`` does)."""
 
 Action = Literal["write", "edit", "delete"]
 
 
 class PathError(ToolArgumentError):
-    """A path the file store refuses: empty, absolute, climbing out with ``..``, or reserved."""
+    """A path the file store refuses: empty, absolute, climbing out with ``..``, reserved, a name too long, or a
+    file where a folder of the same name is (or the other way round)."""
 
     code = "l2mac-path"
 
@@ -84,9 +97,38 @@ def check_path(path: str) -> str:
     normal = str(pure)
     if normal in ("", "."):
         raise PathError(f"{raw!r} names the root folder, not a file")
-    if normal == ".git" or normal.startswith(RESERVED_PREFIXES):
-        raise PathError(f"{raw!r} is reserved")
+    try:
+        names = [(name, len(name.encode("utf-8"))) for name in pure.parts]
+    except UnicodeEncodeError as error:
+        raise PathError(f"{raw!r} is not valid Unicode text ({error.reason})") from error
+    for name, size in names:
+        if size > MAX_NAME_BYTES:
+            raise PathError(f"{raw!r}: the name {name[:20]!r}... has {size} bytes in UTF-8, more than {MAX_NAME_BYTES} bytes")
+    for name in pure.parts:
+        if _as_filesystems_compare(name) in GIT_NAMES:
+            raise PathError(f"{raw!r} is reserved: {name!r} names git's own folder, whose config can run commands")
+    if _as_filesystems_compare(pure.parts[0]) == SANDBOX_NAME:
+        raise PathError(f"{raw!r} is reserved: {pure.parts[0]!r} holds the check scripts")
     return normal
+
+
+def _as_filesystems_compare(name: str) -> str:
+    """``name`` as a case-insensitive, normalizing filesystem compares it: ``.GIT``, ``.git.`` and ``.git `` (Windows
+    drops trailing dots and spaces), ``.git::$INDEX_ALLOCATION`` (an NTFS stream of the folder) and ``.git`` with a
+    zero-width joiner inside (HFS+ ignores it) all name ``.git``."""
+    visible = "".join(char for char in name if char not in _IGNORED_BY_HFS)
+    folded = unicodedata.normalize("NFKC", visible).casefold()
+    return folded.split(":", 1)[0].rstrip(". ")
+
+
+def find_clash(path: str, files: Collection[str]) -> str | None:
+    """Why the file ``path`` cannot sit beside ``files`` on disk (one of them is a folder of ``path``, or ``path`` is
+    a folder of one of them), or None."""
+    for folder in PurePosixPath(path).parents:
+        if str(folder) in files:
+            return f"{path}: {str(folder)!r} is a file"
+    inside = min((other for other in files if other.startswith(f"{path}/")), default=None)
+    return None if inside is None else f"{path!r} is a folder holding {inside}"
 
 
 @dataclass(frozen=True)
@@ -218,14 +260,41 @@ class Project:
                     found[record.properties["path"]] = record.properties["content"]
         return found
 
+    def check_room(self, paths: Sequence[str]) -> None:
+        """:class:`PathError` when a file of ``paths`` cannot sit beside the existing files and the paths before it.
+
+        A deleted file's name is free: only existing files count.
+        """
+        taken = set(self.paths())
+        for path in paths:
+            clash = find_clash(path, taken)
+            if clash is not None:
+                raise PathError(clash)
+            taken.add(path)
+
     async def commit(self, key: WriteKey, path: str, action: Action, content: str = "") -> tuple[FileVersion, bool]:
         """Write a new version of ``path`` (``delete``: a tombstone) for the tool call ``key``.
 
         Returns the version and whether it was written now (False: this call's version existed, the write had been
         applied before a resume, and nothing changed).
+
+        Raises:
+            PathError: a write or edit of a path :func:`check_path` refuses or does not give back unchanged, or of a
+                file that cannot sit beside the existing ones (:meth:`check_room`). A deletion is not checked, so a
+                path stored before a check was added can still be deleted.
+            FileTooLargeError: more than :data:`MAX_FILE_CHARS` characters.
+            ToolArgumentError: content that is not valid Unicode text.
         """
         if len(content) > MAX_FILE_CHARS:
             raise FileTooLargeError(f"{path}: {len(content)} characters is more than the {MAX_FILE_CHARS} a file may hold")
+        try:
+            encoded = content.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ToolArgumentError(f"{path}: the content is not valid Unicode text ({error.reason})") from error
+        if action != "delete":
+            if check_path(path) != path:
+                raise PathError(f"{path!r} is not a normalized path; write it as {check_path(path)!r}")
+            self.check_room([path])
         version_id = file_version_id(self.namespace, self.thread_id, key, path)
         [existing] = await self.store.get_nodes(self.namespace, [version_id])
         if existing is not None:
@@ -244,7 +313,7 @@ class Project:
                 "n": len(versions) + 1,
                 "action": action,
                 "content": content,
-                "sha256": hashlib.sha256(content.encode()).hexdigest(),
+                "sha256": hashlib.sha256(encoded).hexdigest(),
                 "lines": len(content.splitlines()),
                 "instruction": key.instruction,
                 "attempt": key.attempt,

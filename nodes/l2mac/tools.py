@@ -1,9 +1,9 @@
 """The tools the model works through, and their dispatch against the file store.
 
-Every failure of a call (an unknown tool, arguments that are not JSON or do not validate, a path outside the root,
-a file that does not exist, an edit whose text is not found) becomes a tool result telling the model what was wrong;
-dispatch never raises for what the model sent. After a turn that wrote files, or asked for the checks, the checks
-run once over the files as the turn left them.
+Every failure of a call (an unknown tool, arguments that are not JSON or do not validate, a path outside the root or
+reserved, a file where a folder of that name is, a file that does not exist, an edit whose text is not found)
+becomes a tool result telling the model what was wrong; dispatch never raises for what the model sent. After a turn
+that wrote files, or asked for the checks, the checks run once over the files as the turn left them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from mnemoflow.nodes.l2mac.checks import CheckResult, run_checks
 from mnemoflow.nodes.l2mac.files import (
     MAX_FILE_CHARS,
     Action,
-    FileTooLargeError,
     FileVersion,
     MissingFileError,
     PathError,
@@ -161,6 +160,10 @@ async def _run_call(call: ToolCall, project: Project, key: WriteKey, read_chars:
         too_long = [path for path, content in targets if len(content) > MAX_FILE_CHARS]
         if too_long:
             raise _CallError(f"{', '.join(too_long)}: a file may hold {MAX_FILE_CHARS} characters; split it; nothing was written")
+        try:
+            project.check_room([path for path, _ in targets])
+        except PathError as error:
+            raise _CallError(f"refused path: {error}; nothing was written") from error
         lines = []
         for path, content in targets:
             version = await _commit(project, key, path, "write", content, result)
@@ -180,8 +183,10 @@ async def _run_call(call: ToolCall, project: Project, key: WriteKey, read_chars:
             f"edited {path}: {found if arguments.replace_all else 1} replacement(s) (version {version.n}, {version.lines} lines)"
         )
     if isinstance(arguments, DeleteFiles):
-        paths = [_path(path) for path in arguments.paths]
-        missing = [path for path in paths if path not in project.paths()]
+        existing = project.paths()
+        # a file stored before a path check was added may be refused now; it can still be deleted as it is listed
+        paths = [path if path in existing else _path(path) for path in arguments.paths]
+        missing = [path for path in paths if path not in existing]
         if missing:
             raise _CallError(f"no such file(s): {', '.join(missing)}; nothing was deleted")
         for path in paths:
@@ -209,7 +214,9 @@ async def _head(project: Project, path: str) -> str:
 async def _commit(project: Project, key: WriteKey, path: str, action: Action, content: str, result: TurnResult) -> FileVersion:
     try:
         version, _ = await project.commit(key, path, action, content)
-    except FileTooLargeError as error:
+    except PathError as error:
+        raise _CallError(f"refused path: {error}") from error
+    except ToolArgumentError as error:  # FileTooLargeError, or content that is not Unicode text
         raise _CallError(str(error)) from error
     result.written.append(path)
     return version
