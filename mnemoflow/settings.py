@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_serializer, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mnemoflow.errors import ConfigError
+from mnemoflow.redaction import redact_url, redact_urls
 
 __all__ = [
     "EmbeddingSettings",
@@ -28,6 +29,7 @@ __all__ = [
     "Settings",
     "StoreSettings",
     "UISettings",
+    "MIN_TOKEN_CHARS",
 ]
 
 
@@ -75,6 +77,11 @@ class Neo4jSettings(BaseSettings):
         10.0, gt=0, le=600, description="Seconds to wait for a connection (NEO4J_CONNECTION_TIMEOUT)."
     )
 
+    @field_serializer("uri", when_used="json")
+    def _uri_without_credentials(self, uri: str) -> str:
+        """As JSON (what ``mnemoflow settings`` prints) the URI hides its credentials, like the password does."""
+        return redact_urls(uri)
+
 
 class OpenAISettings(BaseSettings):
     """An OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, the test server), under the standard names."""
@@ -83,6 +90,11 @@ class OpenAISettings(BaseSettings):
 
     api_key: SecretStr | None = Field(None, description="API key (OPENAI_API_KEY); local servers accept any value.")
     base_url: str | None = Field(None, description="Base URL of the API, e.g. http://127.0.0.1:8000/v1 (OPENAI_BASE_URL).")
+
+    @field_serializer("base_url", when_used="json")
+    def _base_url_without_credentials(self, base_url: str | None) -> str | None:
+        """As JSON (what ``mnemoflow settings`` prints) the URL hides its credentials, like the API key does."""
+        return redact_url(base_url)
 
 
 class EmbeddingSettings(BaseSettings):
@@ -221,14 +233,62 @@ class HooksSettings(BaseSettings):
     )
 
 
+MIN_TOKEN_CHARS = 16
+"""The shortest ``MNEMOFLOW_UI_TOKEN`` accepted."""
+
+
 class UISettings(BaseSettings):
     """The web UI of ``mnemoflow serve``."""
 
     model_config = _config("MNEMOFLOW_UI_")
 
     token: SecretStr | None = Field(
-        None, description="Token that pages and APIs ask for; required when serving on anything but loopback."
+        None,
+        description=f"Token that pages and APIs ask for (at least {MIN_TOKEN_CHARS} characters); required when serving "
+        "on anything but loopback.",
     )
+    allowed_hosts: str = Field(
+        "",
+        max_length=4000,
+        description="Comma-separated host names the server answers besides the address it is bound to (the name a "
+        "proxy or a browser uses for it); requests naming any other Host get 400, against DNS rebinding.",
+    )
+    trusted_proxies: str = Field(
+        "",
+        max_length=4000,
+        description="Comma-separated addresses of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are "
+        "believed (the client's address for throttling, https for Secure cookies); unset: no proxy is trusted.",
+    )
+    session_hours: float = Field(12.0, gt=0, le=24 * 30, description="Hours a sign-in at /login lasts.")
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Seconds a client may take to send a request body (408 after that)."
+    )
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is None:
+            return None
+        value = token.get_secret_value()
+        if len(value.strip()) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"the token must be at least {MIN_TOKEN_CHARS} characters (an empty token would turn sign-in off); "
+                "unset the variable for a loopback-only server, or make one with: openssl rand -hex 24"
+            )
+        if not (value.isascii() and value.isprintable()) or value != value.strip():
+            raise ValueError(
+                "the token must be printable ASCII without spaces at its ends (HTTP headers carry it); "
+                "make one with: openssl rand -hex 24"
+            )
+        return token
+
+    @property
+    def allowed_host_names(self) -> list[str]:
+        return [name.strip().lower() for name in self.allowed_hosts.split(",") if name.strip()]
+
+    @property
+    def trusted_proxy_addresses(self) -> list[str]:
+        return [address.strip() for address in self.trusted_proxies.split(",") if address.strip()]
 
 
 class Settings(BaseSettings):
@@ -281,8 +341,15 @@ def load_group(group: type[GroupT], **overrides: Any) -> GroupT:
         for problem in exc.errors():
             field = ".".join(str(part) for part in problem["loc"])
             where = f"{path}.{field}" if path else field  # as `mnemoflow settings` shows it
-            lines.append(f"  {(prefix + field).upper()} ({where}): {problem['msg']} (got {problem.get('input')!r})")
+            got = "hidden" if _is_secret(model, field) else repr(problem.get("input"))
+            lines.append(f"  {(prefix + field).upper()} ({where}): {problem['msg']} (got {got})")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+def _is_secret(model: type[BaseSettings], field: str) -> bool:
+    """Whether ``field`` of ``model`` holds a secret, whose value an error must not repeat."""
+    info = model.model_fields.get(field)
+    return info is not None and "SecretStr" in str(info.annotation)
 
 
 _GROUPS: tuple[type[BaseSettings], ...] = (

@@ -53,6 +53,12 @@ hooks:
     when: "action == 'opened'"
     parameters:
       input: "{book_id: 'the-salt-road', question: issue.title}"
+  - name: github-stats
+    provider: github
+    secret_env: TEST_GITHUB_SECRET
+    deployment: run_graph/text-stats
+    parameters:
+      input: "{text: issue.title}"
   - name: slack-qa
     provider: slack
     secret_env: TEST_SLACK_SECRET
@@ -159,6 +165,24 @@ async def test_a_github_issue_creates_one_run_and_its_redelivery_none(receiver: 
     assert past.outcome == "triggered" and past.flow_run_id == run_id
 
 
+async def test_a_replayed_github_delivery_under_a_fresh_id_or_another_hook_starts_nothing(receiver: httpx.Client) -> None:
+    body = issue("Replayed by someone who captured it")
+    headers = github(body)
+    first = receiver.post("/hooks/github-qa", content=body, headers=headers)
+    assert first.status_code == 202, first.text
+    run_id = first.json()["flow_run_id"]
+
+    fresh_id = {**headers, "X-GitHub-Delivery": str(uuid.uuid4())}  # the delivery id is not signed
+    replay = receiver.post("/hooks/github-qa", content=body, headers=fresh_id)
+    assert replay.status_code == 200 and replay.json()["duplicate"] is True and replay.json()["flow_run_id"] == run_id
+    assert "replay" in replay.json()["reason"]
+    elsewhere = receiver.post("/hooks/github-stats", content=body, headers=fresh_id)  # same secret, hook name unsigned
+    assert elsewhere.status_code == 200 and elsewhere.json()["flow_run_id"] == run_id
+    runs = [run for run in await runs_tagged("webhook") if run.parameters.get("input", {}).get("question") == "Replayed by someone who captured it"]
+    assert [str(run.id) for run in runs] == [run_id]
+    assert await runs_tagged("hook:github-stats") == []
+
+
 async def test_copies_of_one_delivery_sent_at_once_start_one_run(receiver: httpx.Client) -> None:
     body, delivery = issue("Sent twice at once"), str(uuid.uuid4())
     headers = github(body, delivery=delivery)
@@ -215,7 +239,7 @@ async def test_refusals_name_what_was_wrong_and_create_nothing(receiver: httpx.C
         return receiver.post(f"/hooks/{hook}", content=content, headers=headers)
 
     unknown = post("no-such-hook", body, github(body))
-    assert unknown.status_code == 404 and "github-qa" in unknown.json()["error"]
+    assert unknown.status_code == 404 and unknown.json()["error"] == "unknown hook" and "github-qa" not in unknown.text
     tampered = post("github-qa", body.replace(b"Never run", b"Never ran"), github(body))
     assert tampered.status_code == 401
     assert post("github-qa", body, github(body, secret="wrong")).status_code == 401
@@ -288,7 +312,7 @@ def test_random_bodies_and_headers_never_answer_500_nor_start_a_run(receiver: ht
     before = len(asyncio.run(runs_tagged("webhook")))
 
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(hook=st.sampled_from(["github-qa", "slack-qa", "generic-stats", "nope"]), body=BODIES, headers=st.dictionaries(HEADER_NAMES, HEADER_VALUES, max_size=6))
+    @given(hook=st.sampled_from(["github-qa", "github-stats", "slack-qa", "generic-stats", "nope"]), body=BODIES, headers=st.dictionaries(HEADER_NAMES, HEADER_VALUES, max_size=6))
     def check(hook: str, body: bytes, headers: dict[str, str]) -> None:
         reply = receiver.post(f"/hooks/{hook}", content=body, headers=headers)
         assert reply.status_code in {401, 404, 413, 415, 422}, (reply.status_code, reply.text)

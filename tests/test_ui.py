@@ -21,7 +21,7 @@ import pytest
 from pydantic import SecretStr
 
 from mnemoflow.flows.server.app import create_app
-from mnemoflow.flows.server.state import TOKEN_COOKIE
+from mnemoflow.flows.server.auth import SESSION_COOKIE
 from mnemoflow.flows.server.ui import pages
 from mnemoflow.flows.server.ui.routes import safe_next
 from mnemoflow.flows.server.ui.views import STALLED_AFTER_S
@@ -346,6 +346,62 @@ def test_static_and_vendor_files_are_served(client: httpx.Client) -> None:
     assert client.get("/vendor/mermaid/../../package.json").status_code == 404
 
 
+# -- hardening headers -----------------------------------------------------------------------------------
+
+
+def policy_of(response: httpx.Response) -> dict[str, list[str]]:
+    """The directives of a response's Content-Security-Policy, by name."""
+    directives = [part.split() for part in response.headers["content-security-policy"].split(";") if part.strip()]
+    return {name: values for name, *values in directives}
+
+
+def assert_hardened(response: httpx.Response) -> None:
+    policy = policy_of(response)
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert policy["script-src"] == ["'self'"]  # never inline, never eval
+    assert policy["object-src"] == ["'none'"] and policy["base-uri"] == ["'none'"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/graphs", 200),
+        ("/api/graphs", 200),
+        ("/static/app.css", 200),
+        ("/graphs/no-such-graph", 404),
+        ("/api/graphs/no-such-graph", 404),
+        ("/no-such-path", 404),
+        ("/login", 200),
+        ("/openapi.json", 200),
+    ],
+)
+def test_every_answer_carries_the_hardening_headers(client: httpx.Client, path: str, status: int) -> None:
+    response = client.get(path)
+    assert response.status_code == status, response.text
+    assert_hardened(response)
+
+
+def test_the_token_guard_answers_carry_the_hardening_headers(guarded_site: str) -> None:
+    with httpx.Client(base_url=guarded_site, timeout=30) as http:
+        for path, status in (("/api/graphs", 401), ("/graphs", 303), ("/login", 200)):
+            response = http.get(path)
+            assert response.status_code == status, path
+            assert_hardened(response)
+
+
+def test_the_docs_pages_are_off_but_the_schema_is_served(client: httpx.Client) -> None:
+    """FastAPI's /docs and /redoc load their scripts from a CDN, which the policy (rightly) refuses: they are off."""
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert "swagger" not in response.text.lower() and "redoc" not in response.text.lower(), path
+    schema = client.get("/openapi.json")
+    assert schema.status_code == 200 and schema.headers["content-type"].startswith("application/json")
+    assert schema.json()["info"]["title"] == "mnemoflow" and "/api/graphs" in schema.json()["paths"]
+
+
 # -- bad input -------------------------------------------------------------------------------------------
 
 
@@ -415,9 +471,12 @@ def test_pages_serve_without_the_front_end_libraries(client: httpx.Client, monke
 # -- the token -------------------------------------------------------------------------------------------
 
 
+TOKEN = "t0ken-for-the-ui-tests"
+
+
 @pytest.fixture(scope="module")
 def guarded_site(seeded: Seeded) -> Iterator[str]:
-    with serve(create_app(settings_at(seeded.path, ui=UISettings(token=SecretStr("t0ken"))))) as url:
+    with serve(create_app(settings_at(seeded.path, ui=UISettings(token=SecretStr(TOKEN))))) as url:
         yield url
 
 
@@ -431,18 +490,19 @@ def test_token_is_asked_for_by_apis_and_pages(guarded_site: str) -> None:
         assert deep.headers["location"] == "/login?" + urlencode({"next": "/runs?namespace=a+b&limit=5"})
         assert http.get("/login", params={"next": "/graphs"}).status_code == 200
         assert http.get("/static/app.css").status_code == 200
-        assert http.get("/api/graphs", headers={"Authorization": "Bearer t0ken"}).status_code == 200
+        assert http.get("/api/graphs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
 
 
 def test_login_sets_the_cookie_and_pages_work_after(guarded_site: str) -> None:
     with httpx.Client(base_url=guarded_site, timeout=30) as http:
         wrong = http.post("/login", data={"token": "nope", "next": "/runs"})
         assert wrong.status_code == 401 and "not right" in wrong.text
-        assert TOKEN_COOKIE not in http.cookies
-        right = http.post("/login", data={"token": "t0ken", "next": "/runs"})
+        assert SESSION_COOKIE not in http.cookies
+        right = http.post("/login", data={"token": TOKEN, "next": "/runs"})
         assert right.status_code == 303 and right.headers["location"] == "/runs"
         cookie = right.headers["set-cookie"].lower()
-        assert f"{TOKEN_COOKIE}=t0ken" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        assert f"{SESSION_COOKIE}=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        assert TOKEN.lower() not in cookie  # a signed session, never the token itself
         assert http.get("/runs").status_code == 200
         assert http.get("/api/namespaces").status_code == 200
 
@@ -450,7 +510,7 @@ def test_login_sets_the_cookie_and_pages_work_after(guarded_site: str) -> None:
 def test_login_only_redirects_to_local_paths(guarded_site: str) -> None:
     with httpx.Client(base_url=guarded_site, timeout=30) as http:
         for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)", ""):
-            response = http.post("/login", data={"token": "t0ken", "next": target})
+            response = http.post("/login", data={"token": TOKEN, "next": target})
             assert response.status_code == 303 and response.headers["location"] == "/graphs", target
 
 

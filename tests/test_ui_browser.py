@@ -1,5 +1,6 @@
-"""The web UI in a real headless Chromium (Debian's, driven by Playwright): pages load without console errors,
-diagrams render as SVG, a run page marks visited nodes and follows a live run, the memory explorer expands on click.
+"""The web UI in a real headless Chromium (Debian's, driven by Playwright): pages load without console errors or
+violations of the Content-Security-Policy, diagrams render as SVG, a run page marks visited nodes and follows a live
+run, the memory explorer expands on click.
 
 Skips without Chromium (``MNEMOFLOW_CHROMIUM`` overrides ``/usr/bin/chromium``), except when
 ``MNEMOFLOW_REQUIRE_BROWSER=1`` (CI), where a missing browser fails. Screenshots go to the folder named by
@@ -19,9 +20,13 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
+from pydantic import SecretStr
 
 from mnemoflow.flows.server.app import create_app
+from mnemoflow.flows.server.headers import CONTENT_SECURITY_POLICY
 from mnemoflow.flows.server.ui import pages
+from mnemoflow.graphs import library_graphs
+from mnemoflow.settings import UISettings
 from tests.support.web_server import serve
 from tests.test_ui import HUB_NEIGHBOURS, NAMESPACE, Seeded, event, seed, settings_at, write_run
 
@@ -35,6 +40,24 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+CSP_LISTENER = """
+(() => {
+  window.__mnemoflowCspViolations = [];
+  document.addEventListener("securitypolicyviolation", (event) => {
+    const violation = {
+      directive: event.effectiveDirective,
+      blocked: event.blockedURI,
+      source: `${event.sourceFile}:${event.lineNumber}`,
+      sample: event.sample,
+      page: document.location.pathname + document.location.search,
+    };
+    window.__mnemoflowCspViolations.push(violation);
+    if (window.mnemoflowCspViolation) window.mnemoflowCspViolation(violation);
+  }, true);
+})();
+"""
+"""Runs in every document before its own scripts (through the DevTools protocol, so the policy does not apply to it):
+records each ``securitypolicyviolation`` event in the page and hands it to the test."""
 
 
 def browser_required() -> bool:
@@ -78,28 +101,52 @@ def site(seeded: Seeded) -> Iterator[str]:
 
 
 class Tab:
-    """A page that records console errors and uncaught exceptions."""
+    """A page that records console errors, uncaught exceptions and Content-Security-Policy violations."""
 
     def __init__(self, page: Page, base: str) -> None:
         self.page = page
         self.base = base
         self.errors: list[str] = []
+        self.violations: list[str] = []
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.errors.append(f"pageerror: {error}"))
+        page.expose_function("mnemoflowCspViolation", self._violation)
+        page.add_init_script(CSP_LISTENER)
+
+    def _violation(self, violation: dict[str, str]) -> None:
+        self.violations.append(
+            f"{violation['page']}: {violation['directive']} refused {violation['blocked'] or 'inline'}"
+            f" (from {violation['source']}) {violation['sample']}".rstrip()
+        )
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
             self.errors.append(f"console: {message.text} ({message.location.get('url', '')})")
 
-    def open(self, path: str) -> None:
+    def open(self, path: str, status: int = 200) -> None:
+        """Go to ``path`` (after the violations of the page left behind are in); it must answer ``status`` under
+        the server's policy, or the absence of violations would prove nothing."""
+        self.settle()
         response = self.page.goto(self.base + path, wait_until="networkidle")
-        assert response is not None and response.status == 200, f"{path}: {response and response.status}"
+        assert response is not None and response.status == status, f"{path}: {response and response.status}"
+        assert response.headers.get("content-security-policy") == CONTENT_SECURITY_POLICY, path
+        if status != 200:  # the console reports the page's own status as an error: this one was expected
+            expected = f"console: Failed to load resource: the server responded with a status of {status}"
+            self.errors = [error for error in self.errors if not (error.startswith(expected) and response.url in error)]
 
     def shoot(self, name: str) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
+    def settle(self) -> None:
+        """Let the events of violations that already happened fire (they are queued as tasks in the page), and
+        their calls into the test arrive in :attr:`violations` (one more round trip to the page)."""
+        self.page.evaluate("() => new Promise((resolve) => setTimeout(resolve, 50))")
+        self.page.evaluate("() => (window.__mnemoflowCspViolations || []).length")
+
     def assert_clean(self) -> None:
+        self.settle()
+        assert self.violations == [], "Content-Security-Policy violations:\n" + "\n".join(self.violations)
         assert self.errors == [], "\n".join(self.errors)
 
     def evaluate(self, script: str, argument: Any = None) -> Any:
@@ -245,3 +292,97 @@ def test_record_page_of_a_small_neighbourhood(tab: Tab, seeded: Seeded) -> None:
     assert _node_count(tab) == 2
     assert tab.page.locator("#explorer-more").is_hidden()
     tab.assert_clean()
+
+
+# -- the Content-Security-Policy -------------------------------------------------------------------------
+
+TOKEN = "browser-test-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def guarded_site(seeded: Seeded) -> Iterator[str]:
+    with serve(create_app(settings_at(seeded.path, ui=UISettings(token=SecretStr(TOKEN))))) as url:
+        yield url
+
+
+def _assert_diagram_drawn(tab: Tab, path: str) -> None:
+    """Mermaid drew the diagram and its theme applies: the theme is the ``<style>`` it puts inline, so a policy
+    refusing inline styles leaves the nodes without outlines (and some black)."""
+    tab.page.wait_for_selector("#diagram svg .node")
+    assert tab.page.locator("#diagram .error-message").count() == 0, path
+    strokes = tab.evaluate(
+        "() => [...document.querySelectorAll('#diagram svg .node')].map((node) => {"
+        " const shape = node.querySelector('rect, polygon, path, circle');"
+        " return shape ? getComputedStyle(shape).stroke : 'no shape'; })"
+    )
+    assert strokes and all(stroke not in ("none", "no shape") for stroke in strokes), f"{path}: {strokes}"
+
+
+def _assert_explorer_drawn(tab: Tab) -> None:
+    """Cytoscape drew on its canvas, and the ``<style>`` it puts inline (its container's positioning) applies."""
+    tab.page.wait_for_selector('#explorer[data-ready="true"]')
+    sizes = tab.evaluate("() => [...document.querySelectorAll('#cy canvas')].map((canvas) => canvas.width * canvas.height)")
+    assert sizes and all(size > 0 for size in sizes), sizes
+    assert tab.evaluate("() => getComputedStyle(document.getElementById('cy')).position") == "relative"
+
+
+def test_no_page_violates_the_content_security_policy(tab: Tab, seeded: Seeded) -> None:
+    """Every kind of page, with its diagram or explorer drawn and its fetches made, raises no violation."""
+    tab.open("/graphs")
+    assert tab.page.locator(".cards .card").count() >= 4
+    for path in library_graphs():
+        tab.open(f"/graphs/{path.stem}")
+        _assert_diagram_drawn(tab, path.stem)
+
+    tab.open("/runs")
+    assert tab.page.locator(f'#runs a[href^="/runs/{seeded.run_id}"]').count() == 1
+    tab.open(f"/runs/{seeded.run_id}?namespace={NAMESPACE}")
+    tab.page.wait_for_selector("#diagram svg .node.visited")
+    _assert_diagram_drawn(tab, "run")
+
+    tab.open(f"/memory?namespace={NAMESPACE}")
+    assert tab.page.locator("#records tbody tr").count() >= 10
+    tab.open(f"/memory?namespace={NAMESPACE}&q=salt+caravans&mode=keyword")
+    assert tab.page.locator("#results tbody tr").count() >= 1
+
+    tab.open(f"/memory/record?namespace={NAMESPACE}&id={seeded.hub_id}")
+    _assert_explorer_drawn(tab)
+    before = _node_count(tab)
+    tab.page.locator("#explorer-more").click()  # one more page of /api/memory/neighbours, fetched under connect-src
+    tab.page.wait_for_function(f"() => window.mnemoflowExplorer.nodeCount() > {before}")
+
+    tab.open("/login")
+    assert tab.page.locator('form[action="/login"] input[name="token"]').is_visible()
+    tab.open("/graphs/no-such-graph", status=404)
+    assert tab.page.locator("h1").text_content() == "404"
+    tab.assert_clean()
+
+
+def test_signing_in_does_not_violate_the_content_security_policy(browser: Browser, guarded_site: str) -> None:
+    """The sign-in form posts to /login and is redirected back (form-action), then the page works."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        signed = Tab(page, guarded_site)
+        signed.open("/graphs/text-stats")  # sent on to /login?next=/graphs/text-stats
+        assert page.url.startswith(f"{guarded_site}/login?")
+        page.fill('input[name="token"]', TOKEN)
+        with page.expect_navigation(wait_until="networkidle"):
+            page.click('button[type="submit"]')
+        assert page.url == f"{guarded_site}/graphs/text-stats"
+        _assert_diagram_drawn(signed, "text-stats")
+        signed.assert_clean()
+    finally:
+        context.close()
+
+
+def test_no_page_may_frame_the_ui(tab: Tab, site: str) -> None:
+    """frame-ancestors 'none' (and X-Frame-Options DENY): a page that frames the UI, even one of its own origin
+    (served here by the browser itself, without the policy), gets an empty frame."""
+    tab.page.route(f"{site}/framing", lambda route: route.fulfill(
+        content_type="text/html", body=f'<iframe id="ui" src="{site}/graphs"></iframe>'
+    ))
+    tab.page.goto(f"{site}/framing", wait_until="networkidle")
+    assert tab.page.frame_locator("#ui").locator(".cards .card").count() == 0
+    assert any("frame-ancestors 'none'" in error for error in tab.errors), tab.errors

@@ -6,27 +6,29 @@ process-global, so tests build as many apps as they like.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
-from urllib.parse import urlencode
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mnemoflow.errors import ConfigError
+from mnemoflow.flows.server.auth import FailureThrottle, Sessions, TokenGuard
+from mnemoflow.flows.server.headers import SecurityHeaders
 from mnemoflow.flows.server.hooks.config import HookSpec, load_hooks, secret_of
 from mnemoflow.flows.server.hooks.deliveries import DeliveryLog
 from mnemoflow.flows.server.hooks.routes import router as hooks_router
-from mnemoflow.flows.server.state import TOKEN_COOKIE, ServerState
+from mnemoflow.flows.server.hosts import HostCheck
+from mnemoflow.flows.server.limits import BodyLimits
+from mnemoflow.flows.server.state import ServerState
 from mnemoflow.flows.server.ui.routes import mount_ui
 from mnemoflow.graphs.parts import open_run_parts
-from mnemoflow.settings import Settings
+from mnemoflow.settings import MIN_TOKEN_CHARS, Settings
 
-__all__ = ["check_bind", "create_app", "is_loopback"]
+__all__ = ["check_bind", "create_app", "is_loopback", "shared_secrets"]
 
 
 def is_loopback(host: str) -> bool:
@@ -46,49 +48,77 @@ def _load_hooks(settings: Settings) -> tuple[dict[str, HookSpec], dict[str, byte
     return hooks, {name: secret_of(hook, os.environ) for name, hook in hooks.items()}
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The app for ``settings``; raises ``ConfigError`` for a bad hooks file or a hook whose secret is unset."""
+def create_app(settings: Settings, *, host: str = "127.0.0.1") -> FastAPI:
+    """The app for ``settings``, served on ``host``; raises ``ConfigError`` for a bad hooks file or a hook whose
+    secret is unset."""
     hooks, secrets = _load_hooks(settings)
-    token = settings.ui.token.get_secret_value() if settings.ui.token else None
+    token = settings.ui.token.get_secret_value() if settings.ui.token is not None else None
+    if token is not None and len(token.strip()) < MIN_TOKEN_CHARS:  # settings built without validation
+        raise ConfigError(f"MNEMOFLOW_UI_TOKEN must be at least {MIN_TOKEN_CHARS} characters")
+    sessions = Sessions(token, settings.ui.session_hours * 3600) if token is not None else None
+    throttle = FailureThrottle()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_run_parts(settings, checkpointer=False) as parts:
-            deliveries = DeliveryLog(parts.store, namespace=settings.hooks.namespace, retention_days=settings.hooks.retention_days)
-            app.state.mnemoflow = ServerState(settings, parts.store, parts.embedder, deliveries, hooks, secrets)
+            deliveries = DeliveryLog(
+                parts.store, namespace=settings.hooks.namespace, retention_days=settings.hooks.retention_days
+            )
+            app.state.mnemoflow = ServerState(
+                settings, parts.store, parts.embedder, deliveries, hooks, secrets, sessions, throttle
+            )
             parts.log.info("server.start", store=settings.store.backend, hooks=sorted(hooks))
+            for names in shared_secrets(secrets):
+                parts.log.warning("hooks.shared_secret", hooks=names, advice="give each hook its own secret")
             yield
 
-    app = FastAPI(title="mnemoflow", summary="Webhooks that trigger runs, and a UI for graphs, runs and memory.", lifespan=lifespan)
+    # no /docs or /redoc: their pages load scripts from a CDN into this origin; the schema stays at /openapi.json
+    app = FastAPI(
+        title="mnemoflow",
+        summary="Webhooks that trigger runs, and a UI for graphs, runs and memory.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.include_router(hooks_router)
     mount_ui(app)
-    if token is not None:
-        app.middleware("http")(_token_guard(token))
+    # the last added runs first: proxy headers, headers on every answer, body bounds, Host, then the token
+    if sessions is not None:
+        app.add_middleware(TokenGuard, sessions=sessions, throttle=throttle)
+    app.add_middleware(HostCheck, bound_to=host, allowed=[*settings.ui.allowed_host_names, *_own_names(host)])
+    app.add_middleware(BodyLimits, limit_for=_body_limit(settings), timeout_s=settings.ui.body_timeout_s)
+    app.add_middleware(SecurityHeaders)
+    if settings.ui.trusted_proxy_addresses:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.ui.trusted_proxy_addresses)
     return app
 
 
-def _token_guard(token: str) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    """Ask every page and API for the token (hooks carry their own signatures); pages send people to /login."""
-    expected = token.encode("utf-8")
+LOGIN_MAX_BODY_BYTES = 16 * 1024
+"""The largest body of a request that is not a webhook delivery (the sign-in form)."""
 
-    def presented(request: Request) -> bytes:
-        header = request.headers.get("authorization", "")
-        value = header[len("Bearer ") :] if header.startswith("Bearer ") else request.cookies.get(TOKEN_COOKIE, "")
-        return value.encode("utf-8")
 
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        path = request.url.path
-        if path.startswith("/hooks/") or path == "/login" or path.startswith("/static/") or path.startswith("/vendor/"):
-            return await call_next(request)
-        if hmac.compare_digest(presented(request), expected):
-            return await call_next(request)
-        if path.startswith("/api/") or request.method != "GET":
-            body: dict[str, Any] = {"error": "this server asks for MNEMOFLOW_UI_TOKEN: send it as 'Authorization: Bearer <token>'"}
-            return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        target = path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
+def _body_limit(settings: Settings) -> Callable[[str], tuple[int, str]]:
+    def limit_for(path: str) -> tuple[int, str]:
+        if path.startswith("/hooks/"):
+            return settings.hooks.max_body_bytes, "MNEMOFLOW_HOOKS_MAX_BODY_BYTES"
+        return LOGIN_MAX_BODY_BYTES, "the limit of every route but /hooks"
 
-    return guard
+    return limit_for
+
+
+def _own_names(host: str) -> list[str]:
+    """The machine's own names, when it serves beyond loopback: a browser on the network may use them."""
+    if is_loopback(host):
+        return []
+    return [socket.gethostname(), socket.getfqdn()]
+
+
+def shared_secrets(secrets: dict[str, bytes]) -> list[list[str]]:
+    """Groups of hooks that share one secret: a delivery signed for one of them is valid for the others."""
+    by_secret: dict[bytes, list[str]] = {}
+    for name, secret in secrets.items():
+        by_secret.setdefault(secret, []).append(name)
+    return [sorted(names) for names in by_secret.values() if len(names) > 1]
 
 
 def check_bind(host: str, settings: Settings) -> None:

@@ -9,20 +9,18 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from mnemoflow.flows.server.auth import FailureThrottle, Sessions
 from mnemoflow.flows.server.hooks.config import HookSpec
 from mnemoflow.flows.server.hooks.deliveries import DeliveryLog
 from mnemoflow.memory.protocol import Embedder, GraphStore
 from mnemoflow.settings import Settings
 
-__all__ = ["TOKEN_COOKIE", "ServerState", "server_state"]
-
-TOKEN_COOKIE = "mnemoflow_token"
-"""The cookie that carries ``MNEMOFLOW_UI_TOKEN`` for a browser that signed in at ``/login``."""
+__all__ = ["ServerState", "server_state"]
 
 
 @dataclass
 class ServerState:
-    """What every route uses: the settings, the open store and embedder, the hooks and their deliveries."""
+    """What every route uses: the settings, the open store and embedder, the hooks and their deliveries, sign-in."""
 
     settings: Settings
     store: GraphStore
@@ -31,6 +29,10 @@ class ServerState:
     hooks: dict[str, HookSpec] = field(default_factory=dict)
     secrets: dict[str, bytes] = field(default_factory=dict)
     """Each hook's secret, read from its environment variable when the app starts."""
+    sessions: Sessions | None = None
+    """Sign-in sessions for ``MNEMOFLOW_UI_TOKEN``; ``None`` when no token is set (loopback only)."""
+    throttle: FailureThrottle = field(default_factory=FailureThrottle)
+    """Wrong tokens per client, shared by ``/login`` and the token guard."""
 
 
 def server_state(request: Request) -> ServerState:

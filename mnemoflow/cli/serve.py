@@ -31,11 +31,12 @@ def serve(
     register_nodes(settings)
     try:
         check_bind(host, settings)
-        server_app = create_app(settings)
+        server_app = create_app(settings, host=host)
     except MnemoflowError as exc:
         fail(str(exc))
     hooks = f"hooks from {settings.hooks.file}" if settings.hooks.file else "no hooks (MNEMOFLOW_HOOKS_FILE is unset)"
     typer.echo(f"mnemoflow serving http://{host}:{port}/ ({settings.store.backend} store, {hooks})")
     if settings.hooks.file and not PREFECT_API_URL.value():
         typer.secho("warning: PREFECT_API_URL is not set: hooks will answer 503 until it is", fg=typer.colors.YELLOW, err=True)
+    # proxy headers are the app's to believe (MNEMOFLOW_UI_TRUSTED_PROXIES), never uvicorn's default list
     uvicorn.run(server_app, host=host, port=port, log_level=level, proxy_headers=False)

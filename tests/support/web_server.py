@@ -28,7 +28,9 @@ def serve(app: Any, *, startup_timeout: float = 30.0) -> Iterator[str]:
     variables (Prefect's ``temporary_settings``) hold in the app too.
     """
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    # proxy headers off, as `mnemoflow serve` runs: the app decides which proxies it believes
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", proxy_headers=False)
+    server = uvicorn.Server(config)
     context = contextvars.copy_context()
     thread = threading.Thread(target=context.run, args=(server.run,), name=f"uvicorn-{port}", daemon=True)
     thread.start()

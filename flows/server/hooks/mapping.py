@@ -54,15 +54,17 @@ def accepts(hook: HookSpec, delivery: Delivery) -> str | None:
     return None
 
 
-def map_parameters(hook: HookSpec, payload: Any) -> dict[str, Any]:
-    """The flow-run parameters of ``hook`` for ``payload``, each its JMESPath expression's result.
+def map_parameters(hook: HookSpec, payload: Any, *, max_bytes: int = 1_048_576) -> dict[str, Any]:
+    """The flow-run parameters of ``hook`` for ``payload``, each its JMESPath expression's result, in all at most
+    ``max_bytes`` of JSON (an expression can repeat the payload: ``[@, @, @]``).
 
     Raises:
         HookRejected: 422 when an expression finds nothing (null), or a null under a key of a multiselect hash
             (``{question: issue.title}``) or in a multiselect list, or fails (a function given the wrong type),
-            or gives a value that is not JSON (``to_number('NaN')``).
+            or gives a value that is not JSON (``to_number('NaN')``), or the parameters are too large.
     """
     parameters: dict[str, Any] = {}
+    size = 0
     for name, compiled in hook.parameter_expressions.items():
         what = f"parameter {name!r}"
         value = _evaluate(compiled, payload, what)
@@ -70,9 +72,11 @@ def map_parameters(hook: HookSpec, payload: Any) -> dict[str, Any]:
         if missing:
             raise HookRejected(422, f"{what}: `{compiled.expression}` found nothing at {missing} in the payload")
         try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+            size += len(json.dumps(value, allow_nan=False))
+        except (TypeError, ValueError, RecursionError) as exc:
             raise HookRejected(422, f"{what}: `{compiled.expression}` gave a value that is not JSON: {exc}") from exc
+        if size > max_bytes:
+            raise HookRejected(422, f"the parameters are more than {max_bytes} bytes of JSON (the largest body a hook takes)")
         parameters[name] = value
     return parameters
 

@@ -9,7 +9,7 @@ and the body is parsed only once its signature is known good:
 3. timestamp, where the scheme has one: ``[0-9]+`` unix seconds no more than ``tolerance_s`` in the past or
    the future (401);
 4. signature: HMAC-SHA256, compared in constant time with :func:`hmac.compare_digest` (401);
-5. body: a JSON object (422);
+5. body: a JSON object nested at most :data:`MAX_DEPTH` levels (422);
 6. delivery id (and event, for GitHub) present, at most 200 printable characters (422).
 
 The schemes (``sign_github``, ``sign_slack`` and ``sign_generic`` build the headers a sender would send):
@@ -18,7 +18,8 @@ github
     ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>``, ``X-GitHub-Event: <event>`` (``ping`` when
     a hook is created), ``X-GitHub-Delivery: <GUID>``. Content type ``application/json``, or
     ``application/x-www-form-urlencoded`` whose body is ``payload=<url-encoded JSON>``. No timestamp: GitHub's
-    scheme cannot refuse a replay; the receiver's de-duplication by delivery id is what stops one.
+    scheme cannot refuse a replay, and the delivery id is not signed: the receiver's de-duplication by
+    signature is what stops one (a captured request resent under a fresh id carries the same signature).
 slack
     ``X-Slack-Request-Timestamp: <unix seconds>``, ``X-Slack-Signature: v0=<hex HMAC-SHA256(secret,
     "v0:" + timestamp + ":" + body)>``; the Events API's JSON only. A ``url_verification`` payload gives a
@@ -53,10 +54,13 @@ from urllib.parse import parse_qs
 
 from mnemoflow.errors import MnemoflowError
 
-__all__ = ["MAX_DELIVERY_ID", "Delivery", "HookRejected", "sign_generic", "sign_github", "sign_slack", "verify"]
+__all__ = ["MAX_DELIVERY_ID", "MAX_DEPTH", "Delivery", "HookRejected", "sign_generic", "sign_github", "sign_slack", "verify"]
 
 MAX_DELIVERY_ID = 200
 """The longest delivery id (idempotency key) accepted, in characters."""
+
+MAX_DEPTH = 64
+"""The deepest nesting of lists and objects a payload may have (deeper ones break mapping and serializers)."""
 
 _TIMESTAMP = re.compile(r"[0-9]{1,15}", re.ASCII)
 _MAX_EVENT = 100
@@ -93,6 +97,8 @@ class Delivery:
     """The body's JSON object."""
     challenge: str | None = None
     """Slack's ``url_verification`` challenge, which the receiver echoes; ``None`` otherwise."""
+    signature: str = ""
+    """The verified signature (lowercase hex): a replay carries the same one, whatever its delivery id."""
 
 
 def _reject(status: int, reason: str) -> NoReturn:
@@ -124,12 +130,14 @@ def _check_timestamp(value: str, header: str, now: float, tolerance_s: float) ->
         _reject(401, f"{header} is {-age:.0f}s in the future, more than the {tolerance_s:g}s allowed")
 
 
-def _check_signature(given: str, prefix: str, expected_hex: str, header: str) -> None:
+def _check_signature(given: str, prefix: str, expected_hex: str, header: str) -> str:
+    """The signature, once it matches ``expected_hex``."""
     if not given.startswith(prefix):
         _reject(401, f"{header} does not start with {prefix!r}")
     # bytes, so that a non-ASCII header cannot make compare_digest raise TypeError
     if not hmac.compare_digest(given[len(prefix) :].strip().lower().encode("utf-8", "replace"), expected_hex.encode("ascii")):
         _reject(401, f"{header} does not match the body: wrong secret, or the body was changed")
+    return expected_hex
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -139,11 +147,30 @@ def _reject_constant(name: str) -> NoReturn:
 def _json_object(data: bytes | str) -> dict[str, Any]:
     try:
         payload = json.loads(data, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except RecursionError:
+        _reject(422, f"the body is nested more than {MAX_DEPTH} levels deep")
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         _reject(422, f"the body is not valid JSON: {exc}")
     if not isinstance(payload, dict):
         _reject(422, f"the body is JSON {type(payload).__name__}, not an object")
+    if _depth(payload) > MAX_DEPTH:
+        _reject(422, f"the body is nested more than {MAX_DEPTH} levels deep")
     return payload
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (a scalar is 0), without recursion."""
+    deepest, level = 0, [(value, 0)]
+    while level:
+        item, depth = level.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_DEPTH:
+            return deepest
+        level.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _identifier(value: Any, what: str, limit: int = MAX_DELIVERY_ID) -> str:
@@ -161,8 +188,9 @@ def _verify_github(headers: Mapping[str, str], body: bytes, secret: bytes) -> De
         _reject(
             415, f"github hooks take application/json or application/x-www-form-urlencoded, not {media_type or 'no content type'}"
         )
-    signature = _require(headers, "X-Hub-Signature-256")
-    _check_signature(signature, "sha256=", _hmac_hex(secret, body), "X-Hub-Signature-256")
+    signature = _check_signature(
+        _require(headers, "X-Hub-Signature-256"), "sha256=", _hmac_hex(secret, body), "X-Hub-Signature-256"
+    )
     if media_type == "application/json":
         payload = _json_object(body)
     else:
@@ -176,7 +204,7 @@ def _verify_github(headers: Mapping[str, str], body: bytes, secret: bytes) -> De
         payload = _json_object(values[0])
     event = _identifier(headers.get("x-github-event"), "X-GitHub-Event header", _MAX_EVENT)
     delivery_id = _identifier(headers.get("x-github-delivery"), "X-GitHub-Delivery header")
-    return Delivery(delivery_id, event, payload)
+    return Delivery(delivery_id, event, payload, signature=signature)
 
 
 def _verify_slack(headers: Mapping[str, str], body: bytes, secret: bytes, now: float, tolerance_s: float) -> Delivery:
@@ -186,7 +214,9 @@ def _verify_slack(headers: Mapping[str, str], body: bytes, secret: bytes, now: f
     timestamp = _require(headers, "X-Slack-Request-Timestamp")
     signature = _require(headers, "X-Slack-Signature")
     _check_timestamp(timestamp, "X-Slack-Request-Timestamp", now, tolerance_s)
-    _check_signature(signature, "v0=", _hmac_hex(secret, b"v0:" + timestamp.encode("ascii") + b":" + body), "X-Slack-Signature")
+    signature = _check_signature(
+        signature, "v0=", _hmac_hex(secret, b"v0:" + timestamp.encode("ascii") + b":" + body), "X-Slack-Signature"
+    )
     payload = _json_object(body)
     kind = payload.get("type")
     if kind == "url_verification":
@@ -194,13 +224,13 @@ def _verify_slack(headers: Mapping[str, str], body: bytes, secret: bytes, now: f
         if not isinstance(challenge, str) or not challenge:
             _reject(422, "a url_verification payload has no challenge")
         delivery_id = _identifier("url_verification:" + challenge, "url_verification challenge")
-        return Delivery(delivery_id, "url_verification", payload, challenge=challenge)
+        return Delivery(delivery_id, "url_verification", payload, challenge=challenge, signature=signature)
     if kind == "event_callback":
         event = payload.get("event")
         if not isinstance(event, dict):
             _reject(422, "an event_callback payload has no event object")
         event_type = _identifier(event.get("type"), "event.type", _MAX_EVENT)
-        return Delivery(_identifier(payload.get("event_id"), "event_id"), event_type, payload)
+        return Delivery(_identifier(payload.get("event_id"), "event_id"), event_type, payload, signature=signature)
     _reject(422, f"slack payload type {str(kind)[:_MAX_EVENT]!r} is not url_verification or event_callback")
 
 
@@ -212,9 +242,11 @@ def _verify_generic(headers: Mapping[str, str], body: bytes, secret: bytes, now:
     signature = _require(headers, "X-Mnemoflow-Signature")
     delivery = _require(headers, "X-Mnemoflow-Delivery")
     _check_timestamp(timestamp, "X-Mnemoflow-Timestamp", now, tolerance_s)
-    _check_signature(signature, "sha256=", _hmac_hex(secret, _generic_message(timestamp, delivery, body)), "X-Mnemoflow-Signature")
+    signature = _check_signature(
+        signature, "sha256=", _hmac_hex(secret, _generic_message(timestamp, delivery, body)), "X-Mnemoflow-Signature"
+    )
     payload = _json_object(body)
-    return Delivery(_identifier(delivery, "X-Mnemoflow-Delivery header"), None, payload)
+    return Delivery(_identifier(delivery, "X-Mnemoflow-Delivery header"), None, payload, signature=signature)
 
 
 def _generic_message(timestamp: str, delivery: str, body: bytes) -> bytes:

@@ -1,8 +1,8 @@
 """``POST /hooks/{name}``: verify a delivery, remember it, and create a flow run of the hook's deployment.
 
 Answers: 202 with the run id when a run was created; 200 for a redelivery (with the first run's id), an
-ignored event or a Slack challenge; 404 unknown hook; 401 bad, missing or stale signature; 413 body too
-large; 415 wrong content type; 422 a payload the mapping cannot use; 503 (with Retry-After) when Prefect
+ignored event, a Slack challenge or a replay of a signature already seen; 404 unknown hook; 401 bad, missing
+or stale signature; 408 body not sent in time; 413 body too large; 415 wrong content type; 422 a payload the mapping cannot use; 503 (with Retry-After) when Prefect
 or the store cannot take it now — the delivery is kept, so the sender's retry can succeed.
 """
 
@@ -23,6 +23,7 @@ from mnemoflow.flows.server.hooks.providers import Delivery, HookRejected, verif
 from mnemoflow.flows.server.hooks.trigger import TriggerRefused, TriggerUnavailable, create_flow_run
 from mnemoflow.flows.server.state import ServerState, server_state
 from mnemoflow.logging import get_logger
+from mnemoflow.redaction import redact_urls
 
 __all__ = ["RETRY_AFTER_S", "router"]
 
@@ -38,22 +39,10 @@ def _reply(code: int, hook: str, **body: Any) -> JSONResponse:
     return JSONResponse({"hook": hook, **body}, status_code=code, headers=headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None when it is larger than ``limit`` bytes (read no further than that)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
 ANSWERS: dict[int | str, dict[str, str]] = {
-    200: {"description": "a redelivery (the first run's id), an ignored event, or a Slack challenge"},
+    200: {"description": "a redelivery or replay (the first run's id), an ignored event, or a Slack challenge"},
     400: {"description": "the client disconnected before sending the whole body"},
+    408: {"description": "the body was not sent within MNEMOFLOW_UI_BODY_TIMEOUT_S"},
     401: {"description": "bad, missing or stale signature"},
     404: {"description": "unknown hook"},
     413: {"description": "body too large"},
@@ -67,52 +56,85 @@ ANSWERS: dict[int | str, dict[str, str]] = {
 async def receive(name: str, request: Request, state: Annotated[ServerState, Depends(server_state)]) -> JSONResponse:
     """Receive one delivery of the hook ``name``."""
     hook = state.hooks.get(name)
-    if hook is None:
-        return _reply(404, name, error=f"no hook named {name!r}; hooks: {', '.join(sorted(state.hooks)) or 'none'}")
-    limit = state.settings.hooks.max_body_bytes
+    if hook is None:  # the hooks' names are not for unauthenticated callers to list
+        return _reply(404, name, error="unknown hook")
     try:
-        body = await _read_body(request, limit)
+        body = await request.body()  # bounded in size and time by the app's BodyLimits (413, 408)
     except ClientDisconnect:
         return _reply(400, name, error="the client disconnected before sending the whole body")
-    if body is None:
-        return _reply(413, name, error=f"the body is larger than {limit} bytes (MNEMOFLOW_HOOKS_MAX_BODY_BYTES)")
     try:
         delivery = verify(
-            hook.provider, request.headers, body, state.secrets[name], now=time.time(), tolerance_s=state.settings.hooks.tolerance_s
+            hook.provider,
+            request.headers,
+            body,
+            state.secrets[name],
+            now=time.time(),
+            tolerance_s=state.settings.hooks.tolerance_s,
         )
     except HookRejected as exc:
         _log.info("hook.rejected", hook=name, status=exc.status, reason=exc.reason)
         return _reply(exc.status, name, error=exc.reason)
     if delivery.challenge is not None:
         return JSONResponse({"challenge": delivery.challenge})
-    async with state.deliveries.lock(name, delivery.delivery_id):
+    async with state.deliveries.handling(f"{name}:{delivery.delivery_id}", delivery.signature):
         try:
-            return await _handle(hook, delivery, state.deliveries)
+            return await _handle(hook, delivery, state.deliveries, max_parameter_bytes=state.settings.hooks.max_body_bytes)
         except StoreError as exc:
-            _log.warning("hook.store_unavailable", hook=name, delivery=delivery.delivery_id, error=str(exc))
-            return _reply(503, name, error=f"the memory store cannot record the delivery now: {exc}", retry_after_s=RETRY_AFTER_S)
+            error = redact_urls(str(exc))
+            _log.warning("hook.store_unavailable", hook=name, delivery=delivery.delivery_id, error=error)
+            return _reply(503, name, error=f"the memory store cannot record the delivery now: {error}", retry_after_s=RETRY_AFTER_S)
 
 
-async def _handle(hook: HookSpec, delivery: Delivery, log: DeliveryLog) -> JSONResponse:
+async def _handle(hook: HookSpec, delivery: Delivery, log: DeliveryLog, *, max_parameter_bytes: int) -> JSONResponse:
     name, delivery_id = hook.name, delivery.delivery_id
     past = await log.find(name, delivery_id)
     if past is not None and past.outcome in FINAL_OUTCOMES:
-        return _reply(200, name, delivery=delivery_id, status=past.outcome, duplicate=True, flow_run_id=past.flow_run_id, reason=past.reason)
+        return _reply(
+            200, name, delivery=delivery_id, status=past.outcome, duplicate=True, flow_run_id=past.flow_run_id, reason=past.reason
+        )
+    first = await log.first_signed(delivery.signature)
+    if first is not None and first != (name, delivery_id):  # whatever became of it: this copy must not run
+        earlier = await log.find(*first)
+        _log.warning("hook.replay", hook=name, delivery=delivery_id, first_hook=first[0], first_delivery=first[1])
+        return _reply(
+            200,
+            name,
+            delivery=delivery_id,
+            status="replay",
+            duplicate=True,
+            flow_run_id=earlier.flow_run_id if earlier is not None else None,
+            reason=f"this signature was received before (delivery {first[1]!r} of hook {first[0]!r}): a replay",
+        )
     attempts = 1 if past is None else past.attempts + 1
 
     async def remember(outcome: Outcome, reason: str | None = None, flow_run_id: str | None = None) -> None:
         await log.remember(
-            name, delivery_id, event=delivery.event, outcome=outcome, deployment=hook.deployment,
-            attempts=attempts, reason=reason, flow_run_id=flow_run_id,
+            name,
+            delivery_id,
+            event=delivery.event,
+            outcome=outcome,
+            deployment=hook.deployment,
+            attempts=attempts,
+            signature=delivery.signature if first is None else None,  # the first delivery keeps its signature
+            reason=reason,
+            flow_run_id=flow_run_id,
         )
-        _log.info("hook.delivery", hook=name, delivery=delivery_id, hook_event=delivery.event, outcome=outcome, reason=reason, flow_run_id=flow_run_id)
+        _log.info(
+            "hook.delivery",
+            hook=name,
+            delivery=delivery_id,
+            hook_event=delivery.event,
+            outcome=outcome,
+            reason=reason,
+            flow_run_id=flow_run_id,
+        )
 
     try:
         ignored = accepts(hook, delivery)
         if ignored is not None:
             await remember("ignored", ignored)
             return _reply(200, name, delivery=delivery_id, status="ignored", reason=ignored)
-        parameters = map_parameters(hook, delivery.payload)
+        parameters = map_parameters(hook, delivery.payload, max_bytes=max_parameter_bytes)
         flow_run_id = await create_flow_run(
             hook.deployment, parameters, idempotency_key=f"mnemoflow-hook:{name}:{delivery_id}", tags=["webhook", f"hook:{name}"]
         )

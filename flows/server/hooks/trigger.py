@@ -15,6 +15,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
 from mnemoflow.errors import MnemoflowError
+from mnemoflow.redaction import redact_urls
 
 __all__ = ["TriggerRefused", "TriggerUnavailable", "create_flow_run"]
 
@@ -32,7 +33,7 @@ class TriggerRefused(MnemoflowError):
 
 
 def _api_url() -> str:
-    return PREFECT_API_URL.value() or "(PREFECT_API_URL is not set)"
+    return redact_urls(PREFECT_API_URL.value() or "(PREFECT_API_URL is not set)")
 
 
 async def create_flow_run(deployment: str, parameters: dict[str, Any], *, idempotency_key: str, tags: list[str]) -> str:
@@ -50,10 +51,18 @@ async def create_flow_run(deployment: str, parameters: dict[str, Any], *, idempo
             f"deployment {deployment!r} is not on the Prefect server at {_api_url()}: deploy it (prefect deploy --all)"
         ) from exc
     except httpx.HTTPStatusError as exc:
-        detail = exc.response.text[:500]
+        detail = redact_urls(exc.response.text[:500])
         if exc.response.status_code in (400, 409, 422):
             raise TriggerRefused(f"Prefect refused the run of {deployment!r}: {detail}") from exc
         raise TriggerUnavailable(f"Prefect answered {exc.response.status_code} for {deployment!r}: {detail}") from exc
+    except RecursionError as exc:
+        raise TriggerRefused(f"the parameters of the run of {deployment!r} are nested too deeply to send") from exc
     except (httpx.TransportError, OSError, RuntimeError) as exc:
-        raise TriggerUnavailable(f"the Prefect API at {_api_url()} is unreachable: {type(exc).__name__}: {exc}") from exc
+        raise TriggerUnavailable(
+            f"the Prefect API at {_api_url()} is unreachable: {type(exc).__name__}: {redact_urls(str(exc))}"
+        ) from exc
+    except Exception as exc:  # any other failure is a reply we cannot read (an HTML page, unexpected fields)
+        raise TriggerUnavailable(
+            f"the Prefect API at {_api_url()} gave a reply that could not be read: {type(exc).__name__}: {redact_urls(str(exc))[:500]}"
+        ) from exc
     return str(run.id)

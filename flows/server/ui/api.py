@@ -17,7 +17,7 @@ State = Annotated[ServerState, Depends(server_state)]
 Namespace = Annotated[str, Query(min_length=1, max_length=200, description="The namespace to read.")]
 RecordId = Annotated[str, Query(min_length=1, max_length=512, description="A record's id.")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
-Offset = Annotated[int, Query(ge=0, description="Records to skip.")]
+Offset = Annotated[int, Query(ge=0, le=views.MAX_OFFSET, description="Records to skip.")]
 
 
 @router.get("/graphs")

@@ -107,7 +107,7 @@ async def memory_page(
     q: Annotated[str, Query(max_length=1000)] = "",
     mode: Literal["keyword", "vector"] = "keyword",
     kind: Annotated[str | None, Query(max_length=100)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=views.MAX_OFFSET)] = 0,
 ) -> HTMLResponse:
     names = await views.namespaces(state.store)
     kinds = state.store.registry.kinds

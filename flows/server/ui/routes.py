@@ -7,7 +7,6 @@ still serve, with a note saying how to install them.
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,14 +16,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from mnemoflow.flows.server.state import TOKEN_COOKIE, ServerState, server_state
+from mnemoflow.flows.server.auth import SESSION_COOKIE, client_of, retry_after_s
+from mnemoflow.flows.server.state import ServerState, server_state
 from mnemoflow.flows.server.ui import api, pages
 from mnemoflow.flows.server.ui.views import UIError
+from mnemoflow.redaction import redact_urls
 
 __all__ = ["mount_ui", "safe_next"]
 
 STATIC = pages.HERE / "static"
-COOKIE_MAX_AGE = 30 * 24 * 3600
 
 
 def safe_next(target: str | None) -> str:
@@ -39,14 +39,15 @@ def safe_next(target: str | None) -> str:
 
 def _is_page(request: Request) -> bool:
     path = request.url.path
-    return not (path.startswith("/api/") or path.startswith("/hooks/") or path.startswith("/docs") or path == "/openapi.json")
+    return not (path.startswith("/api/") or path.startswith("/hooks/") or path == "/openapi.json")
 
 
 async def _ui_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, UIError)
+    message = redact_urls(exc.message)  # it may quote a store's or a model's error, and their URLs
     if _is_page(request):
-        return pages.error_page(request, exc.status, exc.message)
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return pages.error_page(request, exc.status, message)
+    return JSONResponse({"error": message}, status_code=exc.status)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -82,22 +83,27 @@ def mount_ui(app: FastAPI) -> None:
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request, state: Annotated[ServerState, Depends(server_state)]) -> Response:
-        body = (await request.body())[:10_000].decode("utf-8", errors="replace")
-        form = parse_qs(body, keep_blank_values=True)
+        form = parse_qs((await request.body()).decode("utf-8", errors="replace"), keep_blank_values=True)  # 16 KiB at most
         next_path = safe_next((form.get("next") or [""])[0])
-        expected = state.settings.ui.token
-        if expected is None:
+        sessions = state.sessions
+        if sessions is None:
             return RedirectResponse(next_path, status_code=303)
-        given = (form.get("token") or [""])[0]
-        if not hmac.compare_digest(given.encode("utf-8"), expected.get_secret_value().encode("utf-8")):
+        client = client_of(request)
+        wait_s = state.throttle.wait_s(client)
+        if wait_s > 0:
+            page = _login_page(request, next_path, error="Too many wrong tokens: wait a minute, then try again.", status_code=429)
+            page.headers["Retry-After"] = str(retry_after_s(wait_s))
+            return page
+        if not sessions.is_token((form.get("token") or [""])[0]):
+            state.throttle.failed(client)
             return _login_page(request, next_path, error="That token is not right.", status_code=401)
         response = RedirectResponse(next_path, status_code=303)
         response.set_cookie(
-            TOKEN_COOKIE,
-            given,
-            max_age=COOKIE_MAX_AGE,
+            SESSION_COOKIE,
+            sessions.issue(),
+            max_age=int(sessions.lifetime_s),
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=request.url.scheme == "https",  # behind a TLS proxy: when MNEMOFLOW_UI_TRUSTED_PROXIES names it
         )
         return response

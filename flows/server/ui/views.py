@@ -34,6 +34,7 @@ from mnemoflow.nodes.registry import REGISTRY, import_node_modules
 from mnemoflow.settings import Settings
 
 __all__ = [
+    "MAX_OFFSET",
     "RUN_KIND",
     "STALLED_AFTER_S",
     "UIError",
@@ -49,6 +50,9 @@ __all__ = [
     "search",
     "store_errors",
 ]
+
+MAX_OFFSET = 1_000_000_000
+"""The largest ``offset`` a page may ask for (a bound keeps every number inside the stores' 64-bit integers)."""
 
 RUN_KIND = "Run"
 """The kind of the store node every graph run writes (see ``mnemoflow.graphs.runner``)."""
