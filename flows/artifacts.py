@@ -11,6 +11,7 @@ from typing import Any
 from mnemoflow.graphs.loader import LoadedGraph
 from mnemoflow.graphs.render import to_mermaid
 from mnemoflow.graphs.runner import RunResult
+from mnemoflow.redaction import redact_urls
 
 __all__ = ["artifact_key", "run_report"]
 
@@ -29,7 +30,7 @@ def _path(events: list[dict[str, Any]]) -> list[str]:
         steps = list(group)
         seconds = sum(step["duration_s"] for step in steps)
         times = f" ×{len(steps)}" if len(steps) > 1 else ""
-        failed = f" — **failed**: {steps[-1].get('error', '')}" if node[1] == "error" else ""
+        failed = f" — **failed**: {redact_urls(steps[-1].get('error', ''))}" if node[1] == "error" else ""
         lines.append(f"{number}. `{node[0]}`{times} ({seconds:.3f} s){failed}")
     return lines
 

@@ -14,6 +14,7 @@ from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError, concurr
 
 from mnemoflow.errors import ConfigError
 from mnemoflow.llm import RequestSlot
+from mnemoflow.redaction import redact_urls
 from mnemoflow.settings import PrefectSettings
 
 __all__ = ["model_slot"]
@@ -35,8 +36,9 @@ def model_slot(settings: PrefectSettings) -> RequestSlot | None:
                     await held.enter_async_context(concurrency(limit, timeout_seconds=timeout, strict=True))
             except ConcurrencySlotAcquisitionError as exc:
                 raise ConfigError(
-                    f"the Prefect server is missing a model limit: {exc} (MNEMOFLOW_PREFECT_MODEL_LIMIT={limit}, "
-                    f"MNEMOFLOW_PREFECT_MODEL_RATE_LIMIT={rate}); create it with `prefect gcl create NAME --limit N`"
+                    f"the Prefect server is missing a model limit: {redact_urls(str(exc))} "
+                    f"(MNEMOFLOW_PREFECT_MODEL_LIMIT={limit}, MNEMOFLOW_PREFECT_MODEL_RATE_LIMIT={rate}); "
+                    "create it with `prefect gcl create NAME --limit N`"
                     " (and --slot-decay-per-second R for a rate limit)"
                 ) from exc
             yield

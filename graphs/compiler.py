@@ -32,6 +32,7 @@ from mnemoflow.llm import LLM
 from mnemoflow.logging import pop_log_context, push_log_context
 from mnemoflow.nodes.context import RunContext
 from mnemoflow.nodes.registry import REGISTRY, NodeDefinition, Registry, RouterDefinition
+from mnemoflow.redaction import redact_urls
 
 __all__ = ["NodeAttempt", "NodeWrapper", "build_state_graph", "compile_graph", "retryable"]
 
@@ -92,8 +93,10 @@ def _node_attempt(step: str, definition: NodeDefinition, config: BaseModel, stat
                 raise NodeError(f"node {step!r} ({definition.name}) wrote {undeclared}, which it does not declare in writes")
         except Exception as exc:
             elapsed = time.perf_counter() - started
-            context.trace.record(step, "error", started_at, elapsed, f"{type(exc).__name__}: {exc}", _count_usage(context, node_llm))
-            log.warning("node.error", seconds=round(elapsed, 6), error=str(exc))
+            # the run record keeps the error; a foreign exception's text may quote a URL with its credentials
+            error = redact_urls(f"{type(exc).__name__}: {exc}")
+            context.trace.record(step, "error", started_at, elapsed, error, _count_usage(context, node_llm))
+            log.warning("node.error", seconds=round(elapsed, 6), error=redact_urls(str(exc)))
             raise
         finally:
             pop_log_context(log_context)

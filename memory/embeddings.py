@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mnemoflow.errors import ConfigError, EmbeddingError
+from mnemoflow.redaction import redact_urls
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -117,7 +118,7 @@ class OpenAIEmbedder:
             try:
                 response = await self._client.embeddings.create(model=self._model, input=batch, **extra)
             except openai.OpenAIError as exc:
-                raise EmbeddingError(f"embedding model {self._model!r} at {self._client.base_url} failed: {exc}") from exc
+                raise EmbeddingError(redact_urls(f"embedding model {self._model!r} at {self._client.base_url} failed: {exc}")) from exc
             ordered = sorted(response.data, key=lambda item: item.index)
             if len(ordered) != len(batch):
                 raise EmbeddingError(

@@ -11,15 +11,24 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any, TextIO
 
 import structlog
 
+from mnemoflow.redaction import redact_urls
 from mnemoflow.settings import LogSettings
 
-__all__ = ["bind_run_context", "configure_logging", "get_logger", "log_level", "pop_log_context", "push_log_context"]
+__all__ = [
+    "bind_run_context",
+    "configure_logging",
+    "get_logger",
+    "log_level",
+    "pop_log_context",
+    "push_log_context",
+    "redact_url_credentials",
+]
 
 _configured = False
 
@@ -60,6 +69,7 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            redact_url_credentials,  # last before rendering: sees the exception and stack as text
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
@@ -67,8 +77,42 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     if stdlib:
-        logging.basicConfig(level=max(level, logging.WARNING), stream=stream, force=True)
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(_RedactingFormatter(logging.BASIC_FORMAT))
+        logging.basicConfig(level=max(level, logging.WARNING), handlers=[handler], force=True)
     _configured = True
+
+
+def redact_url_credentials(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A structlog processor: every value of ``event`` (its name, the fields, the bound context, the exception
+    rendered as text) with the credentials of the URLs in it hidden, whoever logged it."""
+    return {key: _redacted(value) for key, value in event.items()}
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_urls(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_redacted(item) for item in value)
+    # anything else (an exception, a URL object...) is rendered by its str or repr; it is replaced by its redacted
+    # str only when one of them carries credentials, so that other values keep their own rendering
+    text = str(value)
+    if redact_urls(text) != text or redact_urls(repr(value)) != repr(value):
+        return redact_urls(text)
+    return value
+
+
+class _RedactingFormatter(logging.Formatter):
+    """The stdlib's lines, where libraries log (httpx names every URL it requests), without URL credentials."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_urls(super().format(record))
 
 
 def get_logger(name: str | None = None) -> Any:

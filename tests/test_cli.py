@@ -150,3 +150,22 @@ def test_model_commands_say_what_is_running_and_what_is_wrong(tmp_path: Path) ->
     assert not (tmp_path / ".mnemoflow" / "model" / "server.json").exists()
     stopped = run("model", "stop", cwd=tmp_path)
     assert stopped.returncode == 0 and "no local model server was running" in stopped.stdout
+
+
+def test_urls_are_shown_without_their_credentials(tmp_path: Path) -> None:
+    secret = "hunter2secret"
+    credentials = {
+        "NEO4J_URI": f"bolt://neo4j:{secret}@127.0.0.1:7687",
+        "OPENAI_BASE_URL": f"http://user:{secret}@127.0.0.1:9/v1",
+        "PREFECT_API_URL": f"http://admin:{secret}@127.0.0.1:4200/api",
+    }
+    shown = run("settings", cwd=tmp_path, **credentials)
+    assert shown.returncode == 0, shown.stderr
+    assert '"uri": "bolt://***@127.0.0.1:7687"' in shown.stdout and '"base_url": "http://***@127.0.0.1:9/v1"' in shown.stdout
+    status = run("model", "status", cwd=tmp_path, **credentials)
+    assert "commands use: gpt-4o-mini on an OpenAI-compatible server at http://***@127.0.0.1:9/v1" in status.stdout
+    with_port_1 = {**credentials, "NEO4J_URI": f"bolt://neo4j:{secret}@127.0.0.1:1"}
+    setup = run("store", "setup", "--store", "neo4j", cwd=tmp_path, **with_port_1)
+    assert setup.returncode == 2 and "NEO4J_URI" in setup.stderr and "Traceback" not in setup.stderr
+    for result in (shown, status, setup):
+        assert secret not in result.stdout + result.stderr

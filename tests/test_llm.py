@@ -623,3 +623,32 @@ def test_the_endpoint_is_the_configured_one_else_the_local_server_else_offline(t
     assert resolve_endpoint(Settings(local_server=local)).kind == "offline"
     gateway_for_local = llm_from_settings(Settings(local_server=local, llm=LLMSettings(offline=True)))
     assert gateway_for_local.offline
+
+
+async def test_an_unreachable_endpoints_error_and_log_lines_carry_no_credentials(tmp_path: Path) -> None:
+    import io
+
+    import structlog
+
+    from mnemoflow.errors import MnemoflowError
+    from mnemoflow.logging import configure_logging, get_logger
+    from mnemoflow.settings import LogSettings
+
+    secret = "hunter2secret"
+    backend = OpenAIBackend(base_url=f"http://user:{secret}@127.0.0.1:1/v1", api_key="test", timeout=5.0)
+    llm = LLM(backend, LLMSettings(cache=False, max_attempts=1, deadline=30.0, cache_path=tmp_path / "cache.db"))
+    stream = io.StringIO()
+    configure_logging(LogSettings(format="json"), stream=stream, force=True)
+    try:
+        with pytest.raises(LLMUnavailableError) as caught:
+            await llm.text(ASK)
+        get_logger("test").error("model.failed", error=str(caught.value), exc_info=caught.value)
+    finally:
+        structlog.reset_defaults()
+        configure_logging(LogSettings(), force=True)
+    chain: list[BaseException] = [caught.value]
+    while isinstance(chain[-1].__cause__, MnemoflowError):
+        chain.append(chain[-1].__cause__)
+    assert len(chain) == 2 and all(secret not in str(error) for error in chain)
+    assert "talking to http://***@127.0.0.1:1/v1" in str(caught.value)
+    assert "model.failed" in stream.getvalue() and secret not in stream.getvalue()

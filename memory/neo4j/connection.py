@@ -14,7 +14,8 @@ import neo4j
 from neo4j import AsyncGraphDatabase, AsyncManagedTransaction
 from neo4j import exceptions as neo4j_errors
 
-from mnemoflow.errors import MnemoflowError, StoreError, StoreUnavailableError
+from mnemoflow.errors import ConfigError, MnemoflowError, StoreError, StoreUnavailableError
+from mnemoflow.redaction import redact_urls
 
 __all__ = ["Neo4jConnection"]
 
@@ -33,34 +34,46 @@ class Neo4jConnection:
         max_transaction_retry_time: float = 30.0,
         connection_timeout: float = 10.0,
     ) -> None:
+        shown = redact_urls(uri)
+        if shown != uri:  # refused before the driver, whose errors and warnings quote the URI whole
+            raise ConfigError(
+                f"NEO4J_URI {shown} carries credentials, which the Neo4j driver does not take there: put the user "
+                "and password in NEO4J_USER and NEO4J_PASSWORD"
+            )
         self.uri = uri
         self.database = database
-        self.driver = AsyncGraphDatabase.driver(
-            uri,
-            auth=auth,
-            max_transaction_retry_time=max_transaction_retry_time,
-            connection_timeout=connection_timeout,
-            # schema-less reads ("label does not exist yet") are normal here; don't log them as warnings
-            notifications_min_severity="OFF",
-        )
+        try:
+            self.driver = AsyncGraphDatabase.driver(
+                uri,
+                auth=auth,
+                max_transaction_retry_time=max_transaction_retry_time,
+                connection_timeout=connection_timeout,
+                # schema-less reads ("label does not exist yet") are normal here; don't log them as warnings
+                notifications_min_severity="OFF",
+            )
+        except (neo4j_errors.ConfigurationError, ValueError) as exc:
+            raise ConfigError(f"NEO4J_URI {uri} is not a URI the Neo4j driver takes: {exc}") from exc
 
     @contextmanager
     def translate(self) -> Iterator[None]:
-        """Turn driver errors into mnemoflow's, naming the server and the setting that points at it."""
+        """Turn driver errors into mnemoflow's, naming the server and the setting that points at it; each message is
+        redacted whole, since the driver's text may quote the URI too."""
         try:
             yield
         except MnemoflowError:
             raise
         except neo4j_errors.AuthError as exc:
             raise StoreUnavailableError(
-                f"Neo4j at {self.uri} (NEO4J_URI) refused the credentials; check NEO4J_USER and NEO4J_PASSWORD: {exc}"
+                redact_urls(
+                    f"Neo4j at {self.uri} (NEO4J_URI) refused the credentials; check NEO4J_USER and NEO4J_PASSWORD: {exc}"
+                )
             ) from exc
         except (neo4j_errors.ServiceUnavailable, neo4j_errors.SessionExpired, OSError) as exc:
-            raise StoreUnavailableError(f"cannot reach Neo4j at {self.uri} (NEO4J_URI): {exc}") from exc
+            raise StoreUnavailableError(redact_urls(f"cannot reach Neo4j at {self.uri} (NEO4J_URI): {exc}")) from exc
         except neo4j_errors.Neo4jError as exc:
-            raise StoreError(f"Neo4j at {self.uri} answered {exc.code}: {exc.message}") from exc
+            raise StoreError(redact_urls(f"Neo4j at {self.uri} answered {exc.code}: {exc.message}")) from exc
         except neo4j_errors.DriverError as exc:
-            raise StoreError(f"Neo4j driver error talking to {self.uri}: {exc}") from exc
+            raise StoreError(redact_urls(f"Neo4j driver error talking to {self.uri}: {exc}")) from exc
 
     async def verify(self) -> None:
         """Fail fast, with a clear error, when the server cannot be reached."""

@@ -50,6 +50,7 @@ from mnemoflow.memory.records import (
     ScoredNode,
     Subgraph,
 )
+from mnemoflow.redaction import redact_urls
 
 __all__ = ["Neo4jStore"]
 
@@ -177,7 +178,7 @@ class Neo4jStore:
         meta = meta_rows[0]["meta"] if meta_rows else {}
         stored_version = int(meta.get("schema_version", 0))
         check_recorded_schema(
-            location=f"Neo4j at {self.uri}",
+            location=f"Neo4j at {redact_urls(self.uri)}",
             stored_version=stored_version,
             stored_model=meta.get("embedding_model"),
             stored_dimension=meta.get("embedding_dimension"),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from mnemoflow.errors import MnemoflowError
+from mnemoflow.redaction import redact_urls
 from mnemoflow.settings import Settings
 
 if TYPE_CHECKING:
@@ -49,8 +50,8 @@ StoreOption = Annotated[Backend | None, typer.Option("--store", help="Memory bac
 
 
 def fail(message: str) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with code 2."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    """Print ``error: message`` (URLs in it without their credentials) on stderr and exit with code 2."""
+    typer.secho(f"error: {redact_urls(message)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 
 

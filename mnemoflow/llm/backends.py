@@ -15,8 +15,9 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from mnemoflow.errors import LLMError, LLMRequestError, TransientError
+from mnemoflow.errors import ConfigError, LLMError, LLMRequestError, TransientError
 from mnemoflow.llm.tools import ToolCall, ToolTurn
+from mnemoflow.redaction import redact_urls
 
 __all__ = [
     "ChatRequest",
@@ -84,6 +85,17 @@ def _is_validation_error(exc: Any) -> bool:
     return any(mark in text for mark in _VALIDATION_MARKS)
 
 
+def _refused_base_url(base_url: str, exc: Exception) -> str:
+    """Why the client refused ``base_url``, without the credentials the URL may carry."""
+    shown = redact_urls(base_url)
+    if shown != base_url:  # the client's text may quote a piece of the password it took for a port
+        return (
+            f"OPENAI_BASE_URL {shown} is not a URL the OpenAI client takes ({type(exc).__name__}); percent-encode any "
+            "'/', '?', '#' or '@' in its password"
+        )
+    return f"OPENAI_BASE_URL {base_url} is not a URL the OpenAI client takes: {exc}"
+
+
 class OpenAIBackend:
     """OpenAI, vLLM, Ollama, LM Studio and the test server, through the official client (its retries off)."""
 
@@ -92,7 +104,12 @@ class OpenAIBackend:
     def __init__(self, *, base_url: str | None, api_key: str | None, timeout: float) -> None:
         from openai import AsyncOpenAI
 
-        self.client = AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0, timeout=timeout)
+        try:
+            self.client = AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0, timeout=timeout)
+        except Exception as exc:  # the URL errors of the client's HTTP library are no ValueErrors
+            if base_url is None:
+                raise
+            raise ConfigError(_refused_base_url(base_url, exc)) from exc
         self.endpoint = str(self.client.base_url)
 
     async def complete(self, request: ChatRequest) -> Completion:
@@ -109,6 +126,7 @@ class OpenAIBackend:
             options["tools"] = request.tools
         if request.tool_choice is not None:
             options["tool_choice"] = request.tool_choice
+        # errors pass through redact_urls: the base URL may carry credentials, and the server's or client's text may quote it
         try:
             response = await self.client.chat.completions.create(
                 model=request.model,
@@ -118,17 +136,23 @@ class OpenAIBackend:
                 **options,
             )
         except openai.RateLimitError as exc:
-            raise TransientError(f"429 from {self.client.base_url}: {exc.message}", _retry_after(exc.response.headers)) from exc
+            raise TransientError(
+                redact_urls(f"429 from {self.client.base_url}: {exc.message}"), _retry_after(exc.response.headers)
+            ) from exc
         except openai.InternalServerError as exc:
             if _is_validation_error(exc):  # llama-cpp-python answers 500 to a request it cannot parse
-                raise LLMRequestError(f"{self.client.base_url} refused the request ({exc.status_code}): {exc.message}") from exc
-            raise TransientError(f"{exc.status_code} from {self.client.base_url}: {exc.message}") from exc
+                raise LLMRequestError(
+                    redact_urls(f"{self.client.base_url} refused the request ({exc.status_code}): {exc.message}")
+                ) from exc
+            raise TransientError(redact_urls(f"{exc.status_code} from {self.client.base_url}: {exc.message}")) from exc
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-            raise TransientError(f"{type(exc).__name__} talking to {self.client.base_url}: {exc}") from exc
+            raise TransientError(redact_urls(f"{type(exc).__name__} talking to {self.client.base_url}: {exc}")) from exc
         except openai.APIStatusError as exc:
-            raise LLMRequestError(f"{self.client.base_url} refused the request ({exc.status_code}): {exc.message}") from exc
+            raise LLMRequestError(
+                redact_urls(f"{self.client.base_url} refused the request ({exc.status_code}): {exc.message}")
+            ) from exc
         if not response.choices:
-            raise TransientError(f"{self.client.base_url} answered with no choices")
+            raise TransientError(redact_urls(f"{self.client.base_url} answered with no choices"))
         choice = response.choices[0]
         usage = response.usage
         calls = tuple(

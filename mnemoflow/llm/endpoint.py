@@ -12,6 +12,7 @@ from typing import Literal
 
 from mnemoflow.errors import ConfigError
 from mnemoflow.llm.local_server import INSTALL_HINT, running_local_server
+from mnemoflow.redaction import redact_url, redact_urls
 from mnemoflow.settings import Settings
 
 __all__ = ["JSON_MODES", "Capabilities", "Endpoint", "forget_capabilities", "learned_capabilities", "resolve_endpoint"]
@@ -54,11 +55,18 @@ class Endpoint:
     native_tools: bool | None = None
     """Whether its function calling can be used (None: learn it)."""
 
+    def __repr__(self) -> str:
+        """Without the API key, and the URL without its credentials: an endpoint may end up in a log or a traceback."""
+        return (
+            f"Endpoint(kind={self.kind!r}, model={self.model!r}, base_url={redact_url(self.base_url)!r}, "
+            f"slots={self.slots!r}, native_tools={self.native_tools!r})"
+        )
+
     def describe(self) -> str:
         if self.kind == "offline":
             return "the offline stand-in (not a model)"
         where = "the local server" if self.kind == "local" else "OpenAI" if self.base_url is None else "an OpenAI-compatible server"
-        return f"{self.model} on {where}" + (f" at {self.base_url}" if self.base_url else "")
+        return f"{self.model} on {where}" + (f" at {redact_urls(self.base_url)}" if self.base_url else "")
 
 
 def resolve_endpoint(settings: Settings) -> Endpoint:

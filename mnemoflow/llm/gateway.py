@@ -57,6 +57,7 @@ from mnemoflow.llm.parsing import close_json, extract_json
 from mnemoflow.llm.tools import Tool, ToolTurn, tool_result
 from mnemoflow.llm.usage import Usage
 from mnemoflow.llm.wire import as_tool_calls, choice_schema, structured_request, with_system, without_tool_messages
+from mnemoflow.redaction import redact_urls
 from mnemoflow.settings import LLMSettings, Settings
 
 __all__ = ["LLM", "llm_from_settings", "uses_offline_model"]
@@ -481,7 +482,8 @@ class LLM:
             return completion
         except TransientError as exc:
             raise LLMUnavailableError(
-                f"the model did not answer after {shared.settings.max_attempts} attempts (MNEMOFLOW_LLM_MAX_ATTEMPTS): {exc}"
+                f"the model did not answer after {shared.settings.max_attempts} attempts (MNEMOFLOW_LLM_MAX_ATTEMPTS): "
+                + redact_urls(str(exc))  # any backend's fault, the endpoint's URL in it
             ) from exc
         except TimeoutError as exc:
             raise LLMTimeoutError(
