@@ -96,7 +96,7 @@ def _node_attempt(step: str, definition: NodeDefinition, config: BaseModel, stat
             # the run record keeps the error; a foreign exception's text may quote a URL with its credentials
             error = redact_urls(f"{type(exc).__name__}: {exc}")
             context.trace.record(step, "error", started_at, elapsed, error, _count_usage(context, node_llm))
-            log.warning("node.error", seconds=round(elapsed, 6), error=redact_urls(str(exc)))
+            log.warning("node.error", seconds=round(elapsed, 6), error=str(exc))
             raise
         finally:
             pop_log_context(log_context)

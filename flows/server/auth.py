@@ -46,7 +46,7 @@ class Sessions:
 
     def __init__(self, token: str, lifetime_s: float) -> None:
         self._key = hmac.new(token.encode("utf-8"), b"mnemoflow session key", hashlib.sha256).digest()
-        self._token = token.encode("utf-8")
+        self._token_digest = _digest(token.encode("utf-8"))
         self.lifetime_s = lifetime_s
 
     def issue(self, now: float | None = None) -> str:
@@ -65,7 +65,7 @@ class Sessions:
 
     def is_token(self, given: str) -> bool:
         """Whether ``given`` is the token, in a time that tells nothing of it (not even its length)."""
-        return hmac.compare_digest(_digest(given.encode("utf-8", "surrogateescape")), _digest(self._token))
+        return hmac.compare_digest(_digest(given.encode("utf-8", "surrogateescape")), self._token_digest)
 
     def _sign(self, expiry: str) -> str:
         return hmac.new(self._key, expiry.encode("ascii"), hashlib.sha256).hexdigest()

@@ -6,7 +6,6 @@ import typer
 
 from mnemoflow.cli.common import fail, load_settings
 from mnemoflow.errors import MnemoflowError
-from mnemoflow.redaction import redact_urls
 
 __all__ = ["app"]
 
@@ -31,7 +30,7 @@ def start(port: int = typer.Option(0, help="Loopback port; 0 picks a free one.")
         server = start_local_server(settings.local_server, port=port, on_wait=waiting)
     except MnemoflowError as exc:
         fail(str(exc))
-    typer.echo(f"{server.model} at {redact_urls(server.base_url)} (log: {server.log})")
+    typer.echo(f"{server.model} at {server.base_url} (log: {server.log})")
 
 
 @app.command("stop")
@@ -62,8 +61,8 @@ def status() -> None:
             file = local_model_file(settings.local_server)
             typer.echo(f"local server: not running (model file {file}); start it with `mnemoflow model start`")
         except MnemoflowError as exc:
-            typer.echo(f"local server: not running; {redact_urls(str(exc))}")
+            typer.echo(f"local server: not running; {exc}")
         raise typer.Exit(code=3)
     answers = "answering" if server_answers(server.base_url) else "NOT answering (see its log)"
-    typer.echo(f"local server: {server.model} at {redact_urls(server.base_url)}, process {server.pid}, {answers}")
+    typer.echo(f"local server: {server.model} at {server.base_url}, process {server.pid}, {answers}")
     typer.echo(f"  model file: {server.file}\n  log: {server.log}")

@@ -23,7 +23,6 @@ from mnemoflow.flows.server.hooks.providers import Delivery, HookRejected, verif
 from mnemoflow.flows.server.hooks.trigger import TriggerRefused, TriggerUnavailable, create_flow_run
 from mnemoflow.flows.server.state import ServerState, server_state
 from mnemoflow.logging import get_logger
-from mnemoflow.redaction import redact_urls
 
 __all__ = ["RETRY_AFTER_S", "router"]
 
@@ -80,9 +79,8 @@ async def receive(name: str, request: Request, state: Annotated[ServerState, Dep
         try:
             return await _handle(hook, delivery, state.deliveries, max_parameter_bytes=state.settings.hooks.max_body_bytes)
         except StoreError as exc:
-            error = redact_urls(str(exc))
-            _log.warning("hook.store_unavailable", hook=name, delivery=delivery.delivery_id, error=error)
-            return _reply(503, name, error=f"the memory store cannot record the delivery now: {error}", retry_after_s=RETRY_AFTER_S)
+            _log.warning("hook.store_unavailable", hook=name, delivery=delivery.delivery_id, error=str(exc))
+            return _reply(503, name, error=f"the memory store cannot record the delivery now: {exc}", retry_after_s=RETRY_AFTER_S)
 
 
 async def _handle(hook: HookSpec, delivery: Delivery, log: DeliveryLog, *, max_parameter_bytes: int) -> JSONResponse:

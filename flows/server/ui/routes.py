@@ -20,7 +20,6 @@ from mnemoflow.flows.server.auth import SESSION_COOKIE, client_of, retry_after_s
 from mnemoflow.flows.server.state import ServerState, server_state
 from mnemoflow.flows.server.ui import api, pages
 from mnemoflow.flows.server.ui.views import UIError
-from mnemoflow.redaction import redact_urls
 
 __all__ = ["mount_ui", "safe_next"]
 
@@ -44,10 +43,9 @@ def _is_page(request: Request) -> bool:
 
 async def _ui_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, UIError)
-    message = redact_urls(exc.message)  # it may quote a store's or a model's error, and their URLs
     if _is_page(request):
-        return pages.error_page(request, exc.status, message)
-    return JSONResponse({"error": message}, status_code=exc.status)
+        return pages.error_page(request, exc.status, exc.message)
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
