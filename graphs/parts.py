@@ -8,7 +8,7 @@ The CLI, the Prefect flows and the server all start this way, so a setting means
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from mnemoflow.llm import LLM, RequestSlot, llm_from_settings
+from mnemoflow.llm.backends import Backend
 from mnemoflow.logging import get_logger
 from mnemoflow.memory.checkpoints import open_checkpointer
 from mnemoflow.memory.embeddings import embedder_from_settings
@@ -44,14 +45,18 @@ class RunParts:
 
 @asynccontextmanager
 async def open_run_parts(
-    settings: Settings, *, checkpointer: bool = True, request_slot: RequestSlot | None = None
+    settings: Settings,
+    *,
+    checkpointer: bool = True,
+    request_slot: RequestSlot | None = None,
+    wrap_backend: Callable[[Backend], Backend] | None = None,
 ) -> AsyncIterator[RunParts]:
     """Open the store (and set up its schema), the embedder, the model gateway and, unless ``checkpointer`` is
     false, the checkpointer; close them all on exit, whatever happened. ``request_slot`` is held around every model
-    request (the Prefect flows' shared budget)."""
+    request (the Prefect flows' shared budget); ``wrap_backend`` wraps the model's transport (the evaluation's meter)."""
     embedder = embedder_from_settings(settings)
     store = store_from_settings(settings, embedder)
-    llm = llm_from_settings(settings, request_slot=request_slot)
+    llm = llm_from_settings(settings, request_slot=request_slot, wrap_backend=wrap_backend)
     log = get_logger("mnemoflow").bind(namespace=settings.namespace)
     try:
         await store.setup()

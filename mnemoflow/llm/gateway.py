@@ -551,14 +551,20 @@ def uses_offline_model(settings: Settings) -> bool:
 
 
 def llm_from_settings(
-    settings: Settings, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, request_slot: RequestSlot | None = None
+    settings: Settings,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    request_slot: RequestSlot | None = None,
+    wrap_backend: Callable[[Backend], Backend] | None = None,
 ) -> LLM:
-    """The gateway to the model :func:`resolve_endpoint` finds."""
+    """The gateway to the model :func:`resolve_endpoint` finds; ``wrap_backend`` wraps the transport (a meter of
+    every request, say)."""
     config, endpoint = settings.llm, resolve_endpoint(settings)
+    wrap = wrap_backend or (lambda backend: backend)
     if endpoint.kind == "offline":
-        return LLM(OfflineBackend(), config, cache=None, sleep=sleep, request_slot=request_slot)
+        return LLM(wrap(OfflineBackend()), config, cache=None, sleep=sleep, request_slot=request_slot)
     cache = ResponseCache(config.cache_path) if config.cache else None
-    backend = OpenAIBackend(base_url=endpoint.base_url, api_key=endpoint.api_key, timeout=config.request_timeout)
+    backend = wrap(OpenAIBackend(base_url=endpoint.base_url, api_key=endpoint.api_key, timeout=config.request_timeout))
     llm = LLM(backend, config, cache=cache, sleep=sleep, request_slot=request_slot, slots=endpoint.slots, model=endpoint.model)
     if endpoint.native_tools is not None:
         llm.capabilities.native_tools = endpoint.native_tools
