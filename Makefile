@@ -9,7 +9,7 @@ UI := flows/server/ui/frontend
 HOST ?= 127.0.0.1
 PORT ?= 8765
 
-.PHONY: install model model-start model-stop ui browser demo serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag bench-tme bench-gmemory bench-l2mac check clean
+.PHONY: install model model-start model-stop ui browser demo eval serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag bench-tme bench-gmemory bench-l2mac check clean
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,12 @@ browser:
 
 demo: install model
 	@$(BIN)/mnemoflow demo
+
+# Each mechanism against its baseline on the same model (OPENAI_BASE_URL's, else the local one) and data, with the
+# in-process MiniLM embedder unless MNEMOFLOW_EMBEDDING_PROVIDER says otherwise; writes bench/results/eval-*.json
+# and .md (see the README's Evaluation).
+eval: install model
+	MNEMOFLOW_EMBEDDING_PROVIDER=$${MNEMOFLOW_EMBEDDING_PROVIDER:-local} $(BIN)/mnemoflow eval all
 
 serve: install ui
 	$(BIN)/mnemoflow serve --host $(HOST) --port $(PORT)

@@ -7,6 +7,7 @@ codes do not. Leaves defined beside the code that raises them give their module:
 
     MnemoflowError                              mnemoflow
     ├── ConfigError (ValueError)                config        a setting, environment variable, CLI argument or run input is invalid
+    │   └── EvalDataError                       eval-data     evaluation.harness: an evaluation's data file is malformed
     ├── UsageError (ValueError)                 usage         a function was called with arguments it cannot take (a caller's bug)
     ├── UnsupportedError (NotImplementedError)  unsupported   an object does not offer this operation (a sync method of an async saver)
     ├── EmbeddingError                          embedding     an embedder failed or returned vectors of the wrong shape

@@ -18,6 +18,7 @@ from mnemoflow.redaction import redact_url, redact_urls
 
 __all__ = [
     "EmbeddingSettings",
+    "EvalSettings",
     "load_group",
     "HooksSettings",
     "LLMSettings",
@@ -177,6 +178,22 @@ class LLMSettings(BaseSettings):
     )
 
 
+class EvalSettings(BaseSettings):
+    """The evaluation harness (``mnemoflow eval``): an optional judge model for short answers."""
+
+    model_config = _config("MNEMOFLOW_EVAL_")
+
+    judge_base_url: str | None = Field(
+        None, description="An OpenAI-compatible endpoint whose model judges short answers correct or not; none: no judge."
+    )
+    judge_api_key: SecretStr | None = Field(None, description="The judge endpoint's API key.")
+    judge_model: str = Field("gpt-4o-mini", min_length=1, description="The judge's model name.")
+
+    @field_serializer("judge_base_url", when_used="json")
+    def _judge_url_without_credentials(self, base_url: str | None) -> str | None:
+        return redact_url(base_url)
+
+
 class LogSettings(BaseSettings):
     """How mnemoflow logs."""
 
@@ -310,6 +327,7 @@ class Settings(BaseSettings):
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
     hooks: HooksSettings = Field(default_factory=HooksSettings)
     ui: UISettings = Field(default_factory=UISettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
 
     @classmethod
     def load(cls, *, store: str | None = None, namespace: str | None = None) -> Settings:
@@ -363,4 +381,5 @@ _GROUPS: tuple[type[BaseSettings], ...] = (
     PrefectSettings,
     HooksSettings,
     UISettings,
+    EvalSettings,
 )

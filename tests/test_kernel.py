@@ -100,7 +100,7 @@ def test_exception_tree() -> None:
 def _every_module() -> list[ModuleType]:
     """Every module of the package, imported (the layers' folders are walked through their installed names)."""
     modules = []
-    for package in ("mnemoflow", "mnemoflow.memory", "mnemoflow.nodes", "mnemoflow.graphs", "mnemoflow.flows"):
+    for package in ("mnemoflow", "mnemoflow.memory", "mnemoflow.nodes", "mnemoflow.graphs", "mnemoflow.flows", "mnemoflow.evaluation"):
         face = importlib.import_module(package)
         modules.append(face)
         for found in pkgutil.walk_packages(face.__path__, prefix=f"{package}."):
@@ -134,7 +134,8 @@ def _drawn(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "package", ["mnemoflow", "mnemoflow.llm", "mnemoflow.memory", "mnemoflow.nodes", "mnemoflow.graphs", "mnemoflow.flows"]
+    "package",
+    ["mnemoflow", "mnemoflow.llm", "mnemoflow.memory", "mnemoflow.nodes", "mnemoflow.graphs", "mnemoflow.flows", "mnemoflow.evaluation"],
 )
 def test_package_exports_exactly_its_all(package: str) -> None:
     module = importlib.import_module(package)

@@ -25,7 +25,7 @@ from mnemoflow.memory.neo4j.connection import Neo4jConnection
 from mnemoflow.nodes import NoConfig, RunContext, node
 from mnemoflow.nodes.text import TextState
 from mnemoflow.redaction import redact_url, redact_urls
-from mnemoflow.settings import LLMSettings, LogSettings, Neo4jSettings, OpenAISettings, Settings, StoreSettings
+from mnemoflow.settings import EvalSettings, LLMSettings, LogSettings, Neo4jSettings, OpenAISettings, Settings, StoreSettings
 from tests.conftest import EMBEDDER, new_store
 
 SECRET = "hunter2secret"
@@ -95,9 +95,12 @@ def test_every_url_in_a_text_is_redacted() -> None:
 
 
 def test_settings_as_json_hide_url_credentials_but_connect_with_them() -> None:
-    settings = Settings(neo4j=Neo4jSettings(uri=NEO4J_URI), openai=OpenAISettings(base_url=MODEL_URL))
-    shown = json.loads(settings.model_dump_json(indent=2))
+    judge = EvalSettings(judge_base_url=MODEL_URL, judge_api_key=SECRET)  # type: ignore[arg-type]
+    settings = Settings(neo4j=Neo4jSettings(uri=NEO4J_URI), openai=OpenAISettings(base_url=MODEL_URL), eval=judge)
+    text = settings.model_dump_json(indent=2)
+    shown = json.loads(text)
     assert (shown["neo4j"]["uri"], shown["openai"]["base_url"]) == ("bolt://***@127.0.0.1:7687", "http://***@127.0.0.1:9/v1")
+    assert shown["eval"]["judge_base_url"] == "http://***@127.0.0.1:9/v1" and SECRET not in text
     assert (settings.neo4j.uri, settings.openai.base_url) == (NEO4J_URI, MODEL_URL)
     assert settings.model_dump()["neo4j"]["uri"] == NEO4J_URI
     assert resolve_endpoint(settings).base_url == MODEL_URL

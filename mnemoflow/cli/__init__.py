@@ -14,6 +14,7 @@ import typer
 from mnemoflow.cli import chat, comorag, graphs, ingest, l2mac, model, prefect, store
 from mnemoflow.cli.common import fail
 from mnemoflow.cli.demo import demo
+from mnemoflow.cli.eval import evaluate_command
 from mnemoflow.cli.run import run
 from mnemoflow.cli.serve import serve
 from mnemoflow.cli.settings import show_settings
@@ -59,6 +60,7 @@ def options(
 app.command()(demo)
 app.command()(run)
 app.command()(serve)
+app.command("eval")(evaluate_command)
 app.command("settings")(show_settings)
 app.add_typer(graphs.app, name="graphs")
 app.add_typer(store.app, name="store")

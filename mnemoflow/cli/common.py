@@ -20,6 +20,7 @@ from mnemoflow.settings import Settings
 if TYPE_CHECKING:
     from mnemoflow.graphs.loader import LoadedGraph
     from mnemoflow.graphs.parts import RunParts
+    from mnemoflow.llm.endpoint import Endpoint
     from mnemoflow.nodes.context import ProgressListener
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "fail",
     "load_graph_or_fail",
     "load_settings",
+    "model_for",
     "progress_bar",
     "register_nodes",
     "run_async",
@@ -130,3 +132,26 @@ def progress_bar() -> Iterator[ProgressListener]:
             progress.update(task, description=step, completed=done, total=total)
 
         yield report
+
+
+@contextmanager
+def model_for(settings: Settings, purpose: str, *, hint: str = "") -> Iterator[Endpoint]:
+    """The endpoint ``purpose`` (``the demo``) uses: the configured one, else the local server, started for it and
+    stopped afterwards when it was not running. ``hint`` is added to the error when there is no model."""
+    from mnemoflow.llm.endpoint import resolve_endpoint
+    from mnemoflow.llm.local_server import start_local_server, stop_local_server
+
+    try:
+        endpoint = resolve_endpoint(settings)
+        start = endpoint.kind == "offline" and not settings.llm.offline
+        if start:
+            typer.echo(f"Starting the local model server for {purpose} (a few seconds) ...", err=True)
+            start_local_server(settings.local_server)
+            endpoint = resolve_endpoint(settings)
+    except MnemoflowError as exc:
+        fail(f"{exc}\n({hint})" if hint else str(exc))
+    try:
+        yield endpoint
+    finally:
+        if start:
+            stop_local_server(settings.local_server.home)

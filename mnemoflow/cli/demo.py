@@ -3,40 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mnemoflow.cli.common import StoreOption, fail, load_settings, progress_bar, with_parts
-from mnemoflow.errors import MnemoflowError
+from mnemoflow.cli.common import StoreOption, load_settings, model_for, progress_bar, with_parts
 from mnemoflow.settings import LLMSettings, Settings, load_group
 
 if TYPE_CHECKING:
     from mnemoflow.graphs.loader import LoadedGraph
     from mnemoflow.graphs.parts import RunParts
     from mnemoflow.graphs.runner import RunResult
-    from mnemoflow.llm.endpoint import Endpoint
 
 __all__ = ["demo"]
 
 BOOK_ID = "the-salt-road"
-SMALL_MODEL_RETRIEVAL = {"ver_top_k": 4, "sem_top_k": 2, "epi_top_k": 2, "ver_tokens": 600, "sem_tokens": 200, "epi_tokens": 200}
-SMALL_MODEL_BUDGETS = {
-    "comorag-ingest": {"semantic": {"max_levels": 2, "max_tokens": 100}, "episodes": {"max_tokens": 100}},
-    "comorag-qa": {
-        "retrieve": SMALL_MODEL_RETRIEVAL,
-        "probe_worker": SMALL_MODEL_RETRIEVAL,
-        "answer": {"ver_tokens": 600, "sem_tokens": 200, "epi_tokens": 200, "history_tokens": 150},
-    },
-}
-"""On the local model (reading ~200 prompt tokens/s on 2 cores): the summaries at the paper's 100 tokens, two levels
-of them, a sixth of the question-time contexts and one probing cycle, so the demo ends in minutes, not an hour."""
-SMALL_MODEL_INPUTS: dict[str, dict[str, Any]] = {"comorag-ingest": {"kg": False}, "comorag-qa": {"max_cycles": 1}}
-"""No knowledge graph (the 135M model extracted 0 entities and 0 facts from the story's 12 chunks, in 60% of the
-indexing time), and one probing cycle."""
 
 
 def demo(
@@ -56,11 +38,12 @@ def demo(
     questions: list[dict[str, Any]] = json.loads(data.joinpath("questions.json").read_text(encoding="utf-8"))
     title = story.split("\n", 1)[0].strip()
     settings = _demo_settings(load_settings(store, namespace), offline=offline)
-    with _model_for(settings) as endpoint:
+    with model_for(settings, "the demo", hint="or run the demo on the offline stand-in: mnemoflow demo --offline") as endpoint:
         small = endpoint.kind == "local"
 
         async def work(parts: RunParts) -> tuple[RunResult, list[tuple[dict[str, Any], RunResult]]]:
             from mnemoflow.graphs import GraphRunner, load_graph, with_node_config
+            from mnemoflow.graphs.budgets import SMALL_MODEL_BUDGETS, SMALL_MODEL_INPUTS
 
             def graph(name: str) -> LoadedGraph:
                 return with_node_config(load_graph(name), SMALL_MODEL_BUDGETS[name]) if small else load_graph(name)
@@ -116,26 +99,3 @@ def demo(
 def _demo_settings(settings: Settings, *, offline: bool) -> Settings:
     """The settings with ``--offline`` applied."""
     return settings.model_copy(update={"llm": load_group(LLMSettings, offline=True)}) if offline else settings
-
-
-@contextmanager
-def _model_for(settings: Settings) -> Iterator[Endpoint]:
-    """The endpoint the demo uses: the configured one, else the local server, started for the demo and stopped after
-    it when it was not running."""
-    from mnemoflow.llm.endpoint import resolve_endpoint
-    from mnemoflow.llm.local_server import start_local_server, stop_local_server
-
-    try:
-        endpoint = resolve_endpoint(settings)
-        start = endpoint.kind == "offline" and not settings.llm.offline
-        if start:
-            typer.echo("Starting the local model server for the demo (a few seconds) ...", err=True)
-            start_local_server(settings.local_server)
-            endpoint = resolve_endpoint(settings)
-    except MnemoflowError as exc:
-        fail(f"{exc}\n(or run the demo on the offline stand-in: mnemoflow demo --offline)")
-    try:
-        yield endpoint
-    finally:
-        if start:
-            stop_local_server(settings.local_server.home)
