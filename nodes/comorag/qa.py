@@ -102,13 +102,23 @@ async def tri_retrieve_init(state: QAState, config: RetrievalConfig, context: Ru
     return {"question_id": qid, "evidence": evidence, "query_vectors": cached}
 
 
-@node("comorag.mem_encode_init", state=QAState, reads={"question", "question_id", "evidence"}, writes={"units"})
-async def mem_encode_init(state: QAState, config: NoConfig, context: RunContext) -> dict[str, Any]:
-    """Encode the question's evidence into up to three memory units of cycle 0 (one cue call per layer)."""
-    units = await encode(
+async def _encode_question(context: RunContext, state: QAState) -> list[Unit]:
+    """The question's own evidence as memory units of cycle 0 (one cue call per layer)."""
+    return await encode(
         context, question_id=state.question_id, question=state.question, probe=state.question, cycle=0, evidence=state.evidence
     )
-    return {"units": units}
+
+
+@node(
+    "comorag.mem_encode_init",
+    state=QAState,
+    reads={"question", "question_id", "evidence", "encode_first"},
+    writes={"units"},
+)
+async def mem_encode_init(state: QAState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+    """Encode the question's evidence into up to three memory units of cycle 0, unless ``encode_first`` is off
+    (the paper's order: the first attempt reads the raw evidence either way, so the cues wait for an impasse)."""
+    return {"units": await _encode_question(context, state)} if state.encode_first else {}
 
 
 @node(
@@ -167,16 +177,23 @@ def after_attempt(state: QAState, config: NoConfig) -> str:
 @node(
     "comorag.commit_pool",
     state=QAState,
-    reads={"units", "cycle", "pool_unit_ids", "probe_history", "probes"},
-    writes={"pool_unit_ids", "probe_history"},
+    reads={"units", "cycle", "pool_unit_ids", "probe_history", "probes", "encode_first", "question", "question_id", "evidence"},
+    writes={"units", "pool_unit_ids", "probe_history"},
 )
 async def commit_pool(state: QAState, config: NoConfig, context: RunContext) -> dict[str, Any]:
-    """Mem-Update: this cycle's units join the pool; the cycle's probes join the probe history."""
-    current = [unit for unit in state.units if unit.cycle == state.cycle and unit.id not in state.pool_unit_ids]
+    """Mem-Update: this cycle's units join the pool; the cycle's probes join the probe history. After a first
+    impasse with ``encode_first`` off, the question's evidence is encoded now, as the paper orders it."""
+    encoded = await _encode_question(context, state) if state.cycle == 0 and not state.encode_first else []
+    units = [*state.units, *encoded]
+    current = [unit for unit in units if unit.cycle == state.cycle and unit.id not in state.pool_unit_ids]
     await set_in_pool(context, [unit.id for unit in current])
     issued = [*(unit.probe for unit in current if unit.layer != "fusion"), *state.probes]  # probes without units too
     history = list(dict.fromkeys([*state.probe_history, *issued]))
-    return {"pool_unit_ids": [*state.pool_unit_ids, *(unit.id for unit in current)], "probe_history": history}
+    return {
+        "units": encoded,
+        "pool_unit_ids": [*state.pool_unit_ids, *(unit.id for unit in current)],
+        "probe_history": history,
+    }
 
 
 @node("comorag.self_probe", state=QAState, reads={"question", "last_context", "probe_history"}, writes={"probes"})

@@ -107,6 +107,10 @@ class QAState(BaseModel):
     """Multiple-choice options by letter; shown to the answer step only."""
     max_cycles: int = Field(5, ge=0, le=20)
     """Probing cycles allowed after the first attempt (0: answer from the question's own evidence only)."""
+    encode_first: bool = True
+    """Encode the question's own evidence into memory units before the first attempt, as the reference code does;
+    false: the paper's order, which encodes it only after the first impasse (with ``max_cycles`` 0, plain
+    retrieval-augmented answering: one retrieval, one answer call)."""
     question_id: str = ""
     """The Question record's id, which the question's workspace hangs from."""
     cycle: int = 0
