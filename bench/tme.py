@@ -1,8 +1,9 @@
 """TME benchmark: the answer prompt built from the task memory against the full-history prompt, on the paper's four scenarios.
 
-Each scenario of ``tests/support/tme_scenarios.py`` (trip planning, cooking, meeting scheduling, shopping
-cart, as the paper evaluates them) runs turn by turn through the ``tme-turn`` graph, against the
-scripted model server over HTTP and a SQLite store in a temporary folder. Per turn it compares the answer
+Each scenario (trip planning, cooking, meeting scheduling, shopping cart, as the paper evaluates them; the
+conversations in ``bench/evaluation/data/tme/scenarios.yaml``, scripted by ``tests/support/tme_scenarios.py``)
+runs turn by turn through the ``tme-turn`` graph, against the scripted model server over HTTP and a SQLite store
+in a temporary folder. Per turn it compares the answer
 request TME sent (system text and prompt, as received by the server) with the prompt a linear agent would
 send: the same system text, every earlier user message and reply, then the new message. Tokens are counted
 alike for both (``mnemoflow.nodes.tokens.count_tokens``); stale facts are the values the user has replaced that

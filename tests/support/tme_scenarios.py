@@ -1,10 +1,12 @@
 """The four evaluation scenarios of the TME paper as scripted conversations.
 
-Each turn holds the utterance, the scripted model replies (decomposition, TRIM classification, re-derivation
-when the scenario runs with ``rederive: true``, answer text) and what the task forest must look like after it:
-the nodes the turn adds or changes (complete, with their whole history) and the slots it marks stale. The
-expected forest after a turn is the one after the turn before, with those nodes replaced
-(:func:`expected_forests`); the tests compare the whole forest every turn.
+The conversations come from the evaluation's data file (``bench/evaluation/data/tme/scenarios.yaml``, read with
+``mnemoflow.evaluation.tme.load_scenarios``), where each turn holds the utterance, the expected decomposition and
+TRIM classification, the slots it marks stale and a reference answer: here they are the scripted model replies.
+This module adds what only the scripted tests check: the re-derivations the trip scenario runs with (its graph
+re-derives stale steps) and what the task forest must look like after each turn: the nodes the turn adds or
+changes (complete, with their whole history). The expected forest after a turn is the one after the turn before,
+with those nodes replaced (:func:`expected_forests`); the tests compare the whole forest every turn.
 
 Values are short facts the user states ("Paris", "June 10-14") so that the stale-fact measure
 (``mnemoflow.nodes.tme.measure.stale_facts``, whole values, whole words) finds them in a prompt when they leak, and no
@@ -24,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from mnemoflow.evaluation.tme import ScenarioData, load_scenarios
 from mnemoflow.graphs import GraphRunner, LoadedGraph, load_graph
 from mnemoflow.nodes.tme.agents import ANSWER_SYSTEM, CLASSIFY_SYSTEM, DECOMPOSE_SYSTEM, REDERIVE_SYSTEM
 from mnemoflow.nodes.tme.forest import Forest, slot_key
@@ -91,13 +94,6 @@ class Node:
             "version": self.version,
             "history": self.history,
         }
-
-
-def op(
-    intent: str, slot: str, value: str | None = None, *, parent: str | None = None, needs: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """One TRIM operation as the model's JSON."""
-    return {"intent": intent, "slot": slot, "value": value, "parent": parent, "depends_on": list(needs)}
 
 
 @dataclass(frozen=True)
@@ -172,414 +168,189 @@ def checked_values(forest: Forest, slot: str) -> list[str]:
     return [child.value for child in forest.children(node.key) if child.value]
 
 
-# -- the four scenarios ----------------------------------------------------------------------------------------
+# -- the four scenarios: the conversations from the evaluation's data file, the expected forests here -------------
 
 TRIP_ROOT = "plan a trip"
-
-TRIP = Scenario(
-    name="trip",
-    title="trip planning",
-    stresses="date and destination revisions re-derived downstream, a revert to the original, a false-premise check, "
-    "a flight request contradicting memory, a final summary",
-    rederive=True,
-    turns=(
-        Turn(
-            "I'm planning a trip to Paris, leaving from New York.",
-            TRIP_ROOT, ("destination", "departure city"),
-            (op("new", "destination", "Paris", parent=TRIP_ROOT), op("new", "departure city", "New York", parent=TRIP_ROOT)),
-            "Great, a trip to Paris from New York. When would you like to travel, and for how many nights?",
-            expect={TRIP_ROOT: Node(None), "destination": Node("Paris", parent=TRIP_ROOT), "departure city": Node("New York", parent=TRIP_ROOT)},
-        ),
-        Turn(
-            "I'd like to travel from June 10 to June 14.",
-            TRIP_ROOT, ("travel dates",),
-            (op("new", "travel dates", "June 10-14", parent=TRIP_ROOT),),
-            "Noted: you travel June 10-14, four nights in Paris. Shall I look for a hotel next?",
-            expect={"travel dates": Node("June 10-14", parent=TRIP_ROOT)},
-        ),
-        Turn(
-            "Yes, find me a hotel for those nights.",
-            TRIP_ROOT, ("hotel",),
-            (op("new", "hotel", "Hotel du Louvre", parent=TRIP_ROOT, needs=("destination", "travel dates")),),
-            "I suggest the Hotel du Louvre for June 10-14: central, well reviewed, and a short walk from the river. "
-            "Do you want me to search flights as well?",
-            expect={"hotel": Node("Hotel du Louvre", parent=TRIP_ROOT, needs=("destination", "travel dates"))},
-        ),
-        Turn(
-            "Search flights for the first day.",
-            TRIP_ROOT, ("flight search",),
-            (op("new", "flight search", "New York to Paris, June 10", parent=TRIP_ROOT, needs=("departure city", "destination", "travel dates")),),
-            "Searching New York to Paris, June 10: there are nonstop evening departures from JFK and Newark, "
-            "arriving the next morning.",
-            expect={
-                "flight search": Node("New York to Paris, June 10", parent=TRIP_ROOT, needs=("departure city", "destination", "travel dates"))
-            },
-        ),
-        Turn(
-            "Actually, push everything a week later: June 17 to June 21.",
-            TRIP_ROOT, (),
-            (op("update", "travel dates", "June 17-21"),),
-            "Moved: you now travel June 17-21. The Hotel du Louvre still has rooms for those nights, and the flight "
-            "search is now New York to Paris, June 17.",
-            expect={
-                "travel dates": Node("June 17-21", parent=TRIP_ROOT, version=2, history=(H("June 10-14", "updated", 5),)),
-                "flight search": Node(
-                    "New York to Paris, June 17", parent=TRIP_ROOT, needs=("departure city", "destination", "travel dates"),
-                    version=2, history=(H("New York to Paris, June 10", "re-derived", 5),),
-                ),
-            },
-            stale=("flight search", "hotel"),
-            rederived=(("hotel", "Hotel du Louvre"), ("flight search", "New York to Paris, June 17")),
-        ),
-        Turn(
-            "Change of plan, let's go to Rome instead of Paris.",
-            TRIP_ROOT, (),
-            (op("update", "destination", "Rome"),),
-            "Rome it is, June 17-21. I switched the hotel to the Hotel Artemide near Termini, and the flight search "
-            "is now New York to Rome, June 17.",
-            expect={
-                "destination": Node("Rome", parent=TRIP_ROOT, version=2, history=(H("Paris", "updated", 6),)),
-                "hotel": Node(
-                    "Hotel Artemide", parent=TRIP_ROOT, needs=("destination", "travel dates"), version=2,
-                    history=(H("Hotel du Louvre", "re-derived", 6),),
-                ),
-                "flight search": Node(
-                    "New York to Rome, June 17", parent=TRIP_ROOT, needs=("departure city", "destination", "travel dates"), version=3,
-                    history=(H("New York to Paris, June 10", "re-derived", 5), H("New York to Paris, June 17", "re-derived", 6)),
-                ),
-            },
-            stale=("flight search", "hotel"),
-            rederived=(("hotel", "Hotel Artemide"), ("flight search", "New York to Rome, June 17")),
-        ),
-        Turn(
-            "Hmm, go back to Paris as originally planned.",
-            TRIP_ROOT, (),
-            (op("revert", "destination", "Paris"),),
-            "Back to Paris for June 17-21: the Hotel du Louvre again, and flights New York to Paris, June 17.",
-            expect={
-                "destination": Node("Paris", parent=TRIP_ROOT, version=3, history=(H("Paris", "updated", 6), H("Rome", "reverted", 7))),
-                "hotel": Node(
-                    "Hotel du Louvre", parent=TRIP_ROOT, needs=("destination", "travel dates"), version=3,
-                    history=(H("Hotel du Louvre", "re-derived", 6), H("Hotel Artemide", "re-derived", 7)),
-                ),
-                "flight search": Node(
-                    "New York to Paris, June 17", parent=TRIP_ROOT, needs=("departure city", "destination", "travel dates"), version=4,
-                    history=(
-                        H("New York to Paris, June 10", "re-derived", 5),
-                        H("New York to Paris, June 17", "re-derived", 6),
-                        H("New York to Rome, June 17", "re-derived", 7),
-                    ),
-                ),
-            },
-            stale=("flight search", "hotel"),
-            rederived=(("hotel", "Hotel du Louvre"), ("flight search", "New York to Paris, June 17")),
-        ),
-        Turn(
-            "Wait, wasn't I departing from Boston?",
-            TRIP_ROOT, (),
-            (op("check", "departure city"),),
-            "No: you are departing from New York. Boston has not come up in this plan.",
-        ),
-        Turn(
-            "Book me the Boston to Paris flight on June 17.",
-            TRIP_ROOT, (),
-            (op("check", "flight search"), op("check", "departure city")),
-            "Your plan departs from New York (New York to Paris, June 17). Should I change the departure city to "
-            "Boston, or keep New York?",
-        ),
-        Turn(
-            "Keep New York. Add a dinner reservation for our first evening.",
-            TRIP_ROOT, ("dinner reservation",),
-            (op("new", "dinner reservation", "Le Comptoir, June 17, 8pm", parent=TRIP_ROOT, needs=("destination", "travel dates")),),
-            "Keeping New York. I reserved Le Comptoir, June 17, 8pm, for your first evening in Paris.",
-            expect={"dinner reservation": Node("Le Comptoir, June 17, 8pm", parent=TRIP_ROOT, needs=("destination", "travel dates"))},
-        ),
-        Turn(
-            "Give me a summary of the whole trip.",
-            TRIP_ROOT, (),
-            (op("check", TRIP_ROOT),),
-            "Paris, June 17-21, departing from New York: flights New York to Paris, June 17; four nights at the "
-            "Hotel du Louvre; dinner at Le Comptoir, June 17, 8pm.",
-        ),
-    ),
-)  # fmt: skip
-
 COOK_ROOT = "cook dinner"
-_shared = ("shared vegetable",)
-
-COOKING = Scenario(
-    name="cooking",
-    title="cooking",
-    stresses="one ingredient shared by the soup and the dumplings, a substitution that marks both stale, checks of what was said",
-    turns=(
-        Turn(
-            "Tonight I'm making a vegetable soup and pork dumplings.",
-            COOK_ROOT, ("soup", "dumplings"),
-            (op("new", "soup", "vegetable soup", parent=COOK_ROOT), op("new", "dumplings", "pork dumplings", parent=COOK_ROOT)),
-            "A nice menu: a vegetable soup and pork dumplings. What goes into each of them?",
-            expect={COOK_ROOT: Node(None), "soup": Node("vegetable soup", parent=COOK_ROOT), "dumplings": Node("pork dumplings", parent=COOK_ROOT)},
-        ),
-        Turn(
-            "Prepare celery for both: it goes in the soup and in the dumpling filling.",
-            COOK_ROOT, ("shared vegetable",),
-            (
-                op("new", "shared vegetable", "celery", parent=COOK_ROOT),
-                op("depend", "soup", needs=_shared),
-                op("depend", "dumplings", needs=_shared),
-            ),
-            "Got it: chop the celery once and use it in both the vegetable soup and the dumpling filling.",
-            expect={
-                "shared vegetable": Node("celery", parent=COOK_ROOT),
-                "soup": Node("vegetable soup", parent=COOK_ROOT, needs=_shared),
-                "dumplings": Node("pork dumplings", parent=COOK_ROOT, needs=_shared),
-            },
-        ),
-        Turn(
-            "The soup also needs two carrots.",
-            COOK_ROOT, ("carrots",),
-            (op("new", "carrots", "2 carrots", parent="soup"),),
-            "Added 2 carrots to the vegetable soup, next to the celery.",
-            expect={"carrots": Node("2 carrots", parent="soup")},
-        ),
-        Turn(
-            "Did I say celery goes in the dumplings too?",
-            COOK_ROOT, (),
-            (op("check", "dumplings"), op("check", "shared vegetable")),
-            "Yes: the celery goes in both the soup and the pork dumplings.",
-        ),
-        Turn(
-            "Swap the celery for mushrooms everywhere.",
-            COOK_ROOT, (),
-            (op("update", "shared vegetable", "mushrooms"),),
-            "Swapped: mushrooms replace the celery in the soup and in the dumplings. Both recipes need a second look.",
-            expect={
-                "shared vegetable": Node("mushrooms", parent=COOK_ROOT, version=2, history=(H("celery", "updated", 5),)),
-                "soup": Node("vegetable soup", parent=COOK_ROOT, needs=_shared, stale="'shared vegetable' was updated at turn 5"),
-                "dumplings": Node("pork dumplings", parent=COOK_ROOT, needs=_shared, stale="'shared vegetable' was updated at turn 5"),
-            },
-            stale=("dumplings", "soup"),
-        ),
-        Turn(
-            "Steam the dumplings for 12 minutes.",
-            COOK_ROOT, ("steaming time",),
-            (op("new", "steaming time", "12 minutes", parent="dumplings", needs=_shared),),
-            "Steaming time set: 12 minutes for the pork dumplings with their mushroom filling.",
-            expect={"steaming time": Node("12 minutes", parent="dumplings", needs=_shared)},
-        ),
-        Turn(
-            "Let's call the soup a mushroom soup now.",
-            COOK_ROOT, (),
-            (op("update", "soup", "mushroom soup"),),
-            "Renamed: the vegetable soup is a mushroom soup now, still with 2 carrots.",
-            expect={"soup": Node("mushroom soup", parent=COOK_ROOT, needs=_shared, version=2, history=(H("vegetable soup", "updated", 7),))},
-        ),
-        Turn(
-            "What's in the soup now?",
-            COOK_ROOT, (),
-            (op("check", "soup"),),
-            "The mushroom soup has mushrooms and 2 carrots; the celery is gone.",
-        ),
-    ),
-)  # fmt: skip
-
 MEETING_ROOT = "schedule a meeting"
+CART_ROOT = "shopping cart"
+_shared = ("shared vegetable",)
 _plan_needs = ("participants", "date", "start time")
 
-MEETING = Scenario(
-    name="meeting",
-    title="meeting scheduling",
-    stresses="a participant added, a conflict that splits the meeting into two sessions, the merge back, a 'why two sessions?' check",
-    turns=(
-        Turn(
-            "Schedule a project kickoff with Alice, Bob and Carol next Tuesday at 10am.",
-            MEETING_ROOT, ("participants", "date", "start time", "session plan"),
-            (
-                op("new", "participants", "Alice, Bob and Carol", parent=MEETING_ROOT),
-                op("new", "date", "next Tuesday", parent=MEETING_ROOT),
-                op("new", "start time", "10am", parent=MEETING_ROOT),
-                op("new", "session plan", "one 60-minute session", parent=MEETING_ROOT, needs=_plan_needs),
+TRIP_FORESTS: tuple[dict[str, Node], ...] = (
+    {TRIP_ROOT: Node(None), "destination": Node("Paris", parent=TRIP_ROOT), "departure city": Node("New York", parent=TRIP_ROOT)},  # 1
+    {"travel dates": Node("June 10-14", parent=TRIP_ROOT)},  # 2
+    {"hotel": Node("Hotel du Louvre", parent=TRIP_ROOT, needs=("destination", "travel dates"))},  # 3
+    {
+        "flight search": Node("New York to Paris, June 10", parent=TRIP_ROOT, needs=("departure city", "destination", "travel dates"))
+    },  # 4
+    {
+        "travel dates": Node("June 17-21", parent=TRIP_ROOT, version=2, history=(H("June 10-14", "updated", 5),)),
+        "flight search": Node(
+            "New York to Paris, June 17", parent=TRIP_ROOT, needs=("departure city", "destination", "travel dates"),
+            version=2, history=(H("New York to Paris, June 10", "re-derived", 5),),
+        ),
+    },  # 5
+    {
+        "destination": Node("Rome", parent=TRIP_ROOT, version=2, history=(H("Paris", "updated", 6),)),
+        "hotel": Node(
+            "Hotel Artemide", parent=TRIP_ROOT, needs=("destination", "travel dates"), version=2,
+            history=(H("Hotel du Louvre", "re-derived", 6),),
+        ),
+        "flight search": Node(
+            "New York to Rome, June 17", parent=TRIP_ROOT, needs=("departure city", "destination", "travel dates"), version=3,
+            history=(H("New York to Paris, June 10", "re-derived", 5), H("New York to Paris, June 17", "re-derived", 6)),
+        ),
+    },  # 6
+    {
+        "destination": Node("Paris", parent=TRIP_ROOT, version=3, history=(H("Paris", "updated", 6), H("Rome", "reverted", 7))),
+        "hotel": Node(
+            "Hotel du Louvre", parent=TRIP_ROOT, needs=("destination", "travel dates"), version=3,
+            history=(H("Hotel du Louvre", "re-derived", 6), H("Hotel Artemide", "re-derived", 7)),
+        ),
+        "flight search": Node(
+            "New York to Paris, June 17", parent=TRIP_ROOT, needs=("departure city", "destination", "travel dates"), version=4,
+            history=(
+                H("New York to Paris, June 10", "re-derived", 5),
+                H("New York to Paris, June 17", "re-derived", 6),
+                H("New York to Rome, June 17", "re-derived", 7),
             ),
-            "Booked one 60-minute session next Tuesday at 10am for Alice, Bob and Carol.",
-            expect={
-                MEETING_ROOT: Node(None),
-                "participants": Node("Alice, Bob and Carol", parent=MEETING_ROOT),
-                "date": Node("next Tuesday", parent=MEETING_ROOT),
-                "start time": Node("10am", parent=MEETING_ROOT),
-                "session plan": Node("one 60-minute session", parent=MEETING_ROOT, needs=_plan_needs),
-            },
         ),
-        Turn(
-            "Add Dave to the invite.",
-            MEETING_ROOT, ("participants",),
-            (op("update", "participants", "Alice, Bob, Carol and Dave"),),
-            "Dave is invited: Alice, Bob, Carol and Dave, next Tuesday at 10am. The session plan needs a second look.",
-            expect={
-                "participants": Node("Alice, Bob, Carol and Dave", parent=MEETING_ROOT, version=2, history=(H("Alice, Bob and Carol", "updated", 2),)),
-                "session plan": Node("one 60-minute session", parent=MEETING_ROOT, needs=_plan_needs, stale="'participants' was updated at turn 2"),
-            },
-            stale=("session plan",),
-        ),
-        Turn(
-            "Carol and Dave can't both make 10am, so split it into two sessions.",
-            MEETING_ROOT, ("session plan",),
-            (
-                op("new", "split reason", "Carol and Dave clash at 10am", parent=MEETING_ROOT),
-                op("update", "session plan", "two 30-minute sessions"),
-                op("depend", "session plan", needs=("split reason",)),
-            ),
-            "Split into two 30-minute sessions next Tuesday, because Carol and Dave clash at 10am.",
-            expect={
-                "split reason": Node("Carol and Dave clash at 10am", parent=MEETING_ROOT),
-                "session plan": Node(
-                    "two 30-minute sessions", parent=MEETING_ROOT, needs=(*_plan_needs, "split reason"), version=2,
-                    history=(H("one 60-minute session", "updated", 3),),
-                ),
-            },
-        ),
-        Turn(
-            "Why two sessions again?",
-            MEETING_ROOT, (),
-            (op("check", "session plan"), op("check", "split reason")),
-            "Because Carol and Dave clash at 10am, the kickoff is two 30-minute sessions.",
-        ),
-        Turn(
-            "Move it to Wednesday.",
-            MEETING_ROOT, (),
-            (op("update", "date", "next Wednesday"),),
-            "Moved from next Tuesday to next Wednesday; the two 30-minute sessions need checking against the new date.",
-            expect={
-                "date": Node("next Wednesday", parent=MEETING_ROOT, version=2, history=(H("next Tuesday", "updated", 5),)),
-                "session plan": Node(
-                    "two 30-minute sessions", parent=MEETING_ROOT, needs=(*_plan_needs, "split reason"), version=2,
-                    history=(H("one 60-minute session", "updated", 3),), stale="'date' was updated at turn 5",
-                ),
-            },
-            stale=("session plan",),
-        ),
-        Turn(
-            "Carol's clash is gone, merge it back into one session.",
-            MEETING_ROOT, (),
-            (op("remove", "split reason"), op("revert", "session plan", "one 60-minute session")),
-            "Merged back into one 60-minute session next Wednesday at 10am, now that Carol is free.",
-            expect={
-                "split reason": Node(
-                    "Carol and Dave clash at 10am", parent=MEETING_ROOT, status="removed", version=2,
-                    history=(H("Carol and Dave clash at 10am", "removed", 6),),
-                ),
-                "session plan": Node(
-                    "one 60-minute session", parent=MEETING_ROOT, needs=(*_plan_needs, "split reason"), version=3,
-                    history=(H("one 60-minute session", "updated", 3), H("two 30-minute sessions", "reverted", 6)),
-                ),
-            },
-            stale=("session plan",),
-        ),
-        Turn(
-            "Who's attending, and when?",
-            MEETING_ROOT, (),
-            (op("check", "participants"), op("check", "date"), op("check", "start time"), op("check", "session plan")),
-            "Alice, Bob, Carol and Dave, in one 60-minute session next Wednesday at 10am.",
-        ),
-    ),
+    },  # 7
+    {},  # 8: a check changes nothing
+    {},  # 9: a check changes nothing
+    {"dinner reservation": Node("Le Comptoir, June 17, 8pm", parent=TRIP_ROOT, needs=("destination", "travel dates"))},  # 10
+    {},  # 11: a check changes nothing
 )  # fmt: skip
 
-CART_ROOT = "shopping cart"
+TRIP_REDERIVED: dict[int, tuple[tuple[str, str], ...]] = {
+    5: (("hotel", "Hotel du Louvre"), ("flight search", "New York to Paris, June 17")),
+    6: (("hotel", "Hotel Artemide"), ("flight search", "New York to Rome, June 17")),
+    7: (("hotel", "Hotel du Louvre"), ("flight search", "New York to Paris, June 17")),
+}
+"""The scripted re-derivations (slot, value) by turn: the trip runs under a graph that re-derives stale steps."""
 
-CART = Scenario(
-    name="cart",
-    title="shopping cart",
-    stresses="several items added, one removed and restored, a change undone, a swap, 'what's in my cart?', a reset",
-    turns=(
-        Turn(
-            "Add 6 apples, 2 cartons of oat milk and a loaf of sourdough to my cart.",
-            CART_ROOT, ("apples", "milk", "bread"),
-            (
-                op("new", "apples", "6 apples", parent=CART_ROOT),
-                op("new", "milk", "2 cartons of oat milk", parent=CART_ROOT),
-                op("new", "bread", "1 loaf of sourdough", parent=CART_ROOT),
-            ),
-            "Added 6 apples, 2 cartons of oat milk and 1 loaf of sourdough to your cart.",
-            expect={
-                CART_ROOT: Node(None),
-                "apples": Node("6 apples", parent=CART_ROOT),
-                "milk": Node("2 cartons of oat milk", parent=CART_ROOT),
-                "bread": Node("1 loaf of sourdough", parent=CART_ROOT),
-            },
-        ),
-        Turn(
-            "Also add a bag of coffee beans.",
-            CART_ROOT, ("coffee",),
-            (op("new", "coffee", "1 bag of coffee beans", parent=CART_ROOT),),
-            "Added 1 bag of coffee beans. Your cart holds 6 apples, 2 cartons of oat milk, 1 loaf of sourdough and "
-            "1 bag of coffee beans.",
-            expect={"coffee": Node("1 bag of coffee beans", parent=CART_ROOT)},
-        ),
-        Turn(
-            "Remove the bread.",
-            CART_ROOT, (),
-            (op("remove", "bread"),),
-            "Removed the 1 loaf of sourdough from your cart.",
-            expect={
-                "bread": Node("1 loaf of sourdough", parent=CART_ROOT, status="removed", version=2, history=(H("1 loaf of sourdough", "removed", 3),))
-            },
-        ),
-        Turn(
-            "Oops, undo that, I do want the bread.",
-            CART_ROOT, ("bread",),
-            (op("new", "bread", "1 loaf of sourdough", parent=CART_ROOT),),
-            "Restored: 1 loaf of sourdough is back in your cart.",
-            expect={"bread": Node("1 loaf of sourdough", parent=CART_ROOT, version=3, history=(H("1 loaf of sourdough", "removed", 3),))},
-        ),
-        Turn(
-            "Make it 3 apples instead of 6.",
-            CART_ROOT, (),
-            (op("update", "apples", "3 apples"),),
-            "Changed to 3 apples (you had 6 apples).",
-            expect={"apples": Node("3 apples", parent=CART_ROOT, version=2, history=(H("6 apples", "updated", 5),))},
-        ),
-        Turn(
-            "Undo the change to the apples.",
-            CART_ROOT, (),
-            (op("revert", "apples"),),
-            "Undone: back to 6 apples instead of 3 apples.",
-            expect={"apples": Node("6 apples", parent=CART_ROOT, version=3, history=(H("6 apples", "updated", 5), H("3 apples", "reverted", 6)))},
-        ),
-        Turn(
-            "Swap the oat milk for almond milk.",
-            CART_ROOT, (),
-            (op("update", "milk", "2 cartons of almond milk"),),
-            "Swapped: 2 cartons of almond milk instead of 2 cartons of oat milk.",
-            expect={"milk": Node("2 cartons of almond milk", parent=CART_ROOT, version=2, history=(H("2 cartons of oat milk", "updated", 7),))},
-        ),
-        Turn(
-            "What's in my cart?",
-            CART_ROOT, (),
-            (op("check", CART_ROOT),),
-            "Your cart: 6 apples, 2 cartons of almond milk, 1 loaf of sourdough and 1 bag of coffee beans.",
-        ),
-        Turn(
-            "Empty the cart, I'll start over tomorrow.",
-            CART_ROOT, (),
-            (op("remove", CART_ROOT),),
-            "Done: your cart is empty.",
-            expect={
-                CART_ROOT: Node(None, status="removed", version=2, history=(H(None, "removed", 9),)),
-                "apples": Node(
-                    "6 apples", parent=CART_ROOT, status="removed", version=4,
-                    history=(H("6 apples", "updated", 5), H("3 apples", "reverted", 6), H("6 apples", "removed", 9)),
-                ),
-                "milk": Node(
-                    "2 cartons of almond milk", parent=CART_ROOT, status="removed", version=3,
-                    history=(H("2 cartons of oat milk", "updated", 7), H("2 cartons of almond milk", "removed", 9)),
-                ),
-                "bread": Node(
-                    "1 loaf of sourdough", parent=CART_ROOT, status="removed", version=4,
-                    history=(H("1 loaf of sourdough", "removed", 3), H("1 loaf of sourdough", "removed", 9)),
-                ),
-                "coffee": Node("1 bag of coffee beans", parent=CART_ROOT, status="removed", version=2, history=(H("1 bag of coffee beans", "removed", 9),)),
-            },
-        ),
-    ),
+COOKING_FORESTS: tuple[dict[str, Node], ...] = (
+    {COOK_ROOT: Node(None), "soup": Node("vegetable soup", parent=COOK_ROOT), "dumplings": Node("pork dumplings", parent=COOK_ROOT)},  # 1
+    {
+        "shared vegetable": Node("celery", parent=COOK_ROOT),
+        "soup": Node("vegetable soup", parent=COOK_ROOT, needs=_shared),
+        "dumplings": Node("pork dumplings", parent=COOK_ROOT, needs=_shared),
+    },  # 2
+    {"carrots": Node("2 carrots", parent="soup")},  # 3
+    {},  # 4: a check changes nothing
+    {
+        "shared vegetable": Node("mushrooms", parent=COOK_ROOT, version=2, history=(H("celery", "updated", 5),)),
+        "soup": Node("vegetable soup", parent=COOK_ROOT, needs=_shared, stale="'shared vegetable' was updated at turn 5"),
+        "dumplings": Node("pork dumplings", parent=COOK_ROOT, needs=_shared, stale="'shared vegetable' was updated at turn 5"),
+    },  # 5
+    {"steaming time": Node("12 minutes", parent="dumplings", needs=_shared)},  # 6
+    {"soup": Node("mushroom soup", parent=COOK_ROOT, needs=_shared, version=2, history=(H("vegetable soup", "updated", 7),))},  # 7
+    {},  # 8: a check changes nothing
 )  # fmt: skip
+
+MEETING_FORESTS: tuple[dict[str, Node], ...] = (
+    {
+        MEETING_ROOT: Node(None),
+        "participants": Node("Alice, Bob and Carol", parent=MEETING_ROOT),
+        "date": Node("next Tuesday", parent=MEETING_ROOT),
+        "start time": Node("10am", parent=MEETING_ROOT),
+        "session plan": Node("one 60-minute session", parent=MEETING_ROOT, needs=_plan_needs),
+    },  # 1
+    {
+        "participants": Node("Alice, Bob, Carol and Dave", parent=MEETING_ROOT, version=2, history=(H("Alice, Bob and Carol", "updated", 2),)),
+        "session plan": Node("one 60-minute session", parent=MEETING_ROOT, needs=_plan_needs, stale="'participants' was updated at turn 2"),
+    },  # 2
+    {
+        "split reason": Node("Carol and Dave clash at 10am", parent=MEETING_ROOT),
+        "session plan": Node(
+            "two 30-minute sessions", parent=MEETING_ROOT, needs=(*_plan_needs, "split reason"), version=2,
+            history=(H("one 60-minute session", "updated", 3),),
+        ),
+    },  # 3
+    {},  # 4: a check changes nothing
+    {
+        "date": Node("next Wednesday", parent=MEETING_ROOT, version=2, history=(H("next Tuesday", "updated", 5),)),
+        "session plan": Node(
+            "two 30-minute sessions", parent=MEETING_ROOT, needs=(*_plan_needs, "split reason"), version=2,
+            history=(H("one 60-minute session", "updated", 3),), stale="'date' was updated at turn 5",
+        ),
+    },  # 5
+    {
+        "split reason": Node(
+            "Carol and Dave clash at 10am", parent=MEETING_ROOT, status="removed", version=2,
+            history=(H("Carol and Dave clash at 10am", "removed", 6),),
+        ),
+        "session plan": Node(
+            "one 60-minute session", parent=MEETING_ROOT, needs=(*_plan_needs, "split reason"), version=3,
+            history=(H("one 60-minute session", "updated", 3), H("two 30-minute sessions", "reverted", 6)),
+        ),
+    },  # 6
+    {},  # 7: a check changes nothing
+)  # fmt: skip
+
+CART_FORESTS: tuple[dict[str, Node], ...] = (
+    {
+        CART_ROOT: Node(None),
+        "apples": Node("6 apples", parent=CART_ROOT),
+        "milk": Node("2 cartons of oat milk", parent=CART_ROOT),
+        "bread": Node("1 loaf of sourdough", parent=CART_ROOT),
+    },  # 1
+    {"coffee": Node("1 bag of coffee beans", parent=CART_ROOT)},  # 2
+    {
+        "bread": Node("1 loaf of sourdough", parent=CART_ROOT, status="removed", version=2, history=(H("1 loaf of sourdough", "removed", 3),))
+    },  # 3
+    {"bread": Node("1 loaf of sourdough", parent=CART_ROOT, version=3, history=(H("1 loaf of sourdough", "removed", 3),))},  # 4
+    {"apples": Node("3 apples", parent=CART_ROOT, version=2, history=(H("6 apples", "updated", 5),))},  # 5
+    {"apples": Node("6 apples", parent=CART_ROOT, version=3, history=(H("6 apples", "updated", 5), H("3 apples", "reverted", 6)))},  # 6
+    {"milk": Node("2 cartons of almond milk", parent=CART_ROOT, version=2, history=(H("2 cartons of oat milk", "updated", 7),))},  # 7
+    {},  # 8: a check changes nothing
+    {
+        CART_ROOT: Node(None, status="removed", version=2, history=(H(None, "removed", 9),)),
+        "apples": Node(
+            "6 apples", parent=CART_ROOT, status="removed", version=4,
+            history=(H("6 apples", "updated", 5), H("3 apples", "reverted", 6), H("6 apples", "removed", 9)),
+        ),
+        "milk": Node(
+            "2 cartons of almond milk", parent=CART_ROOT, status="removed", version=3,
+            history=(H("2 cartons of oat milk", "updated", 7), H("2 cartons of almond milk", "removed", 9)),
+        ),
+        "bread": Node(
+            "1 loaf of sourdough", parent=CART_ROOT, status="removed", version=4,
+            history=(H("1 loaf of sourdough", "removed", 3), H("1 loaf of sourdough", "removed", 9)),
+        ),
+        "coffee": Node("1 bag of coffee beans", parent=CART_ROOT, status="removed", version=2, history=(H("1 bag of coffee beans", "removed", 9),)),
+    },  # 9
+)  # fmt: skip
+
+
+def _scenario(
+    data: ScenarioData, forests: tuple[dict[str, Node], ...], rederived: dict[int, tuple[tuple[str, str], ...]] | None = None
+) -> Scenario:
+    """A scenario of the data file with the forest expected after each of its turns (one per turn, in order)."""
+    if len(forests) != len(data.turns):
+        raise ValueError(f"scenario {data.name!r}: {len(data.turns)} turns in the data file, {len(forests)} forests here")
+    turns = tuple(
+        Turn(
+            turn.utterance,
+            turn.decomposition.task,
+            tuple(turn.decomposition.substeps),
+            tuple(operation.model_dump() for operation in turn.operations),
+            turn.answer,
+            expect=expect,
+            stale=tuple(turn.stale),
+            rederived=(rederived or {}).get(number, ()),
+        )
+        for number, (turn, expect) in enumerate(zip(data.turns, forests, strict=True), start=1)
+    )
+    return Scenario(data.name, data.title, data.stresses, turns, rederive=rederived is not None)
+
+
+_DATA = {scenario.name: scenario for scenario in load_scenarios()}
+TRIP = _scenario(_DATA["trip"], TRIP_FORESTS, TRIP_REDERIVED)
+COOKING = _scenario(_DATA["cooking"], COOKING_FORESTS)
+MEETING = _scenario(_DATA["meeting"], MEETING_FORESTS)
+CART = _scenario(_DATA["cart"], CART_FORESTS)
 
 SCENARIOS: tuple[Scenario, ...] = (TRIP, COOKING, MEETING, CART)
 
