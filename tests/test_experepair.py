@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mnemoflow.graphs import run_graph
+from mnemoflow.graphs import run_graph, with_node_config
 from mnemoflow.graphs.loader import LoadedGraph
 from mnemoflow.graphs.runner import RunResult
 from mnemoflow.memory.paging import all_nodes
@@ -121,9 +121,9 @@ class Repairs:
         return library_variant("experepair", self.tmp_path, replace)
 
     async def run(
-        self, repo_path: Path, issue: str, issue_id: str, repo: str = REPO, graph: LoadedGraph | None = None
+        self, repo_path: Path, issue: str, issue_id: str, repo: str = REPO, graph: LoadedGraph | None = None, **more: Any
     ) -> RunResult:
-        values = {"repo": repo, "repo_path": str(repo_path), "issue_id": issue_id, "issue": issue}
+        values = {"repo": repo, "repo_path": str(repo_path), "issue_id": issue_id, "issue": issue, **more}
         return await run_graph(
             graph or self.graph(), values, store=self.store, embedder=EMBEDDER, llm=self.llm, settings=self.settings,
             checkpointer=None, namespace=self.namespace,
@@ -225,6 +225,53 @@ async def test_a_similar_issue_gets_the_first_repair_as_its_demonstration(
     assert ADD_SCRIPT not in other_texts and "return b - a" not in other_texts
     assert "Not available" in other_texts
     assert_clone_untouched(calc, before)
+
+
+async def test_with_memory_off_a_run_neither_reads_nor_grows_the_memory(
+    repairs: Repairs, server: ScriptedOpenAIServer, calc: Path
+) -> None:
+    script_common(server)
+    script_issue(server, issue=ADD_ISSUE, script=ADD_SCRIPT, marker="from calc.ops import add", wrong=WRONG_ADD, fix=FIX_ADD)
+    multiply = {"script": MULTIPLY_SCRIPT, "marker": "from calc.more import", "wrong": WRONG_MULTIPLY, "fix": FIX_MULTIPLY}
+    script_issue(server, issue=MULTIPLY_ISSUE, **multiply)
+    assert (await repairs.run(calc, ADD_ISSUE, "acme/calc#1")).state["status"] == "resolved"
+    store, ns = repairs.store, repairs.namespace
+    demos_before = {node.id for kind in (TEST_DEMO, PATCH_DEMO) for node in await all_nodes(store, ns, kind)}
+    assert demos_before and await load_insights(store, ns, "tester") == [TESTER_INSIGHT]
+    seen = len(server.requests)
+
+    second = await repairs.run(calc, MULTIPLY_ISSUE, "acme/calc#2", memory=False)
+    state = second.state
+    assert state["status"] == "resolved" and "+    return a * b" in state["final_patch"]  # the same repair otherwise
+    assert state["insights"] == {"tester": [], "coder": []} and not any(state["demos_used"].values())
+    requests = [r["body"]["messages"] for r in server.requests[seen:]]
+    systems = [messages[0]["content"] for messages in requests]
+    assert not any(INSIGHTS_TESTER in text or INSIGHTS_CODER in text for text in systems)  # no insight calls
+    assert not any(TESTER_INSIGHT in text or CODER_INSIGHT in text for text in systems)  # no insight in any prompt
+    [tester_user] = [messages[-1]["content"] for messages in requests if TESTER in messages[0]["content"]]
+    assert "Not available" in tester_user and ADD_SCRIPT not in tester_user  # no R1 example
+    [refine_user] = [messages[-1]["content"] for messages in requests if REFINE in messages[0]["content"]]
+    assert "return b - a" not in refine_user  # no R3 pair
+    demos_after = {node.id for kind in (TEST_DEMO, PATCH_DEMO) for node in await all_nodes(store, ns, kind)}
+    assert demos_after == demos_before and await load_insights(store, ns, "tester") == [TESTER_INSIGHT]
+    [issue] = await store.get_nodes(ns, [issue_node_id(ns, REPO, "acme/calc#2")])
+    assert issue is not None and issue.properties["status"] == "resolved"  # the outcome is still recorded
+
+
+async def test_each_node_that_asks_the_model_keeps_its_reply_to_its_max_tokens(
+    repairs: Repairs, server: ScriptedOpenAIServer, calc: Path
+) -> None:
+    script_common(server)
+    script_issue(server, issue=ADD_ISSUE, script=ADD_SCRIPT, marker="from calc.ops import add", wrong=WRONG_ADD, fix=FIX_ADD)
+    caps = {"write_test": 201, "judge_test": 202, "localize": 203, "generate": 204, "review": 205, "refine": 206,
+            "update_insights": 207}  # fmt: skip
+    graph = with_node_config(repairs.graph(), {node: {"max_tokens": cap} for node, cap in caps.items()})
+    result = await repairs.run(calc, ADD_ISSUE, "acme/calc#1", graph=graph)
+    assert result.state["status"] == "resolved"
+    asked = {(r["body"]["messages"][0]["content"], r["body"]["max_tokens"]) for r in server.requests}
+    for marker, cap in [(TESTER, 201), (JUDGE, 202), (LOCALIZE, 203), (CODER, 204), (REVIEW, 205), (REFINE, 206),
+                        (INSIGHTS_TESTER, 207), (INSIGHTS_CODER, 207)]:  # fmt: skip
+        assert {tokens for system, tokens in asked if marker in system} == {cap}, marker
 
 
 # -- (c) failure paths ------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ __all__ = [
     "REFINE_SYSTEM",
     "REVIEW_SYSTEM",
     "TESTER_SYSTEM",
+    "ReplyConfig",
     "InsightEditReply",
     "InsightEdits",
     "Judgement",
@@ -52,6 +53,16 @@ __all__ = [
 
 MAX_PROMPT_OUTPUT = 4_000
 """Bound on one execution output inside a prompt (head and tail kept)."""
+
+
+class ReplyConfig(BaseModel):
+    """The config of a node that asks the model: how long its reply may be. A small model can run on inside its JSON
+    until the cap (and the gateway's retries with more room), so a graph fitted to one sets it lower."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_tokens: int | None = Field(
+        None, ge=16, le=32_768, description="Longest reply the model may write, in tokens; unset: the reply schema's own cap."
+    )
 
 
 class _Reply(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from mnemoflow.errors import LLMOutputError
 from mnemoflow.nodes.context import RunContext
-from mnemoflow.nodes.experepair.agents import InsightEdits, insight_messages, trajectory_text
+from mnemoflow.nodes.experepair.agents import InsightEdits, ReplyConfig, insight_messages, trajectory_text
 from mnemoflow.nodes.experepair.episodes import PatchRound, TestAttempt, record_issue, record_patch_rounds, record_test_attempts
 from mnemoflow.nodes.experepair.insights import InsightEdit, apply_insight_edits, load_insights
 from mnemoflow.nodes.experepair.model import ROLES
@@ -22,16 +22,19 @@ from mnemoflow.nodes.registry import NoConfig, node
 @node(
     "experepair.record",
     state=RepairState,
-    reads={"repo", "issue_id", "issue", "attempts", "rounds", "status", "final_patch", "evidence"},
+    reads={"repo", "issue_id", "issue", "memory", "attempts", "rounds", "status", "final_patch", "evidence"},
     writes=set(),
 )
 async def record(state: RepairState, config: NoConfig, context: RunContext) -> dict[str, Any]:
-    """Episodic memory: the issue's outcome, its test demos (attempt pairs) and patch demos (rejected -> correct)."""
+    """Episodic memory: the issue's outcome, its test demos (attempt pairs) and patch demos (rejected -> correct).
+    With memory off only the outcome: it is the run's record, which no retrieval reads."""
     common = {"repo": state.repo, "issue_id": state.issue_id, "issue_text": state.issue}
     status: Literal["resolved", "unresolved"] = "resolved" if state.status == "resolved" else "unresolved"
     await record_issue(
         context.store, context.namespace, **common, status=status, final_patch=state.final_patch, evidence=state.evidence
     )
+    if not state.memory:
+        return {}
     attempts = [TestAttempt.model_validate(attempt) for attempt in state.attempts]
     await record_test_attempts(context.store, context.namespace, **common, attempts=attempts)
     rounds = [PatchRound.model_validate(entry) for entry in state.rounds]
@@ -42,18 +45,23 @@ async def record(state: RepairState, config: NoConfig, context: RunContext) -> d
 @node(
     "experepair.update_insights",
     state=RepairState,
-    reads={"issue", "status", "attempts", "rounds", "review", "insights", "errors"},
+    reads={"issue", "memory", "status", "attempts", "rounds", "review", "insights", "errors"},
     writes={"insights", "errors"},
+    config=ReplyConfig,
 )
-async def update_insights(state: RepairState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+async def update_insights(state: RepairState, config: ReplyConfig, context: RunContext) -> dict[str, Any]:
     """Semantic memory: per role, the model proposes ADD/EDIT/REMOVE edits of the numbered insights from this
-    issue's trajectory; they are applied in order (cap 15). An unreadable proposal changes nothing."""
+    issue's trajectory; they are applied in order (cap 15). An unreadable proposal changes nothing. With memory
+    off there is no call: a baseline that never reads insights should not pay for writing them."""
+    if not state.memory:
+        return {}
     insights = dict(state.insights)
     errors = list(state.errors)
     for role in ROLES:
         current = await load_insights(context.store, context.namespace, role)
         try:
-            reply = await context.llm.structured(insight_messages(role, current, trajectory_text(state, role)), InsightEdits)
+            messages = insight_messages(role, current, trajectory_text(state, role))
+            reply = await context.llm.structured(messages, InsightEdits, max_tokens=config.max_tokens)
         except LLMOutputError as exc:
             context.log.warning("experepair.insights_unreadable", role=role, error=str(exc))
             errors.append(f"update_insights ({role}): the edits could not be read; the insights are unchanged: {exc}")

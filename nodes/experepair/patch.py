@@ -20,6 +20,7 @@ from mnemoflow.nodes.experepair.agents import (
     MAX_PROMPT_OUTPUT,
     Localization,
     Patches,
+    ReplyConfig,
     Review,
     candidates_text,
     localize_messages,
@@ -37,7 +38,7 @@ from mnemoflow.nodes.experepair.repository import (
     python_files,
     repository_listing,
 )
-from mnemoflow.nodes.experepair.retrieval import retrieve_demos, with_demo
+from mnemoflow.nodes.experepair.retrieval import ScoredDemo, retrieve_demos, with_demo
 from mnemoflow.nodes.experepair.state import RepairState
 from mnemoflow.nodes.registry import NoConfig, node, router
 from mnemoflow.nodes.sandbox import Worktree, run_python
@@ -46,8 +47,7 @@ from mnemoflow.nodes.tokens import clip
 __all__ = ["CandidatesConfig", "RoundsConfig"]
 
 
-class CandidatesConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CandidatesConfig(ReplyConfig):
     candidates: int = Field(3, ge=1, le=8, description="Candidate patches asked for per round.")
 
 
@@ -61,15 +61,18 @@ class RoundsConfig(BaseModel):
     state=RepairState,
     reads={"repo_path", "commit", "issue", "reproduced", "test_script", "test_output", "errors"},
     writes={"locations", "code", "errors"},
+    config=ReplyConfig,
 )
-async def localize(state: RepairState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+async def localize(state: RepairState, config: ReplyConfig, context: RunContext) -> dict[str, Any]:
     """Pick the files and functions to change from a bounded listing of the repository's Python files."""
     repo = Path(state.repo_path)
     listing = await repository_listing(repo, state.commit)
     known = set(await python_files(repo, state.commit))
     errors = state.errors
     try:
-        reply = await context.llm.structured(localize_messages(state.issue, reproduction_text(state), listing), Localization)
+        reply = await context.llm.structured(
+            localize_messages(state.issue, reproduction_text(state), listing), Localization, max_tokens=config.max_tokens
+        )
         locations = [location for location in reply.locations if location.file in known]
     except LLMOutputError as exc:
         context.log.warning("experepair.localize_unreadable", error=str(exc))
@@ -101,7 +104,7 @@ async def generate(state: RepairState, config: CandidatesConfig, context: RunCon
     """The Patch Agent writes ``candidates`` unified diffs against the localized code (coder insights in system)."""
     messages = patch_messages(state.insights.get("coder", []), state.issue, state.code, reproduction_text(state), config.candidates)
     try:
-        reply = await context.llm.structured(messages, Patches)
+        reply = await context.llm.structured(messages, Patches, max_tokens=config.max_tokens)
     except LLMOutputError as exc:
         context.log.warning("experepair.generate_unreadable", error=str(exc))
         return {"candidates": [], "round": 0, "errors": [*state.errors, f"generate: the patches could not be read: {exc}"]}
@@ -146,8 +149,9 @@ async def evaluate(state: RepairState, config: SandboxConfig, context: RunContex
     state=RepairState,
     reads={"issue", "candidates", "reproduced", "test_script", "test_output", "round", "rounds", "errors"},
     writes={"candidates", "rounds", "review", "errors"},
+    config=ReplyConfig,
 )
-async def review(state: RepairState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+async def review(state: RepairState, config: ReplyConfig, context: RunContext) -> dict[str, Any]:
     """The reviewer ranks the candidates and marks the correct ones; a candidate that did not apply, or whose
     reproduction test fails (when there is one), is never correct."""
     candidates = [dict(candidate) for candidate in state.candidates]
@@ -157,7 +161,9 @@ async def review(state: RepairState, config: NoConfig, context: RunContext) -> d
     if applied:
         try:
             verdict = await context.llm.structured(
-                review_messages(state.issue, reproduction_text(state), candidates_text(candidates)), Review
+                review_messages(state.issue, reproduction_text(state), candidates_text(candidates)),
+                Review,
+                max_tokens=config.max_tokens,
             )
         except LLMOutputError as exc:
             context.log.warning("experepair.review_unreadable", error=str(exc))
@@ -201,21 +207,37 @@ def after_review(state: RepairState, config: RoundsConfig) -> str:
 @node(
     "experepair.refine",
     state=RepairState,
-    reads={"repo", "issue_id", "issue", "insights", "code", "candidates", "rounds", "review", "round", "demos_used", "errors"},
+    reads={
+        "repo",
+        "issue_id",
+        "issue",
+        "memory",
+        "insights",
+        "code",
+        "candidates",
+        "rounds",
+        "review",
+        "round",
+        "demos_used",
+        "errors",
+    },
     writes={"candidates", "round", "demos_used", "errors"},
     config=CandidatesConfig,
 )
 async def refine(state: RepairState, config: CandidatesConfig, context: RunContext) -> dict[str, Any]:
-    """Refine the rejected best patch with the reviewer's analysis and advice and an R3 (wrong -> correct) pair."""
+    """Refine the rejected best patch with the reviewer's analysis and advice and an R3 (wrong -> correct) pair
+    (none with memory off)."""
     ranked = sorted((c for c in state.candidates if c["rank"] is not None), key=lambda c: c["rank"])
     best = ranked[0] if ranked else None
     patch = str(best["diff"] or best["patch"]) if best else ""
     result = (str(best["output"]) or str(best["error"])) if best else "no candidate"
-    demos = await retrieve_demos(
-        context.store, context.namespace, phase="patch_refine", repo=state.repo, exclude_issue=state.issue_id,
-        queries={"issue_description": state.issue, "old_patch": patch}, issue_text=state.issue,
-    )  # fmt: skip
-    demo = demos[0] if demos else None
+    demo: ScoredDemo | None = None
+    if state.memory:
+        demos = await retrieve_demos(
+            context.store, context.namespace, phase="patch_refine", repo=state.repo, exclude_issue=state.issue_id,
+            queries={"issue_description": state.issue, "old_patch": patch}, issue_text=state.issue,
+        )  # fmt: skip
+        demo = demos[0] if demos else None
     messages = refine_messages(
         state.insights.get("coder", []), state.issue, state.code, patch, clip(result, MAX_PROMPT_OUTPUT),
         str(state.review.get("analysis", "")), str(state.review.get("advice", "")),
@@ -223,7 +245,7 @@ async def refine(state: RepairState, config: CandidatesConfig, context: RunConte
     )  # fmt: skip
     update: dict[str, Any] = {"round": state.round + 1, "demos_used": with_demo(state.demos_used, "patch_refine", demo)}
     try:
-        reply = await context.llm.structured(messages, Patches)
+        reply = await context.llm.structured(messages, Patches, max_tokens=config.max_tokens)
     except LLMOutputError as exc:
         context.log.warning("experepair.refine_unreadable", error=str(exc))
         errors = [*state.errors, f"refine (round {state.round + 1}): the patches could not be read: {exc}"]

@@ -16,12 +16,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mnemoflow.errors import LLMOutputError, NodeError
 from mnemoflow.nodes.context import RunContext
-from mnemoflow.nodes.experepair.agents import MAX_PROMPT_OUTPUT, Judgement, TestScript, judge_messages, tester_messages
+from mnemoflow.nodes.experepair.agents import (
+    MAX_PROMPT_OUTPUT,
+    Judgement,
+    ReplyConfig,
+    TestScript,
+    judge_messages,
+    tester_messages,
+)
 from mnemoflow.nodes.experepair.episodes import TestAttempt
 from mnemoflow.nodes.experepair.insights import load_insights
 from mnemoflow.nodes.experepair.model import ROLES
 from mnemoflow.nodes.experepair.repository import SandboxConfig, describe_execution, run_script
-from mnemoflow.nodes.experepair.retrieval import Phase, retrieve_demos, trim_output, with_demo
+from mnemoflow.nodes.experepair.retrieval import Phase, ScoredDemo, retrieve_demos, trim_output, with_demo
 from mnemoflow.nodes.experepair.state import RepairState
 from mnemoflow.nodes.registry import NoConfig, node, router
 from mnemoflow.nodes.tokens import clip
@@ -34,13 +41,16 @@ class TestLoopConfig(BaseModel):
     max_test_attempts: int = Field(3, ge=1, le=10, description="Scripts the Test Agent may write before giving up.")
 
 
-@node("experepair.load_insights", state=RepairState, reads={"repo_path", "issue"}, writes={"insights"})
+@node("experepair.load_insights", state=RepairState, reads={"repo_path", "issue", "memory"}, writes={"insights"})
 async def load_insights_node(state: RepairState, config: NoConfig, context: RunContext) -> dict[str, Any]:
-    """The tester's and the coder's current insights (semantic memory); refuse a missing clone or an empty issue."""
+    """The tester's and the coder's current insights (semantic memory), none with memory off; refuse a missing
+    clone or an empty issue."""
     if not state.issue.strip():
         raise NodeError(f"issue {state.issue_id!r}: the issue text is empty; nothing to repair")
     if not Path(state.repo_path).is_dir():
         raise NodeError(f"repo_path {state.repo_path!r} is not a folder: give a local clone of {state.repo!r}")
+    if not state.memory:
+        return {"insights": {role: [] for role in ROLES}}
     return {"insights": {role: await load_insights(context.store, context.namespace, role) for role in ROLES}}
 
 
@@ -51,6 +61,7 @@ async def load_insights_node(state: RepairState, config: NoConfig, context: RunC
         "repo",
         "issue_id",
         "issue",
+        "memory",
         "insights",
         "attempts",
         "test_script",
@@ -60,10 +71,12 @@ async def load_insights_node(state: RepairState, config: NoConfig, context: RunC
         "errors",
     },
     writes={"test_script", "test_tries", "demos_used", "errors"},
+    config=ReplyConfig,
 )
-async def write_test(state: RepairState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+async def write_test(state: RepairState, config: ReplyConfig, context: RunContext) -> dict[str, Any]:
     """The Test Agent writes a reproduction script: first from the issue and an R1 example; on a retry from the
-    failed script, its output, the judge's advice and an R2 (failing -> working) pair."""
+    failed script, its output, the judge's advice and an R2 (failing -> working) pair. With memory off nothing is
+    retrieved: the prompts are the static ones an empty memory gives."""
     retry = bool(state.attempts)
     phase: Phase
     if retry:
@@ -73,11 +86,13 @@ async def write_test(state: RepairState, config: NoConfig, context: RunContext) 
     else:
         queries = {"issue_description": state.issue, "new_test": state.issue}
         phase = "test_initial"
-    demos = await retrieve_demos(
-        context.store, context.namespace, phase=phase, repo=state.repo, exclude_issue=state.issue_id, queries=queries,
-        issue_text=state.issue,
-    )  # fmt: skip
-    demo = demos[0] if demos else None
+    demo: ScoredDemo | None = None
+    if state.memory:
+        demos = await retrieve_demos(
+            context.store, context.namespace, phase=phase, repo=state.repo, exclude_issue=state.issue_id,
+            queries=queries, issue_text=state.issue,
+        )  # fmt: skip
+        demo = demos[0] if demos else None
     insights = state.insights.get("tester", [])
     if retry:
         last = state.attempts[-1]
@@ -90,7 +105,7 @@ async def write_test(state: RepairState, config: NoConfig, context: RunContext) 
         messages = tester_messages(insights, state.issue, example=demo.new_test if demo else "")
     update: dict[str, Any] = {"test_tries": state.test_tries + 1, "demos_used": with_demo(state.demos_used, phase, demo)}
     try:
-        reply = await context.llm.structured(messages, TestScript)
+        reply = await context.llm.structured(messages, TestScript, max_tokens=config.max_tokens)
     except LLMOutputError as exc:
         context.log.warning("experepair.write_test_unreadable", error=str(exc))
         return {
@@ -122,8 +137,9 @@ async def run_test(state: RepairState, config: SandboxConfig, context: RunContex
     state=RepairState,
     reads={"issue", "test_script", "test_output", "test_returncode", "attempts", "errors"},
     writes={"attempts", "reproduced", "errors"},
+    config=ReplyConfig,
 )
-async def judge_test(state: RepairState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+async def judge_test(state: RepairState, config: ReplyConfig, context: RunContext) -> dict[str, Any]:
     """The judge decides whether the run reproduces the issue; an unreadable verdict counts as NO."""
     if not state.test_script:
         return {"reproduced": False}
@@ -132,6 +148,7 @@ async def judge_test(state: RepairState, config: NoConfig, context: RunContext) 
         verdict = await context.llm.structured(
             judge_messages(state.issue, state.test_script, clip(state.test_output, MAX_PROMPT_OUTPUT), state.test_returncode),
             Judgement,
+            max_tokens=config.max_tokens,
         )
     except LLMOutputError as exc:
         context.log.warning("experepair.judge_unreadable", error=str(exc))

@@ -25,6 +25,10 @@ class RepairState(BaseModel):
     """The issue's id within the repository (its number, or any stable key)."""
     issue: str
     """The issue's text."""
+    memory: bool = True
+    """Whether the run uses ExpeRepair's memories. False (the ablation baseline): no insights in the system prompts,
+    no retrieved demonstrations, and nothing learned afterwards (no demonstrations recorded, no insight edits); only
+    the issue's outcome is recorded."""
     insights: dict[str, list[str]] = Field(default_factory=dict)
     """Per role (tester, coder): the insights shown in that agent's system prompt."""
     test_tries: int = 0
