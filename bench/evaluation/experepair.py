@@ -1,0 +1,451 @@
+"""ExpeRepair with its memories against ExpeRepair without them: do the memories resolve more issues?
+
+The paper's claim is that episodic demonstrations and semantic insights, gathered from earlier issues of a
+repository, make later repairs succeed more often. The data (``data/experepair/*.yaml``, one small repository per
+file, in the order of the file names) holds families of similar bugs; the issues of one family share a repository
+name, because demonstrations are only ever retrieved from other issues of the same repository. Each repository has
+hidden tests that the model never sees: they are not in the clone the graph repairs, and only afterwards do they run
+against the final patch, from a folder outside the patched checkout, with the runner L2MAC's evaluation uses too
+(:mod:`mnemoflow.evaluation.hidden_tests`: one verdict per test, nothing the patch adds can configure the run).
+
+Systems, both running ``graphs/library/experepair.yaml`` with the same budgets on the same model:
+
+- ``experepair``: memory on, built in its own namespace from the earlier issues of the run only;
+- ``no_memory``: the graph's ``memory: false`` switch, the paper's ablation without either memory: no insights, no
+  retrieved demonstrations, nothing learned (so none of its calls are spent on memory either).
+
+Scores per issue: ``resolved`` (the main score): the graph ended with a final patch, it applies to a clean checkout
+and every hidden test passes with it; ``patch_produced``: the graph claimed a fix (its reviewer accepted a patch);
+``reproduction_valid`` (repositories with a reference ``fix``): the reproduction script the run ended with fails on
+the buggy code and passes on the fixed code, the ground truth behind the judge's verdict that the test demonstrations
+rest on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mnemoflow.errors import SandboxError, UsageError
+from mnemoflow.evaluation.harness import Attempt, Bench, EvalDataError, EvalOptions, Evaluation, Item, Outcome, mean
+from mnemoflow.evaluation.hidden_tests import Acceptance, expected_tests, run_acceptance
+from mnemoflow.nodes.experepair.insights import load_insights
+from mnemoflow.nodes.experepair.model import ROLES
+from mnemoflow.nodes.sandbox import SANDBOX_DIR, Limits, Worktree, run_python
+from mnemoflow.nodes.tokens import clip
+
+if TYPE_CHECKING:
+    from mnemoflow.graphs.loader import LoadedGraph
+
+__all__ = [
+    "EVALUATION",
+    "SMALL_MODEL_BUDGETS",
+    "BuggyRepository",
+    "ExpeRepairEvaluation",
+    "HiddenTestRun",
+    "build_clone",
+    "bundled_data",
+    "load_repositories",
+    "reproduction_is_valid",
+    "resolve_rate_by_family",
+    "run_hidden_tests",
+]
+
+MECHANISM = "experepair"
+BASELINE = "no_memory"
+DATA_FILES = (".yaml", ".yml", ".json")
+HIDDEN_TEST_LIMITS = Limits(timeout_s=60.0, memory_mb=1024)
+"""Bounds of one hidden-test or reproduction run: the code under test is the model's patch, so it is sandboxed."""
+
+SMALL_MODEL_BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
+    "routes": {"judge_test": {"max_test_attempts": 1}, "review": {"max_rounds": 1}},
+    "nodes": {
+        "write_test": {"max_tokens": 256},
+        "judge_test": {"max_tokens": 128},
+        "localize": {"max_tokens": 128},
+        "generate": {"candidates": 1, "max_tokens": 384},
+        "refine": {"candidates": 1, "max_tokens": 384},
+        "review": {"max_tokens": 128},
+        "update_insights": {"max_tokens": 96},
+    },
+}
+"""The graph's budgets on the local 135M model, whose every reply takes seconds (tests/test_real_model.py runs it
+so too): one reproduction script, one refinement round, one candidate patch per round, and replies capped a little
+above what a good answer for these small repositories takes (a script or a diff of a dozen lines, a short verdict,
+one or two one-line insight edits). The caps matter because the model now and then runs on inside its JSON, and a
+reply cut off is asked for twice more with twice the room, then re-asked once: uncapped, the coder's insight update
+of the second bundled issue wrote 800, 1,024, 2,048 and 54 tokens (over a minute on its own); capped at 96, such a
+runaway costs at most 96 + 192 + 384 + 96, while its usual edits take 30 to 64. A capable endpoint runs the graph's
+own defaults."""
+
+_SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+_FORBIDDEN_PARTS = {".git", SANDBOX_DIR}
+
+
+def _safe_path(path: str) -> str:
+    """A repository-relative POSIX path that stays inside the repository."""
+    pure = PurePosixPath(path)
+    if not path or path != path.strip() or "\\" in path or pure.is_absolute() or path.endswith("/"):
+        raise ValueError(f"path {path!r} must be relative, with forward slashes and no surrounding spaces")
+    if any(part in ("", ".", "..") for part in path.split("/")) or _FORBIDDEN_PARTS & set(pure.parts):
+        raise ValueError(f"path {path!r} must not contain '.', '..', empty parts, .git or {SANDBOX_DIR}")
+    return path
+
+
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+RelativePath = Annotated[str, AfterValidator(_safe_path)]
+Text = Annotated[str, AfterValidator(_non_empty)]
+
+
+class BuggyRepository(BaseModel):
+    """One repository with one bug: the issue a user would report, the code, and the tests that decide the fix."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=_SLUG, max_length=100)
+    """Unique in the data set; the issue's id in the graph."""
+    family: str = Field(pattern=_SLUG, max_length=100)
+    """The kind of bug (off by one, a boundary, ...): resolve rates are reported per family."""
+    repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$", max_length=200)
+    """The repository's name as the graph sees it; demonstrations come only from other issues of the same name."""
+    issue: Text
+    """What a user would report: the symptom, never the solution."""
+    files: dict[RelativePath, Text] = Field(min_length=1)
+    """The repository at the issue (path -> content): the only code the model sees."""
+    hidden_tests: dict[RelativePath, Text] = Field(min_length=1)
+    """pytest files that fail on the buggy code and pass on a correct fix; never shown to the model."""
+    fix: dict[RelativePath, Text] = Field(default_factory=dict)
+    """A reference fix (path -> new content of a file of ``files``); never shown to the model."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BuggyRepository:
+        if not any(path.endswith(".py") for path in self.files):
+            raise ValueError("files: the repository has no Python file")
+        for path in self.hidden_tests:
+            if not (PurePosixPath(path).name.startswith("test_") and path.endswith(".py")):
+                raise ValueError(f"hidden_tests: {path!r} is not a pytest file (test_*.py)")
+            if path in self.files:
+                raise ValueError(f"hidden_tests: {path!r} is also in files, where the model would see it")
+            try:  # the runner expects the tests the file defines: a file of none would pass nothing
+                if not expected_tests(path, self.hidden_tests[path]):
+                    raise ValueError(f"hidden_tests: {path!r} defines no test (functions named test_*)")
+            except SyntaxError as error:
+                raise ValueError(f"hidden_tests: {path!r} line {error.lineno}: {error.msg}") from error
+        paths = {*self.files, *self.hidden_tests}
+        folders = {str(parent) for path in paths for parent in PurePosixPath(path).parents}
+        if clashes := sorted(paths & folders):
+            raise ValueError(f"files: {clashes[0]!r} is both a file and a folder of other files")
+        for path, content in self.fix.items():
+            if path not in self.files:
+                raise ValueError(f"fix: {path!r} is not a file of the repository")
+            if content == self.files[path]:
+                raise ValueError(f"fix: {path!r} is the same as the buggy file")
+        return self
+
+
+def bundled_data() -> Traversable:
+    """The data set shipped with the package."""
+    return files("mnemoflow.evaluation").joinpath("data", MECHANISM)
+
+
+def _data_files(source: Traversable) -> list[Traversable]:
+    if not source.is_dir():
+        if not source.is_file():
+            raise EvalDataError(f"{source}: no such file or folder of repositories")
+        return [source]
+    found = sorted((entry for entry in source.iterdir() if entry.name.endswith(DATA_FILES)), key=lambda entry: entry.name)
+    if not found:
+        raise EvalDataError(f"{source}: no repository files ({', '.join(DATA_FILES)}) in this folder")
+    return found
+
+
+def _parse(source: Traversable) -> list[Any]:
+    """The file's repositories as parsed data: one mapping, or a list of them."""
+    if not source.name.endswith(DATA_FILES):
+        raise EvalDataError(f"{source}: a repository file is YAML or JSON ({', '.join(DATA_FILES)})")
+    try:
+        text = source.read_text(encoding="utf-8")
+        content = json.loads(text) if source.name.endswith(".json") else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        kind = "JSON" if source.name.endswith(".json") else "YAML"
+        raise EvalDataError(f"{source}: cannot be read as {kind}: {' '.join(str(exc).split())}") from exc
+    if isinstance(content, dict):
+        return [content]
+    if isinstance(content, list) and content:
+        return content
+    raise EvalDataError(f"{source}: expected one repository (a mapping) or a list of them, got {type(content).__name__}")
+
+
+def _location(parts: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the data file spells it: ``files['a/b.py']``, ``hidden_tests``."""
+    if not parts:
+        return "repository"
+    keys = "".join(" (the path)" if part == "[key]" else f"[{part!r}]" for part in parts[1:])
+    return f"{parts[0]}{keys}"
+
+
+def load_repositories(source: Traversable) -> list[BuggyRepository]:
+    """Every repository in ``source`` (a file, or a folder of files read in name order), each checked; raises
+    :class:`EvalDataError` listing every problem at once, each naming its file and its repository (id and
+    position)."""
+    repositories: list[BuggyRepository] = []
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for data_file in _data_files(source):
+        try:
+            entries = _parse(data_file)
+        except EvalDataError as exc:
+            problems.append(str(exc))
+            continue
+        for index, entry in enumerate(entries, start=1):
+            name = entry.get("id") if isinstance(entry, dict) else None
+            where = f"{data_file}: item {index}" + (f" (id {name!r})" if isinstance(name, str) else "")
+            if not isinstance(entry, dict):
+                problems.append(f"{where}: expected a mapping of id, family, repo, issue, files, hidden_tests and fix")
+                continue
+            try:
+                repository = BuggyRepository.model_validate(entry)
+            except ValidationError as exc:
+                problems += [f"{where}: {_location(error['loc'])}: {error['msg']}" for error in exc.errors()]
+                continue
+            if repository.id in seen:
+                problems.append(f"{where}: the id {repository.id!r} is already used by {seen[repository.id]}")
+                continue
+            seen[repository.id] = where
+            repositories.append(repository)
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise EvalDataError(f"{count} in the ExpeRepair repositories of {source}:\n" + "\n".join(problems))
+    return repositories
+
+
+# -- running code of a repository ----------------------------------------------------------------------------------
+
+
+async def _git(folder: Path, *args: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        "git", "-c", "user.name=mnemoflow eval", "-c", "user.email=eval@mnemoflow.invalid", "-c", "commit.gpgsign=false",
+        *args, cwd=folder, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await process.communicate()
+    if process.returncode != 0:
+        raise SandboxError(f"git {args[0]} in {folder} failed: {err.decode(errors='replace').strip()}")
+
+
+async def build_clone(folder: Path, repository: BuggyRepository) -> Path:
+    """The buggy repository as a fresh git repository with one commit (the graph needs a clone to repair)."""
+    folder.mkdir(parents=True, exist_ok=False)
+    for path, content in repository.files.items():
+        target = folder / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content, encoding="utf-8")
+    await _git(folder, "init", "-q")
+    await _git(folder, "add", "--all")
+    await _git(folder, "commit", "-q", "-m", f"{repository.id}: the code at the issue")
+    return folder
+
+
+@dataclass(frozen=True)
+class HiddenTestRun:
+    """The hidden tests on the patched repository: whether the patch applied, and if it did, each test's verdict."""
+
+    applied: bool
+    """Whether the patch applied to a clean checkout (nothing ran when it did not)."""
+    acceptance: Acceptance | None = None
+    error: str = ""
+    """Why the patch did not apply."""
+
+    @property
+    def resolved(self) -> bool:
+        """The patch applied, and there is at least one hidden test and every one passed."""
+        return self.applied and self.acceptance is not None and self.acceptance.all_passed
+
+    def detail(self) -> dict[str, Any]:
+        """What an attempt's detail keeps of the run."""
+        run = self.acceptance or Acceptance((), {})
+        return {
+            "applied": self.applied, "passed": len(run.passed), "failed": len(run.failed), "failed_tests": run.failed,
+            "timed_out": run.timed_out, "error": self.error,
+        }  # fmt: skip
+
+
+async def run_hidden_tests(
+    clone: Path, patch: str, hidden_tests: dict[str, str], limits: Limits = HIDDEN_TEST_LIMITS
+) -> HiddenTestRun:
+    """Apply ``patch`` to a clean checkout of ``clone`` (none: the code as it is) and run the hidden tests against it
+    with the evaluations' shared runner, from a folder outside the checkout: no file the patch adds (a conftest, a
+    pytest configuration, a file at a hidden test's path) takes part in the run."""
+    async with Worktree(clone) as tree:
+        applied = await tree.apply(patch) if patch else None
+        if applied is not None and not applied.applied:
+            return HiddenTestRun(applied=False, error=applied.error)
+        with tempfile.TemporaryDirectory(prefix="mnemoflow-hidden-tests-") as folder:
+            acceptance = await run_acceptance(tree.path, hidden_tests, Path(folder), limits=limits)
+    return HiddenTestRun(applied=True, acceptance=acceptance)
+
+
+async def reproduction_is_valid(clone: Path, script: str, fix: dict[str, str], limits: Limits = HIDDEN_TEST_LIMITS) -> bool:
+    """Whether ``script`` tells the bug from the fix: it exits non-zero on the buggy code and zero with ``fix``."""
+    async with Worktree(clone) as tree:
+        on_bug = await run_python(tree, script, limits)
+    if on_bug.passed or on_bug.timed_out:
+        return False
+    async with Worktree(clone) as tree:
+        for path, content in fix.items():
+            tree.write(path, content)
+        return (await run_python(tree, script, limits)).passed
+
+
+# -- the evaluation ---------------------------------------------------------------------------------------------
+
+
+def resolve_rate_by_family(attempts: list[Attempt]) -> dict[str, float]:
+    """The mean ``resolved`` per family (the items' group), families in order of first appearance."""
+    families: dict[str, list[float]] = {}
+    for attempt in attempts:
+        families.setdefault(attempt.item.group, []).append(attempt.outcome.scores.get("resolved", 0.0))
+    return {family: round(mean(values), 4) for family, values in families.items()}
+
+
+def _with_route_config(graph: LoadedGraph, config: dict[str, dict[str, Any]]) -> LoadedGraph:
+    """``graph`` with these routers' ``with:`` values set over the file's, checked again (the routers' counterpart
+    of :func:`mnemoflow.graphs.with_node_config`)."""
+    from mnemoflow.graphs.loader import raise_problems
+    from mnemoflow.graphs.validate import check_graph
+    from mnemoflow.nodes.registry import REGISTRY
+
+    routes = {route.from_ for route in graph.spec.routes}
+    missing = sorted(set(config) - routes)
+    if missing:
+        raise UsageError(f"{graph.spec.name} has no route from {missing}; its routes leave {sorted(routes)}")
+    updated = [
+        route.model_copy(update={"with_": {**route.with_, **config[route.from_]}}) if route.from_ in config else route
+        for route in graph.spec.routes
+    ]
+    variant = replace(graph, spec=graph.spec.model_copy(update={"routes": updated}))
+    raise_problems(check_graph(variant, REGISTRY))
+    return variant
+
+
+class ExpeRepairEvaluation(Evaluation):
+    """Resolve rate on hidden tests, with ExpeRepair's memories and with ``memory: false``."""
+
+    mechanism: ClassVar[str] = MECHANISM
+    systems: ClassVar[tuple[str, ...]] = (MECHANISM, BASELINE)
+    score_name: ClassVar[str] = "resolve rate (hidden tests pass)"
+
+    def __init__(self, options: EvalOptions) -> None:
+        super().__init__(options)
+        self.repositories: list[BuggyRepository] = []
+        self.graph: LoadedGraph | None = None
+        """The graph every system runs, fitted to the model in :meth:`prepare`."""
+
+    def source(self) -> Traversable:
+        """``--data`` (a repository file or a folder of them), else the bundled repositories."""
+        return self.options.data if self.options.data is not None else bundled_data()
+
+    def load(self) -> list[Item]:
+        self.repositories = load_repositories(self.source())
+        return [Item(id=repository.id, data=repository, group=repository.family) for repository in self.repositories]
+
+    async def prepare(self, bench: Bench, system: str) -> None:
+        """Load the graph once, fitted to the small model when it is the one measured."""
+        if self.graph is not None:
+            return
+        from mnemoflow.graphs import load_graph, with_node_config
+
+        graph = load_graph(MECHANISM)
+        if bench.small_model:
+            graph = with_node_config(graph, SMALL_MODEL_BUDGETS["nodes"])
+            graph = _with_route_config(graph, SMALL_MODEL_BUDGETS["routes"])
+        self.graph = graph
+
+    async def attempt(self, bench: Bench, system: str, item: Item) -> Outcome:
+        repository: BuggyRepository = item.data
+        await self.prepare(bench, system)
+        assert self.graph is not None
+        clone = await build_clone(bench.workdir / MECHANISM / system / repository.id, repository)
+        memory = system == MECHANISM
+        shown = {
+            role: len(await load_insights(bench.parts.store, bench.namespace(system), role)) if memory else 0 for role in ROLES
+        }
+        values = {
+            "repo": repository.repo, "repo_path": str(clone), "issue_id": repository.id, "issue": repository.issue,
+            "memory": memory,
+        }  # fmt: skip
+        state = (await bench.run(self.graph, values, system=system)).state
+        patch = str(state.get("final_patch") or "")
+        hidden = await run_hidden_tests(clone, patch, repository.hidden_tests) if patch else None
+        scores = {"resolved": float(hidden is not None and hidden.resolved), "patch_produced": float(bool(patch))}
+        script = str(state.get("test_script") or "")
+        if repository.fix:
+            scores["reproduction_valid"] = float(bool(script) and await reproduction_is_valid(clone, script, repository.fix))
+        detail = {
+            "repo": repository.repo,
+            "status": state.get("status", ""),
+            "final_patch": clip(patch, 3_000),
+            "hidden_tests": hidden.detail() if hidden is not None else None,
+            "judged_reproduced": bool(state.get("reproduced")),
+            "test_script": clip(script, 1_500),
+            "rounds": len(state.get("rounds") or []),
+            "demos_used": state.get("demos_used") or {},
+            "insights_shown": shown,
+            "graph_errors": [clip(str(error), 300) for error in (state.get("errors") or [])[:8]],
+        }
+        return Outcome(scores["resolved"], scores, detail)
+
+    def failure(self, item: Item, system: str) -> Outcome:
+        repository: BuggyRepository = item.data
+        keys = ["resolved", "patch_produced", *(["reproduction_valid"] if repository.fix else [])]
+        return Outcome(0.0, dict.fromkeys(keys, 0.0))
+
+    def summarize(self, system: str, attempts: list[Attempt]) -> dict[str, Any]:
+        """The resolve rate per family, and in the first and second half of the sequence: memory can only help
+        where earlier issues (of the same repository) left something."""
+        middle = len(attempts) // 2
+        halves = {"resolved_first_half": attempts[:middle], "resolved_second_half": attempts[middle:]}
+        summary: dict[str, Any] = {
+            name: round(mean([attempt.outcome.scores.get("resolved", 0.0) for attempt in part]), 4)
+            for name, part in halves.items()
+            if part
+        }
+        summary["resolved_by_family"] = resolve_rate_by_family(attempts)
+        return summary
+
+    def describe(self) -> dict[str, Any]:
+        families: dict[str, int] = {}
+        for repository in self.repositories:
+            families[repository.family] = families.get(repository.family, 0) + 1
+        graph = self.graph
+        return {
+            "source": str(self.source()),
+            "repositories": len(self.repositories),
+            "families": families,
+            "hidden_tests": "never shown to the model; run with the final patch after the graph ends",
+            "systems": {MECHANISM: "memory on, in its own namespace, from earlier issues only", BASELINE: "memory: false"},
+            "budgets": None
+            if graph is None
+            else {
+                "nodes": {name: dict(node.with_) for name, node in graph.spec.nodes.items() if node.with_},
+                "routes": {route.from_: dict(route.with_) for route in graph.spec.routes if route.with_},
+            },
+        }
+
+
+EVALUATION = ExpeRepairEvaluation
