@@ -10,7 +10,7 @@ from mnemoflow import lazy
 from mnemoflow.graphs.loader import LIBRARY, LoadedGraph, Problem, find_graph, library_graphs
 from mnemoflow.graphs.render import to_mermaid
 from mnemoflow.graphs.spec import GraphSpec
-from mnemoflow.graphs.validate import load_graph, with_node_config
+from mnemoflow.graphs.validate import load_graph, with_node_config, with_route_config
 
 if typing.TYPE_CHECKING:
     from mnemoflow.graphs.compiler import build_state_graph, compile_graph
@@ -42,4 +42,5 @@ __all__ = [
     "run_graph",
     "to_mermaid",
     "with_node_config",
+    "with_route_config",
 ]

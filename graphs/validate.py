@@ -15,7 +15,7 @@ from mnemoflow.graphs.spec import END, START, GraphSpec
 from mnemoflow.nodes.builtins import load_builtin_nodes
 from mnemoflow.nodes.registry import REGISTRY, Registry
 
-__all__ = ["graph_reads_writes", "load_graph", "successors", "with_node_config"]
+__all__ = ["graph_reads_writes", "load_graph", "successors", "with_node_config", "with_route_config"]
 
 
 def load_graph(reference: str | Path, registry: Registry = REGISTRY) -> LoadedGraph:
@@ -42,6 +42,21 @@ def with_node_config(graph: LoadedGraph, config: dict[str, dict[str, Any]], regi
             raise UsageError(f"{graph.spec.name} has no registered node {name!r}; its nodes: {sorted(nodes)}")
         nodes[name] = nodes[name].model_copy(update={"with_": {**nodes[name].with_, **values}})
     variant = replace(graph, spec=graph.spec.model_copy(update={"nodes": nodes}))
+    raise_problems(check_graph(variant, registry))
+    return variant
+
+
+def with_route_config(graph: LoadedGraph, config: dict[str, dict[str, Any]], registry: Registry = REGISTRY) -> LoadedGraph:
+    """``graph`` with the ``with:`` values of the routes leaving these nodes set over the file's (a loop's bound,
+    say), checked again; raises ``UsageError`` for a node no route leaves and ``GraphSpecError`` for a bad value."""
+    routes = {route.from_ for route in graph.spec.routes}
+    if missing := sorted(set(config) - routes):
+        raise UsageError(f"{graph.spec.name} has no route from {missing}; its routes leave {sorted(routes)}")
+    updated = [
+        route.model_copy(update={"with_": {**route.with_, **config[route.from_]}}) if route.from_ in config else route
+        for route in graph.spec.routes
+    ]
+    variant = replace(graph, spec=graph.spec.model_copy(update={"routes": updated}))
     raise_problems(check_graph(variant, registry))
     return variant
 

@@ -231,3 +231,20 @@ def test_mangled_graph_files_fail_only_with_graph_spec_errors(tmp_path: Path, ch
         assert exc.problems and all(problem.file == str(path) and problem.line >= 1 for problem in exc.problems)
     else:
         assert graph.spec.nodes
+
+
+def test_a_routes_bounds_can_be_set_over_the_files_and_are_checked_again() -> None:
+    from mnemoflow.errors import UsageError
+    from mnemoflow.graphs import with_route_config
+
+    graph = load_graph("experepair")
+    fitted = with_route_config(graph, {"review": {"max_rounds": 1}})
+    assert {route.from_: route.with_ for route in fitted.spec.routes} == {
+        "judge_test": {"max_test_attempts": 3},
+        "review": {"max_rounds": 1},
+    }
+    assert {route.from_: route.with_ for route in graph.spec.routes}["review"] == {"max_rounds": 2}  # the file's stays
+    with pytest.raises(UsageError, match=r"no route from \['localize'\]"):
+        with_route_config(graph, {"localize": {"max_rounds": 1}})
+    with pytest.raises(GraphSpecError, match="max_rounds"):
+        with_route_config(graph, {"review": {"max_rounds": "many"}})

@@ -27,7 +27,7 @@ import asyncio
 import json
 import os
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mnemoflow.errors import SandboxError, UsageError
+from mnemoflow.errors import SandboxError
 from mnemoflow.evaluation.harness import Attempt, Bench, EvalDataError, EvalOptions, Evaluation, Item, Outcome, mean
 from mnemoflow.evaluation.hidden_tests import Acceptance, expected_tests, run_acceptance
 from mnemoflow.nodes.experepair.insights import load_insights
@@ -323,26 +323,6 @@ def resolve_rate_by_family(attempts: list[Attempt]) -> dict[str, float]:
     return {family: round(mean(values), 4) for family, values in families.items()}
 
 
-def _with_route_config(graph: LoadedGraph, config: dict[str, dict[str, Any]]) -> LoadedGraph:
-    """``graph`` with these routers' ``with:`` values set over the file's, checked again (the routers' counterpart
-    of :func:`mnemoflow.graphs.with_node_config`)."""
-    from mnemoflow.graphs.loader import raise_problems
-    from mnemoflow.graphs.validate import check_graph
-    from mnemoflow.nodes.registry import REGISTRY
-
-    routes = {route.from_ for route in graph.spec.routes}
-    missing = sorted(set(config) - routes)
-    if missing:
-        raise UsageError(f"{graph.spec.name} has no route from {missing}; its routes leave {sorted(routes)}")
-    updated = [
-        route.model_copy(update={"with_": {**route.with_, **config[route.from_]}}) if route.from_ in config else route
-        for route in graph.spec.routes
-    ]
-    variant = replace(graph, spec=graph.spec.model_copy(update={"routes": updated}))
-    raise_problems(check_graph(variant, REGISTRY))
-    return variant
-
-
 class ExpeRepairEvaluation(Evaluation):
     """Resolve rate on hidden tests, with ExpeRepair's memories and with ``memory: false``."""
 
@@ -368,12 +348,12 @@ class ExpeRepairEvaluation(Evaluation):
         """Load the graph once, fitted to the small model when it is the one measured."""
         if self.graph is not None:
             return
-        from mnemoflow.graphs import load_graph, with_node_config
+        from mnemoflow.graphs import load_graph, with_node_config, with_route_config
 
         graph = load_graph(MECHANISM)
         if bench.small_model:
             graph = with_node_config(graph, SMALL_MODEL_BUDGETS["nodes"])
-            graph = _with_route_config(graph, SMALL_MODEL_BUDGETS["routes"])
+            graph = with_route_config(graph, SMALL_MODEL_BUDGETS["routes"])
         self.graph = graph
 
     async def attempt(self, bench: Bench, system: str, item: Item) -> Outcome:
