@@ -190,6 +190,7 @@ the local model, and what is checked here is the run, not the answers."""
 @pytest.mark.model
 @pytest.mark.slow
 @pytest.mark.subprocess
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_the_quick_evaluation_runs_both_systems_on_every_item_on_the_real_model(
     real_model: RealModel, tmp_path: Path, mechanism: str
