@@ -167,26 +167,6 @@ def test_the_command_refuses_options_that_do_not_fit(tmp_path: Path, arguments: 
 # -- the five quick evaluations on the real model ----------------------------------------------------------------
 
 
-STORY = (
-    "The Lamp at Gull Point\n\n"
-    "Mara Quill kept the lighthouse at Gull Point for twenty years. Her brother Tomas ran the ferry to the mainland.\n\n"
-    "One winter the lamp failed during a storm. Tomas rowed out with a spare lens and the two of them mended it "
-    "before the fishing boats came home.\n\n"
-    "In spring the harbour council gave Mara a silver bell, which she hung beside the lamp."
-)
-QUESTIONS = [
-    {"id": "keeper", "kind": "direct_fact", "question": "Who kept the lighthouse at Gull Point?", "answer": "Mara Quill",
-     "evidence": ["Mara Quill kept the lighthouse at Gull Point for twenty years."]},
-    {"id": "after-storm", "kind": "multi_hop_temporal", "question": "What did Mara receive in the spring after the storm?",
-     "answer": "a silver bell", "evidence": ["In spring the harbour council gave Mara a silver bell"]},
-    {"id": "why-rowed", "kind": "multiple_choice_motivation", "question": "Why did Tomas row out to the lighthouse?",
-     "options": {"A": "To bring a spare lens for the failed lamp.", "B": "To take Mara to the mainland."}, "answer": "A",
-     "evidence": ["Tomas rowed out with a spare lens"]},
-]  # fmt: skip
-"""ComoRAG's quick run in the suite indexes this short text, not the bundled story: indexing that takes minutes on
-the local model, and what is checked here is the run, not the answers."""
-
-
 @pytest.mark.model
 @pytest.mark.slow
 @pytest.mark.subprocess
@@ -196,12 +176,7 @@ def test_the_quick_evaluation_runs_both_systems_on_every_item_on_the_real_model(
     real_model: RealModel, tmp_path: Path, mechanism: str
 ) -> None:
     options = EvalOptions(quick=True)
-    if mechanism == "comorag":
-        options = EvalOptions(quick=True, book=tmp_path / "gull-point.txt", questions=tmp_path / "questions.json")
-        options.book.write_text(STORY)  # type: ignore[union-attr]
-        options.questions.write_text(json.dumps(QUESTIONS))  # type: ignore[union-attr]
-    files = [f"--{name}={getattr(options, name)}" for name in ("book", "questions") if getattr(options, name)]
-    done = run("eval", mechanism, "--quick", *files, cwd=tmp_path, MNEMOFLOW_LOCAL_SERVER_HOME=str(real_model.home))
+    done = run("eval", mechanism, "--quick", cwd=tmp_path, MNEMOFLOW_LOCAL_SERVER_HOME=str(real_model.home))
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "bench" / "results" / f"eval-{mechanism}.json").read_text())
     evaluation = evaluation_class(mechanism)(options)

@@ -237,8 +237,8 @@ class AnswerReply(BaseModel):
     """The QA agent's reasoning and final answer (``*`` = impasse)."""
     REPLY_TOKENS: ClassVar[int] = 600
 
-    analysis: str = Field("", max_length=1500, description="Content understanding, relevant information, key facts.")
-    final_answer: str = Field(max_length=300, description="The shortest answer, an option letter, or * when unanswerable.")
+    analysis: str = Field("", description="Content understanding, relevant information, key facts.")
+    final_answer: str = Field(description="The shortest answer, an option letter, or * when unanswerable.")
 
 
 # -- question time: parsing -----------------------------------------------------------------------------------
