@@ -195,6 +195,17 @@ async def store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) ->
 
 
 @pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[GraphStore]:
+    """A freshly set-up, empty SQLite store, for tests that need no second backend."""
+    created = new_store("sqlite", sqlite_path=tmp_path / "memory.db")
+    await created.setup()
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+@pytest.fixture
 def namespace() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 

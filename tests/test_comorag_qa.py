@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +47,6 @@ STEP0 = ["filter", "cue", "cue", "cue", "answer"]
 def server() -> Iterator[ScriptedOpenAIServer]:
     with ScriptedOpenAIServer() as running:
         yield running
-
-
-@pytest.fixture
-async def sqlite_store(tmp_path: Path) -> AsyncIterator[GraphStore]:
-    created = new_store("sqlite", sqlite_path=tmp_path / "memory.db")
-    await created.setup()
-    try:
-        yield created
-    finally:
-        await created.close()
 
 
 def small_graph(tmp_path: Path) -> Path:

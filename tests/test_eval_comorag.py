@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -369,16 +369,6 @@ async def test_without_encode_first_the_question_is_encoded_after_its_first_impa
     pooled = [unit for unit in result.state["units"] if unit.id in result.state["pool_unit_ids"]]
     assert sorted(unit.cycle for unit in pooled) == [0, 0, 0]  # the question's own evidence joined the pool
     assert result.state["probe_history"][0] == QUESTION
-
-
-@pytest.fixture
-async def sqlite_store(tmp_path: Path) -> AsyncIterator[GraphStore]:
-    created = new_store("sqlite", sqlite_path=tmp_path / "memory.db")
-    await created.setup()
-    try:
-        yield created
-    finally:
-        await created.close()
 
 
 def test_items_carry_their_kind_as_group() -> None:
