@@ -10,29 +10,41 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.errors import GraphRecursionError, NodeTimeoutError
+from pydantic import ValidationError
 
 from mnemoflow.errors import ConfigError, MnemoflowError, NodeError
 from mnemoflow.graphs.compiler import NodeWrapper, compile_graph
-from mnemoflow.graphs.loader import LoadedGraph
+from mnemoflow.graphs.loader import LoadedGraph, suggest
+from mnemoflow.graphs.outputs import run_outputs
 from mnemoflow.llm import LLM
 from mnemoflow.logging import bind_run_context, get_logger
 from mnemoflow.memory.protocol import Embedder, GraphStore
 from mnemoflow.memory.records import NodeRecord, stable_id
 from mnemoflow.nodes.context import ProgressListener, RunContext
 from mnemoflow.nodes.registry import REGISTRY, Registry
+from mnemoflow.redaction import redact_urls
 from mnemoflow.settings import Settings
 
 if TYPE_CHECKING:
     from mnemoflow.graphs.parts import RunParts
 
-__all__ = ["LIVE_HEARTBEAT_S", "LIVE_INTERVAL_S", "GraphRunner", "RunResult", "check_input", "run_graph", "step_limit"]
+__all__ = [
+    "LIVE_HEARTBEAT_S",
+    "LIVE_INTERVAL_S",
+    "GraphRunner",
+    "RunResult",
+    "check_input",
+    "check_preconditions",
+    "run_graph",
+    "step_limit",
+]
 
 LIVE_INTERVAL_S = 1.0
 """How often the CLI and the flows refresh a running graph's record (``live_interval``), so the UI follows it."""
@@ -52,6 +64,8 @@ class RunResult:
     status: str
     """``completed``, or ``failed`` (only in the saved trace: a failed run raises)."""
     state: dict[str, Any]
+    outputs: dict[str, Any]
+    """The graph's declared output fields of ``state`` (every field when it declares none), vectors left out."""
     steps: list[str]
     """Nodes that completed in this run, in order (a resumed run lists only what it ran)."""
     resumed: bool
@@ -77,13 +91,46 @@ def step_limit(graph: LoadedGraph) -> int:
     return graph.spec.max_steps or 10 + 2 * len(graph.spec.nodes)
 
 
-def check_input(graph: LoadedGraph, values: dict[str, Any], registry: Registry = REGISTRY) -> None:
-    """Refuse an input that misses a declared input field or names a field the state does not have."""
-    fields = registry.states[graph.spec.state].model_fields
-    problems = [f"{name!r} is required" for name in graph.spec.input if name not in values]
-    problems += [f"{name!r} is not a field of {graph.spec.state}" for name in values if name not in fields]
+def check_input(graph: LoadedGraph, values: Mapping[str, Any], registry: Registry = REGISTRY) -> None:
+    """Refuse an input that misses a declared input field, names a field the state does not have, or gives a
+    field a value its type refuses: one line per problem, before anything runs."""
+    model = registry.states[graph.spec.state]
+    problems = [f"{name}: required (an input of {graph.spec.name})" for name in graph.spec.input if name not in values]
+    for name in values:
+        if name not in model.model_fields:
+            hint = suggest(name, model.model_fields)
+            problems.append(f"{name}: not a field of {graph.spec.state}" + (f" ({hint})" if hint else ""))
+    try:
+        model.model_validate({name: value for name, value in values.items() if name in model.model_fields})
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"])
+            if error["type"] != "missing" or error["loc"][:1] and error["loc"][0] in values:
+                problems.append(f"{name}: {error['msg']} (got {_shown(error.get('input'))})")
     if problems:
-        raise ConfigError(f"input of {graph.spec.name} ({graph.path}): {'; '.join(problems)}")
+        listed = "\n".join(f"  {problem}" for problem in problems)
+        raise ConfigError(f"input of {graph.spec.name} ({graph.path}) refused:\n{listed}")
+
+
+async def check_preconditions(
+    graph: LoadedGraph, values: Mapping[str, Any], store: GraphStore, namespace: str, registry: Registry = REGISTRY
+) -> None:
+    """Run the graph's preconditions (``requires``) on the input; the first that fails raises ``PreconditionError``."""
+    for name in graph.spec.requires:
+        await registry.preconditions[name].function(values, store, namespace)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _error_of(exc: BaseException) -> str:
+    """What a failed run's record says went wrong."""
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+        return "interrupted"
+    message = redact_urls(str(exc)) or type(exc).__name__
+    return message if isinstance(exc, MnemoflowError) else f"{type(exc).__name__}: {message}"
 
 
 class GraphRunner:
@@ -167,10 +214,26 @@ class GraphRunner:
         snapshot = await self.compiled.aget_state(config)
         return bool(snapshot.next or snapshot.tasks)
 
-    async def run(self, values: dict[str, Any] | None, *, namespace: str, thread_id: str | None = None) -> RunResult:
+    async def _invoke(self, values: dict[str, Any] | None, config: RunnableConfig, context: RunContext) -> dict[str, Any]:
+        graph = self.graph
+        try:
+            state: dict[str, Any] | None = await self.compiled.ainvoke(values, config, context=context)
+        except GraphRecursionError as exc:
+            raise NodeError(f"{graph.spec.name} took more than {step_limit(graph)} steps (max_steps); the loop did not exit") from exc
+        except NodeTimeoutError as exc:
+            context.trace.record(exc.node, "error", time.time() - exc.timeout, exc.timeout, f"timed out after {exc.timeout} s")
+            raise NodeError(f"node {exc.node!r} of {graph.spec.name} timed out after {exc.timeout} s (timeout)") from exc
+        return dict(state or {})
+
+    async def run(
+        self, values: dict[str, Any] | None, *, namespace: str, thread_id: str | None = None, annotations: Mapping[str, str] | None = None
+    ) -> RunResult:
         """Run (or resume) on ``thread_id``; a new thread id is made when none is given.
 
-        Without a checkpointer every run starts afresh and nothing can resume.
+        The input is checked first (:func:`check_input`), then the graph's preconditions (``requires``); a failure
+        of either raises before the first step, the latter with a failed run record that carries its error, as
+        every failed run's record does. ``annotations`` (a Prefect flow run's id and link...) are kept on the
+        record. Without a checkpointer every run starts afresh and nothing can resume.
         """
         graph = self.graph
         run_id = uuid.uuid4().hex[:16]
@@ -193,28 +256,27 @@ class GraphRunner:
             on_progress=self.progress,
         )
         started, started_at = time.perf_counter(), time.time()
-        status = "failed"
+        status, error = "failed", ""
 
         def record(status: str) -> NodeRecord:
             trace = [event.as_dict() for event in context.trace.events]
             duration = time.perf_counter() - started
             usage = context.llm.usage.as_dict()
-            return _run_record(namespace, graph, run_id, thread_id, status, resumed, started_at, duration, trace, usage)
+            properties = {"error": error, "annotations": dict(annotations or {})}
+            return _run_record(namespace, graph, run_id, thread_id, status, resumed, started_at, duration, trace, usage, properties)
 
         finished = asyncio.Event()
         publisher = asyncio.create_task(self._publish_live(record, context, finished)) if self.live_interval else None
         with bind_run_context(namespace=namespace, run_id=run_id):
             log.debug("run.start", resumed=resumed)
             try:
-                state: dict[str, Any] | None = await self.compiled.ainvoke(None if resumed else values, config, context=context)
+                if not resumed:
+                    await check_preconditions(graph, values or {}, self.store, namespace, self.registry)
+                state = await self._invoke(None if resumed else values, config, context)
                 status = "completed"
-            except GraphRecursionError as exc:
-                raise NodeError(
-                    f"{graph.spec.name} took more than {step_limit(graph)} steps (max_steps); the loop did not exit"
-                ) from exc
-            except NodeTimeoutError as exc:
-                context.trace.record(exc.node, "error", time.time() - exc.timeout, exc.timeout, f"timed out after {exc.timeout} s")
-                raise NodeError(f"node {exc.node!r} of {graph.spec.name} timed out after {exc.timeout} s (timeout)") from exc
+            except BaseException as exc:
+                error = _error_of(exc)
+                raise
             finally:
                 finished.set()
                 if publisher is not None:
@@ -231,7 +293,8 @@ class GraphRunner:
             run_id=run_id,
             thread_id=thread_id,
             status=status,
-            state=dict(state or {}),
+            state=state,
+            outputs=run_outputs(graph, state, self.registry.states[graph.spec.state]),
             steps=steps,
             resumed=resumed,
             duration_s=duration,
@@ -297,6 +360,7 @@ def _run_record(
     duration: float,
     trace: list[dict[str, Any]],
     llm_usage: dict[str, Any],
+    extra: dict[str, Any],
 ) -> NodeRecord:
     return NodeRecord(
         id=stable_id(namespace, "Run", run_id),
@@ -316,5 +380,6 @@ def _run_record(
             "steps": sum(event["event"] == "end" for event in trace),
             "events": trace,
             "llm": llm_usage,
+            **extra,
         },
     )

@@ -5,6 +5,7 @@ A graph names registered nodes and wires them::
     name: text-stats
     state: text.TextState          # a registered state model
     input: [text]                  # fields the caller provides
+    output: [total_words]          # fields that are the run's result
     max_steps: 40                  # bound on steps; required when the graph has a cycle
     retry: {max_attempts: 2}       # a failed run is tried again from its last checkpoint (under Prefect)
     nodes:
@@ -109,6 +110,16 @@ class GraphSpec(_Strict):
     description: str = ""
     state: str = Field(description="Dotted name of a registered state model.")
     input: list[str] = Field(default_factory=list, description="State fields the caller provides.")
+    output: list[str] = Field(
+        default_factory=list,
+        description="State fields that are a run's result: what `mnemoflow run` prints and a Prefect run returns; "
+        "none: every field (vectors left out).",
+    )
+    requires: list[str] = Field(
+        default_factory=list,
+        description="Registered preconditions checked before a new run's first step (comorag.book_indexed: the "
+        "book is indexed in the run's namespace).",
+    )
     max_steps: int | None = Field(None, ge=1, le=100_000, description="Most steps a run may take; required with cycles.")
     retry: RunRetrySpec = Field(default_factory=RunRetrySpec, description="Retries of the whole run (Prefect flow retries).")
     nodes: dict[str, NodeSpec] = Field(min_length=1)

@@ -123,6 +123,20 @@ def check_graph(graph: LoadedGraph, registry: Registry) -> list[Problem]:
     for index, name in enumerate(spec.input):
         if state and name not in fields:
             problems.append(at.problem(("input", index), "unknown-field", f"input {name!r} is not a field of {spec.state}", suggest(name, fields)))
+    for index, name in enumerate(spec.output):
+        if state and name not in fields:
+            problems.append(at.problem(("output", index), "unknown-field", f"output {name!r} is not a field of {spec.state}", suggest(name, fields)))
+    for index, name in enumerate(spec.requires):
+        check = registry.preconditions.get(name)
+        if check is None:
+            hint = suggest(name, registry.preconditions.keys()) or f"registered: {', '.join(sorted(registry.preconditions)) or 'none'}"
+            problems.append(at.problem(("requires", index), "unknown-precondition", f"precondition {name!r} is not registered", hint))
+        elif state and not issubclass(state, check.state):
+            problems.append(at.problem(("requires", index), "state-mismatch", f"{name} checks {check.state.__name__}, not {state.__name__}"))
+        elif missing := sorted(check.reads - set(spec.input)):
+            problems.append(
+                at.problem(("requires", index), "precondition-input", f"{name} reads {', '.join(missing)}, which the graph's input does not list")
+            )
 
     reads: dict[str, set[str]] = {}
     writes: dict[str, set[str]] = {}

@@ -7,6 +7,7 @@ codes do not. Leaves defined beside the code that raises them give their module:
 
     MnemoflowError                              mnemoflow
     ├── ConfigError (ValueError)                config        a setting, environment variable, CLI argument or run input is invalid
+    │   ├── PreconditionError                   precondition  what a run needs is missing (a book not indexed in its namespace)
     │   └── EvalDataError                       eval-data     evaluation.harness: an evaluation's data file is malformed
     ├── UsageError (ValueError)                 usage         a function was called with arguments it cannot take (a caller's bug)
     ├── UnsupportedError (NotImplementedError)  unsupported   an object does not offer this operation (a sync method of an async saver)
@@ -72,6 +73,7 @@ __all__ = [
     "MissingEndpointError",
     "MnemoflowError",
     "NodeError",
+    "PreconditionError",
     "RegistrationError",
     "ReplyFormatError",
     "SandboxError",
@@ -94,6 +96,13 @@ class ConfigError(MnemoflowError, ValueError):
     """Raised when a setting, an environment variable, a CLI argument or a run's input is invalid."""
 
     code = "config"
+
+
+class PreconditionError(ConfigError):
+    """Raised before a run's first step when what it needs is not there (a graph's ``requires:``), naming what
+    is missing and what exists."""
+
+    code = "precondition"
 
 
 class UsageError(MnemoflowError, ValueError):

@@ -10,10 +10,12 @@ from mnemoflow.nodes.registry import (
     REGISTRY,
     NoConfig,
     NodeDefinition,
+    PreconditionDefinition,
     Registry,
     RouterDefinition,
     import_node_modules,
     node,
+    precondition,
     router,
     state_model,
 )
@@ -23,6 +25,7 @@ __all__ = [
     "REGISTRY",
     "NoConfig",
     "NodeDefinition",
+    "PreconditionDefinition",
     "Registry",
     "RouterDefinition",
     "RunContext",
@@ -31,6 +34,7 @@ __all__ = [
     "import_node_modules",
     "load_builtin_nodes",
     "node",
+    "precondition",
     "router",
     "state_model",
 ]

@@ -8,6 +8,10 @@ A node is an async function ``(state, config, context) -> dict`` that returns th
         ...
 
 A router is a plain function ``(state, config) -> outcome`` with the outcomes it can return declared.
+
+A precondition is an async function ``(values, store, namespace) -> None`` that a graph names in ``requires:``;
+it reads memory before the first step of a new run (and before a Prefect run starts its retried subflow) and raises :class:`~mnemoflow.errors.PreconditionError` when what the run
+needs is not there (a book not indexed in the run's namespace), naming what is missing and what exists.
 """
 
 from __future__ import annotations
@@ -16,25 +20,29 @@ import importlib
 import inspect
 import re
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from mnemoflow.errors import RegistrationError
+from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.nodes.context import RunContext
 
 __all__ = [
     "REGISTRY",
     "NoConfig",
     "NodeDefinition",
+    "PreconditionDefinition",
+    "PreconditionFunction",
     "NodeFunction",
     "Registry",
     "RouterDefinition",
     "RouterFunction",
     "import_node_modules",
     "node",
+    "precondition",
     "router",
     "state_model",
 ]
@@ -43,6 +51,7 @@ StateT = TypeVar("StateT", bound=BaseModel)
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 NodeFunction = Callable[[Any, Any, RunContext], Awaitable[dict[str, Any]]]
 RouterFunction = Callable[[Any, Any], str]
+PreconditionFunction = Callable[[Mapping[str, Any], GraphStore, str], Awaitable[None]]
 _DOTTED = re.compile(r"[a-z][a-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
@@ -78,12 +87,24 @@ class RouterDefinition:
     doc: str
 
 
+@dataclass(frozen=True)
+class PreconditionDefinition:
+    """A registered precondition: what must exist before a run of a graph that requires it starts."""
+
+    name: str
+    function: PreconditionFunction
+    state: type[BaseModel]
+    reads: frozenset[str]
+    doc: str
+
+
 class Registry:
-    """Nodes, routers and state models by name."""
+    """Nodes, routers, preconditions and state models by name."""
 
     def __init__(self) -> None:
         self.nodes: dict[str, NodeDefinition] = {}
         self.routers: dict[str, RouterDefinition] = {}
+        self.preconditions: dict[str, PreconditionDefinition] = {}
         self.states: dict[str, type[BaseModel]] = {}
         self._lock = threading.Lock()
 
@@ -105,6 +126,12 @@ class Registry:
             if definition.name in self.nodes or definition.name in self.routers:
                 raise RegistrationError(f"{definition.name!r} is already registered")
             self.routers[definition.name] = definition
+
+    def add_precondition(self, definition: PreconditionDefinition) -> None:
+        with self._lock:
+            if definition.name in self.preconditions:
+                raise RegistrationError(f"precondition {definition.name!r} is already registered")
+            self.preconditions[definition.name] = definition
 
 
 REGISTRY = Registry()
@@ -209,6 +236,26 @@ def router(
                 outcomes=frozenset(outcomes),
                 config=_check_config(name, config),
                 doc=_doc(function, name),
+            )
+        )
+        return function
+
+    return register
+
+
+def precondition(
+    name: str, *, state: type[BaseModel], reads: set[str], registry: Registry = REGISTRY
+) -> Callable[[PreconditionFunction], PreconditionFunction]:
+    """Register a precondition: ``(values, store, namespace) -> None`` over the run's input ``values`` (the fields
+    it ``reads``) and what the run's namespace holds, raising ``PreconditionError`` when the run cannot do its work."""
+    _check_name(name, "precondition")
+
+    def register(function: PreconditionFunction) -> PreconditionFunction:
+        if not inspect.iscoroutinefunction(function):
+            raise RegistrationError(f"precondition {name}: must be an async function")
+        registry.add_precondition(
+            PreconditionDefinition(
+                name=name, function=function, state=state, reads=_check_fields(name, state, reads, "reads"), doc=_doc(function, name)
             )
         )
         return function

@@ -384,6 +384,7 @@ async def test_killed_run_resumes_without_duplicating_the_workspace(
         json.dumps({"question": QUESTION, "book_id": BOOK}),
         "--thread",
         "qa-thread",
+        "--json",
     ]
     first = subprocess.Popen(command, env=environment, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

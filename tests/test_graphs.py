@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from mnemoflow.errors import ConfigError, GraphSpecError, NodeError, RegistrationError
+from mnemoflow.errors import ConfigError, GraphSpecError, NodeError, PreconditionError, RegistrationError
 from mnemoflow.graphs import GraphSpec, library_graphs, load_graph, run_graph, to_mermaid
+from mnemoflow.graphs.outputs import without_vectors
 from mnemoflow.memory.checkpoints import open_checkpointer
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.nodes import NoConfig, Registry, node
@@ -172,10 +173,40 @@ async def test_max_steps_stops_a_runaway_loop(store: GraphStore, namespace: str,
 
 async def test_bad_input_is_refused(store: GraphStore, namespace: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     settings = settings_of(store, tmp_path, request)
-    with pytest.raises(ConfigError, match="'text' is required"):
+    with pytest.raises(ConfigError, match="text: required"):
         await run(store, settings, "text-stats", {}, namespace)
-    with pytest.raises(ConfigError, match="'txt' is not a field"):
+    with pytest.raises(ConfigError, match=r"txt: not a field of text.TextState \(did you mean 'text'\?\)"):
         await run(store, settings, "text-stats", {"text": "a.", "txt": "b"}, namespace)
+    with pytest.raises(ConfigError) as caught:  # every problem at once, one line each, before any step
+        await run(store, settings, "text-stats", {"text": 42, "rounds": "many"}, namespace)
+    lines = str(caught.value).splitlines()[1:]
+    assert lines == [
+        "  text: Input should be a valid string (got 42)",
+        "  rounds: Input should be a valid integer, unable to parse string as an integer (got 'many')",
+    ]
+    assert await store.count_nodes(namespace, "Run") == 0
+
+
+async def test_a_run_returns_the_declared_outputs_without_vectors(
+    store: GraphStore, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    result = await run(store, settings_of(store, tmp_path, request), "text-stats", {"text": TEXT}, namespace)
+    assert result.outputs == {"total_words": 23, "rounds": 3, "notes": result.state["notes"]}
+    nested = {"query_vectors": {"q": [0.5] * 384}, "ids": list(range(20)), "short": [0.1, 0.2]}
+    assert without_vectors(nested) == {"query_vectors": {"q": "<vector of 384 floats>"}, "ids": list(range(20)), "short": [0.1, 0.2]}
+
+
+async def test_a_missing_book_fails_before_the_first_step_and_the_run_record_says_why(
+    store: GraphStore, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    settings = settings_of(store, tmp_path, request)
+    with pytest.raises(PreconditionError) as caught:
+        await run(store, settings, "comorag-qa", {"question": "Who?", "book_id": "no-such-book"}, namespace)
+    assert f"book 'no-such-book' is not indexed in namespace {namespace!r}" in str(caught.value)
+    assert f"namespace {namespace!r} holds no book" in str(caught.value)
+    [record] = await store.list_nodes(namespace, kind="Run")
+    assert record.properties["status"] == "failed" and record.properties["steps"] == 0
+    assert record.properties["error"] == str(caught.value)
 
 
 @pytest.mark.subprocess
@@ -192,10 +223,23 @@ def test_cli_run_list_show_render(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == [6, 7, 7, 3]
     summary = result.stderr.strip().splitlines()[-1]
     assert summary.startswith("text-stats: completed in 10 steps") and "0 LLM calls, 0 tokens" in summary
+    outputs = cli("run", "text-stats", "--input", "@input.json", "--namespace", "cli")
+    assert outputs.stdout.splitlines()[:2] == ["total_words: 23", "rounds: 3"] and outputs.stdout.count("\n") == 3
+    assert '"text": ' in cli("run", "text-stats", "--input", "@input.json", "--json").stdout
+    wrong_type = cli("run", "text-stats", "--input", '{"text": 42}')
+    assert wrong_type.returncode == 2 and wrong_type.stdout == ""
+    assert wrong_type.stderr.splitlines() == [
+        f"error: input of text-stats ({LIBRARY / 'text-stats.yaml'}) refused:",
+        "  text: Input should be a valid string (got 42)",
+    ]
+    unknown_field = cli("run", "text-stats", "--input", "@input.json", "--field", "answer")
+    assert unknown_field.returncode == 2 and "--field 'answer' is not a field of text.TextState" in unknown_field.stderr
+    assert "completed" not in unknown_field.stderr  # refused before the run
     listed = cli("graphs", "list").stdout
     assert "text-stats" in listed and "text-pipeline" in listed
     shown = cli("graphs", "show", "text-stats").stdout
-    assert "split: text.split_sentences" in shown and "route after note: text.until_rounds (again -> note, done -> remember)" in shown
+    assert "  split     text.split_sentences {min_length: 2}" in shown
+    assert "  after note  text.until_rounds {max_rounds: 3}\n              again -> note\n              done  -> remember\n" in shown
     assert cli("graphs", "render", "text-stats").stdout.startswith("flowchart TD")
     bad_input = cli("run", "text-stats", "--input", "{not json")
     assert bad_input.returncode == 2 and "--input" in bad_input.stderr and "Traceback" not in bad_input.stderr

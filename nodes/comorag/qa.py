@@ -15,12 +15,15 @@ reach the answer step only.
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mnemoflow.errors import LLMOutputError
+from mnemoflow.errors import LLMOutputError, PreconditionError
+from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord
 from mnemoflow.nodes.comorag.agents import (
     MAX_PROBES,
@@ -34,12 +37,12 @@ from mnemoflow.nodes.comorag.agents import (
     parse_final_answer,
     probe_messages,
 )
-from mnemoflow.nodes.comorag.model import memory_unit_id, question_id
+from mnemoflow.nodes.comorag.model import BOOK, book_record_id, memory_unit_id, question_id
 from mnemoflow.nodes.comorag.retrieval import RetrievalConfig, approx_tokens, tri_retrieve
 from mnemoflow.nodes.comorag.state import QAState, Unit
 from mnemoflow.nodes.comorag.workspace import cycle_records, encode, question_record, set_in_pool, store_fusion
 from mnemoflow.nodes.context import RunContext
-from mnemoflow.nodes.registry import NoConfig, node, router
+from mnemoflow.nodes.registry import NoConfig, node, precondition, router
 
 __all__ = ["AnswerConfig", "FuseConfig"]
 
@@ -313,3 +316,27 @@ async def finalize(state: QAState, config: NoConfig, context: RunContext) -> dic
     )  # fmt: skip
     await context.store.upsert_nodes([closed])
     return {"final_answer": final, "status": status}
+
+
+@precondition("comorag.book_indexed", state=QAState, reads={"book_id"})
+async def book_indexed(values: Mapping[str, Any], store: GraphStore, namespace: str) -> None:
+    """The book is indexed in the run's namespace; else the error names the books that namespace holds and the
+    namespaces that hold this book."""
+    book = values["book_id"]
+    if (await store.get_nodes(namespace, [book_record_id(namespace, book)]))[0] is not None:
+        return
+    here = sorted(str(record.properties.get("book_id", record.text)) for record in await store.list_nodes(namespace, kind=BOOK, limit=50))
+    elsewhere = [
+        summary.name
+        for summary in await store.namespaces()
+        if summary.name != namespace and (await store.get_nodes(summary.name, [book_record_id(summary.name, book)]))[0] is not None
+    ]
+    close = difflib.get_close_matches(book, here, n=1, cutoff=0.6)
+    lines = [f"book {book!r} is not indexed in namespace {namespace!r}"]
+    lines.append(f"books in {namespace!r}: {', '.join(here)}" if here else f"namespace {namespace!r} holds no book")
+    if close:
+        lines.append(f"did you mean {close[0]!r}?")
+    if elsewhere:
+        lines.append(f"{book!r} is indexed in " + ", ".join(f"namespace {name!r} (--namespace {name})" for name in elsewhere))
+    lines.append(f"index it with: mnemoflow ingest comorag FILE --book {book} --namespace {namespace}")
+    raise PreconditionError("\n  ".join(lines))
