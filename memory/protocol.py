@@ -177,6 +177,13 @@ class GraphStore(Protocol):
         """Number of relationships in the namespace, optionally of one type."""
         ...
 
+    async def count_nodes_by_kind(self, namespace: str) -> dict[str, int]:
+        """Number of nodes of each kind in the namespace, by kind name in order; kinds with none are absent.
+
+        Reads every kind stored, registered in this process or not (what ``mnemoflow store info`` lists).
+        """
+        ...
+
     # -- browsing: bounded reads for a UI ------------------------------------------------------------------
 
     async def namespaces(self) -> list[NamespaceSummary]:

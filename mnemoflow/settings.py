@@ -7,6 +7,7 @@ callers override by passing models explicitly: ``Settings(store=StoreSettings(ba
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -280,6 +281,13 @@ class UISettings(BaseSettings):
     body_timeout_s: float = Field(
         30.0, gt=0, le=3600, description="Seconds a client may take to send a request body (408 after that)."
     )
+    url: str | None = Field(
+        None,
+        max_length=2000,
+        pattern=r"^https?://[^\s]+$",
+        description="Base URL users open the UI at (http://127.0.0.1:8765); Prefect's run reports link to a run's page "
+        "there. Unset: no link.",
+    )
 
     @field_validator("token")
     @classmethod
@@ -330,24 +338,33 @@ class Settings(BaseSettings):
     eval: EvalSettings = Field(default_factory=EvalSettings)
 
     @classmethod
-    def load(cls, *, store: str | None = None, namespace: str | None = None) -> Settings:
+    def load(
+        cls, *, store: str | None = None, namespace: str | None = None, flags: Mapping[str, str] | None = None
+    ) -> Settings:
         """The settings of the environment, with a command's or a flow run's choice of store backend and namespace
-        on top; raises ``ConfigError`` naming every invalid variable."""
+        on top; raises ``ConfigError`` naming every invalid variable. ``flags`` names the command's flag for a
+        setting (``{"store.backend": "--store"}``), for the errors to name it too (see :func:`load_group`)."""
         overrides: dict[str, Any] = {}
         if store is not None:
-            overrides["store"] = load_group(StoreSettings, backend=store)
+            overrides["store"] = load_group(StoreSettings, flags=flags, backend=store)
         if namespace is not None:
             overrides["namespace"] = namespace
-        return load_group(cls, **overrides)
+        return load_group(cls, flags=flags, **overrides)
 
     @property
     def node_module_names(self) -> list[str]:
         return [name.strip() for name in self.node_modules.split(",") if name.strip()]
 
 
-def load_group(group: type[GroupT], **overrides: Any) -> GroupT:
+def load_group(group: type[GroupT], *, flags: Mapping[str, str] | None = None, **overrides: Any) -> GroupT:
     """A settings group read from the environment (``overrides`` on top); raises ``ConfigError`` with one line per
-    invalid value, named by its environment variable (``MNEMOFLOW_STORE_BACKEND``)."""
+    invalid value, naming where it came from and the other way to set it, with the allowed values::
+
+        MNEMOFLOW_STORE_BACKEND (or --store) (store.backend): Input should be 'sqlite' or 'neo4j' (got 'foo')
+        --namespace (or MNEMOFLOW_NAMESPACE) (namespace): String should have at least 1 character (got '')
+
+    ``flags`` maps a setting's path, as ``mnemoflow settings`` shows it (``store.backend``), to the flag of the
+    running command that sets it; an override is taken to come from that flag."""
     try:
         return group(**overrides)
     except ValidationError as exc:
@@ -359,8 +376,14 @@ def load_group(group: type[GroupT], **overrides: Any) -> GroupT:
         for problem in exc.errors():
             field = ".".join(str(part) for part in problem["loc"])
             where = f"{path}.{field}" if path else field  # as `mnemoflow settings` shows it
+            variable = (prefix + field).upper()
+            flag = (flags or {}).get(where)
+            if model is group and problem["loc"] and problem["loc"][0] in overrides:  # the caller's value, not the environment's
+                source = f"{flag} (or {variable})" if flag else f"the value given (or {variable})"
+            else:
+                source = f"{variable} (or {flag})" if flag else variable
             got = "hidden" if _is_secret(model, field) else repr(problem.get("input"))
-            lines.append(f"  {(prefix + field).upper()} ({where}): {problem['msg']} (got {got})")
+            lines.append(f"  {source} ({where}): {problem['msg']} (got {got})")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
 
 

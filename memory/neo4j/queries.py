@@ -16,6 +16,7 @@ __all__ = [
     "META_LABEL",
     "TEXT_INDEX",
     "count_nodes",
+    "count_nodes_by_kind",
     "count_relationships",
     "delete_expired",
     "delete_nodes",
@@ -229,6 +230,14 @@ def count_nodes() -> str:
     return f"""
     MATCH (n:{BASE_LABEL}) WHERE n.namespace = $namespace AND ($kind IS NULL OR n.kind = $kind)
     RETURN count(n) AS total
+    """
+
+
+def count_nodes_by_kind() -> str:
+    """A namespace's node count per kind, by kind; read from the (namespace, kind) index."""
+    return f"""
+    MATCH (n:{BASE_LABEL}) WHERE n.namespace = $namespace AND n.kind IS NOT NULL
+    RETURN n.kind AS kind, count(*) AS nodes ORDER BY kind
     """
 
 

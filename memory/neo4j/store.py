@@ -424,6 +424,11 @@ class Neo4jStore:
         type_name = None if type is None else self.registry.relationship_type(type)
         return int((await self._query(queries.count_relationships(type_name), namespace=namespace))[0]["total"])
 
+    async def count_nodes_by_kind(self, namespace: str) -> dict[str, int]:
+        validate_namespace(namespace)
+        rows = await self._query(queries.count_nodes_by_kind(), namespace=namespace)
+        return {row["kind"]: int(row["nodes"]) for row in rows}
+
     # -- browsing ---------------------------------------------------------------------------------------
 
     async def namespaces(self) -> list[NamespaceSummary]:

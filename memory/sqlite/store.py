@@ -524,6 +524,11 @@ class SQLiteStore:
             parameters = [namespace, self.registry.relationship_type(type)]
         return await self._run(lambda connection: int(connection.execute(sql, parameters).fetchone()[0]))
 
+    async def count_nodes_by_kind(self, namespace: str) -> dict[str, int]:
+        validate_namespace(namespace)
+        sql = "SELECT kind, count(*) AS nodes FROM nodes WHERE namespace = ? GROUP BY kind ORDER BY kind"
+        return await self._run(lambda connection: {row["kind"]: int(row["nodes"]) for row in connection.execute(sql, [namespace])})
+
     # -- browsing ---------------------------------------------------------------------------------------
 
     async def namespaces(self) -> list[NamespaceSummary]:

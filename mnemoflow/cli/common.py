@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from enum import StrEnum
+from enum import Enum, StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from mnemoflow.errors import MnemoflowError
-from mnemoflow.redaction import redact_urls
+from mnemoflow.redaction import redact_url, redact_urls
 from mnemoflow.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,10 +31,14 @@ __all__ = [
     "fail",
     "load_graph_or_fail",
     "load_settings",
+    "missing_store_file",
     "model_for",
+    "note_new_store",
     "progress_bar",
     "register_nodes",
+    "require_store",
     "run_async",
+    "store_location",
     "with_parts",
 ]
 
@@ -57,12 +62,65 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
-def load_settings(store: Backend | None = None, namespace: str | None = None) -> Settings:
-    """The settings, with the command's ``--store`` and ``--namespace`` on top; a bad value exits with its name."""
+class _NoOption(Enum):
+    """The command has no such option (tells ``load_settings()`` from ``load_settings(None)``)."""
+
+    absent = "absent"
+
+
+def load_settings(
+    store: Backend | None | _NoOption = _NoOption.absent, namespace: str | None | _NoOption = _NoOption.absent
+) -> Settings:
+    """The settings, with the command's ``--store`` and ``--namespace`` on top (pass them, None when not given, if
+    the command has them); a bad value exits naming its environment variable and the flag, when the command has one."""
+    flags = {"store.backend": "--store"} if store is not _NoOption.absent else {}
+    if namespace is not _NoOption.absent:
+        flags["namespace"] = "--namespace"
     try:
-        return Settings.load(store=None if store is None else store.value, namespace=namespace)
+        return Settings.load(
+            store=store.value if isinstance(store, Backend) else None,
+            namespace=namespace if isinstance(namespace, str) else None,
+            flags=flags,
+        )
     except MnemoflowError as exc:
         fail(str(exc))
+
+
+def store_location(settings: Settings) -> str:
+    """Which store ``settings`` open, for a person: ``sqlite at /abs/memory.db``, or the Neo4j URI (without its
+    credentials) and database."""
+    if settings.store.backend == "neo4j":
+        return f"neo4j at {redact_url(settings.neo4j.uri)}, database {settings.neo4j.database}"
+    return f"sqlite at {_sqlite_file(settings)}"
+
+
+def _sqlite_file(settings: Settings) -> Path | None:
+    """The absolute path of the SQLite store ``settings`` open; None on another backend."""
+    return settings.store.sqlite_path.resolve() if settings.store.backend == "sqlite" else None
+
+
+def missing_store_file(settings: Settings) -> Path | None:
+    """The absolute path of the SQLite store ``settings`` open when the file does not exist yet; None when it does,
+    and on Neo4j. Take it before opening the store, for :func:`require_store` or :func:`note_new_store`."""
+    path = _sqlite_file(settings)
+    return path if path is not None and not path.exists() else None
+
+
+def require_store(missing: Path | None) -> None:
+    """Exit naming the file when :func:`missing_store_file` found it missing: a command that only reads memory
+    does not create an empty store (and read nothing from it)."""
+    if missing is not None:
+        fail(
+            f"no store at {missing} (MNEMOFLOW_STORE_SQLITE_PATH sets where; commands that write create it, "
+            "e.g. mnemoflow store setup or mnemoflow demo)"
+        )
+
+
+def note_new_store(missing: Path | None) -> None:
+    """Say on stderr that the command created the store :func:`missing_store_file` found missing, if it did; call it
+    once, after opening the store."""
+    if missing is not None and missing.exists():
+        typer.echo(f"note: created a new, empty store at {missing}", err=True)
 
 
 def run_async(work: Coroutine[Any, Any, T]) -> T:
@@ -73,14 +131,24 @@ def run_async(work: Coroutine[Any, Any, T]) -> T:
         fail(str(exc))
 
 
-def with_parts(settings: Settings, work: Callable[[RunParts], Awaitable[T]], *, checkpointer: bool = False) -> T:
+def with_parts(
+    settings: Settings, work: Callable[[RunParts], Awaitable[T]], *, checkpointer: bool = False, create_store: bool = True
+) -> T:
     """Open the run's parts from ``settings`` (store, embedder, model, and the checkpointer when asked), run
-    ``work`` with them, close them."""
+    ``work`` with them, close them.
+
+    A command that creates the SQLite store says so on stderr, once. One that only reads memory passes
+    ``create_store=False``: where the file is missing it exits naming the path, instead of creating an empty store.
+    """
+    missing = missing_store_file(settings)
+    if not create_store:
+        require_store(missing)
 
     async def main() -> T:
         from mnemoflow.graphs.parts import open_run_parts
 
         async with open_run_parts(settings, checkpointer=checkpointer) as parts:
+            note_new_store(missing)
             return await work(parts)
 
     return run_async(main())
