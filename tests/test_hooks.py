@@ -35,7 +35,7 @@ from tests.support.comorag_book import answer, build_book, script
 from tests.support.openai_server import ScriptedOpenAIServer
 from tests.support.prefect_fixtures import logs, run_env, wait_final
 from tests.support.prefect_server import PrefectServer, Worker
-from tests.support.web_server import free_port, serve
+from tests.support.web_server import free_port, serve, wait_until_serving
 
 pytestmark = [pytest.mark.neo4j, pytest.mark.timeout(900)]
 
@@ -337,15 +337,7 @@ async def served(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/openapi.json").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            await asyncio.sleep(0.2)
+        await asyncio.to_thread(wait_until_serving, url, process, (tmp_path / "serve.log").read_text)
         yield url
     finally:
         process.terminate()
@@ -364,7 +356,7 @@ async def test_a_signed_github_delivery_runs_comorag_qa_to_completion(
     empty_neo4j: str,
     namespace: str,
 ) -> None:
-    await build_book(neo4j, EMBEDDER, namespace)
+    await build_book(neo4j, EMBEDDER, namespace, book_id="the-salt-road")  # the book the hook asks about
     script(model, [answer("*"), answer("Corvin Ashe")], [{"probes": ["Who looked after the Orsk children?"]}])
     worker = workers("hooks", env=run_env(empty_neo4j, model, namespace))
     body = issue(QUESTION)

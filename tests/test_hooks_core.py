@@ -20,7 +20,7 @@ from mnemoflow.flows.server.hooks import (
     accepts,
     load_hooks,
     map_parameters,
-    secret_of,
+    read_secrets,
     sign_generic,
     sign_github,
     sign_slack,
@@ -508,12 +508,11 @@ def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
     assert len(message.splitlines()) == 4
 
 
-def test_secret_of_reads_the_named_variable() -> None:
+def test_a_hook_secret_is_read_from_the_named_variable_and_a_blank_one_is_none() -> None:
     hook = HookSpec(name="a", provider="generic", secret_env="HOOK_SECRET", deployment="f/d")
-    assert secret_of(hook, {"HOOK_SECRET": "s3cr3t"}) == b"s3cr3t"
+    assert read_secrets({"a": hook}, {"HOOK_SECRET": "s3cr3t"}).secrets == {"a": b"s3cr3t"}
     for environ in ({}, {"HOOK_SECRET": ""}, {"HOOK_SECRET": "  "}):
-        with pytest.raises(ConfigError, match=r"hook 'a': environment variable HOOK_SECRET \(secret_env\) is not set or empty"):
-            secret_of(hook, environ)
+        assert read_secrets({"a": hook}, environ).disabled == {"a": "HOOK_SECRET"}
 
 
 # --- mapping ---------------------------------------------------------------------------------------------------

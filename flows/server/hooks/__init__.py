@@ -4,7 +4,7 @@ No HTTP and no Prefect here: the server verifies a request with :func:`verify`, 
 hook wants it, and starts the hook's deployment with :func:`map_parameters`' result.
 """
 
-from mnemoflow.flows.server.hooks.config import HooksFile, HookSpec, Provider, load_hooks, secret_of
+from mnemoflow.flows.server.hooks.config import HookSecrets, HooksFile, HookSpec, Provider, load_hooks, read_secrets
 from mnemoflow.flows.server.hooks.mapping import accepts, map_parameters
 from mnemoflow.flows.server.hooks.providers import (
     MAX_DELIVERY_ID,
@@ -20,13 +20,14 @@ __all__ = [
     "MAX_DELIVERY_ID",
     "Delivery",
     "HookRejected",
+    "HookSecrets",
     "HookSpec",
     "HooksFile",
     "Provider",
     "accepts",
     "load_hooks",
     "map_parameters",
-    "secret_of",
+    "read_secrets",
     "sign_generic",
     "sign_github",
     "sign_slack",

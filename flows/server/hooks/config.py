@@ -6,13 +6,16 @@ A hooks file is YAML::
       - name: ask-from-issue                  # [a-z0-9][a-z0-9_-]*, unique in the file; the URL is /hooks/<name>
         provider: github                      # github | slack | generic (see providers.py for the schemes)
         secret_env: GITHUB_WEBHOOK_SECRET     # the NAME of the environment variable holding the secret
+        required: true                        # optional; the server refuses to start while the secret is unset
         deployment: run_graph/comorag-qa      # "<flow name>/<deployment name>", as Prefect names it
         events: [issues]                      # optional; github: X-GitHub-Event values, slack: event.type values
         when: "action == 'opened'"            # optional JMESPath over the payload; the delivery is ignored unless truthy
         parameters:                           # flow-run parameter -> JMESPath over the payload
           input: "{book_id: 'the-salt-road', question: issue.title}"
 
-A hook never holds its secret, only the name of the variable that does. Every JMESPath expression is compiled
+A hook never holds its secret, only the name of the variable that does. A hook whose variable is unset is
+disabled (the server starts, warns once naming every such hook, and answers 404 for them as for an unknown hook),
+unless it is ``required``: then the server does not start. Every JMESPath expression is compiled
 when the file is loaded (function names and argument counts included), so a typo fails ``mnemoflow serve`` at
 start, not the first delivery. Every problem of a file is reported at once, each with file, line and column.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
@@ -35,7 +39,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 from mnemoflow.errors import ConfigError
 from mnemoflow.graphs.loader import Positions, Problem, read_yaml, suggest
 
-__all__ = ["HookSpec", "HooksFile", "Provider", "compile_expression", "load_hooks", "secret_of"]
+__all__ = ["HookSecrets", "HookSpec", "HooksFile", "Provider", "compile_expression", "load_hooks", "read_secrets"]
 
 Provider = Literal["github", "slack", "generic"]
 """The signature scheme a hook verifies: GitHub's, Slack's, or mnemoflow's own (``generic``)."""
@@ -105,6 +109,8 @@ class HookSpec(BaseModel):
     """The signature scheme and payload shape: ``github``, ``slack`` or ``generic``."""
     secret_env: str
     """The name of the environment variable holding the shared secret; never the secret itself."""
+    required: bool = False
+    """Whether the server refuses to start while ``secret_env`` is unset; otherwise the hook is disabled."""
     deployment: str
     """``<flow name>/<deployment name>`` as Prefect names it, e.g. ``run_graph/comorag-qa``."""
     events: tuple[str, ...] | None = Field(default=None, min_length=1)
@@ -281,13 +287,56 @@ def _check_file(data: Any, positions: Positions, hooks: dict[str, HookSpec]) -> 
     return problems
 
 
-def secret_of(hook: HookSpec, environ: Mapping[str, str]) -> bytes:
-    """The hook's secret from ``environ`` (usually ``os.environ``), as UTF-8 bytes.
-
-    Raises:
-        ConfigError: the variable named by ``secret_env`` is not set, or is empty.
-    """
+def _secret(hook: HookSpec, environ: Mapping[str, str]) -> bytes | None:
     value = environ.get(hook.secret_env)
     if not value or not value.strip():
-        raise ConfigError(f"hook {hook.name!r}: environment variable {hook.secret_env} (secret_env) is not set or empty")
+        return None
     return value.encode("utf-8", "surrogateescape")  # os.environ's undecodable bytes come back as they were
+
+
+def _listed(hooks: Mapping[str, str]) -> str:
+    return ", ".join(f"{name} ({variable})" for name, variable in hooks.items())
+
+
+@dataclass(frozen=True)
+class HookSecrets:
+    """The secrets of a hooks file's enabled hooks, and the hooks left disabled because their secret is unset."""
+
+    secrets: Mapping[str, bytes]
+    """Each enabled hook's secret, by hook name, in file order."""
+    disabled: Mapping[str, str]
+    """Each disabled hook's ``secret_env``, by hook name, in file order."""
+
+    def warning(self) -> str | None:
+        """One line naming every disabled hook and its variable, or ``None`` when every hook is enabled."""
+        if not self.disabled:
+            return None
+        line = f"hooks disabled, their secret is not set: {_listed(self.disabled)}"
+        if not self.secrets:
+            line += "; no hook is enabled: the UI is served, and every /hooks/ URL answers 404"
+        return line + ". Set their variables and restart the server to enable them."
+
+
+def read_secrets(hooks: Mapping[str, HookSpec], environ: Mapping[str, str]) -> HookSecrets:
+    """Each hook's secret from ``environ`` (usually ``os.environ``); a hook whose variable is unset or empty is
+    disabled, unless it is ``required``.
+
+    Raises:
+        ConfigError: hooks marked ``required: true`` have no secret; the message names every one of them and
+            its variable.
+    """
+    secrets: dict[str, bytes] = {}
+    disabled: dict[str, str] = {}
+    for name, hook in hooks.items():
+        secret = _secret(hook, environ)
+        if secret is None:
+            disabled[name] = hook.secret_env
+        else:
+            secrets[name] = secret
+    missing = {name: variable for name, variable in disabled.items() if hooks[name].required}
+    if missing:
+        raise ConfigError(
+            f"hooks marked required have no secret: {_listed(missing)}; set the environment variables, "
+            "or drop `required: true` to start with those hooks disabled"
+        )
+    return HookSecrets(MappingProxyType(secrets), MappingProxyType(disabled))

@@ -1,9 +1,10 @@
 """``POST /hooks/{name}``: verify a delivery, remember it, and create a flow run of the hook's deployment.
 
 Answers: 202 with the run id when a run was created; 200 for a redelivery (with the first run's id), an
-ignored event, a Slack challenge or a replay of a signature already seen; 404 unknown hook; 401 bad, missing
-or stale signature; 408 body not sent in time; 413 body too large; 415 wrong content type; 422 a payload the mapping cannot use; 503 (with Retry-After) when Prefect
-or the store cannot take it now — the delivery is kept, so the sender's retry can succeed.
+ignored event, a Slack challenge or a replay of a signature already seen; 404 unknown hook, or one disabled
+because its secret is unset (the app does not serve it); 401 bad, missing or stale signature; 408 body not sent
+in time; 413 body too large; 415 wrong content type; 422 a payload the mapping cannot use; 503 (with
+Retry-After) when Prefect or the store cannot take it now — the delivery is kept, so the sender's retry can succeed.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ ANSWERS: dict[int | str, dict[str, str]] = {
     400: {"description": "the client disconnected before sending the whole body"},
     408: {"description": "the body was not sent within MNEMOFLOW_UI_BODY_TIMEOUT_S"},
     401: {"description": "bad, missing or stale signature"},
-    404: {"description": "unknown hook"},
+    404: {"description": "unknown hook, or one disabled because its secret is unset"},
     413: {"description": "body too large"},
     415: {"description": "wrong content type"},
     422: {"description": "a payload the mapping cannot use"},
