@@ -1,21 +1,30 @@
-"""The Markdown report of a graph run, published as a Prefect artifact: the graph's Mermaid diagram with the
-nodes the run visited highlighted, the path it took, the nodes it ran again (its cycles) and its model usage.
+"""The Markdown report of a graph run, published as a Prefect artifact: the run's outputs as a table (what any
+Markdown view shows), a link to the run's page in mnemoflow's UI, the graph's Mermaid diagram with the nodes the
+run visited highlighted (drawn by Prefect's newer UI), the path it took, the nodes it ran again (its cycles) and its
+model usage.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
 from itertools import groupby
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from mnemoflow.graphs.loader import LoadedGraph
 from mnemoflow.graphs.render import to_mermaid
 from mnemoflow.graphs.runner import RunResult
 from mnemoflow.redaction import redact_urls
 
-__all__ = ["artifact_key", "run_report"]
+__all__ = ["MAX_VALUE_CHARS", "artifact_key", "outputs_table", "run_page_url", "run_report"]
 
 _USAGE_COLUMNS = ("calls", "requests", "retries", "reasks", "cache_hits", "prompt_tokens", "completion_tokens")
+MAX_VALUE_CHARS = 300
+"""An output's value is cut to this many characters in the table (the flow run's result keeps it whole)."""
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>|~&])")
+"""What Markdown would read as markup inside a table cell (emphasis, code, links, HTML, entities, cell breaks)."""
 
 
 def artifact_key(graph: LoadedGraph) -> str:
@@ -46,19 +55,48 @@ def _usage_table(events: list[dict[str, Any]], total: dict[str, Any]) -> list[st
     return lines
 
 
-def run_report(graph: LoadedGraph, result: RunResult) -> str:
-    """The Markdown of one completed run."""
+def run_page_url(ui_url: str, run_id: str, namespace: str) -> str:
+    """The address of a run's page in mnemoflow's UI served at ``ui_url``."""
+    return f"{ui_url.rstrip('/')}/runs/{quote(run_id, safe='')}?{urlencode({'namespace': namespace})}"
+
+
+def _cell(value: Any) -> str:
+    """A value as the text of one table cell: on one line, cut to :data:`MAX_VALUE_CHARS`, Markdown escaped."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    if len(text) > MAX_VALUE_CHARS:
+        text = text[: MAX_VALUE_CHARS - 1].rstrip() + "…"
+    return _MARKDOWN.sub(r"\\\1", text) if text else "(empty)"
+
+
+def outputs_table(outputs: dict[str, Any]) -> list[str]:
+    """The run's outputs as a Markdown table of field and value, long values shortened."""
+    if not outputs:
+        return ["No outputs."]
+    return ["| output | value |", "| --- | --- |", *(f"| `{name}` | {_cell(value)} |" for name, value in outputs.items())]
+
+
+def run_report(graph: LoadedGraph, result: RunResult, *, run_page: str | None = None) -> str:
+    """The Markdown of one completed run; ``run_page`` is the address of its page in mnemoflow's UI, when known."""
     visited = Counter(step.split("/", 1)[0] for step in result.steps)
     fanned_out = {fanout.to for fanout in graph.spec.fanouts}
     repeated = {node: count for node, count in visited.items() if count > 1 and node not in fanned_out}
     cycles = max(repeated.values(), default=1) - 1
     diagram = to_mermaid(graph, visited=visited).rstrip("\n").split("\n")
     resumed = " It resumed an earlier attempt from its checkpoint." if result.resumed else ""
+    page = [f"[The run's page in mnemoflow's UI]({run_page})", ""] if run_page else []
     lines = [
         f"# {result.graph}: {result.status}",
         "",
         f"Thread `{result.thread_id}`, run `{result.run_id}`: {len(result.steps)} steps in {result.duration_s:.2f} s, "
         f"{result.llm_calls} model calls, {result.tokens} tokens.{resumed}",
+        "",
+        *page,
+        "## Outputs",
+        "",
+        *outputs_table(result.outputs),
+        "",
+        "## Diagram",
         "",
         "```mermaid",
         *diagram,

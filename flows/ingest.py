@@ -14,7 +14,7 @@ from mnemoflow.graphs import load_graph
 __all__ = ["ingest"]
 
 
-@flow(name="ingest", persist_result=False)
+@flow(name="ingest", persist_result=True, result_serializer="json")
 async def ingest(
     source: str,
     input: dict[str, Any] | None = None,
@@ -28,6 +28,7 @@ async def ingest(
 
     ``input`` gives the graph's other fields (ComoRAG: ``book_id``, and optionally ``title``, ``kg``,
     ``chunk_tokens``). Ingest graphs are idempotent: running one again over the same text changes nothing.
+    Returns (and keeps as the flow run's result) the graph's ``outputs`` with the run's summary.
     """
     flow_settings(store=store, namespace=namespace)  # checks the overrides, imports MNEMOFLOW_NODE_MODULES
     files = {text_field: str(Path(source).resolve())}

@@ -33,7 +33,7 @@ async def remove_expired_records(settings: Settings) -> int:
         return await parts.store.delete_expired(time.time())
 
 
-@flow(name="maintain_memory", persist_result=False)
+@flow(name="maintain_memory", persist_result=True, result_serializer="json")
 async def maintain_memory(retention_days: float | None = None, store: Backend | None = None) -> dict[str, Any]:
     """Prune checkpoints older than ``retention_days`` (default MNEMOFLOW_PREFECT_CHECKPOINT_RETENTION_DAYS),
     keeping each thread's latest, and remove expired records; return and report the counts."""

@@ -53,7 +53,7 @@ async def test_killed_run_resumes_on_its_thread(backend: str, request: pytest.Fi
     graph.write_text(SLOW_PIPELINE)
     uri = request.getfixturevalue("empty_neo4j") if backend == "neo4j" else None
     environment = cli_environment(backend, tmp_path, namespace="resume", neo4j_uri=uri)
-    command = [MNEMOFLOW, "run", str(graph), "--input", json.dumps({"text": TEXT}), "--thread", "killed-thread"]
+    command = [MNEMOFLOW, "run", str(graph), "--input", json.dumps({"text": TEXT}), "--thread", "killed-thread", "--json"]
 
     store: GraphStore = new_store(backend, neo4j_uri=uri, sqlite_path=tmp_path / "memory.db")
     first = subprocess.Popen(command, env=environment, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

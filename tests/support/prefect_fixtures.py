@@ -17,7 +17,12 @@ from typing import Any
 import pytest
 from prefect import get_client
 from prefect.client.schemas.objects import FlowRun
-from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_LOGGING_TO_API_ENABLED,
+    PREFECT_RESULTS_LOCAL_STORAGE_PATH,
+    temporary_settings,
+)
 
 from mnemoflow.flows.setup import ensure_model_limit, setup_prefect
 from mnemoflow.memory.protocol import GraphStore
@@ -46,7 +51,12 @@ def model() -> Iterator[ScriptedOpenAIServer]:
 @pytest.fixture
 async def prefect_api(prefect_server: PrefectServer) -> AsyncIterator[PrefectServer]:
     """This process's Prefect client points at the test server (logs stay local: the server stops first)."""
-    with temporary_settings({PREFECT_API_URL: prefect_server.api_url, PREFECT_LOGGING_TO_API_ENABLED: False}):
+    settings = {
+        PREFECT_API_URL: prefect_server.api_url,
+        PREFECT_LOGGING_TO_API_ENABLED: False,
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH: prefect_server.home / "results",  # flows keep their results: not in ~/.prefect
+    }
+    with temporary_settings(settings):
         yield prefect_server
 
 

@@ -1,0 +1,257 @@
+"""What a Prefect run leaves for its user: the graph's outputs as the flow run's result and in its report, mnemoflow's
+log lines in the run's logs, the run record's link to the flow run; and `mnemoflow prefect setup` refusing a
+temporary server.
+
+The flow runs on a real ``prefect worker start`` against a real ``prefect server start``, on an SQLite store and the
+offline model, so no Neo4j and no model server are needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.client.schemas.objects import FlowRun, Log
+from prefect.deployments.flow_runs import arun_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from mnemoflow.flows.artifacts import MAX_VALUE_CHARS, outputs_table, run_page_url
+from mnemoflow.flows.setup import setup_prefect
+from mnemoflow.logging import configure_logging, get_logger, one_line, route_logs_to
+from mnemoflow.memory import SQLiteStore
+from mnemoflow.memory.records import NodeRecord
+from mnemoflow.settings import LogSettings
+from tests.conftest import EMBEDDER
+from tests.support.prefect_fixtures import logs, wait_final
+from tests.support.prefect_server import PrefectServer, Worker
+
+MNEMOFLOW = str(Path(sys.executable).with_name("mnemoflow"))
+UI_URL = "http://127.0.0.1:8765"
+TEXT = "Results should be easy to find. Logs belong to their run. Links go both ways."
+LOG_WAIT_S = 60.0
+
+
+# -- the report's table and the log line, in this process ------------------------------------------------------
+
+
+def test_the_outputs_table_shortens_long_values_and_escapes_markdown() -> None:
+    table = outputs_table({"final_answer": "Corvin | Ashe <b>*guardian*</b>\nof Tobin", "notes": ["a", "b"], "long": "word " * 200})
+    assert table[:2] == ["| output | value |", "| --- | --- |"]
+    assert table[2] == r"| `final_answer` | Corvin \| Ashe \<b\>\*guardian\*\</b\> of Tobin |"
+    assert table[3] == r'| `notes` | \["a", "b"\] |'
+    long_value = table[4].removeprefix("| `long` | ").removesuffix(" |")
+    assert MAX_VALUE_CHARS - 5 < len(long_value) <= MAX_VALUE_CHARS and long_value.endswith("word…")
+    assert run_page_url("http://ui.example:8765/", "ab12", "team a") == "http://ui.example:8765/runs/ab12?namespace=team+a"
+
+
+class Kept(logging.Handler):
+    """Keeps the records it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_line_logged_while_a_host_logger_is_there_goes_to_it_as_one_readable_line(tmp_path: Path) -> None:
+    stream = (tmp_path / "printed.log").open("w+")
+    host = logging.getLogger("tests.host")
+    host.propagate = False
+    host.setLevel(logging.DEBUG)
+    handler = Kept()
+    records = handler.records
+    host.addHandler(handler)
+    configure_logging(LogSettings(format="json", level="info"), stream=stream, force=True)
+    active: list[logging.Logger] = []
+    route_logs_to(lambda: active[0] if active else None)
+    try:
+        get_logger("mnemoflow.run").info("run.start", graph="text-stats")  # no host: printed as before
+        active.append(host)
+        log = get_logger("mnemoflow.run").bind(graph="text-stats")
+        log.info("run.end", status="completed", note="two words", url="http://user:secret@example.com/x")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("node.failed", node="count")
+    finally:
+        route_logs_to(None)
+        host.removeHandler(handler)
+        configure_logging(LogSettings(), force=True)
+    stream.close()
+    printed = (tmp_path / "printed.log").read_text()
+    assert '"event": "run.start"' in printed and "run.end" not in printed and "node.failed" not in printed
+    [end, failed] = records
+    assert (end.levelno, end.getMessage()) == (
+        logging.INFO,
+        'run.end graph=text-stats status=completed note="two words" url=http://***@example.com/x',
+    )
+    assert failed.levelno == logging.ERROR and failed.getMessage().startswith("node.failed graph=text-stats node=count\nTraceback")
+    assert failed.getMessage().rstrip().endswith("ValueError: boom")
+    assert one_line({"event": "x", "timestamp": "t", "level": "info", "logger": "l"}) == "x"
+    assert structlog.is_configured()
+
+
+# -- `mnemoflow prefect setup` without a server ------------------------------------------------------------------
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_prefect_setup_refuses_to_prepare_a_temporary_server(tmp_path: Path) -> None:
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "MNEMOFLOW_"))}
+    env["PREFECT_HOME"] = str(home)
+    done = subprocess.run([MNEMOFLOW, "prefect", "setup"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip() == (
+        "error: PREFECT_API_URL is not set: mnemoflow prefect setup would prepare a temporary server that stops when it "
+        "exits. Start one (prefect server start) and export PREFECT_API_URL=http://127.0.0.1:4200/api, or point it at yours."
+    )
+    assert done.stdout == ""
+    assert list(home.iterdir()) == []  # a temporary server would have left its database here
+
+
+# -- a real run on a worker ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def text_stats_deployed(prefect_server: PrefectServer) -> PrefectServer:
+    """The work pool and the ``text-stats`` deployment of prefect.yaml (it runs any graph file), on the module's server."""
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        asyncio.run(setup_prefect())
+    deployed = prefect_server.cli("deploy", "--name", "text-stats")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    return prefect_server
+
+
+@pytest.fixture
+def worker(
+    text_stats_deployed: PrefectServer, workers: Callable[..., Worker], tmp_path: Path, namespace: str
+) -> tuple[Worker, Path]:
+    """A worker running flows on an SQLite store in ``tmp_path`` and the offline model, logging at info."""
+    store = tmp_path / "memory.db"
+    env = {
+        "MNEMOFLOW_STORE_BACKEND": "sqlite",
+        "MNEMOFLOW_STORE_SQLITE_PATH": str(store),
+        "MNEMOFLOW_NAMESPACE": namespace,
+        "MNEMOFLOW_LLM_OFFLINE": "true",
+        "MNEMOFLOW_LOG_LEVEL": "info",
+        "MNEMOFLOW_LOG_FORMAT": "json",  # what a worker writes when not on a terminal: a run's lines must not be JSON
+        "MNEMOFLOW_UI_URL": UI_URL,
+    }
+    return workers("results", env=env), store
+
+
+async def subflow_of(parent: uuid.UUID) -> FlowRun:
+    async with get_client() as client:
+        [subflow] = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent]))
+        )
+    return subflow
+
+
+async def run_logs(flow_run_id: uuid.UUID, event: str) -> list[Log]:
+    """The flow run's logs once a line of ``event`` has reached the server (they are sent in batches)."""
+    deadline = time.monotonic() + LOG_WAIT_S
+    async with get_client() as client:
+        while True:
+            found = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+            if any(log.message.startswith(event + " ") for log in found) or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.5)
+
+
+async def run_record(store_path: Path, namespace: str, graph: str) -> NodeRecord:
+    store = SQLiteStore(store_path, embedding_model=EMBEDDER.model, embedding_dimension=EMBEDDER.dimension)
+    try:
+        [record] = await store.list_nodes(namespace, kind="Run", limit=10)
+    finally:
+        await store.close()
+    assert record.properties["graph"] == graph
+    return record
+
+
+async def test_a_run_on_a_worker_returns_keeps_and_reports_its_outputs_and_logs_to_its_flow_run(
+    prefect_api: PrefectServer, worker: tuple[Worker, Path], namespace: str
+) -> None:
+    runner, store = worker
+    flow_run = await arun_deployment("run_graph/text-stats", parameters={"input": {"text": TEXT}}, timeout=0)
+    finished = await wait_final(flow_run.id, [runner])
+    assert finished.state is not None and finished.state.is_completed(), logs([runner])
+    words = len(TEXT.split())
+
+    # the result, read back through the API from the result storage, for the flow and its subflow
+    result: dict[str, Any] = await finished.state.aresult()
+    assert result["outputs"]["total_words"] == words and result["outputs"]["rounds"] == 3
+    assert len(result["outputs"]["notes"]) == 3 and result["status"] == "completed" and result["graph"] == "text-stats"
+    subflow = await subflow_of(flow_run.id)
+    assert subflow.state is not None
+    assert (await subflow.state.aresult())["outputs"] == result["outputs"]
+    stored = getattr(finished.state.data, "storage_key", None)  # the state's record of where the result is
+    assert isinstance(stored, str)
+    assert json.loads(Path(stored).read_text())["outputs"] == result["outputs"]  # readable JSON, not a pickle
+
+    # mnemoflow's line in the subflow run's logs, in Prefect's form on the worker's output, never as JSON
+    found = await run_logs(subflow.id, "run.end")
+    [end] = [log for log in found if log.message.startswith("run.end ")]
+    assert end.level == logging.INFO and "graph=text-stats" in end.message and "status=completed" in end.message
+    assert not any(log.message.lstrip().startswith("{") for log in found)
+    output = runner.output()
+    assert f"| INFO    | Flow run '{subflow.name}' - run.end graph=text-stats" in output
+    assert '"event"' not in output
+
+    # the run record names the subflow run and links to it in Prefect's UI
+    record = await run_record(store, namespace, "text-stats")
+    ui = prefect_api.api_url.removesuffix("/api")
+    assert record.properties["annotations"] == {
+        "prefect_flow_run_id": str(subflow.id),
+        "prefect_flow_run_url": f"{ui}/runs/flow-run/{subflow.id}",
+    }
+
+    # the report: the outputs table and the link back, then the diagram
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["graph-run-text-stats"])))
+    [report] = [artifact for artifact in artifacts if artifact.flow_run_id == subflow.id]
+    content = str(report.data)
+    assert f"| `total_words` | {words} |" in content and "| `rounds` | 3 |" in content
+    run_page = f"{UI_URL}/runs/{record.properties['run_id']}?namespace={namespace}"
+    assert f"]({run_page})" in content
+    assert content.index("## Outputs") < content.index("```mermaid")
+
+
+async def test_a_question_about_a_book_not_indexed_fails_the_flow_run_at_once_without_a_retried_subflow(
+    prefect_api: PrefectServer, worker: tuple[Worker, Path], namespace: str
+) -> None:
+    runner, store = worker
+    parameters = {"graph": "comorag-qa", "input": {"book_id": "no-such-book", "question": "Who?"}}
+    flow_run = await arun_deployment("run_graph/text-stats", parameters=parameters, timeout=0)
+    finished = await wait_final(flow_run.id, [runner])
+    assert finished.state is not None and finished.state.is_failed(), logs([runner])
+    assert f"book 'no-such-book' is not indexed in namespace {namespace!r}" in str(finished.state.message)
+    async with get_client() as client:  # the graph's run retries (2 attempts, 10 s apart) never start
+        subflows = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run.id]))
+        )
+    assert subflows == []
