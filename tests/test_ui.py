@@ -129,9 +129,16 @@ def seed(path: Path) -> Seeded:
 
 
 def write_run(
-    path: Path, namespace: str, run_id: str, status: str, events: list[dict[str, Any]], *, recorded_at: float | None = None
+    path: Path,
+    namespace: str,
+    run_id: str,
+    status: str,
+    events: list[dict[str, Any]],
+    *,
+    recorded_at: float | None = None,
+    **properties: Any,
 ) -> None:
-    """Write (or update) a Run record the way the runner does, for a run of text-stats."""
+    """Write (or update) a Run record the way the runner does, for a run of text-stats; ``properties`` are added."""
     record = NodeRecord(
         id=stable_id(namespace, "Run", run_id),
         namespace=namespace,
@@ -143,6 +150,7 @@ def write_run(
             "steps": sum(event["event"] == "end" for event in events), "events": events,
             "recorded_at": time.time() if recorded_at is None else recorded_at,
             "llm": {"calls": len(events), "tokens": 10 * len(events), "prompt_tokens": 8 * len(events), "completion_tokens": 2 * len(events)},
+            **properties,
         },
     )
 
@@ -266,6 +274,44 @@ def test_failed_run_shows_its_error(client: httpx.Client, seeded: Seeded) -> Non
     assert "boom &lt;script&gt;" in page.text and "status-failed" in page.text
     run = client.get("/api/runs/failed-run", params={"namespace": NAMESPACE}).json()
     assert run["visited"] == ["split"] and run["events"][1]["error"] == "boom <script>"
+
+
+def test_a_run_that_failed_before_its_first_step_shows_its_error_and_its_prefect_flow_run(client: httpx.Client, seeded: Seeded) -> None:
+    flow_run = "0b7c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3"
+    write_run(
+        seeded.path, NAMESPACE, "refused-run", "failed", [],
+        error="book 'salt' is not indexed in namespace 'ui-test' <img src=x onerror=alert(1)>",
+        annotations={"prefect_flow_run_id": flow_run, "prefect_flow_run_url": f"http://127.0.0.1:4200/runs/flow-run/{flow_run}?a=1&b=\"2\""},
+    )
+    page = client.get("/runs/refused-run", params={"namespace": NAMESPACE})
+    assert page.status_code == 200
+    html = page.text
+    assert "status-failed" in html and "No steps: the run failed before its first one." in html
+    assert 'id="run-error" hidden' not in html
+    assert "book &#39;salt&#39; is not indexed in namespace &#39;ui-test&#39; &lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<img" not in html
+    assert f'<a href="http://127.0.0.1:4200/runs/flow-run/{flow_run}?a=1&amp;b=&#34;2&#34;" rel="noopener noreferrer">' in html
+    assert f"flow run <code>{flow_run}</code>" in html
+    run = client.get("/api/runs/refused-run", params={"namespace": NAMESPACE}).json()
+    assert run["error"].startswith("book 'salt' is not indexed") and run["prefect"]["id"] == flow_run
+
+
+def test_a_prefect_link_that_is_not_a_web_address_is_shown_as_text(client: httpx.Client, seeded: Seeded) -> None:
+    write_run(
+        seeded.path, NAMESPACE, "odd-link-run", "completed", [event("split")],
+        annotations={"prefect_flow_run_id": "<b>run</b>", "prefect_flow_run_url": "javascript:alert(1)"},
+    )
+    html = client.get("/runs/odd-link-run", params={"namespace": NAMESPACE}).text
+    assert "javascript:" not in html and "<b>run</b>" not in html
+    assert '<dd id="run-prefect">flow run <code>&lt;b&gt;run&lt;/b&gt;</code></dd>' in html
+    assert 'id="run-error" hidden' in html
+
+
+def test_a_run_without_prefect_or_error_shows_neither(client: httpx.Client, seeded: Seeded) -> None:
+    html = client.get(f"/runs/{seeded.run_id}", params={"namespace": NAMESPACE}).text
+    assert 'id="run-prefect"' not in html and 'id="run-error" hidden' in html
+    run = client.get(f"/api/runs/{seeded.run_id}", params={"namespace": NAMESPACE}).json()
+    assert run["error"] == "" and run["prefect"] is None
 
 
 def test_a_running_run_whose_record_stopped_changing_shows_as_stalled(client: httpx.Client, seeded: Seeded) -> None:

@@ -18,7 +18,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from mnemoflow.errors import ConfigError
 from mnemoflow.flows.server.auth import FailureThrottle, Sessions, TokenGuard
 from mnemoflow.flows.server.headers import SecurityHeaders
-from mnemoflow.flows.server.hooks.config import HookSpec, load_hooks, secret_of
+from mnemoflow.flows.server.hooks.config import HookSecrets, HookSpec, load_hooks, read_secrets
 from mnemoflow.flows.server.hooks.deliveries import DeliveryLog
 from mnemoflow.flows.server.hooks.routes import router as hooks_router
 from mnemoflow.flows.server.hosts import HostCheck
@@ -41,17 +41,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _load_hooks(settings: Settings) -> tuple[dict[str, HookSpec], dict[str, bytes]]:
+def _load_hooks(settings: Settings) -> tuple[dict[str, HookSpec], HookSecrets]:
+    """The enabled hooks (a disabled one is not served: it answers 404 like an unknown hook) and their secrets."""
     if settings.hooks.file is None:
-        return {}, {}
+        return {}, HookSecrets({}, {})
     hooks = load_hooks(settings.hooks.file)
-    return hooks, {name: secret_of(hook, os.environ) for name, hook in hooks.items()}
+    read = read_secrets(hooks, os.environ)
+    return {name: hook for name, hook in hooks.items() if name in read.secrets}, read
 
 
 def create_app(settings: Settings, *, host: str = "127.0.0.1") -> FastAPI:
-    """The app for ``settings``, served on ``host``; raises ``ConfigError`` for a bad hooks file or a hook whose
-    secret is unset."""
-    hooks, secrets = _load_hooks(settings)
+    """The app for ``settings``, served on ``host``; raises ``ConfigError`` for a bad hooks file or a hook marked
+    required whose secret is unset. Other hooks whose secret is unset are disabled, with one warning at start."""
+    hooks, hook_secrets = _load_hooks(settings)
+    secrets = dict(hook_secrets.secrets)
     token = settings.ui.token.get_secret_value() if settings.ui.token is not None else None
     if token is not None and len(token.strip()) < MIN_TOKEN_CHARS:  # settings built without validation
         raise ConfigError(f"MNEMOFLOW_UI_TOKEN must be at least {MIN_TOKEN_CHARS} characters")
@@ -68,6 +71,9 @@ def create_app(settings: Settings, *, host: str = "127.0.0.1") -> FastAPI:
                 settings, parts.store, parts.embedder, deliveries, hooks, secrets, sessions, throttle
             )
             parts.log.info("server.start", store=settings.store.backend, hooks=sorted(hooks))
+            disabled = hook_secrets.warning()
+            if disabled is not None:
+                parts.log.warning("hooks.disabled", message=disabled, secret_env=dict(hook_secrets.disabled))
             for names in shared_secrets(secrets):
                 parts.log.warning("hooks.shared_secret", hooks=names, advice="give each hook its own secret")
             yield

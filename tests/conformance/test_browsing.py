@@ -28,6 +28,22 @@ async def test_namespaces_lists_only_non_empty_ones_with_counts(store: GraphStor
     assert all(summary.nodes >= 1 for summary in listed)
 
 
+async def test_count_nodes_by_kind_counts_the_stored_kinds_of_one_namespace(store: GraphStore, namespace: str) -> None:
+    other = f"{namespace}-other"
+    await store.upsert_nodes([chunk(namespace, name) for name in "abc"] + [NodeRecord(id="d", namespace=namespace, kind="Document")])
+    await store.upsert_nodes([chunk(other, "x"), NodeRecord(id="r", namespace=other, kind="Run")])
+    await store.delete_nodes(namespace, ["b"])
+
+    counts = await store.count_nodes_by_kind(namespace)
+    assert counts == {"Chunk": 2, "Document": 1}
+    assert list(counts) == ["Chunk", "Document"]  # by kind name
+    assert sum(counts.values()) == await store.count_nodes(namespace)
+    assert await store.count_nodes_by_kind(other) == {"Chunk": 1, "Run": 1}
+    assert await store.count_nodes_by_kind(f"{namespace}-empty") == {}
+    with pytest.raises(InvalidNamespaceError):
+        await store.count_nodes_by_kind("  ")
+
+
 async def test_list_nodes_is_newest_first_without_embeddings(store: GraphStore, namespace: str) -> None:
     await store.upsert_nodes([chunk(namespace, name) for name in "abc"])  # one write: one timestamp, id breaks ties
     await store.upsert_nodes([chunk(namespace, "d")])

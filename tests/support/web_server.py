@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextvars
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -46,3 +48,17 @@ def serve(app: Any, *, startup_timeout: float = 30.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[Any], describe: Callable[[], object], timeout: float = 60.0) -> None:
+    """Wait until the ``mnemoflow serve`` child ``process`` answers at ``url``; fail with ``describe()`` (its output)
+    when it exits or does not answer within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/openapi.json").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, describe()
+        time.sleep(0.2)

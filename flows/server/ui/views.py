@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel
@@ -238,6 +239,15 @@ def _run_summary(node: NodeRecord) -> dict[str, Any]:
     }
 
 
+def _prefect_link(properties: dict[str, Any]) -> dict[str, str] | None:
+    """The Prefect flow run that ran a run (``id``, and ``url`` when it is an http(s) address), from its annotations."""
+    annotations = properties.get("annotations")
+    if not isinstance(annotations, dict) or not annotations.get("prefect_flow_run_id"):
+        return None
+    url = str(annotations.get("prefect_flow_run_url") or "")
+    return {"id": str(annotations["prefect_flow_run_id"]), "url": url if urlsplit(url).scheme in ("http", "https") else ""}
+
+
 async def run_summaries(store: GraphStore, *, namespace: str | None, limit: int) -> list[dict[str, Any]]:
     """The ``limit`` most recent runs, newest first: of one namespace, or of every namespace."""
     with store_errors():
@@ -251,7 +261,8 @@ async def run_summaries(store: GraphStore, *, namespace: str | None, limit: int)
 
 
 async def run_detail(store: GraphStore, settings: Settings, namespace: str, run_id: str) -> dict[str, Any]:
-    """One run with its steps (events) and, when its graph is in the library, the diagram with visited nodes marked."""
+    """One run with its steps (events), its error when it failed, the Prefect flow run that ran it and, when its graph
+    is in the library, the diagram with visited nodes marked."""
     with store_errors():
         [node] = await store.get_nodes(namespace, [stable_id(namespace, RUN_KIND, run_id)])
     if node is None or node.kind != RUN_KIND:
@@ -260,6 +271,8 @@ async def run_detail(store: GraphStore, settings: Settings, namespace: str, run_
     events = node.properties.get("events")
     detail["events"] = [event for event in events if isinstance(event, dict)] if isinstance(events, list) else []
     detail["llm"] = _usage(node.properties)
+    detail["error"] = str(node.properties.get("error") or "")
+    detail["prefect"] = _prefect_link(node.properties)
     visited = [str(event.get("node")) for event in detail["events"] if event.get("event") == "end"]
     detail["visited"] = sorted(set(visited))
     detail["live"] = detail["status"] == "running"

@@ -1,5 +1,5 @@
 // The run page: draw the diagram with the visited nodes marked; while the run is live, poll its API every
-// second and redraw the steps, the figures and the diagram, stopping once the run has ended.
+// second and redraw the steps, the figures, the error and the diagram, stopping once the run has ended.
 import { renderAll, renderDiagram } from "./diagram.js";
 import { el, seconds, when } from "./format.js";
 
@@ -12,7 +12,7 @@ function usage(llm) {
   return `${get("calls")} calls, ${get("tokens")} tokens (${get("prompt_tokens")} prompt, ${get("completion_tokens")} completion)`;
 }
 
-function renderSteps(events) {
+function renderSteps(events, status) {
   const body = document.getElementById("steps-body");
   const rows = events.map((event, index) => {
     const row = el("tr", null, `event-${event.event}`);
@@ -30,7 +30,8 @@ function renderSteps(events) {
   });
   if (!rows.length) {
     const row = el("tr");
-    const cell = el("td", "No steps yet.", "muted");
+    const empty = status === "failed" ? "No steps: the run failed before its first one." : "No steps yet.";
+    const cell = el("td", empty, "muted");
     cell.colSpan = 7;
     row.append(cell);
     rows.push(row);
@@ -47,7 +48,9 @@ async function update(run) {
   document.getElementById("run-llm").textContent = usage(run.llm);
   document.getElementById("live-note").hidden = !run.live;
   root.dataset.live = run.live ? "true" : "false";
-  renderSteps(run.events);
+  renderSteps(run.events, run.status);
+  document.getElementById("run-error-text").textContent = run.error ?? "";
+  document.getElementById("run-error").hidden = !run.error;
   const container = document.getElementById("diagram");
   if (container && run.mermaid && run.mermaid !== lastMermaid) {
     lastMermaid = run.mermaid;
