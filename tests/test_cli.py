@@ -33,7 +33,8 @@ def test_demo_answers_three_questions_on_the_embedded_store(tmp_path: Path) -> N
     assert first.returncode == 0, first.stderr
     assert "Indexed 'The Salt Road' in the sqlite store (namespace 'demo') with the offline stand-in (not a model)" in first.stdout
     assert first.stdout.count("   answer: ") == 3 and first.stdout.count(" LLM calls, ") == 3
-    assert first.stderr == ""  # results on stdout; no log lines unless asked for
+    # results on stdout; no log lines unless asked for, only the note that a store was made
+    assert first.stderr == f"note: created a new, empty store at {tmp_path.resolve() / '.mnemoflow' / 'memory.db'}\n"
     show = [line.strip() for line in first.stdout.splitlines() if line.strip().startswith("workspace: ")]
     assert len(show) == 3
     workspace = run(*show[0].removeprefix("workspace: mnemoflow ").split(), cwd=tmp_path)

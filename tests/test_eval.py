@@ -1,8 +1,8 @@
 """The evaluation harness: what it measures, how it runs systems and items, what it writes, what it refuses.
 
 The harness runs here over HTTP against the scripted server with a small evaluation of the test's own; the five
-mechanisms' quick evaluations run on the real local model (``make test`` starts it), through the command a user
-runs. Nothing asserts a score: quality is what the evaluations measure, not what tests pin.
+mechanisms' evaluations run on the real local model (``make test`` starts it) on their first item, through the
+command a user runs. Nothing asserts a score: quality is what the evaluations measure, not what tests pin.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def test_the_command_refuses_options_that_do_not_fit(tmp_path: Path, arguments: 
     assert not (tmp_path / "bench").exists()
 
 
-# -- the five quick evaluations on the real model ----------------------------------------------------------------
+# -- the five evaluations on the real model, one item each (the suite's time; `make eval` runs them whole) -------
 
 
 @pytest.mark.model
@@ -172,25 +172,26 @@ def test_the_command_refuses_options_that_do_not_fit(tmp_path: Path, arguments: 
 @pytest.mark.subprocess
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("mechanism", MECHANISMS)
-def test_the_quick_evaluation_runs_both_systems_on_every_item_on_the_real_model(
+def test_an_evaluation_runs_both_systems_on_its_first_item_on_the_real_model(
     real_model: RealModel, tmp_path: Path, mechanism: str
 ) -> None:
-    options = EvalOptions(quick=True)
-    done = run("eval", mechanism, "--quick", cwd=tmp_path, MNEMOFLOW_LOCAL_SERVER_HOME=str(real_model.home))
+    options = EvalOptions(limit=1)
+    done = run("eval", mechanism, "--limit", "1", cwd=tmp_path, MNEMOFLOW_LOCAL_SERVER_HOME=str(real_model.home))
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "bench" / "results" / f"eval-{mechanism}.json").read_text())
     evaluation = evaluation_class(mechanism)(options)
     items = [item.id for item in evaluation.select(evaluation.load())]
-    assert len(items) == min(3, len(evaluation.load()))
+    assert len(items) == 1
     assert result["mechanism"] == mechanism and result["model"] == "smollm2-135m-instruct" and result["endpoint"] == "local"
-    assert result["items"] == len(items) and result["quick"] is True
+    assert result["items"] == len(items) and result["quick"] is False
     assert set(result["systems"]) == set(evaluation.systems) and len(evaluation.systems) >= 2
     assert sorted((entry["item"], entry["system"]) for entry in result["per_item"]) == sorted(
         (item, system) for item in items for system in evaluation.systems
     )
     for name, system in result["systems"].items():
         assert 0.0 <= system["score"] <= 1.0 and system["attempts"] == len(items)
-        assert all(isinstance(value, int | float) for value in system["scores"].values() if not isinstance(value, dict))
+        # a measure over part of the run (G-Memory's later thirds) has no value with one item
+        assert all(value is None or isinstance(value, int | float) for value in system["scores"].values() if not isinstance(value, dict))
         made_calls = system["calls"] + system["setup"].get("calls", 0)
         assert made_calls > 0, f"{name} never called the model"
         assert system["prompt_tokens"] >= 0 and system["completion_tokens"] >= 0 and system["seconds"] > 0

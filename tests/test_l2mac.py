@@ -244,7 +244,7 @@ async def test_resume_after_a_kill_mid_instruction_duplicates_nothing(
     uri = request.getfixturevalue("empty_neo4j") if backend == "neo4j" else None
     environment = cli_environment(backend, tmp_path, namespace="l2", neo4j_uri=uri, model_url=server.base_url)
     values = json.dumps({"task": TASK, "context_window": WINDOW})
-    command = [MNEMOFLOW, "run", "l2mac", "--input", values, "--thread", "killed-l2mac"]
+    command = [MNEMOFLOW, "run", "l2mac", "--input", values, "--thread", "killed-l2mac", "--json"]
     store = new_store(backend, neo4j_uri=uri, sqlite_path=tmp_path / "memory.db")
     first = subprocess.Popen(command, env=environment, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

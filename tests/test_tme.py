@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -385,39 +383,3 @@ async def test_the_turn_record_holds_utterance_operations_prompt_and_response(tu
     assert "Paris" not in properties["prompt"]  # a replaced value never reaches the answer prompt
     [answered] = chats(server, ANSWER)[-1:]
     assert answered["body"]["messages"][-1]["content"] == properties["prompt"]
-
-
-# -- mnemoflow chat tme -----------------------------------------------------------------------------------
-
-
-def chat(session: str, stdin: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("MNEMOFLOW_", "NEO4J_", "OPENAI_"))}
-    env["MNEMOFLOW_STORE_SQLITE_PATH"] = str(tmp_path / "memory.db")
-    return subprocess.run(
-        [MNEMOFLOW, "chat", "tme", "--session", session],
-        input=stdin,
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-@pytest.mark.subprocess
-@pytest.mark.slow
-def test_chat_tme_remembers_and_updates_across_invocations(tmp_path: Path) -> None:
-    first = chat("s1", "destination: Paris\ndeparture date: May 3\nset destination to Rome\n/tree\n/quit\n", tmp_path)
-    assert first.returncode == 0, first.stderr
-    out = first.stdout
-    assert out.startswith("-- task memory after turn 0 --\n(no tasks yet)")
-    assert out.count("assistant> ") == 3
-    assert out.count("-- task memory after turn 3 --") == 2  # after the third turn, and for /tree
-    final_tree = out.rsplit("-- task memory after turn 3 --", 1)[1]
-    assert "- destination: Rome  v2" in final_tree and "- departure date: May 3  v1" in final_tree
-    assert "Paris" not in final_tree
-    second = chat("s1", "", tmp_path)
-    assert second.returncode == 0, second.stderr
-    assert second.stdout.startswith("-- task memory after turn 3 --") and "- destination: Rome  v2" in second.stdout
-    other = chat("s2", "", tmp_path)
-    assert other.returncode == 0 and "(no tasks yet)" in other.stdout

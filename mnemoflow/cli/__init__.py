@@ -22,7 +22,12 @@ from mnemoflow.errors import MnemoflowError
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(name="mnemoflow", help="Memory mechanisms for LLM agents, as declarative workflows.", no_args_is_help=True)
+app = typer.Typer(
+    name="mnemoflow",
+    help="Memory mechanisms for LLM agents, as declarative workflows.",
+    epilog="Example: mnemoflow demo --offline",
+    no_args_is_help=True,
+)
 
 
 def _version(value: bool) -> None:
@@ -57,11 +62,11 @@ def options(
     context.obj = verbose  # for `serve`, which logs as a service
 
 
-app.command()(demo)
-app.command()(run)
-app.command()(serve)
-app.command("eval")(evaluate_command)
-app.command("settings")(show_settings)
+app.command(epilog="Example: mnemoflow demo --offline")(demo)
+app.command(epilog="Example: mnemoflow run text-stats --input '{\"text\": \"One. Two three.\"}'")(run)
+app.command(epilog="Example: mnemoflow serve --port 8765")(serve)
+app.command("eval", epilog="Example: mnemoflow eval comorag --quick")(evaluate_command)
+app.command("settings", epilog="Example: mnemoflow settings")(show_settings)
 app.add_typer(graphs.app, name="graphs")
 app.add_typer(store.app, name="store")
 app.add_typer(ingest.app, name="ingest")

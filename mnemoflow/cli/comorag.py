@@ -14,10 +14,14 @@ if TYPE_CHECKING:
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Inspect ComoRAG's indexes and question workspaces.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect ComoRAG's indexes and question workspaces.",
+    epilog="Example: mnemoflow comorag show QUESTION_ID --namespace demo",
+    no_args_is_help=True,
+)
 
 
-@app.command("show")
+@app.command("show", epilog="Example: mnemoflow comorag show QUESTION_ID --namespace demo")
 def show(
     question_id: Annotated[str, typer.Argument(help="The question's id, as `mnemoflow demo` prints it.")],
     namespace: NamespaceOption = None,
@@ -33,7 +37,7 @@ def show(
             settings.namespace, question_id, depth=3, relationship_types=["HAS_CYCLE", "ISSUED", "YIELDED"], direction="out"
         )
 
-    workspace = with_parts(settings, work)
+    workspace = with_parts(settings, work, create_store=False)
     if not workspace.nodes:
         fail(f"no question {question_id!r} in namespace {settings.namespace!r}")
     question, *others = workspace.nodes

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import textwrap
 from typing import Annotated
 
 import typer
@@ -12,23 +14,37 @@ from mnemoflow.errors import MnemoflowError
 
 __all__ = ["app"]
 
-app = typer.Typer(help="List, check, show and render graph files.", no_args_is_help=True)
+app = typer.Typer(
+    help="List, check, show and render graph files.", epilog="Example: mnemoflow graphs show comorag-qa", no_args_is_help=True
+)
 
 
-@app.command("list")
+@app.command("list", epilog="Example: mnemoflow graphs list")
 def list_graphs() -> None:
-    """The shipped graphs, with their descriptions."""
+    """The shipped graphs, each with the first sentence of its description (`graphs show NAME` has the rest)."""
     import yaml
 
     from mnemoflow.graphs import library_graphs
+    from mnemoflow.graphs.render import first_sentence
 
-    for path in library_graphs():
+    paths = library_graphs()
+    column = max((len(path.stem) for path in paths), default=0) + 2
+    for path in paths:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        description = " ".join(str(data.get("description", "")).split())
-        typer.echo(f"{path.stem:<24} {description}")
+        lines = textwrap.wrap(
+            first_sentence(str(data.get("description", ""))),
+            _text_width(),
+            initial_indent=f"{path.stem:<{column}}",
+            subsequent_indent=" " * column,
+            max_lines=2,
+            placeholder=" ...",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        typer.echo("\n".join(lines) or path.stem)
 
 
-@app.command("validate")
+@app.command("validate", epilog="Example: mnemoflow graphs validate comorag-qa my-graph.yaml")
 def validate(references: Annotated[list[str], typer.Argument(help="Graph files or library names.")]) -> None:
     """Check graph files; exit 1 and list every problem (file:line:column) when one is invalid."""
     from mnemoflow.graphs import load_graph
@@ -50,29 +66,15 @@ def validate(references: Annotated[list[str], typer.Argument(help="Graph files o
         raise typer.Exit(code=1)
 
 
-@app.command("show")
+@app.command("show", epilog="Example: mnemoflow graphs show comorag-qa")
 def show(reference: Annotated[str, typer.Argument(help="A graph file or library name.")]) -> None:
-    """Describe a graph: its state, input and each node with its documentation."""
-    from mnemoflow.nodes import REGISTRY
+    """Describe a graph: its state model, required and optional inputs, outputs, nodes, edges, fan-outs and routes."""
+    from mnemoflow.graphs.render import describe_graph
 
-    graph = load_graph_or_fail(reference, load_settings())
-    spec = graph.spec
-    typer.echo(f"{spec.name} v{spec.version} ({graph.path})\n{' '.join(spec.description.split())}\n")
-    typer.echo(f"state: {spec.state}   input: {', '.join(spec.input) or '-'}   max_steps: {spec.max_steps or '-'}\n")
-    for name, node in spec.nodes.items():
-        if node.use is not None:
-            definition = REGISTRY.nodes[node.use]
-            typer.echo(f"{name}: {node.use} {node.with_ or ''}".rstrip())
-            typer.echo(f"    {definition.doc.splitlines()[0]}")
-            typer.echo(f"    reads {', '.join(sorted(definition.reads)) or '-'}; writes {', '.join(sorted(definition.writes)) or '-'}")
-        else:
-            typer.echo(f"{name}: graph {node.graph}")
-    for route in spec.routes:
-        outcomes = ", ".join(f"{outcome} -> {target}" for outcome, target in route.outcomes.items())
-        typer.echo(f"route after {route.from_}: {route.router} ({outcomes})")
+    typer.echo(describe_graph(load_graph_or_fail(reference, load_settings()), width=_text_width()), nl=False)
 
 
-@app.command("render")
+@app.command("render", epilog="Example: mnemoflow graphs render comorag-qa > comorag-qa.mmd")
 def render(reference: Annotated[str, typer.Argument(help="A graph file or library name.")]) -> None:
     """Print the graph as Mermaid text (paste it into any Mermaid viewer)."""
     from mnemoflow.graphs import to_mermaid
@@ -80,9 +82,14 @@ def render(reference: Annotated[str, typer.Argument(help="A graph file or librar
     typer.echo(to_mermaid(load_graph_or_fail(reference, load_settings())), nl=False)
 
 
-@app.command("schema")
+@app.command("schema", epilog="Example: mnemoflow graphs schema > graph.schema.json")
 def schema() -> None:
     """Print the JSON Schema of graph files, for editors."""
     from mnemoflow.graphs import GraphSpec
 
     typer.echo(json.dumps(GraphSpec.model_json_schema(by_alias=True), indent=2))
+
+
+def _text_width() -> int:
+    """Columns to wrap text to: the terminal's, within 60 to 100 (100 when the output is not a terminal)."""
+    return max(60, min(shutil.get_terminal_size((100, 24)).columns, 100))

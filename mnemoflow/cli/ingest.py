@@ -15,10 +15,12 @@ if TYPE_CHECKING:
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Index texts for a memory mechanism.", no_args_is_help=True)
+app = typer.Typer(
+    help="Index texts for a memory mechanism.", epilog="Example: mnemoflow ingest comorag book.txt --book my-book", no_args_is_help=True
+)
 
 
-@app.command("comorag")
+@app.command("comorag", epilog="Example: mnemoflow ingest comorag book.txt --book my-book --title 'My Book'")
 def comorag(
     file: Annotated[str, typer.Argument(help="A UTF-8 text file: the book.")],
     book: Annotated[str, typer.Option("--book", help="The book's id within the namespace.")],

@@ -15,10 +15,12 @@ if TYPE_CHECKING:
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Work with L2MAC runs' file stores.", no_args_is_help=True)
+app = typer.Typer(
+    help="Work with L2MAC runs' file stores.", epilog="Example: mnemoflow l2mac export RUN_ID --to ./project", no_args_is_help=True
+)
 
 
-@app.command("export")
+@app.command("export", epilog="Example: mnemoflow l2mac export RUN_ID --to ./project")
 def export(
     run: Annotated[str, typer.Argument(help="The run id (or its thread id), as `mnemoflow run` prints it.")],
     to: Annotated[Path, typer.Option("--to", help="Folder to write the files into; must be empty or missing.")],
@@ -36,7 +38,7 @@ def export(
     async def work(parts: RunParts) -> ExportedTree:
         return await export_files(parts.store, settings.namespace, run, to, force=force)
 
-    exported = with_parts(settings, work)
+    exported = with_parts(settings, work, create_store=False)
     for path, why in exported.skipped.items():
         typer.echo(f"warning: skipped {path}: {why}", err=True)
     typer.echo(f"wrote {len(exported.written)} file(s) to {to}")

@@ -9,10 +9,10 @@ from mnemoflow.errors import MnemoflowError
 
 __all__ = ["app"]
 
-app = typer.Typer(help="The local model server, and which model commands use.", no_args_is_help=True)
+app = typer.Typer(help="The local model server, and which model commands use.", epilog="Example: mnemoflow model status", no_args_is_help=True)
 
 
-@app.command("start")
+@app.command("start", epilog="Example: mnemoflow model start --port 8081")
 def start(port: int = typer.Option(0, help="Loopback port; 0 picks a free one.")) -> None:
     """Start the local model server in the background (or find it running) and print its address."""
     from mnemoflow.llm.local_server import start_local_server
@@ -33,7 +33,7 @@ def start(port: int = typer.Option(0, help="Loopback port; 0 picks a free one.")
     typer.echo(f"{server.model} at {server.base_url} (log: {server.log})")
 
 
-@app.command("stop")
+@app.command("stop", epilog="Example: mnemoflow model stop")
 def stop() -> None:
     """Stop the local model server."""
     from mnemoflow.llm.local_server import stop_local_server
@@ -43,7 +43,7 @@ def stop() -> None:
     typer.echo("stopped the local model server" if stopped else "no local model server was running")
 
 
-@app.command("status")
+@app.command("status", epilog="Example: mnemoflow model status")
 def status() -> None:
     """Say which model commands use now, and whether the local server runs and answers."""
     from mnemoflow.llm.endpoint import resolve_endpoint

@@ -16,6 +16,7 @@ from mnemoflow.llm.gateway import Message
 
 __all__ = [
     "ANSWER_SYSTEM",
+    "OFFLINE_PHRASING",
     "Classification",
     "Decomposition",
     "Operation",
@@ -123,10 +124,18 @@ def _offline_decomposition(messages: list[Message]) -> Decomposition:
     return Decomposition(task=_message(messages)[:200], substeps=[])
 
 
+OFFLINE_PHRASING: tuple[tuple[str, str], ...] = (
+    ("destination: Lisbon", "adds the step 'destination' = Lisbon (changes it, once remembered)"),
+    ("set destination to Porto", "changes a remembered step (adds it when new); 'change ... to ...' too"),
+)
+"""What the offline stand-in understands, as (example line, what it does); any other line changes nothing. The
+rules are :func:`_offline_classification`'s; ``mnemoflow chat tme`` shows these lines when it talks to the stand-in."""
+
+
 @offline_handler(Classification)
 def _offline_classification(messages: list[Message]) -> Classification:
     """``set SLOT to VALUE`` / ``change SLOT to VALUE`` for a remembered slot updates it; ``SLOT: VALUE`` adds one;
-    anything else is a check. Enough to try the chat without a model."""
+    anything else changes nothing. Enough to try the chat without a model."""
     text = _message(messages)
     remembered = {line.split(":", 1)[0].strip("- ").strip().lower() for line in str(messages[-1].get("content", "")).splitlines() if line.startswith("- ")}
     match = re.match(r"(?:set|change)\s+(.+?)\s+to\s+(.+)", text, re.IGNORECASE) or re.match(r"([\w ]{1,40}):\s*(.+)", text)
