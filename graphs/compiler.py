@@ -5,16 +5,21 @@ LangGraph passes as the runtime context. Retry and timeout of a node become Lang
 and node timeout; under this engine they are the only retries of a node (transport retries stay in the
 LLM gateway and the database driver).
 
+Each attempt leaves a trace event (see :class:`~mnemoflow.nodes.context.TraceEvent`): when it ended or failed, its
+model usage and calls (prompts, replies, figures) and, when it ended, the state fields it wrote, before and after,
+previewed (:mod:`mnemoflow.graphs.preview`) within the run's budgets of detail.
+
 A :data:`NodeWrapper` hands every attempt of a node to another executor, which then owns the node's retries
 and timeout: the Prefect flows run each node as a task that way (see ``flows/tasks.py``).
 """
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, get_type_hints
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END as LANGGRAPH_END
@@ -27,10 +32,11 @@ from pydantic import BaseModel
 
 from mnemoflow.errors import MnemoflowError, NodeError
 from mnemoflow.graphs.loader import LoadedGraph
+from mnemoflow.graphs.preview import json_chars, preview_bounded
 from mnemoflow.graphs.spec import END, START, NodeSpec, RetrySpec
 from mnemoflow.llm import LLM
 from mnemoflow.logging import pop_log_context, push_log_context
-from mnemoflow.nodes.context import RunContext
+from mnemoflow.nodes.context import RunContext, Trace
 from mnemoflow.nodes.registry import REGISTRY, NodeDefinition, Registry, RouterDefinition
 from mnemoflow.redaction import redact_urls
 
@@ -42,6 +48,9 @@ NodeAttempt = Callable[[Any, RunContext], Awaitable[dict[str, Any]]]
 NodeWrapper = Callable[[str, NodeSpec, NodeAttempt], NodeAttempt]
 """Given a step name, its node spec and its attempt, the callable the graph runs instead; it owns the node's
 retries and timeout (the compiler then sets neither)."""
+
+STEP_WRITES_CHARS = 8000
+"""Characters of JSON one step's writes may take on its trace event (the run's budget may leave less)."""
 
 
 def _endpoint(name: str) -> str:
@@ -76,8 +85,69 @@ def _count_usage(context: RunContext, node_llm: LLM) -> dict[str, Any] | None:
     return node_llm.usage.as_dict()
 
 
+def _traced_calls(trace: Trace, node_llm: LLM) -> tuple[list[dict[str, Any]] | None, int]:
+    """The node's call records the run's trace has room for, and how many calls it leaves out."""
+    kept: list[dict[str, Any]] = []
+    omitted = node_llm.calls_omitted
+    for call in node_llm.calls:
+        record = call.as_dict()
+        if trace.room_for_call(json_chars(record)):
+            kept.append(record)
+        else:
+            omitted += 1
+    return kept or None, omitted
+
+
+def _reducer_fields(state_model: type[BaseModel]) -> frozenset[str]:
+    """Fields of ``state_model`` that merge what a step writes (``Annotated[list[int], operator.add]``) instead of
+    replacing their value; LangGraph takes the last metadata of a field that is a two-argument callable for its
+    reducer, and so does this."""
+    hints = get_type_hints(state_model, include_extras=True)
+    merged = set()
+    for name in state_model.model_fields:
+        metadata = getattr(hints.get(name), "__metadata__", ())
+        if metadata and callable(metadata[-1]) and _takes_two(metadata[-1]):
+            merged.add(name)
+    return frozenset(merged)
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _takes_two(function: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    positional = [parameter for parameter in parameters if parameter.kind in _POSITIONAL]
+    return len(positional) == 2
+
+
+def _state_writes(state: BaseModel, update: Mapping[str, Any], merged: frozenset[str], max_chars: int) -> dict[str, Any]:
+    """What a step wrote: per field its value before the step and the value written, previewed within ``max_chars``."""
+    table: dict[str, Any] = {}
+    for name, after in update.items():
+        before = getattr(state, name, None)
+        entry: dict[str, Any] = {"before": before, "after": after}
+        if name in merged:
+            entry["merged"] = True  # ``after`` is what was merged into ``before``, not the field's new value
+        elif _equal(before, after):
+            entry["unchanged"] = True
+        table[name] = entry
+    shown: dict[str, Any] = preview_bounded(table, max_chars, frame=2)  # the fields and their before/after frame the data
+    return shown
+
+
+def _equal(left: Any, right: Any) -> bool:
+    try:
+        return bool(left == right)
+    except Exception:  # a value whose comparison is not a truth value (an array, say)
+        return False
+
+
 def _node_attempt(step: str, definition: NodeDefinition, config: BaseModel, state_model: type[BaseModel]) -> NodeAttempt:
     function, allowed = definition.function, definition.writes
+    merged = _reducer_fields(state_model)
 
     async def attempt(state: Any, context: RunContext) -> dict[str, Any]:
         if isinstance(state, dict):  # a fanned-out branch may hand over a plain mapping
@@ -95,13 +165,21 @@ def _node_attempt(step: str, definition: NodeDefinition, config: BaseModel, stat
             elapsed = time.perf_counter() - started
             # the run record keeps the error; a foreign exception's text may quote a URL with its credentials
             error = redact_urls(f"{type(exc).__name__}: {exc}")
-            context.trace.record(step, "error", started_at, elapsed, error, _count_usage(context, node_llm))
+            calls, omitted = _traced_calls(context.trace, node_llm)  # the calls that led to the error
+            context.trace.record(
+                step, "error", started_at, elapsed, error, _count_usage(context, node_llm), calls=calls, calls_omitted=omitted
+            )
             log.warning("node.error", seconds=round(elapsed, 6), error=str(exc))
             raise
         finally:
             pop_log_context(log_context)
         elapsed = time.perf_counter() - started
-        context.trace.record(step, "end", started_at, elapsed, None, _count_usage(context, node_llm))
+        trace = context.trace
+        writes = _state_writes(state, update, merged, min(STEP_WRITES_CHARS, trace.writes_room))
+        trace.writes_chars += json_chars(writes)
+        calls, omitted = _traced_calls(trace, node_llm)
+        usage = _count_usage(context, node_llm)
+        trace.record(step, "end", started_at, elapsed, None, usage, writes=writes, calls=calls, calls_omitted=omitted)
         log.debug("node.end", node=step, seconds=round(elapsed, 6), llm_calls=node_llm.usage.calls)
         return update
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from mnemoflow.graphs.loader import LoadedGraph
 
-__all__ = ["MIN_VECTOR_LENGTH", "run_outputs", "without_vectors"]
+__all__ = ["MIN_VECTOR_LENGTH", "output_values", "run_outputs", "without_vectors"]
 
 MIN_VECTOR_LENGTH = 16
 """A list of at least this many floats is taken for a vector."""
@@ -32,13 +32,18 @@ def without_vectors(value: Any) -> Any:
     return value
 
 
-def run_outputs(graph: LoadedGraph, state: Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+def output_values(graph: LoadedGraph, state: Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any]:
     """The declared output fields of a final ``state`` of the state ``model`` (every field when the graph declares
-    none), vectors out; a field no step wrote has its default."""
+    none), as they are; a field no step wrote has its default."""
     names = graph.spec.output or list(state)
     fields = model.model_fields
     return {
-        name: without_vectors(state[name] if name in state else fields[name].get_default(call_default_factory=True))
+        name: state[name] if name in state else fields[name].get_default(call_default_factory=True)
         for name in names
         if name in state or name in fields
     }
+
+
+def run_outputs(graph: LoadedGraph, state: Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """:func:`output_values`, vectors out: a run's result."""
+    return {name: without_vectors(value) for name, value in output_values(graph, state, model).items()}

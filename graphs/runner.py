@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -22,7 +23,8 @@ from pydantic import ValidationError
 from mnemoflow.errors import ConfigError, MnemoflowError, NodeError
 from mnemoflow.graphs.compiler import NodeWrapper, compile_graph
 from mnemoflow.graphs.loader import LoadedGraph, suggest
-from mnemoflow.graphs.outputs import run_outputs
+from mnemoflow.graphs.outputs import output_values, run_outputs
+from mnemoflow.graphs.preview import preview_bounded
 from mnemoflow.llm import LLM
 from mnemoflow.logging import bind_run_context, get_logger
 from mnemoflow.memory.protocol import Embedder, GraphStore
@@ -38,10 +40,13 @@ if TYPE_CHECKING:
 __all__ = [
     "LIVE_HEARTBEAT_S",
     "LIVE_INTERVAL_S",
+    "RUN_KIND",
+    "STALLED_AFTER_S",
     "GraphRunner",
     "RunResult",
     "check_input",
     "check_preconditions",
+    "input_problems",
     "run_graph",
     "step_limit",
 ]
@@ -53,6 +58,19 @@ LIVE_HEARTBEAT_S = 15.0
 """A live run's record is written at least this often (``recorded_at``), even while one step runs long, so a
 watcher can tell a run whose process died (its record stops changing) from a slow one."""
 
+STALLED_AFTER_S = 4 * LIVE_HEARTBEAT_S
+"""A ``running`` record older than this belongs to a run whose process died (the UI shows it as stalled); a younger
+one may still be going in another process, so its thread is not resumed under it."""
+
+RUN_KIND = "Run"
+"""The kind of the record every run writes (its trace, status, input and outputs)."""
+
+INPUT_CHARS = 16_000
+"""Characters of JSON a run's record gives its input (previewed: long values folded, vectors summarised)."""
+OUTPUT_CHARS = 32_000
+"""Characters of JSON a completed run's record gives its outputs."""
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -62,7 +80,7 @@ class RunResult:
     run_id: str
     thread_id: str
     status: str
-    """``completed``, or ``failed`` (only in the saved trace: a failed run raises)."""
+    """``completed``; ``failed`` or ``interrupted`` (a cancel, Ctrl-C) only in the saved trace: such a run raises."""
     state: dict[str, Any]
     outputs: dict[str, Any]
     """The graph's declared output fields of ``state`` (every field when it declares none), vectors left out."""
@@ -91,24 +109,45 @@ def step_limit(graph: LoadedGraph) -> int:
     return graph.spec.max_steps or 10 + 2 * len(graph.spec.nodes)
 
 
-def check_input(graph: LoadedGraph, values: Mapping[str, Any], registry: Registry = REGISTRY) -> None:
-    """Refuse an input that misses a declared input field, names a field the state does not have, or gives a
-    field a value its type refuses: one line per problem, before anything runs."""
+def field_problems(
+    graph: LoadedGraph, values: Mapping[str, Any], *, state: Mapping[str, Any] | None = None, registry: Registry = REGISTRY
+) -> list[tuple[str, str]]:
+    """Fields of ``values`` that the graph's state does not have (named with a did-you-mean) or whose value its type
+    refuses, as ``(field, message)`` pairs: ``field`` is the top-level field, a place inside its value is named in the
+    message (``at 1: ...``), so a form shows each message beside its field. ``state`` holds other values validated
+    with them (a checkpoint's, when editing one); fields missing from both are not reported."""
     model = registry.states[graph.spec.state]
-    problems = [f"{name}: required (an input of {graph.spec.name})" for name in graph.spec.input if name not in values]
+    problems: list[tuple[str, str]] = []
     for name in values:
         if name not in model.model_fields:
             hint = suggest(name, model.model_fields)
-            problems.append(f"{name}: not a field of {graph.spec.state}" + (f" ({hint})" if hint else ""))
+            problems.append((name, f"not a field of {graph.spec.state}" + (f" ({hint})" if hint else "")))
+    known = {name: value for name, value in values.items() if name in model.model_fields}
     try:
-        model.model_validate({name: value for name, value in values.items() if name in model.model_fields})
+        model.model_validate({**(state or {}), **known})
     except ValidationError as exc:
         for error in exc.errors():
-            name = ".".join(str(part) for part in error["loc"])
-            if error["type"] != "missing" or error["loc"][:1] and error["loc"][0] in values:
-                problems.append(f"{name}: {error['msg']} (got {_shown(error.get('input'))})")
+            location = [str(part) for part in error["loc"]]
+            if error["type"] == "missing" and (not location or location[0] not in known):
+                continue
+            inside = f"at {'.'.join(location[1:])}: " if len(location) > 1 else ""
+            problems.append((location[0] if location else "", f"{inside}{error['msg']} (got {_shown(error.get('input'))})"))
+    return problems
+
+
+def input_problems(graph: LoadedGraph, values: Mapping[str, Any], registry: Registry = REGISTRY) -> list[tuple[str, str]]:
+    """What is wrong with an input, as ``(field, message)`` pairs in the order :func:`check_input` lists them: a
+    declared input missing, then :func:`field_problems`. No problems, an empty list."""
+    missing = [(name, f"required (an input of {graph.spec.name})") for name in graph.spec.input if name not in values]
+    return missing + field_problems(graph, values, registry=registry)
+
+
+def check_input(graph: LoadedGraph, values: Mapping[str, Any], registry: Registry = REGISTRY) -> None:
+    """Refuse an input that misses a declared input field, names a field the state does not have, or gives a
+    field a value its type refuses: one line per problem (:func:`input_problems`), before anything runs."""
+    problems = input_problems(graph, values, registry)
     if problems:
-        listed = "\n".join(f"  {problem}" for problem in problems)
+        listed = "\n".join(f"  {name}: {message}" for name, message in problems)
         raise ConfigError(f"input of {graph.spec.name} ({graph.path}) refused:\n{listed}")
 
 
@@ -204,14 +243,18 @@ class GraphRunner:
         if unsaved:
             await self.store.upsert_nodes(unsaved)
 
-    async def _unfinished(self, config: RunnableConfig) -> bool:
-        """Whether the thread's last checkpoint has tasks left to run.
+    async def resumable(self, thread_id: str) -> bool:
+        """Whether the thread's last checkpoint has tasks left to run, so that ``run(None, thread_id=...)`` resumes it
+        (a failed, killed or cancelled run; a fork). False for an unknown thread or without a checkpointer.
 
-        Its ``next`` leaves out tasks whose writes were saved, so a process killed after a node's writes were saved
-        but before the next checkpoint (checkpoints are saved while the next step runs) would look finished; its
-        ``tasks`` still list them, and resuming applies the saved writes instead of running the node again.
+        A checkpoint's ``next`` leaves out tasks whose writes were saved, so a process killed after a node's writes
+        were saved but before the next checkpoint (checkpoints are saved while the next step runs) would look
+        finished; its ``tasks`` still list them, and resuming applies the saved writes instead of running the node
+        again.
         """
-        snapshot = await self.compiled.aget_state(config)
+        if self.checkpointer is None:
+            return False
+        snapshot = await self.compiled.aget_state({"configurable": {"thread_id": thread_id}})
         return bool(snapshot.next or snapshot.tasks)
 
     async def _invoke(self, values: dict[str, Any] | None, config: RunnableConfig, context: RunContext) -> dict[str, Any]:
@@ -226,20 +269,37 @@ class GraphRunner:
         return dict(state or {})
 
     async def run(
-        self, values: dict[str, Any] | None, *, namespace: str, thread_id: str | None = None, annotations: Mapping[str, str] | None = None
+        self,
+        values: dict[str, Any] | None,
+        *,
+        namespace: str,
+        thread_id: str | None = None,
+        annotations: Mapping[str, str] | None = None,
+        run_id: str | None = None,
     ) -> RunResult:
         """Run (or resume) on ``thread_id``; a new thread id is made when none is given.
 
         The input is checked first (:func:`check_input`), then the graph's preconditions (``requires``); a failure
         of either raises before the first step, the latter with a failed run record that carries its error, as
         every failed run's record does. ``annotations`` (a Prefect flow run's id and link...) are kept on the
-        record. Without a checkpointer every run starts afresh and nothing can resume.
+        record. ``run_id`` names the run (1 to 64 letters, digits, ``_`` or ``-``; a caller that must link to the
+        run before it starts chooses it), else a new one is made. Without a checkpointer every run starts afresh
+        and nothing can resume.
+
+        The record keeps the ``input`` previewed (:func:`~mnemoflow.graphs.preview.preview_bounded`; null for a
+        resumed run, which takes no input and carries on from the thread's checkpoint) and, once completed, the
+        ``outputs`` previewed the same way.
+
+        Raises:
+            ConfigError: ``run_id`` is malformed, or the input is refused (:func:`check_input`).
         """
         graph = self.graph
-        run_id = uuid.uuid4().hex[:16]
+        if run_id is not None and not _RUN_ID.fullmatch(run_id):
+            raise ConfigError(f"run id {run_id!r} refused: give 1 to 64 letters, digits, '_' or '-'")
+        run_id = run_id or uuid.uuid4().hex[:16]
         config: RunnableConfig = {"configurable": {"thread_id": thread_id or uuid.uuid4().hex}, "recursion_limit": step_limit(graph)}
         # only a thread the caller names can have a run to resume
-        resumed = thread_id is not None and self.checkpointer is not None and await self._unfinished(config)
+        resumed = thread_id is not None and await self.resumable(thread_id)
         thread_id = str(config["configurable"]["thread_id"])
         if not resumed:
             check_input(graph, values or {}, self.registry)
@@ -257,12 +317,16 @@ class GraphRunner:
         )
         started, started_at = time.perf_counter(), time.time()
         status, error = "failed", ""
+        shown_input = None if resumed else preview_bounded(values or {}, INPUT_CHARS)
+        shown_outputs: Any = None
 
         def record(status: str) -> NodeRecord:
             trace = [event.as_dict() for event in context.trace.events]
             duration = time.perf_counter() - started
             usage = context.llm.usage.as_dict()
-            properties = {"error": error, "annotations": dict(annotations or {})}
+            properties = {"error": error, "annotations": dict(annotations or {}), "input": shown_input}
+            if status == "completed":
+                properties["outputs"] = shown_outputs
             return _run_record(namespace, graph, run_id, thread_id, status, resumed, started_at, duration, trace, usage, properties)
 
         finished = asyncio.Event()
@@ -273,9 +337,13 @@ class GraphRunner:
                 if not resumed:
                     await check_preconditions(graph, values or {}, self.store, namespace, self.registry)
                 state = await self._invoke(None if resumed else values, config, context)
+                model = self.registry.states[graph.spec.state]
+                shown_outputs = preview_bounded(output_values(graph, state, model), OUTPUT_CHARS)
                 status = "completed"
             except BaseException as exc:
                 error = _error_of(exc)
+                if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+                    status = "interrupted"  # cut off, not failed: its thread resumes where it stopped
                 raise
             finally:
                 finished.set()
@@ -363,9 +431,9 @@ def _run_record(
     extra: dict[str, Any],
 ) -> NodeRecord:
     return NodeRecord(
-        id=stable_id(namespace, "Run", run_id),
+        id=stable_id(namespace, RUN_KIND, run_id),
         namespace=namespace,
-        kind="Run",
+        kind=RUN_KIND,
         text=f"{graph.spec.name} {status}",
         properties={
             "graph": graph.spec.name,

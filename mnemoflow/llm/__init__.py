@@ -2,13 +2,16 @@
 
 from mnemoflow.llm.backends import ChatRequest, Completion, OfflineBackend, OpenAIBackend, offline_handler, offline_tool_handler
 from mnemoflow.llm.cache import ResponseCache
-from mnemoflow.llm.gateway import LLM, RequestSlot, llm_from_settings, uses_offline_model
+from mnemoflow.llm.calls import CallRecord
+from mnemoflow.llm.factory import llm_from_settings, uses_offline_model
+from mnemoflow.llm.gateway import LLM, RequestSlot
 from mnemoflow.llm.parsing import extract_json
 from mnemoflow.llm.tools import Tool, ToolArgumentError, ToolCall, ToolTurn, tool_result
 from mnemoflow.llm.usage import Usage
 
 __all__ = [
     "LLM",
+    "CallRecord",
     "ChatRequest",
     "Completion",
     "OfflineBackend",

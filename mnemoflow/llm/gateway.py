@@ -16,6 +16,8 @@ structured mode it accepts (JSON schema, JSON mode with the schema, JSON mode, t
 whether it has function calling (without it, a forced tool's arguments are asked for as structured output). Every
 call has a reply-length cap: the caller's, else its schema's ``REPLY_TOKENS``, else ``MNEMOFLOW_LLM_MAX_REPLY_TOKENS``.
 ``fork()`` gives a run its own :class:`~mnemoflow.llm.usage.Usage` over the same client, limits and cache.
+Every call leaves a :class:`~mnemoflow.llm.calls.CallRecord` (its prompt, reply and figures, bounded) on ``calls``;
+each call runs on a fork of its own, so calls made at once (``asyncio.gather``) each get their exact figures.
 A ``request_slot`` (an async context manager factory) is entered around every request sent: the Prefect
 flows pass one that holds a slot of a global concurrency or rate limit, shared by every worker.
 """
@@ -40,29 +42,30 @@ from mnemoflow.errors import (
     LLMTimeoutError,
     LLMUnavailableError,
     ToolArgumentError,
-    UsageError,
 )
 from mnemoflow.llm.backends import (
     Backend,
     ChatRequest,
     Completion,
     OfflineBackend,
-    OpenAIBackend,
     TransientError,
     grammar_friendly,
 )
 from mnemoflow.llm.cache import ResponseCache, cache_key
-from mnemoflow.llm.endpoint import JSON_MODES, Capabilities, learned_capabilities, resolve_endpoint
-from mnemoflow.llm.parsing import close_json, extract_json
+from mnemoflow.llm.calls import MAX_CALL_RECORDS, CallKind, CallRecord, turn_text
+from mnemoflow.llm.endpoint import JSON_MODES, Capabilities, learned_capabilities
+from mnemoflow.llm.parsing import extract_json, json_begun, reply_json
 from mnemoflow.llm.tools import Tool, ToolTurn, tool_result
+from mnemoflow.llm.tools import tool_choice as choose_tool
 from mnemoflow.llm.usage import Usage
 from mnemoflow.llm.wire import as_tool_calls, choice_schema, structured_request, with_system, without_tool_messages
 from mnemoflow.redaction import redact_urls
-from mnemoflow.settings import LLMSettings, Settings
+from mnemoflow.settings import LLMSettings
 
-__all__ = ["LLM", "llm_from_settings", "uses_offline_model"]
+__all__ = ["LLM", "Message", "RequestSlot"]
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
+ResultT = TypeVar("ResultT")
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
 Message = dict[str, Any]
 RequestSlot = Callable[[], AbstractAsyncContextManager[Any]]
@@ -96,24 +99,6 @@ def _estimate_tokens(request: ChatRequest) -> float:
     return (len(json.dumps(request.messages)) + offered) / 4 + (request.max_tokens or 256)
 
 
-TOOL_CHOICES = ("auto", "required", "none")
-
-
-def _tool_choice(tools: Sequence[Tool[Any]], choice: str) -> str | dict[str, Any]:
-    """The request's ``tool_choice`` for ``choice``: a mode, or a tool's name to force that tool."""
-    names = [tool.name for tool in tools]
-    if not names:
-        raise UsageError("offer at least one tool (use text() for a reply without tools)")
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise UsageError(f"tools offered twice: {twice}")
-    if choice in TOOL_CHOICES:
-        return choice
-    if choice not in names:
-        raise UsageError(f"tool choice {choice!r} is neither one of {list(TOOL_CHOICES)} nor a tool offered: {names}")
-    return {"type": "function", "function": {"name": choice}}
-
-
 class LLM:
     """Async chat with a model; construct with :func:`llm_from_settings`."""
 
@@ -143,6 +128,10 @@ class LLM:
         shared.request_slot = request_slot
         self._shared = shared
         self.usage = Usage()
+        self.calls: list[CallRecord] = []
+        """One record per call made on this object (a fork starts with none), at most ``MAX_CALL_RECORDS``."""
+        self.calls_omitted = 0
+        """Calls made past ``MAX_CALL_RECORDS``: counted in ``usage``, not recorded."""
 
     @property
     def offline(self) -> bool:
@@ -159,11 +148,13 @@ class LLM:
         return self._shared.capabilities
 
     def fork(self) -> LLM:
-        """The same client, limits and cache, with usage counted apart (one per run)."""
+        """The same client, limits and cache, with usage and call records kept apart (one per run, one per node)."""
         child = LLM.__new__(LLM)
         child._shared = self._shared
         child._model = self._model
         child.usage = Usage()
+        child.calls = []
+        child.calls_omitted = 0
         return child
 
     async def aclose(self) -> None:
@@ -177,6 +168,9 @@ class LLM:
         self, messages: list[Message], *, temperature: float | None = None, seed: int | None = None, max_tokens: int | None = None
     ) -> str:
         """The model's reply as text."""
+        return await self._recorded("text", None, messages, lambda own: own._text(messages, temperature, seed, max_tokens), str)
+
+    async def _text(self, messages: list[Message], temperature: float | None, seed: int | None, max_tokens: int | None) -> str:
         request = self._request(messages, temperature, seed, max_tokens, None)
         self.usage.calls += 1
         cached = await self._cached(request)
@@ -202,6 +196,17 @@ class LLM:
         closed where it stopped if that parses; one that still does not validate is re-asked once with the
         validation error; then :class:`LLMOutputError` carries the raw replies.
         """
+        return await self._recorded(
+            "structured",
+            schema.__name__,
+            messages,
+            lambda own: own._structured(messages, schema, temperature, seed, max_tokens),
+            lambda result: result.model_dump_json(),
+        )
+
+    async def _structured(
+        self, messages: list[Message], schema: type[SchemaT], temperature: float | None, seed: int | None, max_tokens: int | None
+    ) -> SchemaT:
         request = self._request(messages, temperature, seed, max_tokens, schema)
         self.usage.calls += 1
         cached = await self._cached(request)
@@ -217,13 +222,13 @@ class LLM:
         while True:
             completion = await self._send(current)
             replies.append(completion.text)
-            if completion.finish_reason == "length" and truncations < TRUNCATION_RETRIES and _json_begun(completion.text):
+            if completion.finish_reason == "length" and truncations < TRUNCATION_RETRIES and json_begun(completion.text):
                 truncations += 1
                 self.usage.reasks += 1
                 current = _with_more_room(current, self._shared.settings.max_reply_tokens)
                 continue
             try:
-                result = schema.model_validate(_reply_value(completion))
+                result = schema.model_validate(reply_json(completion.text, cut_off=completion.finish_reason == "length"))
             except (ValueError, ValidationError) as exc:
                 problem = f"the reply was cut off ({exc})" if completion.finish_reason == "length" else str(exc)
                 if reasked:
@@ -272,7 +277,24 @@ class LLM:
         Raises:
             ValueError: no tools, a tool offered twice, or ``choice`` names no tool offered.
         """
-        tool_choice = _tool_choice(tools, choice)
+        tool_choice = choose_tool(tools, choice)
+        return await self._recorded(
+            "tools",
+            ",".join(tool.name for tool in tools),
+            messages,
+            lambda own: own._call_tools(messages, tools, tool_choice, temperature, seed, max_tokens),
+            lambda turn: turn_text(turn.content, [(call.name, call.arguments) for call in turn.tool_calls]),
+        )
+
+    async def _call_tools(
+        self,
+        messages: list[Message],
+        tools: Sequence[Tool[Any]],
+        tool_choice: str | dict[str, Any],
+        temperature: float | None,
+        seed: int | None,
+        max_tokens: int | None,
+    ) -> ToolTurn:
         self.usage.calls += 1
         request = self._request(messages, temperature, seed, max_tokens, None, tools, tool_choice)
         completion = await self._send(request)
@@ -295,7 +317,24 @@ class LLM:
         :class:`LLMOutputError` carries the raw replies (the call's arguments, or the text when there was no call).
         Never cached.
         """
-        tool_choice = _tool_choice([tool], tool.name)
+        tool_choice = choose_tool([tool], tool.name)
+        return await self._recorded(
+            "forced_tool",
+            tool.name,
+            messages,
+            lambda own: own._forced_tool(messages, tool, tool_choice, temperature, seed, max_tokens),
+            lambda arguments: arguments.model_dump_json(),
+        )
+
+    async def _forced_tool(
+        self,
+        messages: list[Message],
+        tool: Tool[ArgsT],
+        tool_choice: str | dict[str, Any],
+        temperature: float | None,
+        seed: int | None,
+        max_tokens: int | None,
+    ) -> ArgsT:
         self.usage.calls += 1
         request = self._request(messages, temperature, seed, max_tokens, None, [tool], tool_choice)
         replies: list[str] = []
@@ -347,6 +386,37 @@ class LLM:
             )
 
     # -- plumbing ---------------------------------------------------------------------------------------
+
+    async def _recorded(
+        self,
+        kind: CallKind,
+        name: str | None,
+        messages: list[Message],
+        call: Callable[[LLM], Awaitable[ResultT]],
+        reply_of: Callable[[ResultT], str],
+    ) -> ResultT:
+        """Make ``call`` on a fork of its own, then count its usage into this object's and keep its record: the fork
+        gives the record exact figures even when calls on this object run at once (``asyncio.gather``)."""
+        own = self.fork()
+        started = time.perf_counter()
+        reply: str | None = None
+        error: str | None = None
+        try:
+            result = await call(own)
+            reply = reply_of(result)
+            return result
+        except BaseException as exc:
+            error = "cancelled" if isinstance(exc, asyncio.CancelledError) else redact_urls(f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, LLMOutputError) and exc.raw_replies:
+                reply = exc.raw_replies[-1]  # what the model last said, for whoever reads why it failed
+            raise
+        finally:
+            self.usage.add(own.usage)
+            record = CallRecord.of(kind, name, messages, reply, own.usage, time.perf_counter() - started, error)
+            if len(self.calls) < MAX_CALL_RECORDS:
+                self.calls.append(record)
+            else:
+                self.calls_omitted += 1
 
     def _request(
         self,
@@ -521,51 +591,8 @@ class LLM:
         return completion
 
 
-def _reply_value(completion: Completion) -> Any:
-    """The JSON a reply carries; one still cut at its cap after more room is closed where it stopped, if it can be
-    (a small model under a grammar may never close a string)."""
-    try:
-        return extract_json(completion.text)
-    except ValueError:
-        closed = close_json(completion.text) if completion.finish_reason == "length" else None
-        if closed is None:
-            raise
-        return closed
-
-
-def _json_begun(text: str) -> bool:
-    """Whether a cut-off reply was writing JSON (more room may finish it), not prose running on (the re-ask may)."""
-    return text.lstrip().startswith(("{", "[", "```"))
-
-
 def _with_more_room(request: ChatRequest, ceiling: int) -> ChatRequest:
     """``request`` with twice its reply-length cap (after a reply cut off at it), but not past ``ceiling`` when the cap
     was below it."""
     cap = request.max_tokens or ceiling
     return replace(request, max_tokens=cap * 2 if cap >= ceiling else min(cap * 2, ceiling))
-
-
-def uses_offline_model(settings: Settings) -> bool:
-    """Whether the settings call for the offline stand-in (see :func:`resolve_endpoint`)."""
-    return resolve_endpoint(settings).kind == "offline"
-
-
-def llm_from_settings(
-    settings: Settings,
-    *,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    request_slot: RequestSlot | None = None,
-    wrap_backend: Callable[[Backend], Backend] | None = None,
-) -> LLM:
-    """The gateway to the model :func:`resolve_endpoint` finds; ``wrap_backend`` wraps the transport (a meter of
-    every request, say)."""
-    config, endpoint = settings.llm, resolve_endpoint(settings)
-    wrap = wrap_backend or (lambda backend: backend)
-    if endpoint.kind == "offline":
-        return LLM(wrap(OfflineBackend()), config, cache=None, sleep=sleep, request_slot=request_slot)
-    cache = ResponseCache(config.cache_path) if config.cache else None
-    backend = wrap(OpenAIBackend(base_url=endpoint.base_url, api_key=endpoint.api_key, timeout=config.request_timeout))
-    llm = LLM(backend, config, cache=cache, sleep=sleep, request_slot=request_slot, slots=endpoint.slots, model=endpoint.model)
-    if endpoint.native_tools is not None:
-        llm.capabilities.native_tools = endpoint.native_tools
-    return llm

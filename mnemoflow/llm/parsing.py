@@ -8,7 +8,7 @@ from typing import Any
 
 from mnemoflow.errors import ReplyFormatError
 
-__all__ = ["close_json", "extract_json"]
+__all__ = ["close_json", "extract_json", "json_begun", "reply_json"]
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 
@@ -97,3 +97,20 @@ def _open_parts(text: str) -> tuple[str, bool, int]:
         if scanner.step(character) and character == ",":
             last_comma = index
     return "".join(reversed(scanner.closers)), scanner.in_string, last_comma
+
+
+def reply_json(text: str, *, cut_off: bool) -> Any:
+    """The JSON a reply carries; a reply still cut at its cap (``cut_off``) after more room is closed where it stopped,
+    if it can be (a small model under a grammar may never close a string)."""
+    try:
+        return extract_json(text)
+    except ValueError:
+        closed = close_json(text) if cut_off else None
+        if closed is None:
+            raise
+        return closed
+
+
+def json_begun(text: str) -> bool:
+    """Whether a cut-off reply was writing JSON (more room may finish it), not prose running on (the re-ask may)."""
+    return text.lstrip().startswith(("{", "[", "```"))

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic
 
 from pydantic import BaseModel, ValidationError
 from typing_extensions import TypeVar  # the default= of PEP 696 (pydantic depends on typing_extensions)
 
-from mnemoflow.errors import RegistrationError, ToolArgumentError
+from mnemoflow.errors import RegistrationError, ToolArgumentError, UsageError
 
-__all__ = ["Tool", "ToolArgumentError", "ToolCall", "ToolTurn", "tool_result"]
+__all__ = ["TOOL_CHOICES", "Tool", "ToolArgumentError", "ToolCall", "ToolTurn", "tool_choice", "tool_result"]
 
 ArgsT = TypeVar("ArgsT", bound=BaseModel, default=BaseModel)
 """The arguments' model of a :class:`Tool`; a bare ``Tool`` annotation means ``Tool[BaseModel]``."""
@@ -133,3 +134,21 @@ def _json_type(value: Any) -> str:
     if isinstance(value, int | float):
         return "a number"
     return "null" if value is None else type(value).__name__
+
+
+TOOL_CHOICES = ("auto", "required", "none")
+
+
+def tool_choice(tools: Sequence[Tool[Any]], choice: str) -> str | dict[str, Any]:
+    """The request's ``tool_choice`` for ``choice``: a mode, or a tool's name to force that tool."""
+    names = [tool.name for tool in tools]
+    if not names:
+        raise UsageError("offer at least one tool (use text() for a reply without tools)")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UsageError(f"tools offered twice: {twice}")
+    if choice in TOOL_CHOICES:
+        return choice
+    if choice not in names:
+        raise UsageError(f"tool choice {choice!r} is neither one of {list(TOOL_CHOICES)} nor a tool offered: {names}")
+    return {"type": "function", "function": {"name": choice}}
