@@ -1,7 +1,8 @@
-"""Declarative graphs: the file format, loading and checking, compilation to LangGraph, rendering, runs.
+"""Declarative graphs: the file format, loading and checking, compilation to LangGraph, rendering, runs, and
+threads (their checkpoints, resuming and forking).
 
-The file format, loading, checking and rendering load with the package; the compiler and the runner (and
-LangGraph) load when first used.
+The file format, loading, checking and rendering load with the package; the compiler, the runner and threads
+(and LangGraph) load when first used.
 """
 
 import typing
@@ -15,6 +16,7 @@ from mnemoflow.graphs.validate import load_graph, with_node_config, with_route_c
 if typing.TYPE_CHECKING:
     from mnemoflow.graphs.compiler import build_state_graph, compile_graph
     from mnemoflow.graphs.runner import GraphRunner, RunResult, run_graph
+    from mnemoflow.graphs.threads import CheckpointView, ForkOrigin, edit_problems, fork_thread, thread_checkpoints
 
 __getattr__, __dir__ = lazy.members(
     __name__,
@@ -24,11 +26,18 @@ __getattr__, __dir__ = lazy.members(
         "GraphRunner": "mnemoflow.graphs.runner",
         "RunResult": "mnemoflow.graphs.runner",
         "run_graph": "mnemoflow.graphs.runner",
+        "CheckpointView": "mnemoflow.graphs.threads",
+        "ForkOrigin": "mnemoflow.graphs.threads",
+        "edit_problems": "mnemoflow.graphs.threads",
+        "fork_thread": "mnemoflow.graphs.threads",
+        "thread_checkpoints": "mnemoflow.graphs.threads",
     },
 )
 
 __all__ = [
     "LIBRARY",
+    "CheckpointView",
+    "ForkOrigin",
     "GraphRunner",
     "GraphSpec",
     "LoadedGraph",
@@ -36,10 +45,13 @@ __all__ = [
     "RunResult",
     "build_state_graph",
     "compile_graph",
+    "edit_problems",
     "find_graph",
+    "fork_thread",
     "library_graphs",
     "load_graph",
     "run_graph",
+    "thread_checkpoints",
     "to_mermaid",
     "with_node_config",
     "with_route_config",
