@@ -37,6 +37,7 @@ codes do not. Leaves defined beside the code that raises them give their module:
     ├── HookRejected (ValueError)               hook-rejected     flows.server.hooks.providers: a webhook delivery is refused
     ├── TriggerUnavailable                      trigger-unavailable  flows.server.hooks.trigger: Prefect cannot take the run now
     ├── TriggerRefused                          trigger-refused   flows.server.hooks.trigger: Prefect refused the run's parameters
+    ├── LaunchError                             launch            flows.server.launcher: a start, resume or fork from the UI is refused
     └── UIError                                 ui                flows.server.ui.views: a page or API request cannot be answered
 
 Mechanisms' own leaves, with their parents::

@@ -288,6 +288,13 @@ class UISettings(BaseSettings):
         description="Base URL users open the UI at (http://127.0.0.1:8765); Prefect's run reports link to a run's page "
         "there. Unset: no link.",
     )
+    max_runs: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Runs started, resumed or forked from the UI that may run at once in the server; past it the "
+        "server answers 429 until one ends (runs handed to Prefect do not count).",
+    )
 
     @field_validator("token")
     @classmethod

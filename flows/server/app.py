@@ -22,8 +22,10 @@ from mnemoflow.flows.server.hooks.config import HookSecrets, HookSpec, load_hook
 from mnemoflow.flows.server.hooks.deliveries import DeliveryLog
 from mnemoflow.flows.server.hooks.routes import router as hooks_router
 from mnemoflow.flows.server.hosts import HostCheck
+from mnemoflow.flows.server.launcher import RunLauncher
 from mnemoflow.flows.server.limits import BodyLimits
 from mnemoflow.flows.server.state import ServerState
+from mnemoflow.flows.server.ui.actions import ACTION_MAX_BODY_BYTES, is_action_path
 from mnemoflow.flows.server.ui.routes import mount_ui
 from mnemoflow.graphs.parts import open_run_parts
 from mnemoflow.settings import MIN_TOKEN_CHARS, Settings
@@ -63,12 +65,13 @@ def create_app(settings: Settings, *, host: str = "127.0.0.1") -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_run_parts(settings, checkpointer=False) as parts:
+        async with open_run_parts(settings) as parts:  # with the checkpointer: the UI starts, resumes and forks runs
             deliveries = DeliveryLog(
                 parts.store, namespace=settings.hooks.namespace, retention_days=settings.hooks.retention_days
             )
+            launcher = RunLauncher(parts, max_runs=settings.ui.max_runs)
             app.state.mnemoflow = ServerState(
-                settings, parts.store, parts.embedder, deliveries, hooks, secrets, sessions, throttle
+                settings, parts.store, parts.embedder, deliveries, hooks, secrets, sessions, throttle, launcher=launcher
             )
             parts.log.info("server.start", store=settings.store.backend, hooks=sorted(hooks))
             disabled = hook_secrets.warning()
@@ -76,7 +79,10 @@ def create_app(settings: Settings, *, host: str = "127.0.0.1") -> FastAPI:
                 parts.log.warning("hooks.disabled", message=disabled, secret_env=dict(hook_secrets.disabled))
             for names in shared_secrets(secrets):
                 parts.log.warning("hooks.shared_secret", hooks=names, advice="give each hook its own secret")
-            yield
+            try:
+                yield
+            finally:
+                await launcher.close()  # runs under way are recorded as interrupted; their threads can be resumed
 
     # no /docs or /redoc: their pages load scripts from a CDN into this origin; the schema stays at /openapi.json
     app = FastAPI(
@@ -100,14 +106,16 @@ def create_app(settings: Settings, *, host: str = "127.0.0.1") -> FastAPI:
 
 
 LOGIN_MAX_BODY_BYTES = 16 * 1024
-"""The largest body of a request that is not a webhook delivery (the sign-in form)."""
+"""The largest body of a request that is not a webhook delivery or a run's start, resume or fork (the sign-in form)."""
 
 
 def _body_limit(settings: Settings) -> Callable[[str], tuple[int, str]]:
     def limit_for(path: str) -> tuple[int, str]:
         if path.startswith("/hooks/"):
             return settings.hooks.max_body_bytes, "MNEMOFLOW_HOOKS_MAX_BODY_BYTES"
-        return LOGIN_MAX_BODY_BYTES, "the limit of every route but /hooks"
+        if is_action_path(path):
+            return ACTION_MAX_BODY_BYTES, "the limit of a run's start, resume or fork"
+        return LOGIN_MAX_BODY_BYTES, "the limit of every route but /hooks and the run actions"
 
     return limit_for
 

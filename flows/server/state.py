@@ -12,6 +12,7 @@ from fastapi import Request
 from mnemoflow.flows.server.auth import FailureThrottle, Sessions
 from mnemoflow.flows.server.hooks.config import HookSpec
 from mnemoflow.flows.server.hooks.deliveries import DeliveryLog
+from mnemoflow.flows.server.launcher import RunLauncher
 from mnemoflow.memory.protocol import Embedder, GraphStore
 from mnemoflow.settings import Settings
 
@@ -20,7 +21,8 @@ __all__ = ["ServerState", "server_state"]
 
 @dataclass
 class ServerState:
-    """What every route uses: the settings, the open store and embedder, the hooks and their deliveries, sign-in."""
+    """What every route uses: the settings, the open store and embedder, the hooks and their deliveries, sign-in, and
+    the launcher of the runs started from the UI."""
 
     settings: Settings
     store: GraphStore
@@ -33,6 +35,8 @@ class ServerState:
     """Sign-in sessions for ``MNEMOFLOW_UI_TOKEN``; ``None`` when no token is set (loopback only)."""
     throttle: FailureThrottle = field(default_factory=FailureThrottle)
     """Wrong tokens per client, shared by ``/login`` and the token guard."""
+    launcher: RunLauncher | None = None
+    """Starts, resumes and forks runs; set when the app starts (``None`` only for a state built without runs)."""
 
 
 def server_state(request: Request) -> ServerState:

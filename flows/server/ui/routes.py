@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from mnemoflow.flows.server.auth import SESSION_COOKIE, client_of, retry_after_s
 from mnemoflow.flows.server.state import ServerState, server_state
-from mnemoflow.flows.server.ui import api, pages
+from mnemoflow.flows.server.ui import actions, api, deliveries, mechanisms, pages
 from mnemoflow.flows.server.ui.views import UIError
 
 __all__ = ["mount_ui", "safe_next"]
@@ -67,6 +67,10 @@ def mount_ui(app: FastAPI) -> None:
     """Add the UI's routes, static files and error handlers to ``app`` (built by ``create_app``)."""
     app.include_router(pages.router)
     app.include_router(api.router)
+    app.include_router(actions.router)
+    app.include_router(deliveries.router)
+    for router in mechanisms.routers():
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for name, path in pages.VENDOR_FILES.items():
         dist = (pages.VENDOR / path).parent
