@@ -24,8 +24,8 @@ from mnemoflow.flows.server.app import create_app
 from mnemoflow.flows.server.auth import SESSION_COOKIE
 from mnemoflow.flows.server.ui import pages
 from mnemoflow.flows.server.ui.routes import safe_next
-from mnemoflow.flows.server.ui.views import STALLED_AFTER_S
 from mnemoflow.graphs import library_graphs, load_graph, run_graph
+from mnemoflow.graphs.runner import STALLED_AFTER_S
 from mnemoflow.memory import SQLiteStore
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord, stable_id
 from mnemoflow.settings import Settings, StoreSettings, UISettings

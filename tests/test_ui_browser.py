@@ -179,7 +179,6 @@ def test_graph_page_draws_its_diagram_as_svg(tab: Tab) -> None:
     assert tab.page.locator("#diagram svg .node.visited").count() == 0
     assert "split_sentences" in (tab.page.locator("#diagram svg").text_content() or "")
     assert tab.page.locator("#nodes tbody tr").count() == 5
-    tab.shoot("graph")
     tab.assert_clean()
 
 
@@ -194,7 +193,6 @@ def test_every_library_graph_renders(tab: Tab) -> None:
 def test_runs_page_loads(tab: Tab, seeded: Seeded) -> None:
     tab.open("/runs")
     assert tab.page.locator(f'#runs a[href^="/runs/{seeded.run_id}"]').count() == 1
-    tab.shoot("runs")
     tab.assert_clean()
 
 
@@ -207,7 +205,6 @@ def test_run_page_marks_the_visited_nodes(tab: Tab, seeded: Seeded) -> None:
     }
     assert tab.page.locator("#run-status").text_content() == "completed"
     assert tab.page.locator("#steps-body tr").count() >= 5
-    tab.shoot("run")
     tab.assert_clean()
 
 
@@ -281,7 +278,6 @@ def test_memory_explorer_expands_a_neighbourhood_on_click(tab: Tab, seeded: Seed
     assert tab.page.locator("#prop-properties b").count() == 0
     leaf = spoke.replace("entry-", "receipt-")
     assert tab.evaluate("(id) => window.mnemoflowExplorer.cy.getElementById(id).nonempty()", leaf)
-    tab.shoot("explorer")
     tab.assert_clean()
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 
 from mnemoflow.flows.server.state import ServerState, server_state
+from mnemoflow.flows.server.ui import runs as run_views
 from mnemoflow.flows.server.ui import views
 
 __all__ = ["router"]
@@ -35,17 +36,22 @@ def graph(name: str, state: State) -> dict[str, Any]:
 @router.get("/runs")
 async def runs(
     state: State,
-    namespace: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    namespace: Annotated[str | None, Query(min_length=1, max_length=200, description="Only this namespace's runs.")] = None,
+    graph: Annotated[str | None, Query(min_length=1, max_length=200, description="Only runs of this graph.")] = None,
+    status: Annotated[str | None, Query(min_length=1, max_length=50, description="Only runs with this status.")] = None,
+    thread: Annotated[str | None, Query(min_length=1, max_length=200, description="Only runs of this thread.")] = None,
+    limit: Annotated[int, Query(ge=1, le=run_views.RUN_SCAN_LIMIT)] = 50,
 ) -> list[dict[str, Any]]:
-    """Recent runs, newest first, of one namespace or all."""
-    return await views.run_summaries(state.store, namespace=namespace, limit=limit)
+    """Recent runs, newest first, of one namespace or all, narrowed by graph, status and thread; a filter searches at
+    most the ``RUN_SCAN_LIMIT`` most recent runs of each namespace."""
+    return await run_views.run_summaries(state.store, namespace=namespace, graph=graph, status=status, thread=thread, limit=limit)
 
 
 @router.get("/runs/{run_id}")
 async def run(run_id: str, namespace: Namespace, state: State) -> dict[str, Any]:
-    """One run: status, steps with durations and errors, LLM usage, and its diagram with the visited nodes marked."""
-    return await views.run_detail(state.store, state.settings, namespace, run_id)
+    """One run: status, input and outputs, steps with the fields they wrote, their model calls and errors, LLM usage,
+    where its thread came from, links to mechanism views, and its diagram with the visited nodes marked."""
+    return await run_views.run_detail(state.store, state.settings, namespace, run_id)
 
 
 @router.get("/namespaces")

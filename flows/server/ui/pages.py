@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from mnemoflow.flows.server.state import ServerState, server_state
-from mnemoflow.flows.server.ui import views
+from mnemoflow.flows.server.ui import runs, views
 
 __all__ = ["VENDOR", "router", "templates"]
 
@@ -78,24 +78,30 @@ def graph_page(name: str, request: Request, state: State) -> HTMLResponse:
     return render(request, "graph.html", section="graphs", title=graph["name"], graph=graph)
 
 
+FilterValue = Annotated[str | None, Query(max_length=200)]
+
+
 @router.get("/runs")
 async def runs_page(
     request: Request,
     state: State,
-    namespace: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    namespace: FilterValue = None,
+    graph: FilterValue = None,
+    status: Annotated[str | None, Query(max_length=50)] = None,
+    thread: FilterValue = None,
+    limit: Annotated[int, Query(ge=1, le=runs.RUN_SCAN_LIMIT)] = 50,
 ) -> HTMLResponse:
-    namespace = namespace or None
-    runs = await views.run_summaries(state.store, namespace=namespace, limit=limit)
-    names = await views.namespaces(state.store)
-    return render(request, "runs.html", section="runs", title="Runs", runs=runs, namespace=namespace, namespaces=names)
+    """Recent runs with filters (an empty field is no filter), a thread's runs grouped under it."""
+    chosen = {"namespace": namespace or None, "graph": graph or None, "status": status or None, "thread": (thread or "").strip() or None}
+    listing = await runs.run_listing(state.store, limit=limit, **chosen)
+    return render(request, "runs.html", section="runs", title="Runs", listing=listing, chosen=chosen, limit=limit)
 
 
 @router.get("/runs/{run_id}")
 async def run_page(
     run_id: str, request: Request, state: State, namespace: Annotated[str, Query(min_length=1, max_length=200)]
 ) -> HTMLResponse:
-    run = await views.run_detail(state.store, state.settings, namespace, run_id)
+    run = await runs.run_detail(state.store, state.settings, namespace, run_id)
     return render(request, "run.html", section="runs", title=f"Run {run_id}", run=run)
 
 
@@ -109,6 +115,8 @@ async def memory_page(
     kind: Annotated[str | None, Query(max_length=100)] = None,
     offset: Annotated[int, Query(ge=0, le=views.MAX_OFFSET)] = 0,
 ) -> HTMLResponse:
+    """A namespace's records (newest first, or the hits of a search) and a legend of its kinds: each kind's colour in
+    the explorer and how many records of it the namespace holds."""
     names = await views.namespaces(state.store)
     kinds = state.store.registry.kinds
     if namespace is None and names:
@@ -118,8 +126,11 @@ async def memory_page(
         kind = next((spec.name for spec in kinds if spec.embedded), None)
     hits: list[dict[str, Any]] | None = None
     records: list[dict[str, Any]] = []
+    kind_counts: dict[str, int] = {}
     page = 50
     if namespace:
+        with views.store_errors():
+            kind_counts = await state.store.count_nodes_by_kind(namespace)
         if q.strip():
             hits = await views.search(state.store, state.embedder, namespace, q, mode=mode, kind=kind, k=20)
         else:
@@ -135,6 +146,7 @@ async def memory_page(
         q=q,
         mode=mode,
         kind=kind,
+        kind_counts=kind_counts,
         hits=hits,
         records=records,
         offset=offset,
@@ -150,7 +162,11 @@ async def record_page(
     id: Annotated[str, Query(min_length=1, max_length=512)],
 ) -> HTMLResponse:
     node = await views.record(state.store, namespace, id)
-    return render(request, "record.html", section="memory", title=f"{node['kind']} {id}", node=node, namespace=namespace)
+    with views.store_errors():
+        kind_counts = await state.store.count_nodes_by_kind(namespace)
+    return render(
+        request, "record.html", section="memory", title=f"{node['kind']} {id}", node=node, namespace=namespace, kind_counts=kind_counts
+    )
 
 
 def error_page(request: Request, status: int, message: str) -> Response:

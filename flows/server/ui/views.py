@@ -1,4 +1,5 @@
-"""What the UI shows, as plain JSON-ready dicts: graphs, runs and memory records, read from the library and the store.
+"""What the UI shows, as plain JSON-ready dicts: graphs and memory records, read from the library and the store (runs:
+:mod:`~mnemoflow.flows.server.ui.runs`).
 
 Pages and APIs both build on these functions, so a page and its live-update API never disagree. Bad input
 (an unknown graph, run, record or namespace, a page out of range) raises :class:`UIError` with the HTTP status
@@ -7,13 +8,12 @@ to answer; store errors are translated by :func:`store_errors`.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode
 
 import yaml
 from pydantic import BaseModel
@@ -27,27 +27,26 @@ from mnemoflow.errors import (
     StoreUnavailableError,
 )
 from mnemoflow.graphs import LoadedGraph, library_graphs, load_graph, to_mermaid
-from mnemoflow.graphs.runner import LIVE_HEARTBEAT_S
 from mnemoflow.memory.protocol import Embedder, GraphStore
-from mnemoflow.memory.records import NodeRecord, RelationshipRecord, stable_id
+from mnemoflow.memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.nodes.builtins import load_builtin_nodes
 from mnemoflow.nodes.registry import REGISTRY, import_node_modules
 from mnemoflow.settings import Settings
 
 __all__ = [
     "MAX_OFFSET",
-    "RUN_KIND",
-    "STALLED_AFTER_S",
     "UIError",
+    "get_many",
     "graph_detail",
+    "graph_names",
+    "local_links",
+    "record_url",
     "graph_summaries",
     "namespaces",
     "neighbours",
     "node_json",
     "record",
     "recent_records",
-    "run_detail",
-    "run_summaries",
     "search",
     "store_errors",
 ]
@@ -55,11 +54,6 @@ __all__ = [
 MAX_OFFSET = 1_000_000_000
 """The largest ``offset`` a page may ask for (a bound keeps every number inside the stores' 64-bit integers)."""
 
-RUN_KIND = "Run"
-"""The kind of the store node every graph run writes (see ``mnemoflow.graphs.runner``)."""
-
-STALLED_AFTER_S = 4 * LIVE_HEARTBEAT_S
-"""A running run whose record is older than this is shown as stalled."""
 
 
 class UIError(MnemoflowError):
@@ -119,6 +113,11 @@ def _loaded(name: str, settings: Settings) -> LoadedGraph:
 def _description(path: Path) -> str:
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     return " ".join(str(data.get("description", "")).split()) if isinstance(data, dict) else ""
+
+
+def graph_names() -> set[str]:
+    """The names of the library's graphs."""
+    return set(_library())
 
 
 def graph_summaries() -> list[dict[str, Any]]:
@@ -200,93 +199,30 @@ def graph_detail(name: str, settings: Settings, *, visited: list[str] | None = N
     }
 
 
-# -- runs ------------------------------------------------------------------------------------------------
-
-
-def _usage(properties: dict[str, Any]) -> dict[str, Any]:
-    llm = properties.get("llm")
-    return llm if isinstance(llm, dict) else {}
-
-
-def _status(properties: dict[str, Any]) -> str:
-    """The run's status; ``stalled`` for a running run whose record has stopped changing (its process died,
-    or was killed: a resumed run is a new run)."""
-    status = str(properties.get("status", "unknown"))
-    recorded_at = properties.get("recorded_at")
-    if status == "running" and isinstance(recorded_at, int | float) and time.time() - recorded_at > STALLED_AFTER_S:
-        return "stalled"
-    return status
-
-
-def _run_summary(node: NodeRecord) -> dict[str, Any]:
-    properties = node.properties
-    usage = _usage(properties)
-    return {
-        "namespace": node.namespace,
-        "id": node.id,
-        "run_id": str(properties.get("run_id", "")),
-        "graph": str(properties.get("graph", "")),
-        "graph_version": properties.get("graph_version"),
-        "thread_id": properties.get("thread_id"),
-        "status": _status(properties),
-        "resumed": bool(properties.get("resumed", False)),
-        "started_at": properties.get("started_at"),
-        "duration_s": properties.get("duration_s"),
-        "steps": properties.get("steps", 0),
-        "llm_calls": usage.get("calls", 0),
-        "tokens": usage.get("tokens", 0),
-        "updated_at": node.updated_at.timestamp() if node.updated_at else None,
-    }
-
-
-def _prefect_link(properties: dict[str, Any]) -> dict[str, str] | None:
-    """The Prefect flow run that ran a run (``id``, and ``url`` when it is an http(s) address), from its annotations."""
-    annotations = properties.get("annotations")
-    if not isinstance(annotations, dict) or not annotations.get("prefect_flow_run_id"):
-        return None
-    url = str(annotations.get("prefect_flow_run_url") or "")
-    return {"id": str(annotations["prefect_flow_run_id"]), "url": url if urlsplit(url).scheme in ("http", "https") else ""}
-
-
-async def run_summaries(store: GraphStore, *, namespace: str | None, limit: int) -> list[dict[str, Any]]:
-    """The ``limit`` most recent runs, newest first: of one namespace, or of every namespace."""
-    with store_errors():
-        names = [namespace] if namespace is not None else [summary.name for summary in await store.namespaces()]
-        runs: list[NodeRecord] = []
-        for name in names:
-            runs += await store.list_nodes(name, kind=RUN_KIND, limit=limit)
-    summaries = [_run_summary(run) for run in runs]
-    summaries.sort(key=lambda run: float(run["started_at"] or 0), reverse=True)
-    return summaries[:limit]
-
-
-async def run_detail(store: GraphStore, settings: Settings, namespace: str, run_id: str) -> dict[str, Any]:
-    """One run with its steps (events), its error when it failed, the Prefect flow run that ran it and, when its graph
-    is in the library, the diagram with visited nodes marked."""
-    with store_errors():
-        [node] = await store.get_nodes(namespace, [stable_id(namespace, RUN_KIND, run_id)])
-    if node is None or node.kind != RUN_KIND:
-        raise UIError(404, f"no run {run_id!r} in namespace {namespace!r}")
-    detail = _run_summary(node)
-    events = node.properties.get("events")
-    detail["events"] = [event for event in events if isinstance(event, dict)] if isinstance(events, list) else []
-    detail["llm"] = _usage(node.properties)
-    detail["error"] = str(node.properties.get("error") or "")
-    detail["prefect"] = _prefect_link(node.properties)
-    visited = [str(event.get("node")) for event in detail["events"] if event.get("event") == "end"]
-    detail["visited"] = sorted(set(visited))
-    detail["live"] = detail["status"] == "running"
-    detail["mermaid"] = None
-    if detail["graph"] in _library():
-        try:
-            detail["mermaid"] = graph_detail(detail["graph"], settings, visited=visited)["mermaid"]
-        except UIError:
-            detail["mermaid"] = None
-    detail["now"] = time.time()
-    return detail
+def local_links(links: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Only links to this server's own pages (a path, not ``//host`` or a scheme)."""
+    return [link for link in links if link.get("url", "").startswith("/") and not link["url"].startswith("//")]
 
 
 # -- memory ----------------------------------------------------------------------------------------------
+
+
+READ_BATCH = 200
+"""Records read per ``get_nodes`` call by :func:`get_many`."""
+
+
+def record_url(namespace: str, node_id: str) -> str:
+    """A record's page in the memory explorer."""
+    return "/memory/record?" + urlencode({"namespace": namespace, "id": node_id})
+
+
+async def get_many(store: GraphStore, namespace: str, ids: Sequence[str]) -> list[NodeRecord | None]:
+    """The records of ``ids`` in order (None where missing), read ``READ_BATCH`` at a time."""
+    found: list[NodeRecord | None] = []
+    with store_errors():
+        for start in range(0, len(ids), READ_BATCH):
+            found += await store.get_nodes(namespace, ids[start : start + READ_BATCH])
+    return found
 
 
 def node_json(node: NodeRecord) -> dict[str, Any]:
@@ -344,10 +280,13 @@ async def search(
 
 
 async def record(store: GraphStore, namespace: str, node_id: str) -> dict[str, Any]:
-    """One record, with the number of relationships touching it."""
+    """One record, with the number of relationships touching it and the mechanism views about it."""
     page = await neighbours(store, namespace, node_id, limit=1, offset=0)
     node: dict[str, Any] = page["node"]
     node["relationships"] = page["total"]
+    from mnemoflow.flows.server.ui import mechanisms  # they read through this module's helpers
+
+    node["links"] = local_links(mechanisms.record_links(node))
     return node
 
 
