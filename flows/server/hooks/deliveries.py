@@ -20,9 +20,12 @@ from mnemoflow.memory.names import REGISTRY
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord, stable_id
 
-__all__ = ["DeliveryLog", "Outcome", "PastDelivery"]
+__all__ = ["DELIVERY_KIND", "DeliveryLog", "Outcome", "PastDelivery", "RecordedDelivery"]
 
-REGISTRY.register_kind("WebhookDelivery", description="A webhook delivery received by `mnemoflow serve`, and its outcome.")
+DELIVERY_KIND = "WebhookDelivery"
+"""The kind of the record each delivery is remembered as."""
+
+REGISTRY.register_kind(DELIVERY_KIND, description="A webhook delivery received by `mnemoflow serve`, and its outcome.")
 REGISTRY.register_kind("WebhookSignature", description="A webhook signature already received, and the delivery it signed.")
 
 Outcome = Literal["triggered", "ignored", "rejected", "unavailable"]
@@ -39,6 +42,56 @@ class PastDelivery:
     flow_run_id: str | None
     reason: str | None
     attempts: int
+
+
+@dataclass(frozen=True)
+class RecordedDelivery:
+    """A remembered delivery as a listing shows it (the UI's deliveries page): what was received, what became of it."""
+
+    hook: str
+    delivery_id: str
+    event: str | None
+    """The provider's event name (GitHub's ``X-GitHub-Event``, Slack's event type) as received; ``None`` when it sent none."""
+    outcome: str
+    deployment: str | None
+    attempts: int
+    """How many times the delivery was processed (a redelivery after ``unavailable`` is one more)."""
+    reason: str | None
+    flow_run_id: str | None
+    """The Prefect flow run the delivery created, when it triggered one."""
+    received_at: float | None
+    """When the delivery was first received (Unix epoch seconds)."""
+    updated_at: float | None
+    """When its record last changed: its latest attempt."""
+    expires_at: float | None
+    """When it is forgotten, after which a redelivery would trigger a new run."""
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _epoch(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _recorded(record: NodeRecord) -> RecordedDelivery:
+    properties = record.properties
+    attempts = properties.get("attempts")
+    first = record.created_at.timestamp() if record.created_at is not None else _epoch(properties.get("received_at"))
+    return RecordedDelivery(
+        hook=str(properties.get("hook", "")),
+        delivery_id=str(properties.get("delivery_id", "")),
+        event=_text(properties.get("event")),
+        outcome=str(properties.get("outcome", "")),
+        deployment=_text(properties.get("deployment")),
+        attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 1,
+        reason=_text(properties.get("reason")),
+        flow_run_id=_text(properties.get("flow_run_id")),
+        received_at=first,
+        updated_at=record.updated_at.timestamp() if record.updated_at is not None else _epoch(properties.get("received_at")),
+        expires_at=_epoch(properties.get("expires_at")),
+    )
 
 
 class DeliveryLog:
@@ -62,7 +115,7 @@ class DeliveryLog:
             yield
 
     def _id(self, hook: str, delivery_id: str) -> str:
-        return stable_id(self.namespace, "WebhookDelivery", hook, delivery_id)
+        return stable_id(self.namespace, DELIVERY_KIND, hook, delivery_id)
 
     def _signature_id(self, signature: str) -> str:
         return stable_id(self.namespace, "WebhookSignature", signature)
@@ -75,6 +128,12 @@ class DeliveryLog:
         return PastDelivery(
             properties["outcome"], properties.get("flow_run_id"), properties.get("reason"), properties.get("attempts", 1)
         )
+
+    async def recent(self, *, limit: int = 50, offset: int = 0) -> list[RecordedDelivery]:
+        """One page of the deliveries of every hook, the most recently changed first (the store's order of
+        ``list_nodes``); ``limit`` and ``offset`` are checked by the store."""
+        records = await self.store.list_nodes(self.namespace, kind=DELIVERY_KIND, limit=limit, offset=offset)
+        return [_recorded(record) for record in records]
 
     async def first_signed(self, signature: str) -> tuple[str, str] | None:
         """The hook and delivery id a signature was first received with, or None."""
@@ -109,7 +168,7 @@ class DeliveryLog:
         }
         text = f"{hook} {event or ''} {outcome} {reason or ''}".strip()
         record = NodeRecord(
-            id=self._id(hook, delivery_id), namespace=self.namespace, kind="WebhookDelivery", text=text, properties=properties
+            id=self._id(hook, delivery_id), namespace=self.namespace, kind=DELIVERY_KIND, text=text, properties=properties
         )
         records = [record]
         if signature is not None:  # first received: later copies and replays find it
