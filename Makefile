@@ -62,7 +62,7 @@ test: install model ui browser check
 
 # The README's screenshots, taken by the browser tests.
 screenshots: install ui browser
-	MNEMOFLOW_SCREENSHOTS=docs/screenshots MNEMOFLOW_REQUIRE_BROWSER=1 $(BIN)/pytest -q tests/test_ui_browser.py
+	MNEMOFLOW_SCREENSHOTS=docs/screenshots MNEMOFLOW_REQUIRE_BROWSER=1 $(BIN)/pytest -q tests/test_ui_browser*.py
 
 # Lint, types and the layers' import contract; mypy and import-linter read the package in its installed shape
 # (infra/package_tree.py). lint-imports runs from inside that tree, which its own cwd lookup would otherwise shadow.
