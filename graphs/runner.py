@@ -46,8 +46,10 @@ __all__ = [
     "RunResult",
     "check_input",
     "check_preconditions",
+    "field_problems",
     "input_problems",
     "run_graph",
+    "run_record",
     "step_limit",
 ]
 
@@ -327,7 +329,7 @@ class GraphRunner:
             properties = {"error": error, "annotations": dict(annotations or {}), "input": shown_input}
             if status == "completed":
                 properties["outputs"] = shown_outputs
-            return _run_record(namespace, graph, run_id, thread_id, status, resumed, started_at, duration, trace, usage, properties)
+            return run_record(namespace, graph, run_id, thread_id, status, resumed, started_at, duration, trace, usage, properties)
 
         finished = asyncio.Event()
         publisher = asyncio.create_task(self._publish_live(record, context, finished)) if self.live_interval else None
@@ -417,7 +419,7 @@ async def run_graph(
         return await runner.run(values, namespace=namespace, thread_id=thread_id)
 
 
-def _run_record(
+def run_record(
     namespace: str,
     graph: LoadedGraph,
     run_id: str,
@@ -430,6 +432,8 @@ def _run_record(
     llm_usage: dict[str, Any],
     extra: dict[str, Any],
 ) -> NodeRecord:
+    """The record a run keeps of itself: its graph, thread, status, timing, steps (``trace``), model usage, and
+    ``extra`` properties (error, annotations, input, outputs)."""
     return NodeRecord(
         id=stable_id(namespace, RUN_KIND, run_id),
         namespace=namespace,

@@ -1,6 +1,7 @@
 """Starting, resuming and forking runs in a real headless Chromium (Debian's, driven by Playwright), as a user would:
 the graph page's start form opens the live run page and follows the run to its end, a refused field shows its message
-beside it, a thread cut off when the server stopped resumes from its run's page, and a fork of a step with an edited
+beside it, a thread whose run was killed (SIGKILL, a real ``mnemoflow run`` process) or cut off when the server stopped
+resumes from its run's page, and a fork of a step with an edited
 field gives the new thread a different output. Every page stays free of console errors and policy violations.
 
 Skips without Chromium like ``tests/test_ui_browser.py``, whose fixtures and ``Tab`` it uses; screenshots go to the
@@ -9,6 +10,11 @@ same folder (``start-run.png``, ``fork.png``).
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,32 +23,21 @@ import pytest
 from playwright.sync_api import Browser
 
 from mnemoflow.flows.server.app import create_app
+from mnemoflow.graphs.runner import RUN_KIND, STALLED_AFTER_S
+from mnemoflow.memory.records import stable_id
 from mnemoflow.settings import Settings
-from tests.conftest import settings_for
+from tests.conftest import cli_environment
 from tests.support.openai_server import ScriptedOpenAIServer
 from tests.support.web_server import serve
+from tests.test_ui import open_store, run_async
 from tests.test_ui_actions import NAMESPACE, TEXT, WAIT_S, Gate, finished, script_tme, start, ui_settings, wait_for_run
+from tests.test_ui_actions import model as model  # the scripted model, the SQLite store and the server of those tests
+from tests.test_ui_actions import site as site
+from tests.test_ui_actions import stored as stored
 from tests.test_ui_browser import Tab
 from tests.test_ui_browser import browser as browser  # the module's Chromium, shared with this module's tests
 
 STATUS_IS = "(status) => document.getElementById('run-status').textContent === status"
-
-
-@pytest.fixture
-def model() -> Iterator[ScriptedOpenAIServer]:
-    with ScriptedOpenAIServer() as server:
-        yield server
-
-
-@pytest.fixture
-def stored(tmp_path: Path) -> Settings:
-    return settings_for("sqlite", sqlite_path=tmp_path / "memory.db")
-
-
-@pytest.fixture
-def site(stored: Settings, model: ScriptedOpenAIServer) -> Iterator[str]:
-    with serve(create_app(ui_settings(stored, model))) as url:
-        yield url
 
 
 @pytest.fixture
@@ -136,6 +131,68 @@ def test_a_refused_field_shows_its_message_beside_it(tab: Tab) -> None:
     assert "missing-book" in (book_error.text_content() or "")  # the precondition: the book is not indexed
     assert cycles_error.is_hidden() and tab.page.url.endswith("/graphs/comorag-qa")
     forgive_refusals(tab, 422)
+    tab.assert_clean()
+
+
+def age_record(path: Path, run_id: str, seconds: float) -> None:
+    """Make a run's record ``seconds`` older, as if its process had written nothing for that long."""
+
+    async def age() -> None:
+        store = open_store(path)
+        await store.setup()
+        try:
+            [record] = await store.get_nodes(NAMESPACE, [stable_id(NAMESPACE, RUN_KIND, run_id)])
+            assert record is not None
+            recorded_at = float(record.properties["recorded_at"]) - seconds
+            await store.upsert_nodes([record.model_copy(update={"properties": {**record.properties, "recorded_at": recorded_at}})])
+        finally:
+            await store.close()
+
+    run_async(age)
+
+
+MNEMOFLOW = str(Path(sys.executable).with_name("mnemoflow"))
+
+
+@pytest.mark.subprocess
+def test_resume_a_thread_whose_run_was_killed(
+    tab: Tab, model: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
+    gate = Gate()
+    script_tme(model, gate)
+    environment = cli_environment("sqlite", tmp_path, namespace=NAMESPACE, model_url=model.base_url)  # the site's store
+    utterance = json.dumps({"session": "killed", "utterance": "Book a room near the river."})
+    command = [MNEMOFLOW, "run", "tme-turn", "--input", utterance, "--thread", "killed-thread"]
+    cli = subprocess.Popen(command, env=environment, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert gate.waiting.wait(WAIT_S), "the run never reached its answer step"
+        time.sleep(1.0)  # the earlier steps' checkpoints are saved while the answer step waits (LangGraph's async durability)
+        cli.send_signal(signal.SIGKILL)
+        assert cli.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    gate.opened.set()
+    with httpx.Client(base_url=tab.base, timeout=30) as http:
+        [killed] = http.get("/api/runs", params={"namespace": NAMESPACE, "thread": "killed-thread"}).json()
+    assert killed["status"] == "running"  # the killed run's last word
+    age_record(tmp_path / "memory.db", killed["run_id"], STALLED_AFTER_S + 5)  # as if a minute had passed since
+
+    with httpx.Client(base_url=tab.base, timeout=30) as http:
+        [killed] = http.get("/api/runs", params={"namespace": NAMESPACE, "thread": "killed-thread"}).json()
+    assert killed["status"] == "stalled" and killed["graph"] == "tme-turn"
+    tab.open(f"/runs/{killed['run_id']}?namespace={NAMESPACE}")
+    assert tab.page.locator("#run-status").text_content() == "stalled"
+    tab.page.locator("#resume-button").click()
+    tab.page.wait_for_url(lambda address: "/runs/" in address and killed["run_id"] not in address)
+    resumed_id = tab.page.locator("#run").get_attribute("data-run-id")
+    with httpx.Client(base_url=tab.base, timeout=30) as http:
+        resumed = wait_for_run(http, str(resumed_id), finished)
+    assert resumed["status"] == "completed", resumed["error"]
+    tab.page.wait_for_function(STATUS_IS, arg="completed")
+    assert resumed["resumed"] and resumed["thread_id"] == "killed-thread"
+    assert str(resumed["outputs"]["response"]).startswith("Answered:")
+    assert [event["node"] for event in resumed["events"]] == ["answer", "persist"]  # nothing before the kill runs again
     tab.assert_clean()
 
 

@@ -31,7 +31,7 @@ from mnemoflow.flows.server.hooks.trigger import TriggerRefused, TriggerUnavaila
 from mnemoflow.graphs import GraphRunner, library_graphs, load_graph
 from mnemoflow.graphs.loader import LoadedGraph
 from mnemoflow.graphs.parts import RunParts
-from mnemoflow.graphs.runner import LIVE_INTERVAL_S, RUN_KIND, STALLED_AFTER_S, input_problems
+from mnemoflow.graphs.runner import LIVE_INTERVAL_S, RUN_KIND, STALLED_AFTER_S, input_problems, run_record
 from mnemoflow.graphs.threads import CheckpointView, edit_problems, fork_thread, thread_checkpoints
 from mnemoflow.memory.names import validate_namespace
 from mnemoflow.memory.records import NodeRecord, stable_id
@@ -403,25 +403,5 @@ def _first_record(
     ``error`` when the run ended before the runner wrote anything. ``resumed``: the run goes on from a checkpoint."""
     now = time.time()
     status = "failed" if error else "running"
-    return NodeRecord(
-        id=stable_id(namespace, RUN_KIND, run_id),
-        namespace=namespace,
-        kind=RUN_KIND,
-        text=f"{graph.spec.name} {status}",
-        properties={
-            "graph": graph.spec.name,
-            "graph_version": graph.spec.version,
-            "run_id": run_id,
-            "thread_id": thread_id,
-            "status": status,
-            "resumed": resumed,
-            "duration_s": 0.0,
-            "started_at": round(now, 6),
-            "recorded_at": round(now, 6),
-            "steps": 0,
-            "events": [],
-            "llm": {},
-            "error": error,
-            "annotations": dict(annotations),
-        },
-    )
+    extra = {"error": error, "annotations": dict(annotations)}
+    return run_record(namespace, graph, run_id, thread_id, status, resumed, now, 0.0, [], {}, extra)
