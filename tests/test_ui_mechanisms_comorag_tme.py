@@ -472,11 +472,11 @@ def test_workspace_page_shows_stored_markup_as_text(client: httpx.Client, made: 
     )
 
 
-async def test_an_attempt_whose_record_lost_its_prediction_is_still_an_impasse(
+async def test_the_first_impasse_is_kept_when_the_question_is_encoded_after_it(
     sqlite_store: GraphStore, namespace: str, tmp_path: Path
 ) -> None:
-    """In the paper's order (``encode_first`` off) the question's evidence is encoded after the first impasse, which
-    rewrites cycle 0's record without its prediction: the view still knows that attempt failed, as one came after."""
+    """In the paper's order (``encode_first`` off) the question's evidence is encoded after the first impasse: cycle
+    0's record keeps the impasse it answered, and the view shows that attempt failed."""
     await build_book(sqlite_store, EMBEDDER, namespace)
     with ScriptedOpenAIServer() as server:
         script(server, [answer("*"), answer("Corvin Ashe")], [{"probes": [PROBE]}])
@@ -492,7 +492,7 @@ async def test_an_attempt_whose_record_lost_its_prediction_is_still_an_impasse(
             await llm.aclose()
     workspace = await comorag.question_view(sqlite_store, namespace, result.state["question_id"])
     first, second = workspace["attempts"]
-    assert first["prediction"] == "" and not first["failed"]  # what the record holds now
+    assert first["prediction"] == "*" and first["failed"]  # encoding the cycle afterwards kept what it answered
     assert (first["status"], second["status"]) == ("impasse", "answered")
     assert [probe["text"] for probe in first["probes"]] == ["Who was the guardian of Tobin Orsk?"] and first["probes"][0]["units"]
 

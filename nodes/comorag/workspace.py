@@ -90,6 +90,9 @@ async def encode(
     ]
     namespace = context.namespace
     cycle_node, links = cycle_records(namespace, question_id, cycle, {"prediction": "", "failed": False})
+    [answered] = await context.store.get_nodes(namespace, [cycle_node.id])
+    if answered is not None:  # the cycle was answered before it was encoded (encode_first off): keep what it answered
+        cycle_node = cycle_node.model_copy(update={"properties": {**cycle_node.properties, **answered.properties}})
     probe_node = NodeRecord(
         id=probe_id(question_id, cycle, probe), namespace=namespace, kind=PROBE, text=probe, properties={"text": probe}
     )
