@@ -272,6 +272,9 @@ async def test_revision_at_task_5_applies_add_edit_agree_remove(tasks: Tasks) ->
     assert all("revise" not in r.state["evolution"] for r in results[:4])
     report = results[4].state["evolution"]["revise"]["revision-5"]
     assert len(report["applied"]) == 4 and report["errors"] == []
+    # each sampled task is compared with its 3 most similar successes (of the 5 so far; no failures among them)
+    assert [len(group) for group in report["groups"]] == [4] * 5
+    assert all(group[0] == sample for group, sample in zip(report["groups"], report["samples"], strict=True))
     edited, removed, agreed, untouched = [await tasks.insight(i) for i in ids]
     assert edited.text == "Restate the goal and its constraints first, because it avoids drift." and edited.id == ids[0]
     assert edited.properties["history"][0]["text"] == RULES[0][0] and edited.properties["score"] == 1 + 5 + 1

@@ -23,7 +23,7 @@ import pytest
 from mnemoflow.flows.server.app import create_app
 from mnemoflow.flows.server.ui import pages, runs
 from mnemoflow.flows.server.ui.mechanisms import gmemory, l2mac
-from mnemoflow.graphs import load_graph, run_graph
+from mnemoflow.graphs import load_graph, run_graph, with_node_config
 from mnemoflow.llm import LLM
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.nodes.gmemory.model import insight_id, query_id
@@ -130,10 +130,12 @@ async def make(store: GraphStore, settings: Settings, tmp_path: Path) -> Made:
     with ScriptedOpenAIServer() as server:
         script_gmemory(server)
         llm: LLM = server.gateway()
+        # each revision call compares its sampled task alone, so the rules it lists are those that task supports
+        graph = with_node_config(load_graph("gmemory-task"), {"revise": {"successes": 0, "failures": 0}})
         for key in GM_KEYS:
             values = {"task": GM_TASK, "task_key": key, "expected": "43" if key in FAILED_KEYS else "42", "max_rounds": 1}
             result = await run_graph(
-                load_graph("gmemory-task"), values, store=store, embedder=EMBEDDER, llm=llm, settings=settings,
+                graph, values, store=store, embedder=EMBEDDER, llm=llm, settings=settings,
                 checkpointer=None, namespace=GM_NAMESPACE,
             )  # fmt: skip
             runs[key] = result.run_id

@@ -203,6 +203,8 @@ async def _revision(context: RunContext, config: ReviseConfig, n: int) -> dict[s
     queries = await _queries(store, namespace, n)
     rng = random.Random(n)
     samples = rng.sample(queries, min(config.samples, len(queries)))
+    # listed queries come without their vectors; the samples need theirs to find similar tasks
+    samples = [full or sample for sample, full in zip(samples, await store.get_nodes(namespace, [q.id for q in samples]), strict=True)]
     report: dict[str, Any] = {"samples": [q.id for q in samples], "calls": 0, "applied": [], "dropped": [], "errors": []}
     calls: list[tuple[list[NodeRecord], list[NodeRecord], Literal["compare", "critique"]]] = []
     for sample in samples:
