@@ -12,6 +12,7 @@ from mnemoflow.memory.protocol import SCHEMA_VERSION, Embedder, GraphStore
 from mnemoflow.memory.records import (
     Direction,
     JsonScalar,
+    Link,
     NamespaceSummary,
     NeighbourPage,
     NodeRecord,
@@ -53,6 +54,7 @@ __all__ = [
     "HashingEmbedder",
     "JsonScalar",
     "KindSpec",
+    "Link",
     "LocalEmbedder",
     "NameRegistry",
     "NamespaceSummary",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import struct
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from mnemoflow.memory.records import JsonScalar, NodeRecord, RelationshipRecord,
 __all__ = [
     "MAX_DEPTH",
     "MAX_K",
+    "MAX_LINKS",
     "MAX_PAGE",
     "PreparedNode",
     "PreparedRelationship",
@@ -37,6 +39,7 @@ __all__ = [
     "check_filters",
     "check_ids",
     "check_k",
+    "check_links_limit",
     "check_page",
     "filterable_properties",
     "prepare_nodes",
@@ -48,6 +51,8 @@ __all__ = [
 MAX_DEPTH = 10
 MAX_K = 10_000
 MAX_PAGE = 1000
+MAX_LINKS = 10_000
+"""Most links ``neighbours_of`` returns per node."""
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -89,10 +94,13 @@ def check_dimension(vector: Sequence[float], dimension: int, *, where: str) -> N
 def prepare_nodes(nodes: Sequence[NodeRecord], registry: NameRegistry, dimension: int) -> list[PreparedNode]:
     """Validate a batch (namespaces, kinds, vectors, properties); the last record wins for a repeated id."""
     latest: dict[tuple[str, str], NodeRecord] = {}
+    namespaces: set[str] = set()
     for node in nodes:
         if not isinstance(node, NodeRecord):
             raise InvalidRecordError(f"expected NodeRecord, got {type(node).__name__}")
-        validate_namespace(node.namespace)
+        if node.namespace not in namespaces:
+            validate_namespace(node.namespace)
+            namespaces.add(node.namespace)
         latest[(node.namespace, node.id)] = node
     prepared = []
     for node in latest.values():
@@ -103,10 +111,10 @@ def prepare_nodes(nodes: Sequence[NodeRecord], registry: NameRegistry, dimension
             if not kind.embedded:
                 raise InvalidRecordError(f"{where} has an embedding but the kind is not registered with embedded=True")
             check_dimension(node.embedding, dimension, where=where)
-            vector = np.asarray(node.embedding, dtype="<f8")
-            if not np.isfinite(vector).all():
+            # struct packs a list of floats about twice as fast as building an array from it
+            embedding_bytes = struct.pack(f"<{dimension}d", *node.embedding)
+            if not np.isfinite(np.frombuffer(embedding_bytes, dtype="<f8")).all():
                 raise InvalidRecordError(f"{where}: embedding contains NaN or infinity")
-            embedding_bytes = vector.tobytes()
         properties_json = encode_properties(node.properties, where=where)
         digest = hashlib.sha256()
         for part in (node.kind, properties_json, "\x00" if node.text is None else "\x01" + node.text):
@@ -193,6 +201,13 @@ def check_page(limit: int, offset: int) -> tuple[int, int]:
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise InvalidQueryError(f"offset={offset!r} must be an integer of 0 or more")
     return limit, offset
+
+
+def check_links_limit(limit: int) -> int:
+    """Validate ``neighbours_of``'s per-node ``limit`` (1 to ``MAX_LINKS``)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LINKS:
+        raise InvalidQueryError(f"limit={limit!r} must be an integer from 1 to {MAX_LINKS}")
+    return limit
 
 
 def check_now(now: float) -> float:

@@ -12,6 +12,7 @@ from mnemoflow.memory.names import NameRegistry
 from mnemoflow.memory.records import (
     Direction,
     JsonScalar,
+    Link,
     NamespaceSummary,
     NeighbourPage,
     NodeRecord,
@@ -131,6 +132,28 @@ class GraphStore(Protocol):
         """
         ...
 
+    async def neighbours_of(
+        self,
+        namespace: str,
+        node_ids: Sequence[str],
+        *,
+        relationship_types: Sequence[str] | None = None,
+        direction: Direction = "both",
+        kinds: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> dict[str, list[Link]]:
+        """The links of many nodes at once, in one query: for each node, its relationships of ``relationship_types``
+        (all types if ``None``) in ``direction`` ("out": the node is the source; "in": the target; "both") whose other
+        end is in the namespace and, if ``kinds`` is given, of one of those kinds.
+
+        Keys are the ids of ``node_ids`` that exist, once each, in input order (a missing id has no key; an existing
+        node without matching links maps to ``[]``). Each node's links are ordered by (type, other end's id,
+        relationship id), at most ``limit`` (1 to ``MAX_LINKS``) of them: ask for one more than you need to learn
+        whether any were left. A self-loop counts once. Nodes come without embeddings. Unknown types or kinds raise
+        ``InvalidNameError``; a bad limit or direction ``InvalidQueryError``.
+        """
+        ...
+
     async def vector_search(
         self,
         namespace: str,
@@ -139,11 +162,15 @@ class GraphStore(Protocol):
         kind: str,
         k: int = 10,
         filters: Mapping[str, JsonScalar] | None = None,
+        include_embeddings: bool = False,
     ) -> list[ScoredNode]:
         """The ``k`` nodes of ``kind`` most similar to ``vector`` (cosine), best first.
 
         ``filters`` keeps only nodes whose top-level property equals the value. The kind must be registered
         with ``embedded=True``; the vector must have the store's dimension (``EmbeddingDimensionError``).
+        Hits come without their vectors unless ``include_embeddings`` asks for them (a vector is most of a
+        hit's bytes). Scores are exact cosines; candidates may come from an approximate index, so on a large kind a
+        true neighbour can be missed (recall@10 is measured by ``bench/store.py``).
         """
         ...
 

@@ -14,6 +14,7 @@ from mnemoflow.errors import InvalidRecordError
 __all__ = [
     "JsonScalar",
     "Direction",
+    "Link",
     "NamespaceSummary",
     "NeighbourPage",
     "NodeRecord",
@@ -135,6 +136,16 @@ class NamespaceSummary(BaseModel):
     name: str
     nodes: int
     """How many nodes the namespace holds (at least one)."""
+
+
+class Link(BaseModel):
+    """One relationship of a node with the node at its other end (without its embedding), as ``neighbours_of`` reads it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    relationship: RelationshipRecord
+    node: NodeRecord
+    """The other end; for a self-loop, the node itself."""
 
 
 class NeighbourPage(BaseModel):
