@@ -140,7 +140,8 @@ class Neo4jCheckpointSaver(BaseCheckpointSaver[str]):
     async def _query(
         self, statement: str, routing: Literal["r", "w"] = "r", /, **parameters: Any
     ) -> list[dict[str, Any]]:
-        """One statement in its own managed transaction (retried by the driver)."""
+        """One statement: a write in its own managed transaction (retried by the driver), a read as one auto-commit
+        query, not retried (see :mod:`mnemoflow.memory.neo4j.connection`)."""
         await self.setup()
         return await self._connection.query(statement, routing, **parameters)
 

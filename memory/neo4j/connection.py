@@ -2,6 +2,11 @@
 
 Retries of transient faults belong to the driver's managed transactions (``execute_query``,
 ``execute_read``/``execute_write``), bounded by ``max_transaction_retry_time``; callers do not retry again.
+A single read statement is the exception: it runs as an auto-commit query, whose RUN and PULL go out together
+in one round trip (a managed transaction adds BEGIN and COMMIT), and is not retried; a read that fails has
+written nothing, so the caller may simply ask again. A pooled connection idle for longer than
+``liveness_check_timeout`` is checked before it is used, so one the server dropped meanwhile is replaced instead
+of failing the read.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class Neo4jConnection:
         database: str = "neo4j",
         max_transaction_retry_time: float = 30.0,
         connection_timeout: float = 10.0,
+        liveness_check_timeout: float = 30.0,
     ) -> None:
         shown = redact_urls(uri)
         if shown != uri:  # refused before the driver, whose errors and warnings quote the URI whole
@@ -48,6 +54,7 @@ class Neo4jConnection:
                 auth=auth,
                 max_transaction_retry_time=max_transaction_retry_time,
                 connection_timeout=connection_timeout,
+                liveness_check_timeout=liveness_check_timeout,
                 # schema-less reads ("label does not exist yet") are normal here; don't log them as warnings
                 notifications_min_severity="OFF",
             )
@@ -81,12 +88,24 @@ class Neo4jConnection:
             await self.driver.verify_connectivity()
 
     async def query(self, statement: str, routing: Literal["r", "w"] = "r", /, **parameters: Any) -> list[dict[str, Any]]:
-        """One statement in its own managed transaction; the rows as dicts."""
+        """One statement, the rows as plain dicts (``dict(record)``: ``record.data()`` walks every value again).
+
+        A write (``"w"``) runs in its own managed transaction, retried by the driver; a read in one round trip
+        (see the module docstring), chained to the writes by the same bookmarks.
+        """
         with self.translate():
-            result = await self.driver.execute_query(
-                statement, parameters, database_=self.database, routing_=neo4j.RoutingControl(routing)
-            )
-        return [record.data() for record in result.records]
+            if routing == "w":
+                result = await self.driver.execute_query(
+                    statement, parameters, database_=self.database, routing_=neo4j.RoutingControl.WRITE
+                )
+                return [dict(record) for record in result.records]
+            async with self.driver.session(
+                database=self.database,
+                default_access_mode=neo4j.READ_ACCESS,
+                bookmark_manager=self.driver.execute_query_bookmark_manager,
+            ) as session:
+                rows = await session.run(statement, parameters)
+                return [dict(record) async for record in rows]
 
     async def write(self, work: Callable[[AsyncManagedTransaction], Awaitable[T]]) -> T:
         """Several statements in one managed write transaction: all or nothing."""

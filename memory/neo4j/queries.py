@@ -20,6 +20,7 @@ __all__ = [
     "count_relationships",
     "delete_expired",
     "delete_nodes",
+    "existing_ids",
     "expand",
     "find_kind_conflicts",
     "find_missing_endpoints",
@@ -29,6 +30,8 @@ __all__ = [
     "list_nodes",
     "namespaces",
     "neighbours",
+    "neighbours_of",
+    "node_fields",
     "read_meta",
     "relationship_constraint",
     "schema_statements",
@@ -44,11 +47,18 @@ BASE_LABEL = "MfNode"
 """Label every memory node carries besides its kind; the (namespace, id) key and the text index live on it."""
 META_LABEL = "MfMeta"
 TEXT_INDEX = "mf_node_text"
+_NODE_KEYS = ".id, .namespace, .kind, .properties, .text, .created_at, .updated_at"
 
 
 def label(name: str) -> str:
     """A label or type, checked and back-quoted for splicing into Cypher."""
     return f"`{validate_identifier(name)}`"
+
+
+def node_fields(*, embedding: bool) -> str:
+    """Map projection of a node as the store reads it back, its vector only if ``embedding`` (the ``p_`` copies
+    and the content hash are write-side bookkeeping, left on the server)."""
+    return "{" + _NODE_KEYS + (", .embedding}" if embedding else "}")
 
 
 def schema_statements() -> list[str]:
@@ -172,26 +182,35 @@ def expand(direction: str, types: Sequence[str] | None, *, include_embeddings: b
     """
 
 
-def vector_search() -> str:
-    """Approximate candidates from the kind's vector index, kept if in the namespace and filters, then
-    re-scored with the exact cosine (the index may quantize vectors) and cut to ``$k``.
+def vector_search(kind: str, *, filtered: bool, include_embeddings: bool) -> str:
+    """Approximate candidates from the kind's vector index, kept if in the namespace (and, when ``filtered``, equal
+    to every ``$filters`` value), then re-scored with the exact cosine (the index quantizes vectors) and cut to ``$k``.
 
-    Returns how many candidates the index gave (``seen``), so the caller can widen the pool, and the hits
-    best first. ``vector.similarity.cosine`` gives (1 + cosine) / 2; hits carry the cosine itself.
+    Returns how many candidates the index gave (``seen``), how many survived the filters (``kept``) and how many
+    nodes the kind's index holds (``population``, from the label's count store), so the caller can size the next
+    pool, and the hits best first, with their vectors only if ``include_embeddings``.
+    ``vector.similarity.cosine`` gives (1 + cosine) / 2; hits carry the cosine itself.
     """
+    condition = f"node:{BASE_LABEL} AND node.namespace = $namespace"
+    if filtered:
+        condition += " AND all(key IN keys($filters) WHERE node['p_' + key] = $filters[key])"
+    fields = node_fields(embedding=include_embeddings)
     return f"""
     CALL db.index.vector.queryNodes($index, $candidates, $vector) YIELD node
     WITH collect(node) AS found
-    CALL (found) {{
-        UNWIND found AS node
-        WITH node WHERE node:{BASE_LABEL} AND node.namespace = $namespace
-                        AND all(key IN keys($filters) WHERE node['p_' + key] = $filters[key])
+    WITH found, [node IN found WHERE {condition}] AS kept
+    CALL (kept) {{
+        UNWIND kept AS node
         WITH node, 2 * vector.similarity.cosine(node.embedding, $vector) - 1 AS score
         ORDER BY score DESC, node.id
         LIMIT $k
-        RETURN collect({{node: node {{.*}}, score: score}}) AS hits
+        RETURN collect({{node: node {fields}, score: score}}) AS hits
     }}
-    RETURN size(found) AS seen, hits
+    CALL () {{
+        MATCH (counted:{label(kind)})
+        RETURN count(counted) AS population
+    }}
+    RETURN size(found) AS seen, size(kept) AS kept, population, hits
     """
 
 
@@ -226,9 +245,12 @@ def delete_expired() -> str:
     """
 
 
-def count_nodes() -> str:
+def count_nodes(*, by_kind: bool) -> str:
+    """A namespace's node count, counted in the (namespace, kind) index when a kind is given, else in the
+    (namespace, id) key index: two statements, since ``($kind IS NULL OR ...)`` would defeat both seeks."""
+    second = "n.kind = $kind" if by_kind else "n.id IS NOT NULL"
     return f"""
-    MATCH (n:{BASE_LABEL}) WHERE n.namespace = $namespace AND ($kind IS NULL OR n.kind = $kind)
+    MATCH (n:{BASE_LABEL}) WHERE n.namespace = $namespace AND {second}
     RETURN count(n) AS total
     """
 
@@ -291,4 +313,39 @@ def neighbours() -> str:
         }}) AS page
     }}
     RETURN c {{.*, embedding: null}} AS node, total, page
+    """
+
+
+def neighbours_of(direction: str, types: Sequence[str] | None, *, by_kind: bool) -> str:
+    """The links of every node of ``$ids`` that exists, one row per node: its relationships of ``types`` (all if
+    ``None``) in ``direction`` whose other end is in the namespace (and, when ``by_kind``, of a kind in ``$kinds``),
+    ordered by (type, other end's id, relationship id), at most ``$limit`` per node, other ends without embeddings.
+
+    Each centre is found by its key; the ordering and the limit are per centre, inside the subquery. From a bound
+    node an undirected pattern meets a self-loop once.
+    """
+    type_filter = "" if types is None else ":" + "|".join(label(type_) for type_ in types)
+    arrows = {"out": ("-", "->"), "in": ("<-", "-"), "both": ("-", "-")}[direction]
+    kind_filter = " AND o.kind IN $kinds" if by_kind else ""
+    return f"""
+    UNWIND $ids AS node_id
+    MATCH (c:{BASE_LABEL} {{namespace: $namespace, id: node_id}})
+    CALL (c) {{
+        MATCH (c){arrows[0]}[r{type_filter}]{arrows[1]}(o:{BASE_LABEL}) WHERE o.namespace = $namespace{kind_filter}
+        WITH r, o ORDER BY type(r), o.id, r.id LIMIT $limit
+        RETURN collect({{
+            relationship: r {{.*, type: type(r), source_id: startNode(r).id, target_id: endNode(r).id}},
+            node: o {node_fields(embedding=False)}
+        }}) AS links
+    }}
+    RETURN c.id AS id, links
+    """
+
+
+def existing_ids() -> str:
+    """Which of ``$ids`` exist in the namespace (for a ``neighbours_of`` that can match no link)."""
+    return f"""
+    UNWIND $ids AS node_id
+    MATCH (c:{BASE_LABEL} {{namespace: $namespace, id: node_id}})
+    RETURN c.id AS id
     """

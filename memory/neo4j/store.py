@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
+import numpy as np
 from neo4j import AsyncManagedTransaction
 from neo4j import exceptions as neo4j_errors
 
@@ -23,8 +25,10 @@ from mnemoflow.memory import traversal
 from mnemoflow.memory.batches import (
     PreparedNode,
     PreparedRelationship,
+    check_direction,
     check_ids,
     check_k,
+    check_links_limit,
     check_now,
     check_page,
     check_recorded_schema,
@@ -43,6 +47,7 @@ from mnemoflow.memory.protocol import SCHEMA_VERSION
 from mnemoflow.memory.records import (
     Direction,
     JsonScalar,
+    Link,
     NamespaceSummary,
     NeighbourPage,
     NodeRecord,
@@ -52,9 +57,26 @@ from mnemoflow.memory.records import (
 )
 from mnemoflow.redaction import redact_urls
 
-__all__ = ["Neo4jStore"]
+__all__ = ["VECTOR_POOL_BASE_POPULATION", "VECTOR_POOL_GROWTH", "VECTOR_POOL_PER_HIT", "WRITE_BATCH_ROWS", "Neo4jStore"]
 
 T = TypeVar("T")
+
+WRITE_BATCH_ROWS = 1000
+"""Rows per ``UNWIND`` statement of an upsert (``write_chunk_rows``'s default), chosen by ``bench/store.py``'s sweep
+of batch sizes (384 dimensions, vector index online); a loader that calls ``upsert_nodes`` in batches of this size
+sends one statement per call."""
+
+VECTOR_POOL_PER_HIT = 3.0
+"""Candidates asked of the vector index per hit wanted, for an index of up to ``VECTOR_POOL_BASE_POPULATION`` nodes
+all of which would survive the namespace and filters. The index is approximate and searches only as wide as the
+candidates asked for, so more than ``k`` are asked: ``bench/store.py`` measured recall@10 0.9975 at 10k nodes with 3
+per hit (0.98 with 2)."""
+VECTOR_POOL_BASE_POPULATION = 10_000
+VECTOR_POOL_GROWTH = 5.0
+"""Candidates per hit added for each tenfold of the index's population above ``VECTOR_POOL_BASE_POPULATION``: at
+100k nodes 3 per hit gave recall@10 0.969, 5 gave 0.9885, 8 gave 0.994 (``bench/store.py``'s data)."""
+_MAX_SHARES = 4096
+"""Most (namespace, kind, filter keys) survivor shares a store remembers; the oldest are forgotten first."""
 _MIGRATIONS: dict[int, Callable[[], list[str]]] = {1: queries.schema_statements}
 """Schema version -> the statements that bring a database from the previous version to it."""
 
@@ -83,6 +105,14 @@ def _relationship_from_map(values: Mapping[str, Any]) -> RelationshipRecord:
         created_at=datetime.fromisoformat(values["created_at"]),
         updated_at=datetime.fromisoformat(values["updated_at"]),
     )
+
+
+def _vector_pool(k: int, share: float, population: int) -> int:
+    """How many candidates to ask an index of ``population`` nodes for, to get ``k`` good hits when a ``share`` of
+    the candidates survive the namespace and filters."""
+    decades = max(0.0, math.log10(max(population, 1) / VECTOR_POOL_BASE_POPULATION))
+    per_hit = VECTOR_POOL_PER_HIT + VECTOR_POOL_GROWTH * decades
+    return max(k, math.ceil(k * per_hit / share))
 
 
 def _node_row(item: PreparedNode) -> dict[str, Any]:
@@ -142,7 +172,7 @@ class Neo4jStore:
         registry: NameRegistry = REGISTRY,
         max_transaction_retry_time: float = 30.0,
         connection_timeout: float = 10.0,
-        write_chunk_rows: int = 2000,
+        write_chunk_rows: int = WRITE_BATCH_ROWS,
     ) -> None:
         self.uri = uri
         self.database = database
@@ -162,6 +192,10 @@ class Neo4jStore:
         self._ready_kinds: set[str] = set()
         self._ready_types: set[str] = set()
         self._schema_lock = asyncio.Lock()
+        self._survivor_shares: dict[tuple[str, ...], float] = {}
+        """(namespace, kind, filter keys...) -> share of the last vector search's candidates that survived them."""
+        self._populations: dict[str, int] = {}
+        """Kind -> how many nodes its vector index held at the last search."""
 
     async def __aenter__(self) -> Neo4jStore:
         await self.setup()
@@ -363,6 +397,39 @@ class Neo4jStore:
         rows = await self._query(statement, namespace=namespace, frontier=frontier)
         return [(_relationship_from_map(row["relationship"]), _node_from_map(row["node"])) for row in rows]
 
+    async def neighbours_of(
+        self,
+        namespace: str,
+        node_ids: Sequence[str],
+        *,
+        relationship_types: Sequence[str] | None = None,
+        direction: Direction = "both",
+        kinds: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> dict[str, list[Link]]:
+        validate_namespace(namespace)
+        check_direction(direction)
+        check_links_limit(limit)
+        ids = list(dict.fromkeys(check_ids(node_ids)))
+        types = None if relationship_types is None else self.registry.relationship_types(relationship_types)
+        kind_names = None if kinds is None else sorted({self.registry.kind(kind).name for kind in kinds})
+        if not ids:
+            return {}
+        if types == [] or kind_names == []:  # nothing can match: only which nodes exist is left to learn
+            rows = await self._query(queries.existing_ids(), namespace=namespace, ids=ids)
+            found: dict[str, list[Link]] = {row["id"]: [] for row in rows}
+        else:
+            statement = queries.neighbours_of(direction, types, by_kind=kind_names is not None)
+            rows = await self._query(statement, namespace=namespace, ids=ids, kinds=kind_names, limit=limit)
+            found = {
+                row["id"]: [
+                    Link(relationship=_relationship_from_map(link["relationship"]), node=_node_from_map(link["node"]))
+                    for link in row["links"]
+                ]
+                for row in rows
+            }
+        return {node_id: found[node_id] for node_id in ids if node_id in found}
+
     async def vector_search(
         self,
         namespace: str,
@@ -371,53 +438,73 @@ class Neo4jStore:
         kind: str,
         k: int = 10,
         filters: Mapping[str, JsonScalar] | None = None,
+        include_embeddings: bool = False,
     ) -> list[ScoredNode]:
+        """See the protocol. The kind's index is shared by every namespace and filtered after it, so the candidate
+        pool is sized from the index's population and the share of its candidates that last survived this namespace
+        and filter keys, both as the previous search saw them (:func:`_vector_pool`), and widened until ``k``
+        survive or the index has no more to give."""
         validate_namespace(namespace)
         checked_filters = check_vector_query(self.registry, kind, vector, self.embedding_dimension, k, filters)
         await self._ensure_schema([kind], [])
-        return await self._widening_search(
-            queries.vector_search(),
-            k,
-            index=queries.vector_index_name(kind),
-            vector=list(vector),
-            namespace=namespace,
-            filters=checked_filters,
-        )
-
-    async def _widening_search(self, statement: str, k: int, /, **parameters: Any) -> list[ScoredNode]:
-        """Run a search whose index is shared by every namespace and filtered after it.
-
-        The candidate pool grows until ``k`` hits survive the filters or the index has no more to give.
-        """
-        candidates = max(4 * k, 40)
+        statement = queries.vector_search(kind, filtered=bool(checked_filters), include_embeddings=include_embeddings)
+        share_key = (namespace, kind, *sorted(checked_filters))
+        population = self._populations.get(kind, VECTOR_POOL_BASE_POPULATION)
+        candidates = _vector_pool(k, self._survivor_shares.get(share_key, 1.0), population)
+        plain_vector = np.asarray(vector, dtype=np.float64).tolist()  # plain floats pack fastest
         while True:
-            [row] = await self._query(statement, candidates=candidates, k=k, **parameters)
-            if len(row["hits"]) >= k or row["seen"] < candidates:
+            [row] = await self._query(
+                statement,
+                index=queries.vector_index_name(kind),
+                candidates=candidates,
+                vector=plain_vector,
+                k=k,
+                namespace=namespace,
+                filters=checked_filters,
+            )
+            share = max(row["kept"], 1) / max(row["seen"], 1)
+            self._populations[kind] = population = row["population"]
+            self._survivor_shares.pop(share_key, None)
+            self._survivor_shares[share_key] = share
+            if len(self._survivor_shares) > _MAX_SHARES:
+                del self._survivor_shares[next(iter(self._survivor_shares))]
+            enough_hits = len(row["hits"]) >= k
+            if row["seen"] < candidates or (enough_hits and candidates >= _vector_pool(k, 1.0, population)):
                 return [ScoredNode(node=_node_from_map(hit["node"]), score=hit["score"]) for hit in row["hits"]]
-            candidates *= 4
+            # too few survived, or the index turned out larger than assumed: search wider
+            candidates = max(_vector_pool(k, share, population), candidates if enough_hits else 4 * candidates)
 
     async def keyword_search(
         self, namespace: str, query: str, *, k: int = 10, kinds: Sequence[str] | None = None
     ) -> list[ScoredNode]:
+        """See the protocol. The text index is shared by every namespace and filtered after it: the candidate pool
+        grows until ``k`` hits survive the filters or the index has no more to give."""
         validate_namespace(namespace)
         check_k(k)
         kind_names = None if kinds is None else [self.registry.kind(kind).name for kind in kinds]
         terms = query_terms(query)
         if not terms or kind_names == []:
             return []
-        return await self._widening_search(
-            queries.keyword_search(),
-            k,
-            index=queries.TEXT_INDEX,
-            query=" OR ".join(terms),
-            namespace=namespace,
-            kinds=kind_names,
-        )
+        candidates = max(4 * k, 40)
+        while True:
+            [row] = await self._query(
+                queries.keyword_search(),
+                index=queries.TEXT_INDEX,
+                query=" OR ".join(terms),
+                namespace=namespace,
+                kinds=kind_names,
+                candidates=candidates,
+                k=k,
+            )
+            if len(row["hits"]) >= k or row["seen"] < candidates:
+                return [ScoredNode(node=_node_from_map(hit["node"]), score=hit["score"]) for hit in row["hits"]]
+            candidates *= 4
 
     async def count_nodes(self, namespace: str, kind: str | None = None) -> int:
         validate_namespace(namespace)
         kind_name = None if kind is None else self.registry.kind(kind).name
-        return int((await self._query(queries.count_nodes(), namespace=namespace, kind=kind_name))[0]["total"])
+        statement = queries.count_nodes(by_kind=kind_name is not None)
+        return int((await self._query(statement, namespace=namespace, kind=kind_name))[0]["total"])
 
     async def count_relationships(self, namespace: str, type: str | None = None) -> int:
         validate_namespace(namespace)
