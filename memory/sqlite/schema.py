@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS"]
+__all__ = ["DERIVED", "MIGRATIONS"]
 
 # Statements run one by one inside the set-up transaction (executescript would commit half-way).
-# vector_versions is bumped with every change to a kind's vectors, so that every process's in-memory
-# vector matrix knows when to reload.
+# vector_versions (version 1) is no longer written: the vector change log of DERIVED replaced it.
 _VERSION_1 = (
     """
     CREATE TABLE IF NOT EXISTS nodes (
@@ -80,3 +79,37 @@ _VERSION_1 = (
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {1: _VERSION_1}
 """Schema version -> the statements that bring a store from the previous version to it."""
+
+DERIVED: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS vector_changes (
+        seq        INTEGER PRIMARY KEY,
+        namespace  TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        node_rowid INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS vector_changes_by_kind ON vector_changes (namespace, kind, seq)
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS vector_changes_insert AFTER INSERT ON nodes WHEN new.embedding IS NOT NULL BEGIN
+        INSERT INTO vector_changes (namespace, kind, node_rowid) VALUES (new.namespace, new.kind, new.rowid);
+    END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS vector_changes_update AFTER UPDATE OF embedding ON nodes
+    WHEN new.embedding IS NOT old.embedding BEGIN
+        INSERT INTO vector_changes (namespace, kind, node_rowid) VALUES (new.namespace, new.kind, new.rowid);
+    END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS vector_changes_delete AFTER DELETE ON nodes WHEN old.embedding IS NOT NULL BEGIN
+        INSERT INTO vector_changes (namespace, kind, node_rowid) VALUES (old.namespace, old.kind, old.rowid);
+    END
+    """,
+)
+"""Derived structures, created (if missing) at every set-up, whatever the schema version: the vector change log
+that keeps each process's vector index fresh (see :mod:`~mnemoflow.memory.sqlite.vectors`). Every vector
+inserted, changed or deleted appends its node's rowid in the writing transaction; a missing or pruned log only
+makes a process reload its vectors from ``nodes``."""
