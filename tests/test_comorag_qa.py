@@ -24,7 +24,7 @@ from mnemoflow.llm import LLM
 from mnemoflow.memory.checkpoints import open_checkpointer
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.nodes.comorag.agents import ProbeSet, is_impasse, loose_probes, parse_final_answer
-from mnemoflow.nodes.comorag.retrieval import personalized_pagerank
+from mnemoflow.nodes.comorag.retrieval import LOCAL_GRAPH, _fact_graphs, personalized_pagerank
 from mnemoflow.settings import Settings, StoreSettings
 from tests.conftest import EMBEDDER, cli_environment, new_store, offline_llm, settings_of
 from tests.support.comorag_book import BOOK, answer, build_book, script
@@ -344,6 +344,24 @@ def test_loose_probes() -> None:
         "Where is the Needle?",
     ]
     assert loose_probes("I cannot help") == []
+
+
+async def test_the_pagerank_neighbourhood_read_in_three_queries_is_each_entitys_two_hop_graph(
+    store: GraphStore, namespace: str
+) -> None:
+    await build_book(store, EMBEDDER, namespace)
+    facts = sorted(fact.id for fact in await store.list_nodes(namespace, kind="Fact", limit=100))
+    entities, local_graphs = await _fact_graphs(store, namespace, facts)
+    for fact, found in zip(facts, entities, strict=True):
+        around = await store.neighbourhood(namespace, fact, relationship_types=["SUBJECT", "OBJECT"], direction="out")
+        assert [entity.id for entity in found] == [node.id for node in around.nodes[1:]] != []
+    assert len(local_graphs) > 1
+    for entity, graph in local_graphs.items():
+        expected = await store.neighbourhood(
+            namespace, entity, depth=2, relationship_types=LOCAL_GRAPH, direction="both", include_embeddings=False
+        )
+        assert [node.id for node in graph.nodes] == [node.id for node in expected.nodes]
+        assert graph.relationships == expected.relationships and graph.distances == expected.distances
 
 
 def test_personalized_pagerank_prefers_the_seeds_neighbourhood() -> None:

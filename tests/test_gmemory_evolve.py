@@ -17,7 +17,7 @@ from mnemoflow.graphs.loader import LIBRARY
 from mnemoflow.graphs.runner import RunResult
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord
-from mnemoflow.nodes.gmemory.insights import credit_record, insight_score
+from mnemoflow.nodes.gmemory.insights import credit_record, insight_scores
 from mnemoflow.nodes.gmemory.links import linked
 from mnemoflow.nodes.gmemory.model import CREDIT, INSIGHT, QUERY, UTTERANCE, insight_id, milestone_id, query_id
 from tests.conftest import EMBEDDER, offline_llm, settings_of
@@ -133,7 +133,7 @@ class Tasks:
         return {i.id: (i.text, i.properties["status"], i.properties["score"]) for i in found}
 
     async def linked(self, node_id: str, type: str, direction: str = "out") -> set[str]:
-        return {n.id for n in await linked(self.store, self.namespace, node_id, type, direction)}  # type: ignore[arg-type]
+        return {n.id for n in (await linked(self.store, self.namespace, [node_id], type, direction))[node_id]}  # type: ignore[arg-type]
 
     def qid(self, key: str) -> str:
         return query_id(self.namespace, key)
@@ -153,8 +153,8 @@ def tasks(
 
 async def assert_scores_exact(tasks: Tasks) -> None:
     """Every insight's cached score is the sum of its credits."""
-    for iid, (_, _, score) in (await tasks.insights()).items():
-        assert score == await insight_score(tasks.store, tasks.namespace, iid), iid
+    cached = {iid: score for iid, (_, _, score) in (await tasks.insights()).items()}
+    assert cached == await insight_scores(tasks.store, tasks.namespace, cached)
 
 
 # -- record: the query and its interaction graph ----------------------------------------------------------------
@@ -225,7 +225,7 @@ async def test_scores_follow_successes_and_failures_and_prune_at_zero(tasks: Tas
     assert await tasks.linked(rule, "SUPPORTED_BY") == {tasks.qid("t1")}
     assert await tasks.linked(rule, "CONTRADICTED_BY") == {tasks.qid("t2"), tasks.qid("t3")}
     credits = {
-        n.properties["source"]: n.properties["delta"] for n in await linked(tasks.store, tasks.namespace, rule, "CREDITS", "in")
+        n.properties["source"]: n.properties["delta"] for n in (await linked(tasks.store, tasks.namespace, [rule], "CREDITS", "in"))[rule]
     }
     assert credits == {"seed": 2, tasks.qid("t1"): 1, tasks.qid("t2"): -2, tasks.qid("t3"): -2}
     await assert_scores_exact(tasks)
@@ -285,7 +285,7 @@ async def test_revision_at_task_5_applies_add_edit_agree_remove(tasks: Tasks) ->
     supporters = await tasks.linked(added.id, "SUPPORTED_BY")
     assert supporters and supporters <= {tasks.qid(f"t{i}") for i in range(1, 6)}
     assert await tasks.linked(removed.id, "CONTRADICTED_BY") == supporters  # the same chunk of tasks
-    sources = {n.properties["source"] for n in await linked(tasks.store, tasks.namespace, added.id, "CREDITS", "in")}
+    sources = {n.properties["source"] for n in (await linked(tasks.store, tasks.namespace, [added.id], "CREDITS", "in"))[added.id]}
     assert sources == {"revision-5:0:3"}  # revision n, call 0, operation 3
     [milestone] = await tasks.store.get_nodes(tasks.namespace, [milestone_id(tasks.namespace, "revision-5")])
     assert milestone is not None and milestone.properties["status"] == "done"

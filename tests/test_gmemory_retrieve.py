@@ -4,8 +4,10 @@ namespace holding a near-identical query."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from mnemoflow.graphs.runner import RunResult
 from mnemoflow.llm import LLM
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord
+from mnemoflow.nodes.gmemory import links
 from mnemoflow.nodes.gmemory.model import INSIGHT, QUERY, UTTERANCE, insight_id, query_id, utterance_id
 from tests.conftest import EMBEDDER, offline_llm, settings_of
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
@@ -247,8 +250,10 @@ async def retrieve(
     *,
     project_roles: bool = False,
     config: dict[str, dict[str, Any]] | None = None,
+    through: GraphStore | None = None,
 ) -> RunResult:
-    """Run gmemory-retrieve for TASK; ``config`` overrides nodes' ``with:`` (by node name)."""
+    """Run gmemory-retrieve for TASK; ``config`` overrides nodes' ``with:`` (by node name); ``through``: the store
+    the graph is given (a proxy of ``store``)."""
     graph = load_graph("gmemory-retrieve")
     if project_roles or config:
         spec = yaml.safe_load((LIBRARY / "gmemory-retrieve.yaml").read_text())
@@ -261,7 +266,7 @@ async def retrieve(
     return await run_graph(
         graph,
         {"task": TASK},
-        store=store,
+        store=through or store,
         embedder=EMBEDDER,
         llm=llm,
         settings=settings_of(store, tmp_path, request),
@@ -318,6 +323,53 @@ async def test_hop_expansion_reaches_a_query_linked_only_by_similar(
     assert memory.names(state["seeds"]) == ["R1", "F1", "F5", "F2", "R2", "F4"]
     assert memory.names(state["related"]) == ["R1", "F1", "F5", "F2", "R2", "F4", "G"]  # seeds first; G by G -> R1 (incoming)
     assert memory.queries["H"] not in state["related"]  # two hops away
+
+
+class CountingReads:
+    """A store whose reads count their calls (run records written by the runner are not counted)."""
+
+    def __init__(self, store: GraphStore) -> None:
+        self.store, self.reads = store, Counter[str]()
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.store, name)
+        if name.startswith(("_", "upsert")) or not inspect.iscoroutinefunction(value):
+            return value
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.reads[name] += 1
+            return await value(*args, **kwargs)
+
+        return counted
+
+
+@pytest.mark.parametrize("hops", [1, 2])
+async def test_each_step_reads_its_links_in_one_query_whatever_the_number_of_queries(
+    store: GraphStore, namespace: str, server: ScriptedOpenAIServer, tmp_path: Path, request: pytest.FixtureRequest, hops: int
+) -> None:
+    memory = await build_memory(store, namespace)
+    script(server)
+    counting = CountingReads(store)
+    config = {"expand": {"hops": hops}}
+    state = plain(await retrieve(store, namespace, server.gateway(), tmp_path, request, config=config, through=counting))
+    assert len(state["seeds"]) == 6 and len(state["trajectories"]) == 2 and state["insights"]
+    assert (memory.queries["H"] in state["related"]) == (hops == 2)  # H -> G -> R1
+    # seed, the resolved backfill and the two insight probes; the related records; one links read per hop, for the
+    # insights' supporters and for the chosen queries' interactions
+    assert counting.reads == {"vector_search": 4, "get_nodes": 1, "neighbours_of": hops + 2}
+
+
+async def test_links_past_the_scan_bound_are_left_with_a_warning(
+    sqlite_store: GraphStore, namespace: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = await build_memory(sqlite_store, namespace)
+    monkeypatch.setattr(links, "MAX_SCAN", 2)
+    with capture_logs() as logs:
+        state = plain(await retrieve(sqlite_store, namespace, offline_llm(), tmp_path, request))
+    assert [len(t["utterances"]) for t in state["trajectories"]] == [2, 2, 2]  # R1 has 2; of R2's 4 and F1's 3, two are read
+    truncated = {(e["node"], e["relationship"]) for e in logs if e["event"] == "gmemory.links_truncated"}
+    assert {(memory.queries["R2"], "HAS_UTTERANCE"), (memory.queries["F1"], "HAS_UTTERANCE")} <= truncated
+    assert (memory.queries["R1"], "HAS_UTTERANCE") not in truncated
 
 
 async def test_insights_are_ranked_by_support_then_score_and_pruned_or_unscored_ones_left_out(

@@ -24,8 +24,9 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from mnemoflow.memory.batches import MAX_LINKS
 from mnemoflow.memory.protocol import GraphStore
-from mnemoflow.memory.records import NodeRecord, ScoredNode, Subgraph
+from mnemoflow.memory.records import Link, NodeRecord, ScoredNode, Subgraph
 from mnemoflow.nodes.comorag.agents import FactSelection, fact_filter_messages
 from mnemoflow.nodes.comorag.model import CHUNK, EPISODIC_SUMMARY, FACT, SEMANTIC_SUMMARY
 from mnemoflow.nodes.comorag.state import EvidenceItem
@@ -125,29 +126,49 @@ def personalized_pagerank(
     return {node: float(rank[i]) for node, i in index.items()}
 
 
+async def _local_links(store: GraphStore, namespace: str, node_ids: list[str]) -> dict[str, list[Link]]:
+    """The nodes' LOCAL_GRAPH links, either direction, in one query (none for no nodes)."""
+    if not node_ids:
+        return {}
+    return await store.neighbours_of(namespace, node_ids, relationship_types=LOCAL_GRAPH, direction="both", limit=MAX_LINKS)
+
+
 async def _fact_graphs(
     store: GraphStore, namespace: str, fact_ids: list[str]
 ) -> tuple[list[list[NodeRecord]], dict[str, Subgraph]]:
-    """Each fact's entities, and each entity's local graph (two hops over LOCAL_GRAPH), without vectors."""
-    arounds = await asyncio.gather(
-        *(
-            store.neighbourhood(
-                namespace, fact, depth=1, relationship_types=["SUBJECT", "OBJECT"], direction="out", include_embeddings=False
-            )
-            for fact in fact_ids
+    """Each fact's entities, and each entity's local graph (two hops over LOCAL_GRAPH), without vectors.
+
+    Three queries whatever the number of facts: the facts' entities, then one hop over the whole frontier at a
+    time; each entity's subgraph is then cut from the links read, as ``neighbourhood(depth=2)`` would give it. A
+    node's links are read up to ``MAX_LINKS``.
+    """
+    around = await store.neighbours_of(namespace, fact_ids, relationship_types=["SUBJECT", "OBJECT"], direction="out", limit=MAX_LINKS)
+    entities = [
+        sorted({link.node.id: link.node for link in around.get(fact, []) if link.node.id != fact}.values(), key=lambda n: n.id)
+        for fact in fact_ids
+    ]
+    unique = {entity.id: entity for found in entities for entity in found}
+    # the union of every entity's two hops: the entities' links, then their neighbours' (each node read once)
+    links = await _local_links(store, namespace, sorted(unique))
+    links.update(await _local_links(store, namespace, sorted({link.node.id for found in links.values() for link in found} - links.keys())))
+    locals_: dict[str, Subgraph] = {}
+    for entity_id, entity in sorted(unique.items()):
+        distances, nodes = {entity_id: 0}, {entity_id: entity}
+        relationships = {link.relationship.id: link.relationship for link in links.get(entity_id, [])}
+        for link in links.get(entity_id, []):
+            if link.node.id not in distances:
+                distances[link.node.id], nodes[link.node.id] = 1, link.node
+        for near in [node for node, distance in distances.items() if distance == 1]:
+            for link in links.get(near, []):
+                relationships[link.relationship.id] = link.relationship
+                if link.node.id not in distances:
+                    distances[link.node.id], nodes[link.node.id] = 2, link.node
+        locals_[entity_id] = Subgraph(
+            nodes=sorted(nodes.values(), key=lambda node: (distances[node.id], node.id)),
+            relationships=sorted(relationships.values(), key=lambda relationship: relationship.id),
+            distances=distances,
         )
-    )
-    entities = [around.nodes[1:] for around in arounds]
-    unique = sorted({entity.id for found in entities for entity in found})
-    locals_ = await asyncio.gather(
-        *(
-            store.neighbourhood(
-                namespace, entity, depth=2, relationship_types=LOCAL_GRAPH, direction="both", include_embeddings=False
-            )
-            for entity in unique
-        )
-    )
-    return entities, dict(zip(unique, locals_, strict=True))
+    return entities, locals_
 
 
 async def _veridical(

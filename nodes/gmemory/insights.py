@@ -16,13 +16,13 @@ from mnemoflow.memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.nodes.gmemory.links import linked
 from mnemoflow.nodes.gmemory.model import CREDIT, CREDITS, INSIGHT, credit_id
 
-__all__ = ["active_insights", "credit_record", "insight_links", "insight_score", "rescore"]
+__all__ = ["active_insights", "credit_record", "insight_links", "insight_scores", "rescore"]
 
 
-async def insight_score(store: GraphStore, namespace: str, insight: str) -> int:
-    """The sum of the insight's credits (its true score; ``score`` on the insight is a cache of it)."""
-    credits = await linked(store, namespace, insight, CREDITS, "in")
-    return sum(int(c.properties.get("delta", 0)) for c in credits if c.kind == CREDIT)
+async def insight_scores(store: GraphStore, namespace: str, insights: Iterable[str]) -> dict[str, int]:
+    """Each insight's sum of credits (its true score; ``score`` on the insight is a cache of it), read in one query."""
+    credits = await linked(store, namespace, list(insights), CREDITS, "in")
+    return {insight: sum(int(c.properties.get("delta", 0)) for c in found if c.kind == CREDIT) for insight, found in credits.items()}
 
 
 def credit_record(
@@ -50,10 +50,10 @@ async def rescore(store: GraphStore, namespace: str, ids: Iterable[str]) -> dict
     ids = list(dict.fromkeys(ids))
     result: dict[str, dict[str, Any]] = {}
     updated: list[NodeRecord] = []
-    for insight in await store.get_nodes(namespace, ids):
-        if insight is None or insight.kind != INSIGHT:
-            continue
-        score = await insight_score(store, namespace, insight.id)
+    insights = [insight for insight in await store.get_nodes(namespace, ids) if insight is not None and insight.kind == INSIGHT]
+    scores = await insight_scores(store, namespace, [insight.id for insight in insights])
+    for insight in insights:
+        score = scores[insight.id]
         status = insight.properties.get("status", "active")
         if status == "active" and score <= 0:
             status = "pruned"

@@ -21,7 +21,7 @@ from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.nodes.context import RunContext
 from mnemoflow.nodes.gmemory.agents import TEMPERATURE, Consolidation, merge_messages
-from mnemoflow.nodes.gmemory.insights import active_insights, credit_record, insight_links, insight_score, rescore
+from mnemoflow.nodes.gmemory.insights import active_insights, credit_record, insight_links, insight_scores, rescore
 from mnemoflow.nodes.gmemory.links import linked
 from mnemoflow.nodes.gmemory.milestones import run_due
 from mnemoflow.nodes.gmemory.model import CONTRADICTED_BY, INSIGHT, MERGED_INTO, QUERY, SUPPORTED_BY, merged_insight_id
@@ -60,7 +60,8 @@ async def _merge(context: RunContext, config: MergeConfig, n: int) -> dict[str, 
     store, namespace = context.store, context.namespace
     # only queries that support an active insight decide where insights go: cluster those (the most recent
     # MAX_CLUSTERED of them), never the whole namespace, whose pairwise distances would not fit in memory
-    supports = {insight.id: await linked(store, namespace, insight.id, SUPPORTED_BY, "out") for insight in await active_insights(store, namespace)}
+    active = await active_insights(store, namespace)
+    supports = await linked(store, namespace, [insight.id for insight in active], SUPPORTED_BY, "out")
     supporting = {q.id: q for linked in supports.values() for q in linked if q.kind == QUERY and int(q.properties.get("order", 0)) <= n}
     recent = sorted(supporting.values(), key=lambda q: -int(q.properties.get("order", 0)))[:MAX_CLUSTERED]
     queries = [q for q in await store.get_nodes(namespace, [q.id for q in recent]) if q is not None and q.embedding is not None]
@@ -68,7 +69,7 @@ async def _merge(context: RunContext, config: MergeConfig, n: int) -> dict[str, 
     cluster_of = {q.id: label for q, label in zip(queries, labels, strict=True)}
     # each active insight joins the cluster holding most of its supporting queries
     members: dict[int, list[NodeRecord]] = {}
-    for insight in await active_insights(store, namespace):
+    for insight in active:
         support = [q.id for q in supports.get(insight.id, []) if q.id in cluster_of]
         if support:
             votes = [cluster_of[q] for q in support]
@@ -116,12 +117,11 @@ async def _consolidate(store: GraphStore, namespace: str, originals: list[str], 
     found = await store.get_nodes(namespace, originals)
     if any(o is None or o.properties.get("status", "active") != "active" for o in found):
         return None
-    scores = [await insight_score(store, namespace, o) for o in originals]
-    supported: list[str] = []
-    contradicted: list[str] = []
-    for original in originals:
-        supported += [q.id for q in await linked(store, namespace, original, SUPPORTED_BY, "out")]
-        contradicted += [q.id for q in await linked(store, namespace, original, CONTRADICTED_BY, "out")]
+    scores = list((await insight_scores(store, namespace, originals)).values())
+    supports = await linked(store, namespace, originals, SUPPORTED_BY, "out")
+    contradictions = await linked(store, namespace, originals, CONTRADICTED_BY, "out")
+    supported = [q.id for original in originals for q in supports[original]]
+    contradicted = [q.id for original in originals for q in contradictions[original]]
     new_id = merged_insight_id(namespace, n, key, text)
     created = await store.count_nodes(namespace, INSIGHT) + 1
     score = max(scores)

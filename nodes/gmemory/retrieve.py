@@ -4,12 +4,12 @@ seed (vector search over past queries) -> expand (SIMILAR hops) -> split (by out
 model rates the successes) -> insights (upward: insights supported by the queries around the task) -> sparsify
 (downward: each chosen query's interaction, condensed by the model) -> ``gmemory.by_roles`` -> [project (insights
 tailored per role)] -> compose (``memory[role]``, the text each team member reads). What the model is asked is in
-``agents.py``; links are read in bounded pages (``links.py``).
+``agents.py``; links are read in bounded batches, one query per step (``links.py``).
 
 Differences from the reference code, on purpose: the backfill of a short bucket is a union with the graph's hits
 (the reference replaces them); the successes are rated in one call, not one per candidate; utterances are
 condensed at read time against the new task (the paper's sparsifier; the reference condenses at write time);
-insights need status ``active`` and a positive score; every relationship is read in bounded pages.
+insights need status ``active`` and a positive score; every relationship is read in bounded batches.
 """
 
 from __future__ import annotations
@@ -146,23 +146,26 @@ async def seed(state: TaskState, config: SeedConfig, context: RunContext) -> dic
 
 @node("gmemory.expand", state=TaskState, reads={"seeds"}, writes={"related"}, config=ExpandConfig)
 async def expand(state: TaskState, config: ExpandConfig, context: RunContext) -> dict[str, Any]:
-    """Follow SIMILAR links (either direction) up to ``hops`` from the seeds; seeds first, at most max_related."""
+    """Follow SIMILAR links (either direction) up to ``hops`` from the seeds; seeds first, at most max_related.
+
+    Each hop reads the whole frontier's links in one query; the queries reached keep the frontier's order, then
+    the store's link order."""
     related = list(dict.fromkeys(state.seeds))[: config.max_related]
     seen, frontier = set(related), list(related)
     for _ in range(config.hops):
+        room = config.max_related - len(related)
+        if room <= 0 or not frontier:
+            break
+        # per query, enough links to fill the room whichever of them were already seen
+        links = await scan_linked(context, frontier, SIMILAR, "both", QUERY, limit=room + len(seen))
         reached: list[str] = []
         for query in frontier:
-            room = config.max_related - len(related)
-            if room <= 0:
-                break
-            for _link, other in await scan_linked(context, query, SIMILAR, "both", QUERY, limit=room + len(seen)):
+            for other in links.get(query, []):
                 if other.id not in seen and len(related) < config.max_related:
                     seen.add(other.id)
                     related.append(other.id)
                     reached.append(other.id)
         frontier = reached
-        if not frontier:
-            break
     return {"related": related}
 
 
@@ -175,8 +178,8 @@ async def split(state: TaskState, config: SplitConfig, context: RunContext) -> d
     vector = await task_vector(state, context)
     records = [record for record in await context.store.get_nodes(context.namespace, state.related) if record is not None]
 
-    def similarity(record: NodeRecord, score: float | None = None) -> float:
-        return _cosine(vector, record.embedding) if record.embedding else (score if score is not None else 0.0)
+    def similarity(record: NodeRecord) -> float:
+        return _cosine(vector, record.embedding) if record.embedding else 0.0
 
     buckets: dict[str, list[Candidate]] = {"resolved": [], "failed": []}
     for record in records:
@@ -192,7 +195,7 @@ async def split(state: TaskState, config: SplitConfig, context: RunContext) -> d
                     break
                 if hit.node.id not in have:
                     have.add(hit.node.id)
-                    bucket.append(_candidate(hit.node, similarity(hit.node, hit.score)))
+                    bucket.append(_candidate(hit.node, hit.score))  # the exact cosine: hits come without vectors
     chosen = {
         status: sorted(
             (candidate for candidate in bucket if candidate.similarity >= config.threshold), key=lambda c: (-c.similarity, c.id)
@@ -236,21 +239,23 @@ async def rate(state: TaskState, config: RateConfig, context: RunContext) -> dic
 async def insights(state: TaskState, config: InsightsConfig, context: RunContext) -> dict[str, Any]:
     """Upward: count, per insight, the probe queries (4 most similar resolved + 2 most similar failed, the related
     and the chosen ones) that support it; keep active insights with a positive score, by support then score."""
-    if config.insights_topk == 0 or not await context.store.count_nodes(context.namespace, INSIGHT):
+    if config.insights_topk == 0:  # no count of the insights first: that would be one more statement per task
         return {"insights": []}
     vector = await task_vector(state, context)
-    probe: list[str] = []
-    for status, k in (("resolved", PROBE_RESOLVED), ("failed", PROBE_FAILED)):
-        hits = await context.store.vector_search(context.namespace, vector, kind=QUERY, k=k, filters={"status": status})
-        probe += [hit.node.id for hit in hits]
+    searches = await asyncio.gather(
+        *(
+            context.store.vector_search(context.namespace, vector, kind=QUERY, k=k, filters={"status": status})
+            for status, k in (("resolved", PROBE_RESOLVED), ("failed", PROBE_FAILED))
+        )
+    )
+    probe = [hit.node.id for hits in searches for hit in hits]
     probe += [*state.related, *(c.id for c in state.successes), *(c.id for c in state.failures)]
     support: dict[str, int] = {}
     records: dict[str, NodeRecord] = {}
-    for query in dict.fromkeys(probe):
-        supporters = {other.id: other for _link, other in await scan_linked(context, query, SUPPORTED_BY, "in", INSIGHT)}
-        for insight_id, record in supporters.items():
-            support[insight_id] = support.get(insight_id, 0) + 1
-            records[insight_id] = record
+    for supporters in (await scan_linked(context, probe, SUPPORTED_BY, "in", INSIGHT)).values():
+        for record in {other.id: other for other in supporters}.values():
+            support[record.id] = support.get(record.id, 0) + 1
+            records[record.id] = record
     selected = []
     for insight_id, count in support.items():
         properties = records[insight_id].properties
@@ -262,10 +267,9 @@ async def insights(state: TaskState, config: InsightsConfig, context: RunContext
     return {"insights": selected[: config.insights_topk]}
 
 
-async def _utterances(context: RunContext, query: str, limit: int) -> list[str]:
-    """The query's utterances in order, as ``speaker -> addressee: message`` lines (the first ``limit``)."""
-    records = [other for _link, other in await scan_linked(context, query, HAS_UTTERANCE, "out", UTTERANCE)]
-    records.sort(key=lambda record: (int(record.properties.get("order") or 0), record.id))
+def _utterance_lines(records: list[NodeRecord], limit: int) -> list[str]:
+    """A query's utterances in order, as ``speaker -> addressee: message`` lines (the first ``limit``)."""
+    records = sorted(records, key=lambda record: (int(record.properties.get("order") or 0), record.id))
     lines = []
     for record in records[:limit]:
         properties = record.properties
@@ -280,9 +284,11 @@ async def _utterances(context: RunContext, query: str, limit: int) -> list[str]:
 async def sparsify(state: TaskState, config: SparsifyConfig, context: RunContext) -> dict[str, Any]:
     """Downward: one model call per chosen query keeps the utterances of its interaction that matter for the task
     (an unreadable reply keeps them all, with a warning); queries with nothing kept are left out."""
+    chosen = [*state.successes, *state.failures]
+    interactions = await scan_linked(context, [candidate.id for candidate in chosen], HAS_UTTERANCE, "out", UTTERANCE)
 
     async def condense(candidate: Candidate) -> Trajectory | None:
-        lines = await _utterances(context, candidate.id, config.max_utterances)
+        lines = _utterance_lines(interactions.get(candidate.id, []), config.max_utterances)
         if not lines:
             return None
         try:
@@ -301,7 +307,7 @@ async def sparsify(state: TaskState, config: SparsifyConfig, context: RunContext
             utterances=[lines[number - 1] for number in keep],
         )
 
-    condensed = await asyncio.gather(*(condense(candidate) for candidate in [*state.successes, *state.failures]))
+    condensed = await asyncio.gather(*(condense(candidate) for candidate in chosen))
     return {"trajectories": [trajectory for trajectory in condensed if trajectory is not None]}
 
 

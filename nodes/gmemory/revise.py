@@ -114,8 +114,8 @@ async def _similar(store: GraphStore, namespace: str, query: NodeRecord, status:
 async def _related(store: GraphStore, namespace: str, group: Sequence[NodeRecord]) -> list[NodeRecord]:
     """Active insights supported by at least half of the group's queries, in display order."""
     counts: dict[str, int] = {}
-    for query in group:
-        for insight in await linked(store, namespace, query.id, SUPPORTED_BY, "in"):
+    for supporters in (await linked(store, namespace, [query.id for query in group], SUPPORTED_BY, "in")).values():
+        for insight in supporters:
             counts[insight.id] = counts.get(insight.id, 0) + 1
     return [
         i for i in await active_insights(store, namespace) if 2 * counts.get(i.id, 0) >= len(group) and counts.get(i.id, 0) > 0
