@@ -1,4 +1,5 @@
-"""The ``run_graph`` flow: load, check, compile and run a graph file, each node a Prefect task.
+"""The ``run_graph`` flow: load, check, compile and run a graph file, each node a Prefect task (or, with
+``MNEMOFLOW_PREFECT_TASKS=graph``, every node in the graph's flow run: see :func:`mnemoflow.flows.tasks.node_wrapper`).
 
 ``run_graph`` checks the graph and the input, then runs the graph in a subflow named after it, whose
 retries come from the graph file's ``retry`` (``max_attempts``, ``delay``). The thread id defaults to the
@@ -24,7 +25,7 @@ from mnemoflow.errors import ConfigError
 from mnemoflow.flows.artifacts import artifact_key, run_page_url, run_report
 from mnemoflow.flows.budget import model_slot
 from mnemoflow.flows.resources import Backend, flow_settings
-from mnemoflow.flows.tasks import run_node_as_task
+from mnemoflow.flows.tasks import node_wrapper
 from mnemoflow.graphs import GraphRunner, load_graph
 from mnemoflow.graphs.loader import LoadedGraph
 from mnemoflow.graphs.parts import open_run_parts
@@ -80,7 +81,9 @@ async def execute_graph(
     input = {**input, **read_files(files or {})}
     async with (
         open_run_parts(settings, request_slot=model_slot(settings.prefect)) as parts,
-        GraphRunner.from_parts(loaded, parts, wrap_node=run_node_as_task, live_interval=LIVE_INTERVAL_S) as runner,
+        GraphRunner.from_parts(
+            loaded, parts, wrap_node=node_wrapper(settings.prefect.tasks), live_interval=LIVE_INTERVAL_S
+        ) as runner,
     ):
         result = await runner.run(input, namespace=settings.namespace, thread_id=thread_id, annotations=prefect_annotations())
     run_page = run_page_url(settings.ui.url, result.run_id, settings.namespace) if settings.ui.url else None

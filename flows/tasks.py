@@ -3,22 +3,27 @@
 Under Prefect the task owns a node's retries and timeout, read from the node's ``retry`` and ``timeout`` in
 the graph file; the compiler then gives LangGraph neither (see :data:`mnemoflow.graphs.compiler.NodeWrapper`). The task
 takes no part in resuming: LangGraph's checkpoints do that, so tasks neither cache nor persist results.
+
+A task run costs Prefect's engine a few milliseconds in the worker and the server more than that, as it records the
+three state events of every task run (``bench/prefect.py`` measures both). Graphs of many small nodes can run in
+``graph`` mode instead (``MNEMOFLOW_PREFECT_TASKS=graph``, see :func:`node_wrapper`): their nodes then run in the
+graph's flow run with the engine's own retries and timeouts, and Prefect's UI shows no task run per node.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from prefect import Task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.utilities.annotations import quote
 
-from mnemoflow.graphs.compiler import NodeAttempt, retryable
+from mnemoflow.graphs.compiler import NodeAttempt, NodeWrapper, retryable
 from mnemoflow.graphs.spec import NodeSpec, RetrySpec
 from mnemoflow.nodes.context import RunContext
 
-__all__ = ["node_task", "retry_delays", "run_node_as_task"]
+__all__ = ["node_task", "node_wrapper", "retry_delays", "run_node_as_task"]
 
 
 def retry_delays(retry: RetrySpec) -> list[float]:
@@ -67,3 +72,11 @@ def run_node_as_task(step: str, node: NodeSpec, attempt: NodeAttempt) -> NodeAtt
         return result
 
     return run
+
+
+def node_wrapper(mode: Literal["node", "graph"]) -> NodeWrapper | None:
+    """How a flow runs a graph's nodes (``MNEMOFLOW_PREFECT_TASKS``): ``node``, each as a task of the flow run
+    (:func:`run_node_as_task`); ``graph``, in the flow run itself, through the engine (no wrapper), which then owns
+    each node's retries and timeout as it does outside Prefect. Either way the graph's flow run retries and resumes
+    the run from its last checkpoint, and the run's record and report keep every node's attempts."""
+    return run_node_as_task if mode == "node" else None

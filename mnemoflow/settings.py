@@ -226,6 +226,12 @@ class PrefectSettings(BaseSettings):
         "the model across every worker (`prefect gcl create NAME --limit N --slot-decay-per-second R`); unset for none.",
     )
     slot_timeout: float = Field(600.0, gt=0, le=86_400, description="Seconds a request may wait for a model slot before failing.")
+    tasks: Literal["node", "graph"] = Field(
+        "node",
+        description="How run_graph and ingest run a graph's nodes: `node`, each node a Prefect task (a task run per node in "
+        "Prefect's UI, with its state, duration and retries); `graph`, every node in the graph's flow run, with the "
+        "engine's per-node retries and timeouts (less overhead per node, no task run per node).",
+    )
     checkpoint_retention_days: float = Field(
         30.0, ge=0, description="maintain_memory deletes checkpoints older than this, keeping each thread's latest."
     )
