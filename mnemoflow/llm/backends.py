@@ -56,6 +56,9 @@ class Completion:
     completion_tokens: int
     tool_calls: tuple[ToolCall, ...] = ()
     """The function calls the model made, arguments kept as the raw JSON text it sent."""
+    server_seconds: float | None = None
+    """Seconds the server says it spent on the request (its ``openai-processing-ms`` header, which OpenAI and
+    llama-cpp-python send), None when it does not say: the model's busy time, as the server measured it."""
 
 
 class Backend(Protocol):
@@ -68,12 +71,23 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("retry-after") if headers is not None else None
+def _header_number(headers: Any, name: str) -> float | None:
+    """Header ``name`` as a number of at least 0 (None: no headers, no such header, or not a number)."""
+    value = headers.get(name) if headers is not None else None
     try:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+def _retry_after(headers: Any) -> float | None:
+    return _header_number(headers, "retry-after")
+
+
+def _processing_seconds(headers: Any) -> float | None:
+    """The server's own time on a request, from its ``openai-processing-ms`` header."""
+    milliseconds = _header_number(headers, "openai-processing-ms")
+    return None if milliseconds is None else milliseconds / 1000
 
 
 _VALIDATION_MARKS = ("validation error", "input should be", "field required", "extra inputs are not permitted", "invalid request")
@@ -128,13 +142,14 @@ class OpenAIBackend:
             options["tool_choice"] = request.tool_choice
         # errors pass through redact_urls: the base URL may carry credentials, and the server's or client's text may quote it
         try:
-            response = await self.client.chat.completions.create(
+            raw = await self.client.chat.completions.with_raw_response.create(
                 model=request.model,
                 messages=request.messages,  # type: ignore[arg-type]
                 temperature=request.temperature,
                 timeout=request.timeout,
                 **options,
             )
+            response = raw.parse()
         except openai.RateLimitError as exc:
             raise TransientError(
                 redact_urls(f"429 from {self.client.base_url}: {exc.message}"), _retry_after(exc.response.headers)
@@ -166,6 +181,7 @@ class OpenAIBackend:
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             tool_calls=calls,
+            server_seconds=_processing_seconds(raw.headers),
         )
 
     async def close(self) -> None:

@@ -586,6 +586,7 @@ class LLM:
                 break
         self.usage.prompt_tokens += completion.prompt_tokens
         self.usage.completion_tokens += completion.completion_tokens
+        self.usage.server_s += completion.server_seconds or 0.0
         if wire.tools is None and request.tools and request.tool_choice != "none":  # tools asked for as structured output
             return as_tool_calls(completion, request)
         return completion

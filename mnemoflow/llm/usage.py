@@ -27,13 +27,16 @@ class Usage:
     """Seconds spent waiting on the model, backoff, rate limits and slots included."""
     slot_wait_s: float = 0.0
     """Of those, seconds queued for a free slot (the concurrency cap, a shared limit): not counted in deadlines."""
+    server_s: float = 0.0
+    """Seconds the server said it spent on the requests (``Completion.server_seconds``; 0 where it does not say)."""
 
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "wait_s": round(self.wait_s, 6), "slot_wait_s": round(self.slot_wait_s, 6), "tokens": self.tokens}
+        seconds = {name: round(getattr(self, name), 6) for name in ("wait_s", "slot_wait_s", "server_s")}
+        return {**asdict(self), **seconds, "tokens": self.tokens}
 
     def add(self, other: Usage) -> None:
         """Count ``other`` in too (a node's usage into its run's)."""

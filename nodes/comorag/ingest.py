@@ -80,6 +80,23 @@ async def _gather(context: RunContext, step: str, calls: Sequence[Awaitable[T]])
     return list(await asyncio.gather(*(tracked(call) for call in calls)))
 
 
+async def _summary(context: RunContext, messages: list[dict[str, Any]], max_tokens: int) -> tuple[str, list[float]]:
+    """A summary and its vector: embedded as soon as it is written, while the model writes the next one (the server
+    answers one request at a time, so calls made together queue there, and the embedding leaves the model's
+    critical path)."""
+    summary = (await context.llm.text(messages, max_tokens=max_tokens)).strip()
+    [vector] = await context.embedder.embed([summary])
+    return summary, vector
+
+
+async def _stored_vectors(context: RunContext, ids: list[str], texts: list[str]) -> list[list[float]]:
+    """The vectors the store holds for ``ids`` (``chunk_book`` embedded the chunks), embedding only what it lacks."""
+    found = await context.store.get_nodes(context.namespace, ids)
+    lacking = [index for index, record in enumerate(found) if record is None or not record.embedding]
+    embedded = dict(zip(lacking, await context.embedder.embed([texts[index] for index in lacking]), strict=True)) if lacking else {}
+    return [embedded[index] if record is None or not record.embedding else record.embedding for index, record in enumerate(found)]
+
+
 def _rel(context: RunContext, type_: str, source: str, target: str, **properties: Any) -> RelationshipRecord:
     return RelationshipRecord(namespace=context.namespace, type=type_, source_id=source, target_id=target, properties=properties)
 
@@ -200,18 +217,15 @@ async def summarize_semantic(state: IngestState, config: SemanticConfig, context
     """
     namespace, book = context.namespace, state.book_id
     ids, texts = list(state.chunk_ids), list(state.chunks)
-    vectors = await context.embedder.embed(texts)
+    vectors = await _stored_vectors(context, ids, texts)
     levels: list[int] = []
     for level in range(1, config.max_levels + 1):
         clusters = cluster_level(np.array(vectors, dtype=np.float64), threshold=config.threshold)
         if level > 1 and len(clusters) >= len(ids):
             break
-        calls = [
-            context.llm.text(semantic_messages([texts[m] for m in cluster.members]), max_tokens=config.max_tokens)
-            for cluster in clusters
-        ]
-        summaries = [summary.strip() for summary in await _gather(context, f"semantic summaries, level {level}", calls)]
-        summary_vectors = await context.embedder.embed(summaries)
+        calls = [_summary(context, semantic_messages([texts[m] for m in cluster.members]), config.max_tokens) for cluster in clusters]
+        written = await _gather(context, f"semantic summaries, level {level}", calls)
+        summaries, summary_vectors = [summary for summary, _ in written], [vector for _, vector in written]
         summary_ids = [semantic_summary_id(namespace, book, level, [ids[m] for m in cluster.members]) for cluster in clusters]
         records = [
             NodeRecord(
@@ -251,14 +265,15 @@ async def summarize_episodes(state: IngestState, config: SummaryConfig, context:
     window = state.window or episode_window(len(state.chunks))
     starts = list(range(0, len(state.chunks), window))
 
-    async def summarize(start: int) -> str:
+    async def summarize(start: int) -> tuple[str, list[float]]:
         passages = state.chunks[start : start + window]
         if len(passages) == 1:
-            return passages[0]
-        return (await context.llm.text(episodic_messages(passages), max_tokens=config.max_tokens)).strip()
+            [vector] = await context.embedder.embed(passages)
+            return passages[0], vector
+        return await _summary(context, episodic_messages(passages), config.max_tokens)
 
-    summaries = await _gather(context, "episodic summaries", [summarize(start) for start in starts])
-    vectors = await context.embedder.embed(summaries)
+    written = await _gather(context, "episodic summaries", [summarize(start) for start in starts])
+    summaries, vectors = [summary for summary, _ in written], [vector for _, vector in written]
     ids: list[str] = []
     records: list[NodeRecord] = []
     links: list[RelationshipRecord] = []

@@ -67,6 +67,17 @@ async def _cue(context: RunContext, question: str, probe: str, items: list[Evide
     return reply.cue()
 
 
+async def _embedded_cue(context: RunContext, question: str, probe: str, items: list[EvidenceItem]) -> tuple[str, list[float]]:
+    """A layer's cue and the vector of its unit (``probe cue``), embedded as soon as the cue is written: the other
+    layers' cue calls queue at a server that answers one at a time, so the embedding leaves the model's critical
+    path. No cue, no vector."""
+    cue = await _cue(context, question, probe, items)
+    if not cue:
+        return "", []
+    [vector] = await context.embedder.embed([f"{probe} {cue}"])
+    return cue, vector
+
+
 async def encode(
     context: RunContext, *, question_id: str, question: str, probe: str, cycle: int, evidence: dict[str, list[EvidenceItem]]
 ) -> list[Unit]:
@@ -75,28 +86,25 @@ async def encode(
     Writes the cycle, the probe (ISSUED by the cycle), the units (YIELDED by the probe) and their EVIDENCE.
     """
     layers = list(evidence)
-    cues = await asyncio.gather(*(_cue(context, question, probe, evidence[layer]) for layer in layers))
-    units = [
-        Unit(
-            id=memory_unit_id(question_id, cycle, probe, layer),
-            layer=layer,
-            probe=probe,
-            cycle=cycle,
-            cue=cue,
-            evidence=[item.id for item in evidence[layer]],
-        )
-        for layer, cue in zip(layers, cues, strict=True)
-        if cue
-    ]
     namespace = context.namespace
     cycle_node, links = cycle_records(namespace, question_id, cycle, {"prediction": "", "failed": False})
-    [answered] = await context.store.get_nodes(namespace, [cycle_node.id])
+    cued, [answered] = await asyncio.gather(
+        asyncio.gather(*(_embedded_cue(context, question, probe, evidence[layer]) for layer in layers)),
+        context.store.get_nodes(namespace, [cycle_node.id]),  # read while the model writes the cues
+    )
+    units: list[Unit] = []
+    vectors: list[list[float]] = []
+    for layer, (cue, vector) in zip(layers, cued, strict=True):
+        if cue:
+            unit_id = memory_unit_id(question_id, cycle, probe, layer)
+            evidence_ids = [item.id for item in evidence[layer]]
+            units.append(Unit(id=unit_id, layer=layer, probe=probe, cycle=cycle, cue=cue, evidence=evidence_ids))
+            vectors.append(vector)
     if answered is not None:  # the cycle was answered before it was encoded (encode_first off): keep what it answered
         cycle_node = cycle_node.model_copy(update={"properties": {**cycle_node.properties, **answered.properties}})
     probe_node = NodeRecord(
         id=probe_id(question_id, cycle, probe), namespace=namespace, kind=PROBE, text=probe, properties={"text": probe}
     )
-    vectors = await context.embedder.embed([f"{unit.probe} {unit.cue}" for unit in units]) if units else []
     records = [cycle_node, probe_node] + [
         NodeRecord(
             id=unit.id,
