@@ -276,7 +276,13 @@ async def search(
             hits = await store.vector_search(namespace, vector, kind=kind, k=k)
         else:
             raise UIError(422, f"mode {mode!r} is not 'keyword' or 'vector'")
-    return [{"score": hit.score, "node": node_json(hit.node)} for hit in hits]
+    found = []
+    for hit in hits:
+        node = node_json(hit.node)
+        if mode == "vector":  # hits come without their vectors, but a vector is how they were found
+            node["embedded"] = True
+        found.append({"score": hit.score, "node": node})
+    return found
 
 
 async def record(store: GraphStore, namespace: str, node_id: str) -> dict[str, Any]:
