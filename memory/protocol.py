@@ -143,8 +143,9 @@ class GraphStore(Protocol):
         limit: int = 1000,
     ) -> dict[str, list[Link]]:
         """The links of many nodes at once, in one query: for each node, its relationships of ``relationship_types``
-        (all types if ``None``) in ``direction`` ("out": the node is the source; "in": the target; "both") whose other
-        end is in the namespace and, if ``kinds`` is given, of one of those kinds.
+        (all types if ``None``; an empty list matches none) in ``direction`` ("out": the node is the source; "in": the
+        target; "both") whose other end is in the namespace and, if ``kinds`` is given, of one of those kinds (an
+        empty list matches none).
 
         Keys are the ids of ``node_ids`` that exist, once each, in input order (a missing id has no key; an existing
         node without matching links maps to ``[]``). Each node's links are ordered by (type, other end's id,
