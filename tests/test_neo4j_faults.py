@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -38,18 +39,24 @@ async def test_unreachable_server_names_the_setting_and_address() -> None:
         await store.close()
 
 
+@pytest.fixture(scope="module")
+def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Neo4jServer]:
+    """A server of this module's own, not the session's: its tests kill it. One start serves them all."""
+    server = Neo4jServer(tmp_path_factory.mktemp("neo4j-home"))
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def private_server(tmp_path: Path) -> Neo4jServer:
-    """A server of this test's own, which it may kill."""
-    server = Neo4jServer(tmp_path / "neo4j-home")
+def private_server(own_server: Neo4jServer) -> Neo4jServer:
+    """The module's server, running, which the test may kill: started, on its port, if the test before killed it."""
     try:
-        server.start()
+        own_server.start(port=int(own_server.uri.rsplit(":", 1)[1]) if own_server.uri else 0)  # a running one stays
     except Neo4jStartError as exc:
         if neo4j_required():
             pytest.fail(str(exc), pytrace=False)
         pytest.skip(str(exc))
-    yield server
-    server.stop()
+    return own_server
 
 
 @pytest.mark.neo4j

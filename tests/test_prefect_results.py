@@ -33,10 +33,8 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, Log
 from prefect.deployments.flow_runs import arun_deployment
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from mnemoflow.flows.artifacts import MAX_VALUE_CHARS, outputs_table, run_page_url
-from mnemoflow.flows.setup import setup_prefect
 from mnemoflow.logging import configure_logging, get_logger, one_line, route_logs_to
 from mnemoflow.memory import SQLiteStore
 from mnemoflow.memory.records import NodeRecord
@@ -137,11 +135,9 @@ def test_prefect_setup_refuses_to_prepare_a_temporary_server(tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def text_stats_deployed(prefect_server: PrefectServer) -> PrefectServer:
-    """The work pool and the ``text-stats`` deployment of prefect.yaml (it runs any graph file), on the module's server."""
-    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
-        asyncio.run(setup_prefect())
-    deployed = prefect_server.cli("deploy", "--name", "text-stats")
+def text_stats_deployed(deployed: Any, prefect_server: PrefectServer) -> PrefectServer:
+    """The work pool and prefect.yaml's deployments, ``text-stats`` among them (it runs any graph file), on the
+    module's server."""
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     return prefect_server
 

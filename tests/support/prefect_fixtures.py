@@ -1,7 +1,8 @@
 """Fixtures and helpers shared by the tests that need a real Prefect server, its deployments and workers.
 
-Registered as a pytest plugin by tests/conftest.py; the server fixtures are module-scoped, so each test
-module gets its own server.
+Registered as a pytest plugin by tests/conftest.py. One server serves the whole session, set up and deployed to
+once (a start and ``prefect deploy --all`` took 15 s, paid by every module that had a server of its own); each
+module leaves it with no unfinished flow run, so no later module's worker picks one up.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 import pytest
 from prefect import get_client
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.settings import (
     PREFECT_API_URL,
     PREFECT_LOGGING_TO_API_ENABLED,
@@ -36,10 +38,37 @@ HEARTBEAT_SECONDS = 30
 SILENCE_SECONDS = 45
 
 
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+@pytest.fixture(scope="session")
+def shared_prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """The session's server; modules use it through :func:`prefect_server`."""
     with PrefectServer(tmp_path_factory.mktemp("prefect")) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def prefect_server(shared_prefect_server: PrefectServer) -> Iterator[PrefectServer]:
+    """The session's server, left with no unfinished flow run when the module ends: a run a test scheduled and no
+    worker ran (or one the automation reschedules) would otherwise go to the next module's workers."""
+    yield shared_prefect_server
+    delete_unfinished_runs(shared_prefect_server)
+
+
+UNFINISHED = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[
+    StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING
+])))  # fmt: skip
+
+
+def delete_unfinished_runs(server: PrefectServer) -> None:
+    """Delete every flow run on ``server`` that has not ended (Prefect's client retries a busy server's 503s)."""
+
+    async def delete() -> None:
+        async with get_client() as client:
+            while runs := await client.read_flow_runs(flow_run_filter=UNFINISHED, limit=200):
+                for run in runs:
+                    await client.delete_flow_run(run.id)
+
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
+        asyncio.run(delete())
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +89,20 @@ async def prefect_api(prefect_server: PrefectServer) -> AsyncIterator[PrefectSer
         yield prefect_server
 
 
-@pytest.fixture(scope="module")
-def deployed(prefect_server: PrefectServer) -> Any:
-    """``mnemoflow prefect setup`` then ``prefect deploy --all`` from the repository's prefect.yaml."""
-    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+@pytest.fixture(scope="session")
+def shared_deployment(shared_prefect_server: PrefectServer) -> Any:
+    """``mnemoflow prefect setup`` then ``prefect deploy --all`` from the repository's prefect.yaml, once a session;
+    modules use it through :func:`deployed`."""
+    with temporary_settings({PREFECT_API_URL: shared_prefect_server.api_url}):
         asyncio.run(setup_prefect(silence=timedelta(seconds=SILENCE_SECONDS)))
         asyncio.run(ensure_model_limit(MODEL_LIMIT, 2))
-    return prefect_server.cli("deploy", "--all")
+    return shared_prefect_server.cli("deploy", "--all")
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server: PrefectServer, shared_deployment: Any) -> Any:
+    """The completed ``prefect deploy --all`` of the module's server (the session's, set up once)."""
+    return shared_deployment
 
 
 @pytest.fixture
