@@ -5,7 +5,7 @@ a failing test fixed by the fix loop, three bad tool calls, a large file read ba
 against the scripted server over HTTP and a SQLite store in a temporary folder. Two runs in the same process:
 
 - **l2mac**: the library graph; each instruction starts from a fresh context (system, task, instruction with the
-  earlier steps' summaries and the file list), and a context that would overflow ``--window`` tokens is summarized
+  previous step's summary and the file list), and a context that would overflow ``--window`` tokens is summarized
   and the instruction restarted.
 - **baseline**: the same graph with ``keep_history: true`` and a window too large to overflow, so every instruction
   continues the whole dialog so far (what a single long conversation with the same tools would send).

@@ -294,7 +294,7 @@ def test_the_two_systems_run_the_same_graph_but_for_the_history(small_model: boo
     if small_model:
         assert all(caps[name].items() >= values.items() for name, values in SMALL_MODEL_CAPS.items())
     else:
-        assert caps["call_model"]["max_turns"] == 40 and caps["summarize_overflow"]["max_restarts"] == 3
+        assert caps["call_model"]["max_turns"] == 40 and caps["summarize_overflow"]["max_restarts"] == 30
     with pytest.raises(ValueError, match="unknown system"):
         system_graph("single_shot", small_model=small_model)
 
@@ -327,9 +327,10 @@ async def test_a_model_writing_the_reference_finishes_with_l2mac_but_not_with_th
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def without_project_tests(system: str, *, small_model: bool) -> LoadedGraph:
-        """The systems' graphs with the checks compiling but not running the project's own tests (they pass: the
-        model writes the reference), which would cost a sandboxed pytest run per instruction."""
-        return with_node_config(system_graph(system, small_model=small_model), {"run_tools": {"tests": False}})
+        """The systems' graphs with the checks compiling but neither running pylint nor the project's own tests (they
+        pass: the model writes the reference), which would cost a sandboxed pylint and pytest run per instruction."""
+        config = {"run_tools": {"tests": False, "checker": "compile"}}
+        return with_node_config(system_graph(system, small_model=small_model), config)
 
     monkeypatch.setattr(l2mac_evaluation, "system_graph", without_project_tests)
     evaluation = L2macEvaluation(EvalOptions())

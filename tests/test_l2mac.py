@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from mnemoflow.errors import ConfigError, NodeError
-from mnemoflow.graphs import LoadedGraph, RunResult, load_graph, run_graph
+from mnemoflow.graphs import LoadedGraph, RunResult, load_graph, run_graph, with_node_config
 from mnemoflow.llm import ToolCall
 from mnemoflow.memory.paging import all_nodes
 from mnemoflow.memory.protocol import GraphStore
@@ -38,6 +38,12 @@ MNEMOFLOW = str(Path(sys.executable).with_name("mnemoflow"))
 WINDOW = 8_000
 """Fits every context of the script but the third instruction's after it reads its large data file back."""
 TASK = "Build tally, a tiny package of arithmetic helpers, with tests and a README."
+COMPILE_ONLY = {"checker: pylint": "checker: compile"}  # pylint costs ~0.5 s a check; test_l2mac_evaluator.py tests it
+
+
+def graph(**config: dict[str, Any]) -> LoadedGraph:
+    """The library graph compiling instead of running pylint, with these nodes' config set over the file's."""
+    return with_node_config(load_graph("l2mac"), {**config, "run_tools": {"checker": "compile", **config.get("run_tools", {})}})
 
 
 @pytest.fixture
@@ -51,7 +57,7 @@ async def run(
     values: dict[str, Any], loaded: LoadedGraph | None = None,
 ) -> RunResult:  # fmt: skip
     return await run_graph(
-        loaded or load_graph("l2mac"), values, store=store, embedder=EMBEDDER, llm=server.gateway(),
+        loaded or graph(), values, store=store, embedder=EMBEDDER, llm=server.gateway(),
         settings=settings_of(store, tmp_path, request), checkpointer=None, namespace=namespace,
     )  # fmt: skip
 
@@ -156,7 +162,7 @@ async def test_a_check_that_hangs_is_killed_and_counts_as_a_failure(
         return Calls(("step_complete", {}))
 
     server.script(Rule(respond=model))
-    loaded = library_variant("l2mac", tmp_path, {"timeout_s: 60": "timeout_s: 2"})
+    loaded = graph(run_tools={"timeout_s": 2})
     result = await run(
         store, server, namespace, tmp_path, request, {"task": "A test.", "instructions": ["Write a test."]}, loaded
     )
@@ -182,7 +188,7 @@ async def test_overflow_restarts_are_bounded_then_the_run_fails_clearly(
         return Calls(("write_files", {"files": [{"path": f"big_{turn}.py", "content": big}]}))
 
     server.script(Rule(respond=model))
-    loaded = library_variant("l2mac", tmp_path, {"max_restarts: 3": "max_restarts: 2"})
+    loaded = graph(summarize_overflow={"max_restarts": 2})
     values = {"task": "Write big files.", "instructions": ["Write big files."], "context_window": 5_000}
     with pytest.raises(NodeError, match=r"instruction 1 of 1 failed: its context overflowed 3 times \(max_restarts 2\)"):
         await run(store, server, namespace, tmp_path, request, values, loaded)
@@ -244,7 +250,8 @@ async def test_resume_after_a_kill_mid_instruction_duplicates_nothing(
     uri = request.getfixturevalue("empty_neo4j") if backend == "neo4j" else None
     environment = cli_environment(backend, tmp_path, namespace="l2", neo4j_uri=uri, model_url=server.base_url)
     values = json.dumps({"task": TASK, "context_window": WINDOW})
-    command = [MNEMOFLOW, "run", "l2mac", "--input", values, "--thread", "killed-l2mac", "--json"]
+    variant = str(library_variant("l2mac", tmp_path, COMPILE_ONLY).path)
+    command = [MNEMOFLOW, "run", variant, "--input", values, "--thread", "killed-l2mac", "--json"]
     store = new_store(backend, neo4j_uri=uri, sqlite_path=tmp_path / "memory.db")
     first = subprocess.Popen(command, env=environment, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -253,6 +260,13 @@ async def test_resume_after_a_kill_mid_instruction_duplicates_nothing(
             assert first.poll() is None, first.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "the run never reached the held request"
             await asyncio.sleep(0.05)
+        # a second process on the thread while the first runs is refused before it calls the model or writes
+        requests = server.request_count
+        refused = subprocess.run(command, env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0 and "thread 'killed-l2mac' is being run by run " in refused.stderr, refused.stderr
+        assert "one process runs a thread at a time" in refused.stderr and server.request_count == requests
+        assert first.poll() is None
+
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
         model.release.set()
@@ -271,6 +285,13 @@ async def test_resume_after_a_kill_mid_instruction_duplicates_nothing(
         assert "completed, resumed in" in second.stderr
         state = json.loads(second.stdout)
         assert state["status"] == "done"
+        # the resumed run took the thread over from the killed process (the refused one never held it), then let go
+        claims = sorted(await all_nodes(store, "l2", "L2Claim"), key=lambda claim: claim.properties["generation"])
+        killed, resumed = (claim.properties for claim in claims)
+        assert (killed["pid"], killed["released"], resumed["released"]) == (first.pid, False, True)
+        owner = f"run {killed['run_id']} (process {first.pid} on {killed['host']})"
+        assert resumed["took_over"] == f"{owner}: its process {first.pid} is gone"
+        assert resumed["run_id"] == printed_run_id(second.stderr) != killed["run_id"]
         project = await load_project(store, "l2", "killed-l2mac")
         assert await project.heads() == FINAL_FILES
         versions = await all_nodes(store, "l2", "L2FileVersion")
@@ -369,6 +390,9 @@ async def test_bad_calls_change_nothing_stored(store: GraphStore, namespace: str
         "limits": Limits(timeout_s=30),
         "tests": False,
         "read_chars": 14_000,
+        "checker": "compile",
+        "run_timeout_s": 20,
+        "pytest_timeout_s": 60,
     }
     write = ToolCall("c1", "write_files", json.dumps({"files": [{"path": "a.py", "content": "x = 1\n"}]}))
     await dispatch([write], project, turn=1, **options)
@@ -398,7 +422,10 @@ GIT_SPELLINGS = [
 ]  # fmt: skip
 """A git folder, as git or a case-insensitive, normalizing filesystem (Windows, macOS) would read the name."""
 
-STEP: dict[str, Any] = {"instruction": 0, "attempt": 0, "limits": Limits(timeout_s=30), "tests": False, "read_chars": 14_000}
+STEP: dict[str, Any] = {
+    "instruction": 0, "attempt": 0, "limits": Limits(timeout_s=30), "tests": False, "read_chars": 14_000, "checker": "compile",
+    "run_timeout_s": 20, "pytest_timeout_s": 60,
+}  # fmt: skip
 
 
 def write_call(call_id: str, *paths: str, content: str = "x = 1\n") -> ToolCall:
@@ -546,7 +573,7 @@ async def test_text_that_is_not_unicode_is_a_tool_error(store: GraphStore, names
      ({"é" * 128: "x\n"}, "é" * 128)],
 )  # fmt: skip
 async def test_checks_over_files_that_cannot_be_copied_fail_naming_the_file(files: dict[str, str], named: str) -> None:
-    result = await run_checks(files, Limits(timeout_s=30), tests=False)
+    result = await run_checks(files, Limits(timeout_s=30), tests=False, checker="compile")
     assert not result.passed and named in result.report()
 
 

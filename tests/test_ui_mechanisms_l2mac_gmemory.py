@@ -120,7 +120,7 @@ async def make(store: GraphStore, settings: Settings, tmp_path: Path) -> Made:
     """Run l2mac once and gmemory-task eleven times into ``store``, through scripted servers."""
     with ScriptedOpenAIServer() as server:
         server.script(Rule(respond=l2mac_model))
-        loaded = library_variant("l2mac", tmp_path, {"tests: true": "tests: false"})  # syntax checks only: no pytest
+        loaded = library_variant("l2mac", tmp_path, {"tests: true": "tests: false", "checker: pylint": "checker: compile"})  # syntax checks only
         built = await run_graph(
             loaded, {"task": L2_TASK, "instructions": L2_INSTRUCTIONS}, store=store, embedder=EMBEDDER,
             llm=server.gateway(), settings=settings, checkpointer=None, namespace=L2_NAMESPACE, thread_id=L2_THREAD,

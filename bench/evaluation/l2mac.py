@@ -6,8 +6,8 @@ same plan and no planning call differs), a reference solution and hidden accepta
 library ``l2mac`` graph with the same context window (:data:`CONTEXT_WINDOW`), the same instructions and the same
 turn and restart caps:
 
-- ``l2mac``: each instruction starts from a fresh context (the task, the instruction, short summaries of the
-  earlier ones, the file list); the files carry the work from one instruction to the next.
+- ``l2mac``: each instruction starts from a fresh context (the task, the instruction, a short summary of the
+  previous one, the file list); the files carry the work from one instruction to the next.
 - ``whole_history``: the same graph with ``keep_history: true``: every instruction continues the whole dialog so
   far, as one long conversation with the same tools would. When that dialog outgrows the window, the graph asks
   for a progress summary and restarts the instruction, but the history it restarts with is still whole, so it
@@ -61,22 +61,25 @@ __all__ = [
     "system_graph",
 ]
 
-CONTEXT_WINDOW = 4_600
+CONTEXT_WINDOW = 4_800
 """The window both systems run with, in :func:`~mnemoflow.nodes.tokens.count_tokens` tokens: every instruction of
-the bundled specifications fits in it, none of their outputs does. The local model's server holds 8,192 tokens of
-its own, more than this window's prompts take."""
+the bundled specifications fits in it, none of their outputs does. It was 4,600 until the step tools gained the
+paper's ``run_python_file`` and ``pytest_files``, whose schemas every context carries (about 270 tokens). The local
+model's server holds 8,192 tokens of its own, more than this window's prompts take."""
 SUMMARY_TOKENS = 40
-"""What one earlier instruction's summary is taken to cost in a later instruction's context (one or two sentences)."""
+"""What the previous instruction's summary is taken to cost in the next instruction's context (one or two
+sentences; the graph carries the previous one only, as the paper)."""
 SMALL_MODEL_CAPS: dict[str, dict[str, Any]] = {
     "call_model": {"max_turns": 2},
     "summarize_overflow": {"max_restarts": 1},
     "run_tools": {"timeout_s": 30},
 }
 """On the local 135M model (as tests/test_real_model.py runs it): 2 model calls per attempt at an instruction (enough to
-write files, then declare the step complete) and one restart, so a run that cannot progress stops within a minute;
-on any other endpoint the graph's own caps (40 calls, 3 restarts) hold."""
+write files, then declare the step complete) and one restart, so a run that cannot progress stops within a minute
+(the paper's 30 restarts would let it go round for the better part of an hour per specification); on any other
+endpoint the graph's own caps (40 calls, 30 restarts) hold."""
 SYSTEMS = {
-    "l2mac": "the library l2mac graph: a fresh context per instruction (task, instruction, earlier summaries, files)",
+    "l2mac": "the library l2mac graph: a fresh context per instruction (task, instruction, previous summary, files)",
     "whole_history": (
         "the same graph with keep_history: true: every instruction continues the whole dialog; once the dialog "
         "outgrows the window the graph summarizes and restarts with the whole history again, overflows again and "
@@ -139,13 +142,13 @@ def output_tokens(files: Mapping[str, str]) -> int:
 
 def instruction_tokens(spec: ProgramSpec, index: int, reply_tokens: int | None = None) -> int:
     """The context instruction ``index`` needs at its largest when it goes well: its fresh context (system, task,
-    instruction with the earlier summaries and the files so far, the tool schemas), one turn writing its files, their
-    results, the "carry on" message, and the room the guard keeps for the next reply."""
+    instruction with the previous one's summary and the files so far, the tool schemas), one turn writing its files,
+    their results, the "carry on" message, and the room the guard keeps for the next reply."""
     reply = GuardConfig().reply_tokens if reply_tokens is None else reply_tokens
     instruction = spec.instructions[index]
     earlier = sorted({path for step in spec.instructions[:index] for path in step.writes})
     listing = "\n".join(f"- {path} (version 1)" for path in earlier) or "(no files yet)"
-    summaries = "\n".join(f"{number}. {'word ' * SUMMARY_TOKENS}".rstrip() for number in range(1, index + 1))
+    summaries = [("word " * SUMMARY_TOKENS).rstrip()] * index
     written = {path: spec.reference[path] for path in instruction.writes}
     arguments = json.dumps({"files": [{"path": path, "content": content} for path, content in written.items()]})
     results = "\n".join(f"wrote {path} (version 1, {len(content.splitlines())} lines)" for path, content in written.items())
@@ -420,7 +423,8 @@ class L2macEvaluation(Evaluation):
             "context_window": self.context_window,
             "token_count": "mnemoflow.nodes.tokens.count_tokens (words and punctuation marks), as the graph counts its window",
             "reply_room": GuardConfig().reply_tokens,
-            "caps": self.caps or "the graph's own (max_turns 40, max_restarts 3)",
+            "caps": self.caps or "the graph's own (max_turns 40, max_restarts 30)",
+            "checker": "pylint (the graph's default: syntax, pylint's error codes and the tests)",
             "systems": SYSTEMS,
             "specifications": [
                 {

@@ -5,7 +5,8 @@
 - :mod:`~mnemoflow.nodes.l2mac.state`: the state of a run;
 - :mod:`~mnemoflow.nodes.l2mac.agents`: what is said to the model, the plan it replies, and the offline stand-in;
 - :mod:`~mnemoflow.nodes.l2mac.control`: the control unit's nodes, with :mod:`~mnemoflow.nodes.l2mac.tools` (the
-  step tools and their dispatch), :mod:`~mnemoflow.nodes.l2mac.checks` (syntax checks and tests in the sandbox)
-  and :mod:`~mnemoflow.nodes.l2mac.window` (the context window);
+  step tools and their dispatch), :mod:`~mnemoflow.nodes.l2mac.checks` (the evaluator: syntax, pylint's error codes
+  and the tests in the sandbox; the model's own runs), :mod:`~mnemoflow.nodes.l2mac.window` (the context window)
+  and :mod:`~mnemoflow.nodes.l2mac.claim` (one process per thread);
 - :mod:`~mnemoflow.nodes.l2mac.export`: writing a run's files to disk.
 """

@@ -12,7 +12,8 @@ It builds nothing real: set OPENAI_BASE_URL to use a model.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +23,7 @@ __all__ = [
     "PLAN_TOOL",
     "SYSTEM",
     "PlanSteps",
+    "SummaryMode",
     "complete_message",
     "cycle_message",
     "exhausted_message",
@@ -32,6 +34,9 @@ __all__ = [
 ]
 
 Message = dict[str, Any]
+SummaryMode = Literal["previous", "all"]
+"""Which completed instructions' summaries a new instruction's message carries: the previous one (the paper's
+M_rs), or all of them."""
 
 
 # The plan: the arguments of the one ``plan_steps`` call the model is made to reply with. No docstring: it would
@@ -51,7 +56,7 @@ PLAN_TOOL = Tool(
 SYSTEM = """\
 You are an autonomous software engineer working with no human in the loop. You build the project the task \
 describes in a file store that you reach only through your tools: list_files, read_files, write_files, edit_file, \
-delete_files, run_checks and step_complete. Output code only through write_files (whole files) or edit_file (a \
+delete_files, run_checks, run_python_file, pytest_files and step_complete. Output code only through write_files (whole files) or edit_file (a \
 change to part of a file); read a file before you change it. Write pytest tests in files named test_*.py and keep \
 them passing. Use no real databases, network services or external programs: keep data in memory. Each instruction \
 of the plan is carried out by a fresh agent that sees the task, its instruction, a summary of earlier steps and \
@@ -78,10 +83,23 @@ def plan_messages(task: str, max_steps: int) -> list[Message]:
     ]
 
 
-def instruction_message(index: int, total: int, instruction: str, summary: str, progress: str, files: str) -> Message:
+def instruction_message(
+    index: int,
+    total: int,
+    instruction: str,
+    summaries: Sequence[str],
+    progress: str,
+    files: str,
+    carry: SummaryMode = "previous",
+) -> Message:
+    """The instruction to carry out, with the summaries of completed ones that ``carry`` names, the progress before a
+    restart and the file list."""
     parts = [f"Carry out instruction {index + 1} of {total}:\n{instruction}"]
-    if summary:
-        parts.append(f"What the earlier instructions did:\n{summary}")
+    if summaries and carry == "previous":
+        parts.append(f"What the previous instruction did:\n{summaries[-1]}")
+    elif summaries:
+        numbered = "\n".join(f"{number}. {text}" for number, text in enumerate(summaries, 1))
+        parts.append(f"What the earlier instructions did:\n{numbered}")
     if progress:
         parts.append(f"You were working on this instruction before your context filled up; your progress so far:\n{progress}")
     parts.append(f"The project's files:\n{files}")

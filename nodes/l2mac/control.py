@@ -7,7 +7,8 @@ Each instruction starts from a fresh context: the system message, the task, the 
 earlier steps and the file list. State lives in the file store (:mod:`mnemoflow.nodes.l2mac.files`), not in the dialog. When
 the next call would not fit the context window, the oldest messages are dropped, the model summarizes its progress
 and the instruction restarts with that summary, a bounded number of times. A context that ends with a repeated block
-of messages raises the sampling temperature, which decays back once the loop is broken.
+of messages raises the sampling temperature, which decays back once the loop is broken. Every node that touches
+the store runs holding the thread's claim (:mod:`mnemoflow.nodes.l2mac.claim`): one process runs a thread at a time.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from mnemoflow.errors import NodeError
 from mnemoflow.llm import ToolCall
 from mnemoflow.nodes.context import RunContext
 from mnemoflow.nodes.l2mac import agents
-from mnemoflow.nodes.l2mac.checks import CheckResult
+from mnemoflow.nodes.l2mac.checks import Checker, CheckResult
+from mnemoflow.nodes.l2mac.claim import claimed, release_thread
 from mnemoflow.nodes.l2mac.files import Project, load_project
 from mnemoflow.nodes.l2mac.state import L2macState
 from mnemoflow.nodes.l2mac.tools import STEP_TOOLS, dispatch, file_listing
@@ -47,6 +49,10 @@ class StartConfig(BaseModel):
     keep_history: bool = Field(
         False, description="Carry the whole dialog into the next instruction (the baseline L2MAC is measured against)."
     )
+    summaries: agents.SummaryMode = Field(
+        "previous",
+        description="Summaries of completed instructions a new one carries: the previous one (the paper's), or all.",
+    )
 
 
 class GuardConfig(BaseModel):
@@ -56,20 +62,31 @@ class GuardConfig(BaseModel):
 
 class CallConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_turns: int = Field(40, ge=1, le=1_000, description="Model calls one attempt at an instruction may make.")
+    max_turns: int = Field(
+        40,
+        ge=1,
+        le=1_000,
+        description="Model calls one attempt at an instruction may make (ours: the paper has no cap, and a small model "
+        "can go round without ever overflowing its context).",
+    )
 
 
 class ToolsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     timeout_s: float = Field(60.0, gt=0, le=3_600, description="Wall-clock limit of one run of the checks.")
     memory_mb: int = Field(1_024, ge=64, le=65_536, description="Address-space limit of the checks' process.")
-    tests: bool = Field(True, description="Run the tests as well as the syntax checks.")
+    tests: bool = Field(True, description="Run the tests as well as the error checks.")
+    checker: Checker = Field(
+        "pylint", description="The static check: pylint's error codes (the paper's), or only compiling (nothing to install)."
+    )
     read_chars: int = Field(14_000, ge=1_000, description="Characters one read_files call may return.")
+    run_timeout_s: float = Field(20.0, gt=0, le=3_600, description="Wall-clock limit of one run_python_file call.")
+    pytest_timeout_s: float = Field(60.0, gt=0, le=3_600, description="Wall-clock limit of one pytest_files call.")
 
 
 class OverflowConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_restarts: int = Field(3, ge=0, le=100, description="Restarts of one instruction before the run fails.")
+    max_restarts: int = Field(30, ge=0, le=100, description="Restarts of one instruction before the run fails (r_max).")
     headroom_tokens: int = Field(700, ge=100, description="Tokens left free for the summary when trimming.")
 
 
@@ -84,6 +101,7 @@ async def _fail(project: Project, state: L2macState, reason: str) -> NodeError:
 
 
 @node("l2mac.plan", state=L2macState, reads={"task", "instructions", "temperature"}, writes={"instructions"}, config=PlanConfig)
+@claimed
 async def plan(state: L2macState, config: PlanConfig, context: RunContext) -> dict[str, Any]:
     """Store the instruction registry: the given instructions, or a plan the model gives through a forced tool call."""
     instructions = [text.strip() for text in state.instructions if text.strip()]
@@ -118,13 +136,15 @@ def next_instruction(state: L2macState, config: NoConfig) -> str:
     writes={"messages", "turn", "outcome", "context_tokens"},
     config=StartConfig,
 )
+@claimed
 async def start_instruction(state: L2macState, config: StartConfig, context: RunContext) -> dict[str, Any]:
-    """Load the current instruction into a fresh context: the task, the instruction, earlier summaries, the files."""
+    """Load the current instruction into a fresh context: the task, the instruction, the previous instruction's
+    summary (or every earlier one: ``summaries: all``), the files."""
     project = await load_project(context.store, context.namespace, context.thread_id)
-    summary = "\n".join(f"{index + 1}. {text}" for index, text in enumerate(state.summaries))
     message = agents.instruction_message(
-        state.k, len(state.instructions), state.instructions[state.k], summary, state.progress, file_listing(project)
-    )
+        state.k, len(state.instructions), state.instructions[state.k], state.summaries, state.progress,
+        file_listing(project), config.summaries,
+    )  # fmt: skip
     if config.keep_history and state.messages:
         messages = [*state.messages, message]
     else:
@@ -158,6 +178,7 @@ def guard(state: L2macState, config: GuardConfig) -> str:
     writes={"messages", "turn", "sampling_temperature", "loops", "context_tokens", "peak_context_tokens"},
     config=CallConfig,
 )
+@claimed
 async def call_model(state: L2macState, config: CallConfig, context: RunContext) -> dict[str, Any]:
     """One model turn with the tools; a context that repeats itself raises the temperature, which then decays."""
     if state.turn >= config.max_turns:
@@ -187,6 +208,7 @@ async def call_model(state: L2macState, config: CallConfig, context: RunContext)
     writes={"messages", "outcome", "checks", "tool_errors", "context_tokens"},
     config=ToolsConfig,
 )
+@claimed
 async def run_tools(state: L2macState, config: ToolsConfig, context: RunContext) -> dict[str, Any]:
     """Run the model's tool calls against the file store, then the checks when it wrote files or asked for them."""
     last = state.messages[-1] if state.messages else {}
@@ -199,7 +221,8 @@ async def run_tools(state: L2macState, config: ToolsConfig, context: RunContext)
     result = await dispatch(
         calls, project, instruction=state.k, attempt=state.attempt, turn=state.turn,
         limits=Limits(timeout_s=config.timeout_s, memory_mb=config.memory_mb), tests=config.tests,
-        read_chars=config.read_chars,
+        read_chars=config.read_chars, checker=config.checker, run_timeout_s=config.run_timeout_s,
+        pytest_timeout_s=config.pytest_timeout_s,
     )  # fmt: skip
     checks = list(state.checks)
     if result.check is not None:
@@ -232,6 +255,7 @@ def after_tools(state: L2macState, config: NoConfig) -> str:
 
 
 @node("l2mac.ask_fix", state=L2macState, reads={"messages", "checks"}, writes={"messages", "context_tokens"})
+@claimed
 async def ask_fix(state: L2macState, config: NoConfig, context: RunContext) -> dict[str, Any]:
     """Show the model the failed checks and ask it to fix the code."""
     project = await load_project(context.store, context.namespace, context.thread_id)
@@ -240,6 +264,7 @@ async def ask_fix(state: L2macState, config: NoConfig, context: RunContext) -> d
 
 
 @node("l2mac.ask_continue", state=L2macState, reads={"messages", "k"}, writes={"messages", "context_tokens"})
+@claimed
 async def ask_continue(state: L2macState, config: NoConfig, context: RunContext) -> dict[str, Any]:
     """Ask the model whether the instruction is complete, with the current file list."""
     project = await load_project(context.store, context.namespace, context.thread_id)
@@ -265,6 +290,7 @@ async def _summary(context: RunContext, state: L2macState, request: Message, hea
     writes={"k", "attempt", "progress", "summaries", "sampling_temperature"},
     config=OverflowConfig,
 )
+@claimed
 async def summarize_step(state: L2macState, config: OverflowConfig, context: RunContext) -> dict[str, Any]:
     """Ask for a one- or two-sentence summary of the completed instruction, for the ones after it; move on."""
     text = await _summary(context, state, agents.complete_message(state.k), config.headroom_tokens)
@@ -287,6 +313,7 @@ async def summarize_step(state: L2macState, config: OverflowConfig, context: Run
     writes={"attempt", "progress", "restarts", "sampling_temperature"},
     config=OverflowConfig,
 )
+@claimed
 async def summarize_overflow(state: L2macState, config: OverflowConfig, context: RunContext) -> dict[str, Any]:
     """The context is full: drop the oldest messages, ask for a progress summary, restart the instruction with it."""
     if len(state.messages) <= FRESH_CONTEXT or state.attempt >= config.max_restarts:
@@ -310,8 +337,10 @@ async def summarize_overflow(state: L2macState, config: OverflowConfig, context:
 
 
 @node("l2mac.finish", state=L2macState, reads=set(), writes={"files", "status"})
+@claimed
 async def finish(state: L2macState, config: NoConfig, context: RunContext) -> dict[str, Any]:
-    """Mark the project done and list its files."""
+    """Mark the project done, list its files and release the thread."""
     project = await load_project(context.store, context.namespace, context.thread_id)
     await project.set_status("done")
+    await release_thread(context)
     return {"files": project.paths(), "status": "done"}

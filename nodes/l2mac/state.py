@@ -54,7 +54,8 @@ class L2macState(BaseModel):
     outcome: Literal["", "complete", "fix", "continue"] = ""
     """What the last turn's tool calls came to: the step is complete, the checks failed, or carry on."""
     checks: list[dict[str, Any]] = Field(default_factory=list)
-    """Every run of the checks: instruction, attempt, turn, passed, timed_out, counts, syntax errors."""
+    """Every run of the checks: instruction, attempt, turn, passed, timed_out, counts, syntax and static errors, the
+    checker."""
     tool_errors: list[str] = Field(default_factory=list)
     """Every tool error returned to the model, in order."""
     restarts: int = 0

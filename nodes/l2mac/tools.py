@@ -4,19 +4,21 @@ Every failure of a call (an unknown tool, arguments that are not JSON or do not 
 reserved, a file where a folder of that name is, a file that does not exist, an edit whose text is not found)
 becomes a tool result telling the model what was wrong; dispatch never raises for what the model sent. After a turn
 that wrote files, or asked for the checks, the checks run once over the files as the turn left them.
+``run_python_file`` and ``pytest_files`` run in a scratch copy of the files as they are when the call runs (this
+turn's earlier writes included), in the checks' sandbox with their own time limits; they change nothing stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mnemoflow.errors import ToolArgumentError
 from mnemoflow.llm import Tool, ToolCall, tool_result
-from mnemoflow.nodes.l2mac.checks import CheckResult, run_checks
+from mnemoflow.nodes.l2mac.checks import Checker, CheckResult, run_checks, run_file, run_tests
 from mnemoflow.nodes.l2mac.files import (
     MAX_FILE_CHARS,
     Action,
@@ -67,6 +69,15 @@ class DeleteFiles(_Arguments):
     paths: list[str] = Field(min_length=1)
 
 
+class RunPythonFile(_Arguments):
+    file_name_to_run: str
+    arguments: list[str] = Field(default_factory=list)
+
+
+class PytestFiles(_Arguments):
+    files_to_test: list[str] = Field(default_factory=list)
+
+
 class NoArguments(_Arguments):
     pass
 
@@ -77,7 +88,9 @@ STEP_TOOLS: tuple[Tool, ...] = (
     Tool("write_files", "Create or overwrite whole files.", WriteFiles),
     Tool("edit_file", "Replace a piece of one file's text with new text.", EditFile),
     Tool("delete_files", "Delete files.", DeleteFiles),
-    Tool("run_checks", "Run the syntax checks and the tests over the project and see the results.", NoArguments),
+    Tool("run_checks", "Run the error checks and the tests over the project and see the results.", NoArguments),
+    Tool("run_python_file", "Run a Python file of the project with command-line arguments; see its output.", RunPythonFile),
+    Tool("pytest_files", "Run pytest on the given test files (none: all tests); see its report.", PytestFiles),
     Tool("step_complete", "Declare the current instruction complete; the checks run first and must pass.", NoArguments),
 )
 _BY_NAME = {tool.name: tool for tool in STEP_TOOLS}
@@ -115,21 +128,29 @@ async def dispatch(
     limits: Limits,
     tests: bool,
     read_chars: int,
+    checker: Checker,
+    run_timeout_s: float,
+    pytest_timeout_s: float,
 ) -> TurnResult:
-    """Run a turn's tool calls in order against ``project``, then the checks when the turn wrote or asked for them."""
+    """Run a turn's tool calls in order against ``project``, then the checks when the turn wrote or asked for them.
+
+    ``limits`` bound the checks; ``run_python_file`` and ``pytest_files`` get the same bounds with their own time
+    limits (``run_timeout_s``, ``pytest_timeout_s``).
+    """
     result = TurnResult()
     replies: list[str | None] = []  # None: run_checks and step_complete, answered with the checks' report
+    runs = _Runs(replace(limits, timeout_s=run_timeout_s), replace(limits, timeout_s=pytest_timeout_s), read_chars)
     for call in calls:
         key = WriteKey(instruction, attempt, turn, call.id)
         try:
-            reply = await _run_call(call, project, key, read_chars, result)
+            reply = await _run_call(call, project, key, runs, result)
         except _CallError as error:
             result.errors.append(str(error) if str(error).startswith(f"{call.name}:") else f"{call.name}: {error}")
             reply = f"ERROR: {error}"
         replies.append(reply)
     waiting = [call.name for call, reply in zip(calls, replies, strict=True) if reply is None]
     if result.written or waiting:
-        check = result.check = await run_checks(await project.heads(), limits, tests=tests)
+        check = result.check = await run_checks(await project.heads(), limits, tests=tests, checker=checker)
         result.complete = "step_complete" in waiting and check.passed
         verdict = "The step is complete." if check.passed else "The step is NOT complete: the checks failed."
         replies = [
@@ -144,7 +165,16 @@ class _CallError(Exception):
     """What was wrong with one call, in words for the model."""
 
 
-async def _run_call(call: ToolCall, project: Project, key: WriteKey, read_chars: int, result: TurnResult) -> str | None:
+@dataclass(frozen=True)
+class _Runs:
+    """The bounds of the calls that run something or read: ``run_python_file``, ``pytest_files``, ``read_files``."""
+
+    file: Limits
+    tests: Limits
+    read_chars: int
+
+
+async def _run_call(call: ToolCall, project: Project, key: WriteKey, runs: _Runs, result: TurnResult) -> str | None:
     """The call's reply, or None for a call answered by the checks (run_checks, step_complete)."""
     tool = _BY_NAME.get(call.name)
     if tool is None:
@@ -154,7 +184,13 @@ async def _run_call(call: ToolCall, project: Project, key: WriteKey, read_chars:
     except ToolArgumentError as error:
         raise _CallError(str(error)) from error
     if isinstance(arguments, ReadFiles):
-        return await _read(project, arguments, read_chars)
+        return await _read(project, arguments, runs.read_chars)
+    if isinstance(arguments, RunPythonFile):
+        path = _existing(project, arguments.file_name_to_run)
+        return await run_file(await project.heads(), path, arguments.arguments, runs.file)
+    if isinstance(arguments, PytestFiles):
+        paths = [_existing(project, path) for path in arguments.files_to_test]
+        return await run_tests(await project.heads(), paths, runs.tests)
     if isinstance(arguments, WriteFiles):
         targets = [(_path(item.path), item.content) for item in arguments.files]
         too_long = [path for path, content in targets if len(content) > MAX_FILE_CHARS]
@@ -202,6 +238,16 @@ def _path(path: str) -> str:
         return check_path(path)
     except PathError as error:
         raise _CallError(f"refused path: {error}") from error
+
+
+def _existing(project: Project, path: str) -> str:
+    """``path`` checked, naming a file of the project or a folder holding some (a pytest node id ``file::test`` too)."""
+    name, separator, test = path.partition("::")
+    checked = _path(name)
+    files = project.paths()
+    if checked not in files and not any(file.startswith(f"{checked}/") for file in files):
+        raise _CallError(f"no such file or folder: {checked}; call list_files to see the project's files")
+    return f"{checked}{separator}{test}"
 
 
 async def _head(project: Project, path: str) -> str:
