@@ -23,7 +23,9 @@ BUILTIN_NODE_MODULES: tuple[str, ...] = (
     "mnemoflow.nodes.gmemory.revise",
     "mnemoflow.nodes.gmemory.merge",
     "mnemoflow.nodes.experepair.reproduce",
+    "mnemoflow.nodes.experepair.localize",
     "mnemoflow.nodes.experepair.patch",
+    "mnemoflow.nodes.experepair.validate",
     "mnemoflow.nodes.experepair.learn",
     "mnemoflow.nodes.l2mac.control",
 )

@@ -2,7 +2,8 @@
 
 The harness runs here over HTTP against the scripted server with a small evaluation of the test's own; the five
 mechanisms' evaluations run on the real local model (``make test`` starts it) on their first item, through the
-command a user runs. Nothing asserts a score: quality is what the evaluations measure, not what tests pin.
+command a user runs (ComoRAG's on an excerpt of its book: see :func:`comorag_excerpt`). Nothing asserts a score:
+quality is what the evaluations measure, not what tests pin.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import pytest
 
 from mnemoflow.errors import ConfigError, NodeError
 from mnemoflow.evaluation import MECHANISMS, evaluation_class
+from mnemoflow.evaluation.comorag import load_book, load_questions
 from mnemoflow.evaluation.harness import Attempt, Bench, EvalOptions, Evaluation, Item, Outcome, evaluate
 from mnemoflow.evaluation.report import markdown_table, write_result
+from mnemoflow.nodes.comorag.chunking import chunk_text
 from mnemoflow.settings import LLMSettings, OpenAISettings, Settings
 from tests.conftest import RealModel
 from tests.support.openai_server import ScriptedOpenAIServer
@@ -155,6 +158,8 @@ NO_MODEL = {"MNEMOFLOW_LLM_OFFLINE": "0", "MNEMOFLOW_LOCAL_SERVER_HOME": "/nonex
         (("all", "--out", "x.json"), "give a mechanism, not all"),
         (("tme", "--book", "story.txt"), "--book and --questions are ComoRAG's"),
         (("comorag", "--data", "x"), "ComoRAG reads --book and --questions"),
+        (("tme", "--seed", "1"), "--seed is ExpeRepair's"),
+        (("tme", "--systems", "tme,nothing"), "tme has no system 'nothing'; its systems: tme, full_history"),
         (("memgpt",), "'memgpt' is not one of"),
     ],
 )
@@ -166,6 +171,29 @@ def test_the_command_refuses_options_that_do_not_fit(tmp_path: Path, arguments: 
 
 # -- the five evaluations on the real model, one item each (the suite's time; `make eval` runs them whole) -------
 
+EXCERPT_CHUNKS = 2
+
+
+def comorag_excerpt(folder: Path) -> dict[str, Path]:
+    """``book`` and ``questions`` files for ComoRAG's evaluation: its first bundled question alone, and the bundled
+    book cut to its title and the fewest paragraphs, ending with that question's evidence, that make two chunks.
+
+    Indexing the whole book (12 chunks, 16 summary calls) was most of the suite's longest test; on two chunks the
+    indexing still writes a semantic and an episodic summary, and the three systems answer the same question."""
+    book = load_book()
+    question = load_questions(None, book)[0]
+    evidence = [" ".join(quote.split()) for quote in question.evidence]
+    title, *paragraphs = [paragraph for paragraph in book.text.split("\n\n") if paragraph.strip()]
+    last = max(at for at, paragraph in enumerate(paragraphs) if any(quote in " ".join(paragraph.split()) for quote in evidence))
+    first = last
+    while first > 0 and len(chunk_text("\n\n".join(paragraphs[first : last + 1]))) < EXCERPT_CHUNKS:
+        first -= 1
+    folder.mkdir(parents=True, exist_ok=True)
+    excerpt, questions = folder / f"{book.id}-excerpt.txt", folder / "questions.json"
+    excerpt.write_text("\n\n".join([title, *paragraphs[first : last + 1]]) + "\n", encoding="utf-8")
+    questions.write_text(json.dumps([question.model_dump(mode="json")]), encoding="utf-8")
+    return {"book": excerpt, "questions": questions}
+
 
 @pytest.mark.model
 @pytest.mark.slow
@@ -175,8 +203,13 @@ def test_the_command_refuses_options_that_do_not_fit(tmp_path: Path, arguments: 
 def test_an_evaluation_runs_both_systems_on_its_first_item_on_the_real_model(
     real_model: RealModel, tmp_path: Path, mechanism: str
 ) -> None:
-    options = EvalOptions(limit=1)
-    done = run("eval", mechanism, "--limit", "1", cwd=tmp_path, MNEMOFLOW_LOCAL_SERVER_HOME=str(real_model.home))
+    data = comorag_excerpt(tmp_path / "data") if mechanism == "comorag" else {}
+    # ExpeRepair's two ablations (one memory each) run in its scripted harness test; here the mechanism and its baseline
+    chosen = ("experepair", "no_memory") if mechanism == "experepair" else ()
+    options = EvalOptions(limit=1, book=data.get("book"), questions=data.get("questions"), systems=chosen)
+    given = [part for name, path in data.items() for part in (f"--{name}", str(path))]
+    given += ["--systems", ",".join(chosen)] if chosen else []
+    done = run("eval", mechanism, "--limit", "1", *given, cwd=tmp_path, MNEMOFLOW_LOCAL_SERVER_HOME=str(real_model.home))
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "bench" / "results" / f"eval-{mechanism}.json").read_text())
     evaluation = evaluation_class(mechanism)(options)
@@ -184,9 +217,9 @@ def test_an_evaluation_runs_both_systems_on_its_first_item_on_the_real_model(
     assert len(items) == 1
     assert result["mechanism"] == mechanism and result["model"] == "smollm2-135m-instruct" and result["endpoint"] == "local"
     assert result["items"] == len(items) and result["quick"] is False
-    assert set(result["systems"]) == set(evaluation.systems) and len(evaluation.systems) >= 2
+    assert set(result["systems"]) == set(evaluation.chosen_systems) and len(evaluation.chosen_systems) >= 2
     assert sorted((entry["item"], entry["system"]) for entry in result["per_item"]) == sorted(
-        (item, system) for item in items for system in evaluation.systems
+        (item, system) for item in items for system in evaluation.chosen_systems
     )
     for name, system in result["systems"].items():
         assert 0.0 <= system["score"] <= 1.0 and system["attempts"] == len(items)
@@ -198,5 +231,9 @@ def test_an_evaluation_runs_both_systems_on_its_first_item_on_the_real_model(
     for entry in result["per_item"]:
         assert 0.0 <= entry["score"] <= 1.0 and entry["seconds"] > 0
         assert set(entry) >= {"item", "system", "score", "scores", "calls", "prompt_tokens", "completion_tokens", "seconds"}
+    if mechanism == "comorag":  # the run indexed the excerpt, not the bundled book, through both summary layers
+        index = result["data"]["index"]
+        assert result["data"]["book"]["source"] == str(data["book"]) and index["chunks"] == EXCERPT_CHUNKS
+        assert index["semantic_summaries"] >= 1 and index["episodic_summaries"] == 1
     table = (tmp_path / "bench" / "results" / f"eval-{mechanism}.md").read_text()
-    assert all(f"| {system} |" in table for system in evaluation.systems) and table in done.stdout + "\n"
+    assert all(f"| {system} |" in table for system in evaluation.chosen_systems) and table in done.stdout + "\n"

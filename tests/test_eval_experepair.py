@@ -1,6 +1,7 @@
 """ExpeRepair's evaluation: its repositories (each hidden test fails on the bug and passes with the reference fix),
-what it refuses, how a patch is scored, and both systems run by the harness against the scripted model over HTTP.
-The real-model run is the harness's quick test (``tests/test_eval.py``)."""
+what it refuses, how a patch is scored, the seed phase, and the four systems (both memories, neither, each alone)
+run by the harness against the scripted model over HTTP. The real-model run is the harness's quick test
+(``tests/test_eval.py``)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
+from mnemoflow.errors import ConfigError
 from mnemoflow.evaluation import evaluation_class
 from mnemoflow.evaluation.experepair import (
     EVALUATION,
+    SMALL_MODEL_BUDGETS,
     BuggyRepository,
     ExpeRepairEvaluation,
     HiddenTestRun,
@@ -31,6 +34,7 @@ from mnemoflow.evaluation.experepair import (
 from mnemoflow.evaluation.harness import Attempt, Bench, EvalDataError, EvalOptions, Item, Outcome, evaluate
 from mnemoflow.evaluation.hidden_tests import Acceptance
 from mnemoflow.evaluation.meter import Reading
+from mnemoflow.graphs import load_graph, with_node_config, with_route_config
 from mnemoflow.nodes.sandbox import Worktree
 from mnemoflow.settings import LLMSettings, OpenAISettings, Settings
 from tests.support.openai_server import ScriptedOpenAIServer
@@ -67,7 +71,8 @@ async def fix_as_patch(clone: Path, fix: dict[str, str]) -> str:
 def test_the_bundled_repositories_come_in_families_that_share_a_repository_and_interleave() -> None:
     evaluation = evaluation_class("experepair")(EvalOptions())
     items = evaluation.load()
-    assert type(evaluation) is EVALUATION and evaluation.systems == ("experepair", "no_memory")
+    assert type(evaluation) is EVALUATION
+    assert evaluation.systems == ("experepair", "no_memory", "no_episodic", "no_semantic")
     families = Counter(item.group for item in items)
     assert len(items) >= 8 and len(families) >= 3 and min(families.values()) >= 2, families
     repos = {family: {item.data.repo for item in items if item.group == family} for family in families}
@@ -80,6 +85,8 @@ def test_the_bundled_repositories_come_in_families_that_share_a_repository_and_i
     quick = ExpeRepairEvaluation(EvalOptions(quick=True)).select(items)
     assert len(quick) == 3 and len({item.group for item in quick}) == 3
     assert all(repository.fix for repository in BUNDLED)  # every reproduction can be checked against a fix
+    # the seed phase: the first issue of each repository, i.e. the first half; the second half is the inference set
+    assert evaluation.seeding == {item.id for item in items[: len(families)]} and len(families) == len(items) // 2
 
 
 async def hidden_test_verdicts(repository: BuggyRepository, folder: Path) -> list[str]:
@@ -311,16 +318,35 @@ def attempt(item_id: str, family: str, resolved: float) -> Attempt:
     return Attempt(Item(item_id, None, group=family), "experepair", outcome, Reading(), 1.0)
 
 
-def test_the_summary_gives_the_resolve_rate_per_family_and_per_half_of_the_sequence() -> None:
+def test_the_summary_gives_the_resolve_rate_per_family_per_half_of_the_sequence_and_per_phase() -> None:
     attempts = [attempt("a1", "a", 0.0), attempt("b1", "b", 1.0), attempt("a2", "a", 1.0), attempt("b2", "b", 1.0),
                 attempt("c1", "c", 0.0)]  # fmt: skip
-    summary = ExpeRepairEvaluation(EvalOptions()).summarize("experepair", attempts)
+    evaluation = ExpeRepairEvaluation(EvalOptions())
+    evaluation.seeding = {"a1", "b1", "c1"}
+    summary = evaluation.summarize("experepair", attempts)
     assert summary == {
         "resolved_first_half": 0.5,
         "resolved_second_half": pytest.approx(2 / 3, abs=1e-4),
+        "resolved_seed_phase": pytest.approx(1 / 3, abs=1e-4),
+        "resolved_inference_phase": 1.0,
         "resolved_by_family": {"a": 0.5, "b": 1.0, "c": 0.0},
     }
     assert ExpeRepairEvaluation(EvalOptions()).summarize("experepair", []) == {"resolved_by_family": {}}
+
+
+def test_the_seed_phase_takes_the_first_issues_of_each_repository(tmp_path: Path) -> None:
+    other = {**FIRST, "id": "other-repo", "repo": "acme/other"}
+    data = write_data(tmp_path, [FIRST, {**FIRST, "id": "second"}, other, {**FIRST, "id": "third"}])
+    seeds = {}
+    for seed in (None, 0, 2):
+        evaluation = ExpeRepairEvaluation(EvalOptions(data=data, seed=seed))
+        evaluation.load()
+        seeds[seed] = evaluation.seeding
+        assert evaluation.describe()["seed"]["items"] == [item for item in ("listkit-page", "second", "other-repo", "third")
+                                                          if item in evaluation.seeding]  # fmt: skip
+    assert seeds == {None: {"listkit-page", "other-repo"}, 0: set(), 2: {"listkit-page", "second", "other-repo"}}
+    with pytest.raises(ConfigError, match="seed -1: the number of issues per repository run in the seed phase cannot be negative"):
+        ExpeRepairEvaluation(EvalOptions(seed=-1))
 
 
 def test_a_failed_attempt_scores_zero_on_every_score_its_item_has() -> None:
@@ -338,11 +364,18 @@ async def test_on_the_small_local_model_the_graph_runs_with_smaller_loops_and_re
         bench = Bench("experepair", None, SimpleNamespace(kind=kind), tmp_path)  # type: ignore[arg-type]
         await evaluation.prepare(bench, "experepair")
         budgets[kind] = evaluation.describe()["budgets"]
-    assert budgets["local"]["routes"] == {"judge_test": {"max_test_attempts": 1}, "review": {"max_rounds": 1}}
-    assert budgets["local"]["nodes"]["update_insights"] == {"max_tokens": 96}
-    assert budgets["local"]["nodes"]["generate"] == {"candidates": 1, "max_tokens": 384}
-    assert budgets["openai"]["routes"] == {"judge_test": {"max_test_attempts": 3}, "review": {"max_rounds": 2}}  # the file's
-    assert "update_insights" not in budgets["openai"]["nodes"]
+    local, own = budgets["local"], budgets["openai"]
+    assert local["routes"] == {"judge_test": {"max_test_attempts": 1}, "review": {"max_rounds": 1}}
+    assert local["nodes"]["generate"] == {"temperatures": [0.0, 0.8], "max_tokens": 384}
+    assert local["nodes"]["review"] == {"reviews": 2, "exit_code_gate": False, "max_tokens": 128}
+    assert local["nodes"]["write_diff_tests"] == {"temperatures": [0.0], "max_inputs": 4, "max_tokens": 256}
+    assert local["nodes"]["variants"] == {"max_patches": 1, "timeout_s": 30.0, "memory_mb": 512, "max_tokens": 384}
+    assert local["nodes"]["update_insights"] == {"max_tokens": 96}
+    assert all(local["nodes"][name]["timeout_s"] == 30.0 for name in ("run_test", "evaluate", "variants", "run_diff_tests"))
+    # the file's (the paper's) budgets on a capable endpoint
+    assert own["routes"] == {"judge_test": {"max_test_attempts": 3}, "review": {"max_rounds": 3}}
+    assert own["nodes"]["generate"] == {"temperatures": [0.0, 0.8, 0.8, 0.8]} and own["nodes"]["review"]["reviews"] == 4
+    assert "update_insights" not in own["nodes"]
 
 
 # -- both systems on the scripted model -------------------------------------------------------------------------
@@ -365,23 +398,31 @@ TESTER_INSIGHT = "Assert the exact expected value."
 
 
 def reply(body: dict[str, Any]) -> Any:
+    """The scripted model, by the reply schema asked for: the add issue gets the right fix, the multiply issue a
+    wrong one that its weak script passes; every reviewer accepts, and validation keeps the first group."""
+    schema = body["response_format"]["json_schema"]["name"]
     system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
     adding = user.startswith(("Issue:\nadd(", "Issue: add("))  # the issue, not an example from another one
-    if "You are the Test Agent" in system:
-        return {"script": ADD_SCRIPT if adding else WEAK_MULTIPLY_SCRIPT}
-    if "You judge whether" in system:
-        return {"analysis": "the assertion fails as reported", "reproduces": True}
-    if "You localize" in system:
-        return {"locations": [{"file": "calc/ops.py" if adding else "calc/more.py", "function": "", "reason": ""}]}
-    if "Write patches that fix" in system:
-        return {"patches": [FIX_ADD if adding else WRONG_MULTIPLY]}
-    if "You review candidate patches" in system:
-        return {"ranking": [1], "correct": [1], "analysis": "the reproduction passes"}
-    if "insights for the tester agent" in system:
-        return {"edits": [{"operation": "ADD", "number": 0, "text": TESTER_INSIGHT}]}
-    if "insights for the coder agent" in system:
-        return {"edits": []}
-    raise AssertionError(f"unscripted prompt: {system[:80]}")
+    path, function = ("calc/ops.py", "add") if adding else ("calc/more.py", "multiply")
+    replies: dict[str, Any] = {
+        "TestScript": {"script": ADD_SCRIPT if adding else WEAK_MULTIPLY_SCRIPT},
+        "Judgement": {"analysis": "the assertion fails as reported", "reproduces": True},
+        "SuspiciousFiles": {"files": [path]},
+        "FunctionTargets": {"functions": [{"file": path, "function": function, "reason": "the operator"}]},
+        "EditLocations": {"locations": [{"file": path, "function": function, "start": 1, "end": 2, "reason": "the operator"}]},
+        "Patch": {"patch": FIX_ADD if adding else WRONG_MULTIPLY},
+        "Review": {"ranking": [1, 2], "correct": [1, 2], "analysis": "the reproduction passes"},
+        "PatchVariants": {"expanded": "", "compressed": ""},
+        "DiffTest": {"script": ""},
+        "GroupSelection": {"correct": [1], "analysis": "it fixes the issue"},
+        "GroupRanking": {"ranking": [1], "analysis": "the first"},
+    }
+    if schema == "InsightEdits":
+        tester = "insights for the tester agent" in system
+        return {"edits": [{"operation": "ADD", "number": 0, "text": TESTER_INSIGHT}] if tester else []}
+    if schema not in replies:
+        raise AssertionError(f"unscripted reply {schema}: {system[:80]}")
+    return replies[schema]
 
 
 def scripted_settings(server: ScriptedOpenAIServer) -> Settings:
@@ -391,22 +432,27 @@ def scripted_settings(server: ScriptedOpenAIServer) -> Settings:
     )
 
 
+SYSTEMS = ("experepair", "no_memory", "no_episodic", "no_semantic")
+
+
 @pytest.mark.subprocess
 @pytest.mark.slow
-async def test_both_systems_are_scored_by_the_hidden_tests_and_only_the_mechanism_reads_and_grows_memory(
-    tmp_path: Path,
-) -> None:
+async def test_every_system_is_scored_by_the_hidden_tests_and_reads_and_grows_only_its_memories(tmp_path: Path) -> None:
     with ScriptedOpenAIServer() as server:
         server.script(respond=reply)
         evaluation = ExpeRepairEvaluation(EvalOptions(data=write_data(tmp_path, REPOSITORIES)))
+        # the small model's budgets (fewer candidates, reviews and sandbox runs than the file's): they must fit the nodes
+        graph = with_node_config(load_graph("experepair"), SMALL_MODEL_BUDGETS["nodes"])
+        evaluation.graph = with_route_config(graph, SMALL_MODEL_BUDGETS["routes"])
         result = await evaluate(evaluation, evaluation.load(), scripted_settings(server), tmp_path / "work")
         sent = json.dumps([request["body"] for request in server.requests])
         tester_prompts = [(r["body"]["messages"][0]["content"], r["body"]["messages"][-1]["content"]) for r in server.requests
                           if "You are the Test Agent" in r["body"]["messages"][0]["content"]]  # fmt: skip
     assert "def test_add" not in sent and "def test_multiply" not in sent  # the hidden tests never reach the model
     assert "return a * b" not in sent  # nor the reference fix
+    assert list(result["systems"]) == list(SYSTEMS)
     per_item = {(entry["item"], entry["system"]): entry for entry in result["per_item"]}
-    for system in ("experepair", "no_memory"):
+    for system in SYSTEMS:
         add, multiply = per_item[("calc-add", system)], per_item[("calc-multiply", system)]
         assert add["scores"] == {"resolved": 1.0, "patch_produced": 1.0, "reproduction_valid": 1.0}
         assert add["detail"]["hidden_tests"]["passed"] == 1 and "+    return a + b" in add["detail"]["final_patch"]
@@ -414,18 +460,26 @@ async def test_both_systems_are_scored_by_the_hidden_tests_and_only_the_mechanis
         assert multiply["detail"]["status"] == "resolved" and "return a - b" in multiply["detail"]["final_patch"]
         assert multiply["scores"] == {"resolved": 0.0, "patch_produced": 1.0, "reproduction_valid": 1.0}
         assert multiply["detail"]["hidden_tests"]["failed"] == 1
-        assert result["systems"][system]["scores"]["resolved_by_family"] == {"operator": 0.5}
-        assert result["systems"][system]["score"] == 0.5
-    memory, baseline = per_item[("calc-multiply", "experepair")], per_item[("calc-multiply", "no_memory")]
-    assert memory["detail"]["insights_shown"] == {"tester": 1, "coder": 0}
-    assert memory["detail"]["demos_used"]["test_initial"]  # the first issue's working script, retrieved
-    assert baseline["detail"]["insights_shown"] == {"tester": 0, "coder": 0} and not any(
-        baseline["detail"]["demos_used"].values()
-    )
-    for item in ("calc-add", "calc-multiply"):  # the same repair; memory adds its two insight calls
-        assert per_item[(item, "experepair")]["calls"] == per_item[(item, "no_memory")]["calls"] + 2
-    [first_memory, first_baseline, second_memory, second_baseline] = tester_prompts  # in the order the harness runs
-    assert "Not available" in first_memory[1] and "Not available" in first_baseline[1]
-    assert ADD_SCRIPT in second_memory[1] and TESTER_INSIGHT in second_memory[0]
-    assert ADD_SCRIPT not in second_baseline[1] and TESTER_INSIGHT not in second_baseline[0]
-    assert result["data"]["families"] == {"operator": 2} and result["data"]["budgets"]["routes"]["review"] == {"max_rounds": 2}
+        # the first issue of the repository seeds (static prompts), the second reads what the seed left
+        assert (add["detail"]["phase"], multiply["detail"]["phase"]) == ("seed", "inference")
+        assert add["detail"]["insights_shown"] == {"tester": 0, "coder": 0} and add["detail"]["demos_used"] == {}
+        scores = result["systems"][system]["scores"]
+        assert scores["resolved_by_family"] == {"operator": 0.5} and result["systems"][system]["score"] == 0.5
+        assert (scores["resolved_seed_phase"], scores["resolved_inference_phase"]) == (1.0, 0.0)
+    shown = {system: per_item[("calc-multiply", system)]["detail"]["insights_shown"] for system in SYSTEMS}
+    assert shown == {"experepair": {"tester": 1, "coder": 0}, "no_memory": {"tester": 0, "coder": 0},
+                     "no_episodic": {"tester": 1, "coder": 0}, "no_semantic": {"tester": 0, "coder": 0}}  # fmt: skip
+    used = {system: per_item[("calc-multiply", system)]["detail"]["demos_used"] for system in SYSTEMS}
+    assert set(used["experepair"]) == set(used["no_semantic"]) == {"test_initial"}  # the first issue's working script
+    assert used["experepair"]["test_initial"][0]["rank"] == 1 and used["no_memory"] == used["no_episodic"] == {}
+    for item in ("calc-add", "calc-multiply"):  # the same repair; editing insights adds its two calls
+        calls = {system: per_item[(item, system)]["calls"] for system in SYSTEMS}
+        assert calls["experepair"] == calls["no_episodic"] == calls["no_memory"] + 2 == calls["no_semantic"] + 2
+    assert len(tester_prompts) == 2 * len(SYSTEMS)  # in the order the harness runs: item by item, system by system
+    first, second = dict(zip(SYSTEMS, tester_prompts[:4], strict=True)), dict(zip(SYSTEMS, tester_prompts[4:], strict=True))
+    assert all("Not available" in user and TESTER_INSIGHT not in system for system, user in first.values())  # seed phase
+    for name, (system, user) in second.items():
+        assert (ADD_SCRIPT in user) is (name in ("experepair", "no_semantic")), name
+        assert (TESTER_INSIGHT in system) is (name in ("experepair", "no_episodic")), name
+    assert result["data"]["families"] == {"operator": 2} and result["data"]["budgets"]["routes"] == SMALL_MODEL_BUDGETS["routes"]
+    assert result["data"]["seed"]["items"] == ["calc-add"]

@@ -1,14 +1,23 @@
 """ExpeRepair memory on both stores: demos derived from attempts and rounds, field-weighted BM25 retrieval per
-phase (repo scope, same-issue exclusion, issue dedup), output trimming, and the insight lists' edits."""
+phase (repo scope, same-issue exclusion, issue dedup), output trimming, the insight lists' edits, the memory
+switches and phases (what each run reads and writes, through a small graph of the memory nodes) and the
+``USED_DEMO`` / ``USED_INSIGHT`` links."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from mnemoflow.graphs import load_graph, run_graph
+from mnemoflow.graphs.runner import RunResult
 from mnemoflow.memory.paging import all_nodes
 from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import RelationshipRecord
+from mnemoflow.nodes.experepair import agents
 from mnemoflow.nodes.experepair.episodes import (
     PatchRound,
     TestAttempt,
@@ -17,10 +26,31 @@ from mnemoflow.nodes.experepair.episodes import (
     record_issue,
     record_patch_rounds,
     record_test_attempts,
+    record_usage,
 )
-from mnemoflow.nodes.experepair.insights import InsightEdit, apply_insight_edits, load_insights
-from mnemoflow.nodes.experepair.model import INSIGHT, ISSUE, MAX_INSIGHTS, PATCH_DEMO, TEST_DEMO, issue_node_id
-from mnemoflow.nodes.experepair.retrieval import PHASE_WEIGHTS, retrieve_demos, score_demos, tokenize, trim_output
+from mnemoflow.nodes.experepair.insights import InsightEdit, apply_insight_edits, load_insight_records, load_insights
+from mnemoflow.nodes.experepair.model import (
+    INSIGHT,
+    ISSUE,
+    MAX_INSIGHTS,
+    PATCH_DEMO,
+    TEST_DEMO,
+    USED_DEMO,
+    USED_INSIGHT,
+    issue_node_id,
+    patch_demo_id,
+)
+from mnemoflow.nodes.experepair.retrieval import (
+    PHASE_WEIGHTS,
+    ScoredDemo,
+    retrieve_demos,
+    score_demos,
+    tokenize,
+    trim_output,
+    with_demo,
+)
+from tests.conftest import EMBEDDER, settings_of
+from tests.support.openai_server import Rule, ScriptedOpenAIServer
 
 REPO = "django/django"
 ISSUE_TEXT = "QuerySet filter crashes with TypeError when given an empty list argument"
@@ -272,6 +302,7 @@ async def test_scope_exclusion_and_dedup(store: GraphStore, namespace: str) -> N
     )
     issues = [hit.issue_id for hit in hits]
     assert len(hits) == 3 and issues[0] == "twice" and len(set(issues)) == 3
+    assert [hit.rank for hit in hits] == [1, 2, 3]  # places after the dedup: what USED_DEMO's rank records
     assert "other" not in issues and all(hit.repo == REPO for hit in hits)
     one = await retrieve_demos(
         store,
@@ -372,3 +403,216 @@ async def test_concurrent_batches_lose_nothing(store: GraphStore, namespace: str
     assert sorted(loaded) == sorted(f"batch {b} rule {r}" for b in range(6) for r in range(2))
     ords = [node.properties["ord"] for node in await all_nodes(store, namespace, INSIGHT)]
     assert sorted(ords) == list(range(12))
+
+
+# -- switches and phases: what a run reads and writes ---------------------------------------------------------
+
+CALC = "acme/calc"
+CURRENT = "add(2, 3) returns -1 instead of 5 when adding two positive integers"
+CURRENT_ID = "acme/calc#3"
+SIBLING = ("acme/calc#1", "add(1, 1) returns 0 instead of 2 when adding positive integers", "from calc.ops import add\nassert add(1, 1) == 2\n")
+UNRELATED = ("acme/calc#2", "The README title has a typo", "print(open('README.md').read())\n")
+SCRIPT = "from calc.ops import add\nprint(add(2, 3))\nassert add(2, 3) == 5\n"
+TESTER_INSIGHTS, CODER_INSIGHTS = ["Print every input.", "Assert the exact value."], ["Check the operator first."]
+LEARNED = "Import the function under test from its module."
+ROUNDS = [{"patch": "wrong patch", "correct": False}, {"patch": "right patch", "correct": True}]
+TESTER, JUDGE = "You are the Test Agent", "You judge whether"
+INSIGHTS_TESTER, INSIGHTS_CODER = "insights for the tester agent", "insights for the coder agent"
+
+MEMORY_GRAPH = """name: experepair-memory
+state: experepair.RepairState
+input: [repo, repo_path, issue_id, issue]
+nodes:
+  load_insights: {use: experepair.load_insights}
+  write_test: {use: experepair.write_test}
+  judge_test: {use: experepair.judge_test}
+  record: {use: experepair.record}
+  update_insights: {use: experepair.update_insights}
+edges:
+  - {from: START, to: load_insights}
+  - {from: load_insights, to: write_test}
+  - {from: write_test, to: judge_test}
+  - {from: judge_test, to: record}
+  - {from: record, to: update_insights}
+  - {from: update_insights, to: END}
+"""
+"""The memory-facing nodes of the repair graph around one reproduction attempt (the script is judged, not run):
+the insights loaded, the R1 demo retrieved, the outcome and demos recorded, the insights edited."""
+
+RECORD_GRAPH = """name: experepair-record
+state: experepair.RepairState
+input: [repo, repo_path, issue_id, issue]
+nodes:
+  record: {use: experepair.record}
+edges:
+  - {from: START, to: record}
+  - {from: record, to: END}
+"""
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedOpenAIServer]:
+    with ScriptedOpenAIServer() as running:
+        running.script(
+            Rule(system=TESTER, json={"script": SCRIPT}),
+            Rule(system=JUDGE, json={"analysis": "the assertion fails as reported", "reproduces": True}),
+            Rule(system=INSIGHTS_TESTER, json={"edits": [{"operation": "ADD", "number": 0, "text": LEARNED}]}),
+            Rule(system=INSIGHTS_CODER, json={"edits": []}),
+        )
+        yield running
+
+
+async def run_memory_graph(
+    store: GraphStore, namespace: str, server: ScriptedOpenAIServer, tmp_path: Path, request: pytest.FixtureRequest,
+    graph: str = MEMORY_GRAPH, **values: Any,
+) -> RunResult:  # fmt: skip
+    path = tmp_path / "graph.yaml"
+    path.write_text(graph, encoding="utf-8")
+    values = {"repo": CALC, "repo_path": str(tmp_path), "issue_id": CURRENT_ID, "issue": CURRENT, **values}
+    return await run_graph(
+        load_graph(path), values, store=store, embedder=EMBEDDER, llm=server.gateway(),
+        settings=settings_of(store, tmp_path, request), checkpointer=None, namespace=namespace,
+    )  # fmt: skip
+
+
+async def seed_memory(store: GraphStore, namespace: str) -> None:
+    """Earlier issues of the repository with a working script each, and both roles' insights."""
+    for issue_id, text, script in (SIBLING, UNRELATED, *FILLERS):
+        await add_test_demo(store, namespace, issue_id, text, new_test=script, repo=CALC)
+    await apply_insight_edits(store, namespace, "tester", add(*TESTER_INSIGHTS))
+    await apply_insight_edits(store, namespace, "coder", add(*CODER_INSIGHTS))
+
+
+def prompts(server: ScriptedOpenAIServer, system: str) -> list[list[dict[str, Any]]]:
+    return [r["body"]["messages"] for r in server.requests if system in r["body"]["messages"][0]["content"]]
+
+
+async def links_of(store: GraphStore, namespace: str, issue: str, type: str) -> list[RelationshipRecord]:
+    page = await store.neighbours(namespace, issue_node_id(namespace, CALC, issue))
+    return [rel for rel in page.relationships if rel.type == type]
+
+
+SWITCHES = [
+    # (values, reads demos, shows insights, writes demos, edits insights)
+    pytest.param({}, True, True, True, True, id="inference"),
+    pytest.param({"episodic": False}, False, True, False, True, id="no_episodic"),
+    pytest.param({"semantic": False}, True, False, True, False, id="no_semantic"),
+    pytest.param({"phase": "seed"}, False, False, True, True, id="seed"),
+    pytest.param({"phase": "seed", "semantic": False}, False, False, True, False, id="seed_no_semantic"),
+    pytest.param({"memory": False, "episodic": True, "semantic": True}, False, False, False, False, id="no_memory"),
+]
+
+
+@pytest.mark.parametrize(("switches", "reads_demos", "shows_insights", "writes_demos", "edits_insights"), SWITCHES)
+async def test_each_switch_and_phase_reads_and_writes_only_its_memories(
+    store: GraphStore, namespace: str, server: ScriptedOpenAIServer, tmp_path: Path, request: pytest.FixtureRequest,
+    switches: dict[str, Any], reads_demos: bool, shows_insights: bool, writes_demos: bool, edits_insights: bool,
+) -> None:  # fmt: skip
+    await seed_memory(store, namespace)
+    [sibling, *_] = await retrieve_demos(
+        store, namespace, phase="test_initial", repo=CALC, exclude_issue=CURRENT_ID,
+        queries={"issue_description": CURRENT, "new_test": CURRENT},
+    )  # fmt: skip
+    assert sibling.issue_id == SIBLING[0] and 0.6 < sibling.score <= 1.0  # a lone hit would score 0
+    shown = {role: await load_insight_records(store, namespace, role) for role in ("tester", "coder")}
+
+    result = await run_memory_graph(store, namespace, server, tmp_path, request, rounds=ROUNDS, status="resolved", **switches)
+    state = result.state
+
+    # reads: the Test Agent's exact prompt, and what the state says was used
+    [tester] = prompts(server, TESTER)
+    expected = agents.tester_messages(TESTER_INSIGHTS if shows_insights else [], CURRENT, example=SIBLING[2] if reads_demos else "")
+    assert tester == expected
+    assert (SIBLING[2] in tester[1]["content"]) is reads_demos and ("Not available" in tester[1]["content"]) is not reads_demos
+    assert ("1. Print every input.\n2. Assert the exact value." in tester[0]["content"]) is shows_insights
+    used = {"test_initial": [{"id": sibling.id, "rank": 1, "score": round(sibling.score, 6)}]}
+    assert state["demos_used"] == (used if reads_demos else {})
+    ids = {role: [node.id for node in nodes] for role, nodes in shown.items()}
+    assert state["insight_ids"] == (ids if shows_insights else {"tester": [], "coder": []})
+
+    # writes: the outcome always; the demos and the insight edits by their switches
+    [issue] = await store.get_nodes(namespace, [issue_node_id(namespace, CALC, CURRENT_ID)])
+    assert issue is not None and issue.properties["status"] == "resolved"
+    mine = [node for node in await all_nodes(store, namespace, TEST_DEMO) if node.properties["issue_id"] == CURRENT_ID]
+    assert [(node.properties["kind"], node.properties["new_test"]) for node in mine] == ([("initial", SCRIPT)] if writes_demos else [])
+    patch_demos = await all_nodes(store, namespace, PATCH_DEMO)
+    assert [node.id for node in patch_demos] == (
+        [patch_demo_id(namespace, CALC, CURRENT_ID, "wrong patch", "right patch")] if writes_demos else []
+    )
+    edits = prompts(server, INSIGHTS_TESTER)
+    assert len(edits) == len(prompts(server, INSIGHTS_CODER)) == int(edits_insights)
+    if edits_insights:  # the seed phase edits the list it did not show
+        assert "Current insights:\n1. Print every input.\n2. Assert the exact value.\n\n" in edits[0][1]["content"]
+    assert await load_insights(store, namespace, "tester") == TESTER_INSIGHTS + ([LEARNED] if edits_insights else [])
+    assert await load_insights(store, namespace, "coder") == CODER_INSIGHTS
+    assert len(server.requests) == 2 + 2 * edits_insights  # the script, its verdict, then one edit call per role
+
+    # what the prompts used, linked from the issue
+    [demo_link] = await links_of(store, namespace, CURRENT_ID, USED_DEMO) or [None]
+    if reads_demos:
+        assert demo_link is not None and demo_link.target_id == sibling.id and demo_link.key == "test_initial"
+        assert demo_link.properties == {"stage": "test_initial", "rank": 1, "score": round(sibling.score, 6), "uses": 1}
+    else:
+        assert demo_link is None
+    insight_links = {rel.target_id: rel.properties for rel in await links_of(store, namespace, CURRENT_ID, USED_INSIGHT)}
+    positions = {
+        node.id: {"role": role, "position": position}
+        for role, nodes in shown.items()
+        for position, node in enumerate(nodes, start=1)
+    }
+    assert insight_links == (positions if shows_insights else {})
+
+
+async def test_the_usage_links_count_uses_skip_deleted_memories_and_are_written_once(
+    store: GraphStore, namespace: str, server: ScriptedOpenAIServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    await seed_memory(store, namespace)
+    _, repair_demo = await add_repair_demo(  # the initial demo, then the repair one
+        store, namespace, "acme/calc#4", "add crashes", old_test="x", old_output="NameError", repo=CALC
+    )
+    [patch_demo] = await add_patch_demo(store, namespace, "acme/calc#5", "add overflows", old_patch="bad", repo=CALC)
+    tester = await load_insight_records(store, namespace, "tester")
+    demos_used = {
+        "test_retry": [
+            {"id": repair_demo, "rank": 1, "score": 0.9},
+            {"id": repair_demo, "rank": 2, "score": 0.4},  # the same pair retrieved again on the next retry
+        ],
+        "patch_refine": [{"id": patch_demo, "rank": 1, "score": 0.7}, {"id": "deleted-demo", "rank": 1, "score": 0.5}],
+    }
+    insight_ids = {"tester": [tester[1].id, "deleted-insight"], "coder": []}
+    values = {"status": "unresolved", "demos_used": demos_used, "insight_ids": insight_ids}
+
+    async def recorded() -> list[tuple[str, str, str, dict[str, Any]]]:
+        links = [link for kind in (USED_DEMO, USED_INSIGHT) for link in await links_of(store, namespace, CURRENT_ID, kind)]
+        return sorted((link.id, link.type, link.target_id, link.properties) for link in links)
+
+    def link(type: str, target: str, key: str = "", **properties: Any) -> tuple[str, str, str, dict[str, Any]]:
+        source = issue_node_id(namespace, CALC, CURRENT_ID)
+        record = RelationshipRecord(namespace=namespace, type=type, source_id=source, target_id=target, key=key)
+        return (record.id, type, target, properties)
+
+    await run_memory_graph(store, namespace, server, tmp_path, request, graph=RECORD_GRAPH, **values)
+    first = await recorded()
+    assert first == sorted(
+        [
+            link(USED_DEMO, repair_demo, "test_retry", stage="test_retry", rank=1, score=0.9, uses=2),
+            link(USED_DEMO, patch_demo, "patch_refine", stage="patch_refine", rank=1, score=0.7, uses=1),
+            link(USED_INSIGHT, tester[1].id, role="tester", position=1),
+        ]
+    )
+    assert server.requests == []  # recording asks no model
+
+    # a retried record writes the same links, and nothing else
+    await run_memory_graph(store, namespace, server, tmp_path, request, graph=RECORD_GRAPH, **values)
+    assert await recorded() == first
+    assert await store.count_relationships(namespace, USED_DEMO) == 2
+    assert await store.count_relationships(namespace, USED_INSIGHT) == 1
+    assert await record_usage(store, namespace, repo=CALC, issue_id=CURRENT_ID, demos_used={}, insight_ids={}) == 0
+
+
+def test_with_demo_adds_one_entry_per_retrieval() -> None:
+    demo = ScoredDemo(id="d1", score=0.12345678, rank=2, demo_kind="TestDemo", repo=CALC, issue_id="i", issue_description="x")
+    once = with_demo({}, "test_retry", demo)
+    assert once == {"test_retry": [{"id": "d1", "rank": 2, "score": 0.123457}]}
+    assert with_demo(once, "test_retry", demo)["test_retry"] == once["test_retry"] * 2
+    assert with_demo(once, "patch_refine", None) is once  # nothing retrieved: unchanged

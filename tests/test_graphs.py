@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ def test_a_config_model_that_takes_unknown_keys_is_refused_at_registration() -> 
 
 
 @pytest.mark.parametrize(
-    ("graph", "key", "misspelt"), [("tme-turn", "{rederive: false}", "rederiv"), ("experepair", "{candidates: 3}", "candidate")]
+    ("graph", "key", "misspelt"), [("tme-turn", "{rederive: false}", "rederiv"), ("experepair", "{max_files: 4}", "max_file")]
 )
 def test_a_misspelt_config_key_in_a_library_graph_is_refused(graph: str, key: str, misspelt: str, tmp_path: Path) -> None:
     text = (LIBRARY / f"{graph}.yaml").read_text()
@@ -218,32 +219,45 @@ def test_cli_run_list_show_render(tmp_path: Path) -> None:
     def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([MNEMOFLOW, *arguments], capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=120)
 
-    result = cli("run", "text-stats", "--input", "@input.json", "--field", "word_counts", "--namespace", "cli")
+    def runs() -> list[subprocess.CompletedProcess[str]]:  # they write to one store: one after another
+        return [
+            cli("run", "text-stats", "--input", "@input.json", "--field", "word_counts", "--namespace", "cli"),
+            cli("run", "text-stats", "--input", "@input.json", "--namespace", "cli"),
+            cli("run", "text-stats", "--input", "@input.json", "--json"),
+        ]
+
+    others = [  # commands that open no store (refused before the run, or only reading graph files)
+        ("run", "text-stats", "--input", '{"text": 42}'),
+        ("run", "text-stats", "--input", "@input.json", "--field", "answer"),
+        ("graphs", "list"),
+        ("graphs", "show", "text-stats"),
+        ("graphs", "render", "text-stats"),
+        ("run", "text-stats", "--input", "{not json"),
+        ("run", "no-such-graph"),
+    ]
+    with ThreadPoolExecutor(max_workers=3) as pool:  # each command is a process start and its imports: run side by side
+        writing = pool.submit(runs)
+        wrong_type, unknown_field, listed, shown, rendered, bad_input, missing = pool.map(lambda arguments: cli(*arguments), others)
+        result, outputs, as_json = writing.result()
+
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [6, 7, 7, 3]
     summary = result.stderr.strip().splitlines()[-1]
     assert summary.startswith("text-stats: completed in 10 steps") and "0 LLM calls, 0 tokens" in summary
-    outputs = cli("run", "text-stats", "--input", "@input.json", "--namespace", "cli")
     assert outputs.stdout.splitlines()[:2] == ["total_words: 23", "rounds: 3"] and outputs.stdout.count("\n") == 3
-    assert '"text": ' in cli("run", "text-stats", "--input", "@input.json", "--json").stdout
-    wrong_type = cli("run", "text-stats", "--input", '{"text": 42}')
+    assert '"text": ' in as_json.stdout
     assert wrong_type.returncode == 2 and wrong_type.stdout == ""
     assert wrong_type.stderr.splitlines() == [
         f"error: input of text-stats ({LIBRARY / 'text-stats.yaml'}) refused:",
         "  text: Input should be a valid string (got 42)",
     ]
-    unknown_field = cli("run", "text-stats", "--input", "@input.json", "--field", "answer")
     assert unknown_field.returncode == 2 and "--field 'answer' is not a field of text.TextState" in unknown_field.stderr
     assert "completed" not in unknown_field.stderr  # refused before the run
-    listed = cli("graphs", "list").stdout
-    assert "text-stats" in listed and "text-pipeline" in listed
-    shown = cli("graphs", "show", "text-stats").stdout
-    assert "  split     text.split_sentences {min_length: 2}" in shown
-    assert "  after note  text.until_rounds {max_rounds: 3}\n              again -> note\n              done  -> remember\n" in shown
-    assert cli("graphs", "render", "text-stats").stdout.startswith("flowchart TD")
-    bad_input = cli("run", "text-stats", "--input", "{not json")
+    assert "text-stats" in listed.stdout and "text-pipeline" in listed.stdout
+    assert "  split     text.split_sentences {min_length: 2}" in shown.stdout
+    assert "  after note  text.until_rounds {max_rounds: 3}\n              again -> note\n              done  -> remember\n" in shown.stdout
+    assert rendered.stdout.startswith("flowchart TD")
     assert bad_input.returncode == 2 and "--input" in bad_input.stderr and "Traceback" not in bad_input.stderr
-    missing = cli("run", "no-such-graph")
     assert missing.returncode == 2 and "no graph file or library graph named 'no-such-graph'" in missing.stderr
 
 
@@ -287,7 +301,7 @@ def test_a_routes_bounds_can_be_set_over_the_files_and_are_checked_again() -> No
         "judge_test": {"max_test_attempts": 3},
         "review": {"max_rounds": 1},
     }
-    assert {route.from_: route.with_ for route in graph.spec.routes}["review"] == {"max_rounds": 2}  # the file's stays
+    assert {route.from_: route.with_ for route in graph.spec.routes}["review"] == {"max_rounds": 3}  # the file's stays
     with pytest.raises(UsageError, match=r"no route from \['localize'\]"):
         with_route_config(graph, {"localize": {"max_rounds": 1}})
     with pytest.raises(GraphSpecError, match="max_rounds"):

@@ -18,7 +18,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from mnemoflow.errors import LLMOutputError, LLMRequestError, NodeError
-from mnemoflow.graphs import GraphRunner, load_graph
+from mnemoflow.graphs import GraphRunner, load_graph, with_node_config, with_route_config
 from mnemoflow.graphs.parts import open_run_parts
 from mnemoflow.graphs.runner import RunResult
 from mnemoflow.llm import LLM, OpenAIBackend, Tool, llm_from_settings
@@ -225,7 +225,13 @@ async def test_gmemory_task_on_the_real_model(real_model: RealModel, tmp_path: P
 
 async def test_experepair_on_the_fixture_repository_on_the_real_model(real_model: RealModel, tmp_path: Path) -> None:
     settings = settings_on(real_model, tmp_path)
-    graph = library_variant("experepair", tmp_path, {"max_test_attempts: 3": "max_test_attempts: 1", "max_rounds: 2": "max_rounds: 1"})
+    one_each = {
+        "generate": {"temperatures": [0.0]}, "review": {"reviews": 1}, "variants": {"max_patches": 1},
+        "write_diff_tests": {"temperatures": [0.0]},
+    }  # fmt: skip
+    graph = with_route_config(
+        with_node_config(load_graph("experepair"), one_each), {"judge_test": {"max_test_attempts": 1}, "review": {"max_rounds": 1}}
+    )
     repo = build_repo(tmp_path / "calc")
     values = {"repo": "acme/calc", "repo_path": str(repo), "issue_id": "1", "issue": "add(2, 3) gives -1 instead of 5."}
     result = await run_on(settings, graph, values, "real")
@@ -236,7 +242,7 @@ async def test_experepair_on_the_fixture_repository_on_the_real_model(real_model
 
 async def test_l2mac_on_a_one_instruction_task_on_the_real_model(real_model: RealModel, tmp_path: Path) -> None:
     settings = settings_on(real_model, tmp_path)
-    graph = library_variant("l2mac", tmp_path, {"max_turns: 40": "max_turns: 4", "max_restarts: 3": "max_restarts: 1"})
+    graph = library_variant("l2mac", tmp_path, {"max_turns: 40": "max_turns: 4", "max_restarts: 30": "max_restarts: 1"})
     values = {"task": "Write hello.py that prints hello.", "instructions": ["Write hello.py that prints hello."]}
     try:
         result = await run_on(settings, graph, values, "real")

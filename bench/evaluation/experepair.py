@@ -8,14 +8,26 @@ hidden tests that the model never sees: they are not in the clone the graph repa
 against the final patch, from a folder outside the patched checkout, with the runner L2MAC's evaluation uses too
 (:mod:`mnemoflow.evaluation.hidden_tests`: one verdict per test, nothing the patch adds can configure the run).
 
-Systems, both running ``graphs/library/experepair.yaml`` with the same budgets on the same model:
+Systems, all running ``graphs/library/experepair.yaml`` with the same budgets on the same model, each in its own
+namespace (so each builds its memory from the earlier issues of the run only):
 
-- ``experepair``: memory on, built in its own namespace from the earlier issues of the run only;
+- ``experepair``: both memories on;
 - ``no_memory``: the graph's ``memory: false`` switch, the paper's ablation without either memory: no insights, no
-  retrieved demonstrations, nothing learned (so none of its calls are spent on memory either).
+  retrieved demonstrations, nothing learned (so none of its calls are spent on memory either);
+- ``no_episodic`` (``episodic: false``): insights only, no demonstrations read or recorded;
+- ``no_semantic`` (``semantic: false``): demonstrations only, no insights shown or edited.
+
+The paper's two phases: the first ``seed`` issues of each repository (:data:`SEED_PER_REPOSITORY` unless the
+evaluation is given another number) run in the seed phase, with static prompts while the memory systems still
+record what they learn; every later issue runs in the inference phase. One per repository by default: the
+bundled data holds two issues per repository, interleaved, and the first of a repository has no demonstration of
+its own repository to read anyway, so seeding it follows the paper (a seed set, then inference) at the cost of
+only the insights it would have seen from other repositories; the second issue of each repository is then the
+inference set, and the result reports the resolve rate of both phases.
 
 Scores per issue: ``resolved`` (the main score): the graph ended with a final patch, it applies to a clean checkout
-and every hidden test passes with it; ``patch_produced``: the graph claimed a fix (its reviewer accepted a patch);
+and every hidden test passes with it; ``patch_produced``: the graph submitted a patch (the paper's single
+top-ranked submission, whether its reviewers accepted it or not: the detail's ``status`` says);
 ``reproduction_valid`` (repositories with a reference ``fix``): the reproduction script the run ended with fails on
 the buggy code and passes on the fixed code, the ground truth behind the judge's verdict that the test demonstrations
 rest on.
@@ -36,10 +48,9 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mnemoflow.errors import SandboxError
+from mnemoflow.errors import ConfigError, SandboxError
 from mnemoflow.evaluation.harness import Attempt, Bench, EvalDataError, EvalOptions, Evaluation, Item, Outcome, mean
 from mnemoflow.evaluation.hidden_tests import Acceptance, expected_tests, run_acceptance
-from mnemoflow.nodes.experepair.insights import load_insights
 from mnemoflow.nodes.experepair.model import ROLES
 from mnemoflow.nodes.sandbox import SANDBOX_DIR, Limits, Worktree, run_python
 from mnemoflow.nodes.tokens import clip
@@ -49,7 +60,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVALUATION",
+    "SEED_PER_REPOSITORY",
     "SMALL_MODEL_BUDGETS",
+    "SWITCHES",
     "BuggyRepository",
     "ExpeRepairEvaluation",
     "HiddenTestRun",
@@ -59,10 +72,20 @@ __all__ = [
     "reproduction_is_valid",
     "resolve_rate_by_family",
     "run_hidden_tests",
+    "seed_items",
 ]
 
 MECHANISM = "experepair"
 BASELINE = "no_memory"
+SWITCHES: dict[str, dict[str, bool]] = {
+    MECHANISM: {"memory": True, "episodic": True, "semantic": True},
+    BASELINE: {"memory": False, "episodic": True, "semantic": True},
+    "no_episodic": {"memory": True, "episodic": False, "semantic": True},
+    "no_semantic": {"memory": True, "episodic": True, "semantic": False},
+}
+"""Each system's memory switches (the graph's ``memory``, ``episodic`` and ``semantic`` inputs)."""
+SEED_PER_REPOSITORY = 1
+"""Issues of each repository run in the seed phase before the others run in the inference phase (see above)."""
 DATA_FILES = (".yaml", ".yml", ".json")
 HIDDEN_TEST_LIMITS = Limits(timeout_s=60.0, memory_mb=1024)
 """Bounds of one hidden-test or reproduction run: the code under test is the model's patch, so it is sandboxed."""
@@ -71,22 +94,38 @@ SMALL_MODEL_BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     "routes": {"judge_test": {"max_test_attempts": 1}, "review": {"max_rounds": 1}},
     "nodes": {
         "write_test": {"max_tokens": 256},
+        "run_test": {"timeout_s": 30.0},
         "judge_test": {"max_tokens": 128},
-        "localize": {"max_tokens": 128},
-        "generate": {"candidates": 1, "max_tokens": 384},
-        "refine": {"candidates": 1, "max_tokens": 384},
-        "review": {"max_tokens": 128},
+        "localize_files": {"max_files": 2, "max_tokens": 96},
+        "localize_functions": {"max_functions": 4, "max_tokens": 128},
+        "localize_lines": {"context_lines": 5, "max_tokens": 128},
+        "generate": {"temperatures": [0.0, 0.8], "max_tokens": 384},
+        "evaluate": {"timeout_s": 30.0},
+        "review": {"reviews": 2, "exit_code_gate": False, "max_tokens": 128},
+        "refine": {"max_tokens": 384},
+        "variants": {"max_patches": 1, "timeout_s": 30.0, "max_tokens": 384},
+        "write_diff_tests": {"temperatures": [0.0], "max_inputs": 4, "max_tokens": 256},
+        "run_diff_tests": {"timeout_s": 30.0},
+        "validate": {"max_tokens": 128},
+        "finish": {"submit": "best"},
         "update_insights": {"max_tokens": 96},
     },
 }
 """The graph's budgets on the local 135M model, whose every reply takes seconds (tests/test_real_model.py runs it
-so too): one reproduction script, one refinement round, one candidate patch per round, and replies capped a little
-above what a good answer for these small repositories takes (a script or a diff of a dozen lines, a short verdict,
-one or two one-line insight edits). The caps matter because the model now and then runs on inside its JSON, and a
-reply cut off is asked for twice more with twice the room, then re-asked once: uncapped, the coder's insight update
-of the second bundled issue wrote 800, 1,024, 2,048 and 54 tokens (over a minute on its own); capped at 96, such a
-runaway costs at most 96 + 192 + 384 + 96, while its usual edits take 30 to 64. A capable endpoint runs the graph's
-own defaults."""
+so too), sized so that one evaluation of the four systems on the bundled data stays near 15 minutes (the graph's
+own defaults, the paper's, make about 25 to 55 calls per issue, these about 11 to 19): one reproduction script;
+two candidates at the paper's two temperatures (0.0, then 0.8: the least that gives validation two patches to tell
+apart); two reviews (the least whose verdicts combine); one refinement round (one patch per review); one accepted
+patch expanded and compressed; one differential test of at most four inputs; the paper's single top-ranked
+submission; the localization bounded to two files, four functions and five lines of context, which is room enough
+in the bundled repositories (three files of about 25 lines in all, each bug in one function). Script runs stop after 30 s instead of 300: these repositories' scripts
+finish in well under a second, so only a hanging script meets the limit, and it should not cost five minutes.
+Replies are capped a little above what a good answer for these small repositories takes (a script or a diff of a
+dozen lines, a short verdict, one or two one-line insight edits). The caps matter because the model now and then
+runs on inside its JSON, and a reply cut off is asked for twice more with twice the room, then re-asked once:
+uncapped, the coder's insight update of the second bundled issue wrote 800, 1,024, 2,048 and 54 tokens (over a
+minute on its own); capped at 96, such a runaway costs at most 96 + 192 + 384 + 96, while its usual edits take 30
+to 64. A capable endpoint runs the graph's own defaults."""
 
 _SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 _FORBIDDEN_PARTS = {".git", SANDBOX_DIR}
@@ -323,16 +362,35 @@ def resolve_rate_by_family(attempts: list[Attempt]) -> dict[str, float]:
     return {family: round(mean(values), 4) for family, values in families.items()}
 
 
+def seed_items(repositories: list[BuggyRepository], seed: int) -> set[str]:
+    """The ids of the first ``seed`` issues of each repository (by ``repo``), in data order: the seed phase."""
+    counts: dict[str, int] = {}
+    chosen: set[str] = set()
+    for repository in repositories:
+        if counts.get(repository.repo, 0) < seed:
+            chosen.add(repository.id)
+        counts[repository.repo] = counts.get(repository.repo, 0) + 1
+    return chosen
+
+
 class ExpeRepairEvaluation(Evaluation):
-    """Resolve rate on hidden tests, with ExpeRepair's memories and with ``memory: false``."""
+    """Resolve rate on hidden tests, with ExpeRepair's memories, without either and without each one."""
 
     mechanism: ClassVar[str] = MECHANISM
-    systems: ClassVar[tuple[str, ...]] = (MECHANISM, BASELINE)
+    systems: ClassVar[tuple[str, ...]] = tuple(SWITCHES)
     score_name: ClassVar[str] = "resolve rate (hidden tests pass)"
 
     def __init__(self, options: EvalOptions) -> None:
+        """``options.seed``: issues of each repository run in the seed phase (:data:`SEED_PER_REPOSITORY` when None;
+        0: every issue in the inference phase)."""
         super().__init__(options)
+        seed = options.seed
+        if seed is not None and seed < 0:
+            raise ConfigError(f"seed {seed}: the number of issues per repository run in the seed phase cannot be negative")
+        self.seed = SEED_PER_REPOSITORY if seed is None else seed
         self.repositories: list[BuggyRepository] = []
+        self.seeding: set[str] = set()
+        """The ids of the issues run in the seed phase."""
         self.graph: LoadedGraph | None = None
         """The graph every system runs, fitted to the model in :meth:`prepare`."""
 
@@ -342,6 +400,7 @@ class ExpeRepairEvaluation(Evaluation):
 
     def load(self) -> list[Item]:
         self.repositories = load_repositories(self.source())
+        self.seeding = seed_items(self.repositories, self.seed)
         return [Item(id=repository.id, data=repository, group=repository.family) for repository in self.repositories]
 
     async def prepare(self, bench: Bench, system: str) -> None:
@@ -361,15 +420,13 @@ class ExpeRepairEvaluation(Evaluation):
         await self.prepare(bench, system)
         assert self.graph is not None
         clone = await build_clone(bench.workdir / MECHANISM / system / repository.id, repository)
-        memory = system == MECHANISM
-        shown = {
-            role: len(await load_insights(bench.parts.store, bench.namespace(system), role)) if memory else 0 for role in ROLES
-        }
+        phase = "seed" if repository.id in self.seeding else "inference"
         values = {
             "repo": repository.repo, "repo_path": str(clone), "issue_id": repository.id, "issue": repository.issue,
-            "memory": memory,
+            "phase": phase, **SWITCHES[system],
         }  # fmt: skip
         state = (await bench.run(self.graph, values, system=system)).state
+        shown = {role: len((state.get("insight_ids") or {}).get(role, [])) for role in ROLES}
         patch = str(state.get("final_patch") or "")
         hidden = await run_hidden_tests(clone, patch, repository.hidden_tests) if patch else None
         scores = {"resolved": float(hidden is not None and hidden.resolved), "patch_produced": float(bool(patch))}
@@ -378,6 +435,7 @@ class ExpeRepairEvaluation(Evaluation):
             scores["reproduction_valid"] = float(bool(script) and await reproduction_is_valid(clone, script, repository.fix))
         detail = {
             "repo": repository.repo,
+            "phase": phase,
             "status": state.get("status", ""),
             "final_patch": clip(patch, 3_000),
             "hidden_tests": hidden.detail() if hidden is not None else None,
@@ -396,13 +454,19 @@ class ExpeRepairEvaluation(Evaluation):
         return Outcome(0.0, dict.fromkeys(keys, 0.0))
 
     def summarize(self, system: str, attempts: list[Attempt]) -> dict[str, Any]:
-        """The resolve rate per family, and in the first and second half of the sequence: memory can only help
-        where earlier issues (of the same repository) left something."""
+        """The resolve rate per family, in the first and second half of the sequence and in each phase: memory can
+        only help where earlier issues (of the same repository) left something, and is read only in the inference
+        phase."""
         middle = len(attempts) // 2
-        halves = {"resolved_first_half": attempts[:middle], "resolved_second_half": attempts[middle:]}
+        parts = {
+            "resolved_first_half": attempts[:middle],
+            "resolved_second_half": attempts[middle:],
+            "resolved_seed_phase": [attempt for attempt in attempts if attempt.item.id in self.seeding],
+            "resolved_inference_phase": [attempt for attempt in attempts if attempt.item.id not in self.seeding],
+        }
         summary: dict[str, Any] = {
             name: round(mean([attempt.outcome.scores.get("resolved", 0.0) for attempt in part]), 4)
-            for name, part in halves.items()
+            for name, part in parts.items()
             if part
         }
         summary["resolved_by_family"] = resolve_rate_by_family(attempts)
@@ -418,7 +482,17 @@ class ExpeRepairEvaluation(Evaluation):
             "repositories": len(self.repositories),
             "families": families,
             "hidden_tests": "never shown to the model; run with the final patch after the graph ends",
-            "systems": {MECHANISM: "memory on, in its own namespace, from earlier issues only", BASELINE: "memory: false"},
+            "systems": {
+                MECHANISM: "both memories, each system in its own namespace, built from earlier issues only",
+                BASELINE: "memory: false (neither memory read nor written)",
+                "no_episodic": "episodic: false (insights only)",
+                "no_semantic": "semantic: false (demonstrations only)",
+            },
+            "seed": {
+                "per_repository": self.seed,
+                "items": [repository.id for repository in self.repositories if repository.id in self.seeding],
+                "phases": "the seed items run with static prompts and record what they learn; the others read memory",
+            },
             "budgets": None
             if graph is None
             else {

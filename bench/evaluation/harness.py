@@ -60,6 +60,10 @@ class EvalOptions:
     questions: Path | None = None
     data: Path | None = None
     """Another data file or folder than the bundled one (scenarios, tasks, repositories, specifications)."""
+    seed: int | None = None
+    """ExpeRepair: issues of each repository run in the seed phase (None: the evaluation's default)."""
+    systems: tuple[str, ...] = ()
+    """Run only these of the evaluation's systems, in its order (empty: all of them)."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,14 @@ class Evaluation(ABC):
 
     def __init__(self, options: EvalOptions) -> None:
         self.options = options
+        unknown = [system for system in options.systems if system not in self.systems]
+        if unknown:
+            raise ConfigError(f"{self.mechanism} has no system {', '.join(map(repr, unknown))}; its systems: {', '.join(self.systems)}")
+
+    @property
+    def chosen_systems(self) -> tuple[str, ...]:
+        """The systems this run compares: those the options name, in the evaluation's order, else all."""
+        return tuple(system for system in self.systems if not self.options.systems or system in self.options.systems)
 
     @abstractmethod
     def load(self) -> list[Item]:
@@ -214,7 +226,7 @@ async def evaluate(
         meters.append(MeteredBackend(backend))
         return meters[-1]
 
-    systems = evaluation.systems
+    systems = evaluation.chosen_systems
     attempts: list[Attempt] = []
     setup: dict[str, dict[str, Any]] = {}
     started_at = datetime.now(UTC)

@@ -40,7 +40,7 @@ def result_of(
     setup: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     systems: dict[str, Any] = {}
-    for system in evaluation.systems:
+    for system in evaluation.chosen_systems:
         mine = [attempt for attempt in attempts if attempt.system == system]
         keys = sorted({key for attempt in mine for key in attempt.outcome.scores})
         scores = {key: round(mean([a.outcome.scores[key] for a in mine if key in a.outcome.scores]), 4) for key in keys}

@@ -42,6 +42,16 @@ def evaluate_command(
     data: Annotated[
         Path | None, typer.Option(help="Another data file or folder than the bundled one (TME scenarios, G-Memory tasks, repositories, specifications).")
     ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="ExpeRepair: run the first N issues of each repository in the seed phase (static prompts, memory still recorded); default 1.",
+        ),
+    ] = None,
+    systems: Annotated[
+        str | None, typer.Option(help="Only these systems, comma-separated (default: all of the mechanism's); one mechanism only.")
+    ] = None,
 ) -> None:
     """Run a mechanism and its baseline on the same model, data and budgets; print the table and write
     bench/results/eval-MECHANISM.json (and .md).
@@ -54,17 +64,20 @@ def evaluate_command(
     from mnemoflow.evaluation.harness import EvalOptions
 
     names = list(MECHANISMS) if mechanism is Mechanism.all else [mechanism.value]
-    if mechanism is Mechanism.all and (out or book or questions or data):
-        fail("--out, --book, --questions and --data name one mechanism's files: give a mechanism, not all")
+    if mechanism is Mechanism.all and (out or book or questions or data or systems):
+        fail("--out, --book, --questions, --data and --systems name one mechanism's files or systems: give a mechanism, not all")
     if (book or questions) and mechanism is not Mechanism.comorag:
         fail("--book and --questions are ComoRAG's: use --data for the other mechanisms")
     if data and mechanism is Mechanism.comorag:
         fail("ComoRAG reads --book and --questions, not --data")
-    options = EvalOptions(quick=quick, limit=limit, book=book, questions=questions, data=data)
+    if seed is not None and mechanism is not Mechanism.experepair:
+        fail("--seed is ExpeRepair's: give experepair")
+    chosen = tuple(name.strip() for name in (systems or "").split(",") if name.strip())
+    options = EvalOptions(quick=quick, limit=limit, book=book, questions=questions, data=data, seed=seed, systems=chosen)
     planned: list[tuple[Evaluation, list[Item]]] = []
     for name in names:
-        evaluation = evaluation_class(name)(options)
         try:
+            evaluation = evaluation_class(name)(options)
             planned.append((evaluation, evaluation.select(evaluation.load())))
         except MnemoflowError as exc:
             fail(str(exc))

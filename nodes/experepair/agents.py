@@ -1,4 +1,4 @@
-"""ExpeRepair's model calls: write and judge a reproduction test, localize, write, review and refine patches,
+"""ExpeRepair's model calls: write and judge a reproduction test, write, review and refine patches,
 propose insight edits.
 
 Prompts follow the paper's composition: the agent's insights go into the SYSTEM prompt as a numbered list; the
@@ -24,7 +24,6 @@ __all__ = [
     "CODER_SYSTEM",
     "INSIGHTS_SYSTEM",
     "JUDGE_SYSTEM",
-    "LOCALIZE_SYSTEM",
     "MAX_PROMPT_OUTPUT",
     "REFINE_SYSTEM",
     "REVIEW_SYSTEM",
@@ -33,16 +32,13 @@ __all__ = [
     "InsightEditReply",
     "InsightEdits",
     "Judgement",
-    "Localization",
-    "Location",
-    "Patches",
+    "Patch",
     "Review",
     "TestScript",
     "candidates_text",
     "insights_block",
     "insight_messages",
     "judge_messages",
-    "localize_messages",
     "patch_messages",
     "refine_messages",
     "reproduction_text",
@@ -87,20 +83,11 @@ class Judgement(_Reply):
     advice: str = Field("", max_length=4_000, description="How to fix the script when it does not reproduce the issue.")
 
 
-class Location(_Reply):
-    file: str = Field(min_length=1, max_length=500)
-    function: str = Field("", max_length=200, description="The function or class (empty: the module level).")
-    reason: str = Field("", max_length=1_000)
+class Patch(_Reply):
+    """One candidate patch: the Patch Agent is asked once per candidate, each call at its own temperature."""
+    REPLY_TOKENS: ClassVar[int] = 2000
 
-
-class Localization(_Reply):
-    REPLY_TOKENS: ClassVar[int] = 500
-    locations: list[Location] = Field(default_factory=list, max_length=8)
-
-
-class Patches(_Reply):
-    REPLY_TOKENS: ClassVar[int] = 3000
-    patches: list[str] = Field(default_factory=list, max_length=8, description="Unified diffs (git diff format).")
+    patch: str = Field(min_length=1, max_length=20_000, description="One unified diff (git diff format).")
 
 
 class Review(_Reply):
@@ -133,21 +120,19 @@ JUDGE_SYSTEM = """You judge whether a reproduction script reproduces a reported 
 execution output on the unfixed repository. Reply with JSON {"analysis": "...", "reproduces": true|false,
 "advice": "..."}; advice says how to change the script when it does not reproduce the issue."""
 
-LOCALIZE_SYSTEM = """You localize the code to change to fix an issue. Given the issue, the reproduction result and a
-listing of the repository's Python files with their class and def lines, reply with JSON {"locations": [{"file":
-"path.py", "function": "name", "reason": "..."}]}, most suspicious first, at most 4."""
+CODER_SYSTEM = """You are the Patch Agent of a program-repair system. Write a patch that fixes the issue in the code
+shown: one unified diff in git format (--- a/path, +++ b/path, @@ hunks) against the files as shown. The code is
+verbatim under "--- path (whole file, N lines)" or "--- path (lines a-b of N)" headers: use those line numbers in
+the @@ hunk headers. Reply with JSON {"patch": "diff"}."""
 
-CODER_SYSTEM = """You are the Patch Agent of a program-repair system. Write patches that fix the issue in the code
-shown. Each patch is a unified diff in git format (--- a/path, +++ b/path, @@ hunks) against the files as shown.
-Reply with JSON {"patches": ["diff", ...]}, each a different attempt."""
+REVIEW_SYSTEM = """You review candidate patches for an issue. For each you see whether it applied and, when there is a
+reproduction test, its output with the patch. Reply with JSON {"ranking": [numbers, best first], "correct": [numbers
+of the patches that fix the issue], "analysis": "...", "advice": "how the best patch should change if none is
+correct"}."""
 
-REVIEW_SYSTEM = """You review candidate patches for an issue. For each you see whether it applied and the reproduction
-test's output with it. Reply with JSON {"ranking": [numbers, best first], "correct": [numbers of the patches that fix
-the issue], "analysis": "...", "advice": "how the best patch should change if none is correct"}."""
-
-REFINE_SYSTEM = """You are the Patch Agent of a program-repair system, refining a patch a reviewer rejected. Write
-improved patches as unified diffs in git format (--- a/path, +++ b/path, @@ hunks) against the files as shown.
-Reply with JSON {"patches": ["diff", ...]}, each a different attempt."""
+REFINE_SYSTEM = """You are the Patch Agent of a program-repair system, refining a patch a reviewer rejected. Follow
+the review and write the improved patch: one unified diff in git format (--- a/path, +++ b/path, @@ hunks) against
+the files as shown, not against the rejected patch. Reply with JSON {"patch": "diff"}."""
 
 INSIGHTS_SYSTEM = """You maintain a short numbered list of insights for the {role} agent of a program-repair system:
 general lessons (testing or patching strategies, common pitfalls) useful for OTHER issues of the project. Given the
@@ -194,13 +179,9 @@ def judge_messages(issue: str, script: str, output: str, returncode: int | None)
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
 
 
-def localize_messages(issue: str, reproduction: str, listing: str) -> list[Message]:
-    user = f"Issue:\n{issue}\n\nReproduction:\n{reproduction}\n\nRepository files:\n{listing}"
-    return [{"role": "system", "content": LOCALIZE_SYSTEM}, {"role": "user", "content": user}]
-
-
-def patch_messages(insights: list[str], issue: str, code: str, reproduction: str, count: int) -> list[Message]:
-    user = f"Issue:\n{issue}\n\nReproduction:\n{reproduction}\n\nCode:\n{code}\n\nWrite {count} candidate patches."
+def patch_messages(insights: list[str], issue: str, code: str, reproduction: str) -> list[Message]:
+    """One candidate's prompt; every candidate of a round gets the same one (they differ by temperature)."""
+    user = f"Issue:\n{issue}\n\nReproduction:\n{reproduction}\n\nCode:\n{code}\n\nWrite the patch."
     return [{"role": "system", "content": CODER_SYSTEM + insights_block(insights)}, {"role": "user", "content": user}]
 
 
@@ -219,15 +200,15 @@ def refine_messages(
     advice: str,
     demo_old: str,
     demo_new: str,
-    count: int,
 ) -> list[Message]:
+    """One refinement's prompt: the rejected patch, its result, ONE review's analysis and advice, then the R3 pair."""
     parts = [f"Issue:\n{issue}", f"Code:\n{code}", f"Rejected patch:\n{patch or '(none)'}", f"Its test result:\n{result}"]
-    parts += [f"Reviewer's analysis: {analysis}", f"Reviewer's advice: {advice}"]
+    parts += [f"Reviewer's analysis: {analysis or '(none)'}", f"Reviewer's advice: {advice or '(none)'}"]
     if demo_new:
         parts.append(
             f"On another issue of this project, this patch was wrong:\n{demo_old}\nand this refined patch was correct:\n{demo_new}"
         )
-    parts.append(f"Write {count} refined patches.")
+    parts.append("Write the refined patch.")
     return [
         {"role": "system", "content": REFINE_SYSTEM + insights_block(insights)},
         {"role": "user", "content": "\n\n".join(parts)},
@@ -241,10 +222,10 @@ def insight_messages(role: str, insights: list[str], trajectory: str) -> list[Me
 
 
 def reproduction_text(state: RepairState) -> str:
-    """The reproduction as the localizer, the Patch Agent and the reviewer see it: the script judged to reproduce
+    """The reproduction as the localization stages, the Patch Agent and the reviewer see it: the script judged to reproduce
     the issue and its output, else the last attempt, else a note that there is none."""
     if state.reproduced:
-        return f"Script (fails on the unfixed code):\n{state.test_script}\n\nIts output:\n{clip(state.test_output, MAX_PROMPT_OUTPUT)}"
+        return f"Script (judged to reproduce the issue):\n{state.test_script}\n\nIts output:\n{clip(state.test_output, MAX_PROMPT_OUTPUT)}"
     if state.test_script:
         return (
             "No script was judged to reproduce the issue. The last attempt:\n"
@@ -253,12 +234,15 @@ def reproduction_text(state: RepairState) -> str:
     return "No reproduction script is available."
 
 
-def candidates_text(candidates: list[dict[str, Any]]) -> str:
-    """The numbered candidates as the reviewer sees them: each diff, whether it applied and its test's output."""
+def candidates_text(candidates: list[dict[str, Any]], tested: bool) -> str:
+    """The numbered candidates as the reviewer sees them: each diff, whether it applied and, when ``tested`` (a
+    reproduction script ran on them), its output."""
     blocks = []
     for number, candidate in enumerate(candidates, start=1):
         if not candidate["applied"]:
             status = f"did not apply: {candidate['error']}"
+        elif not tested:
+            status = "applied (there is no reproduction test to run)"
         else:
             verdict = "passed" if candidate["passed"] else "failed"
             status = f"applied; reproduction test {verdict}. Output:\n{clip(str(candidate['output']), 2_000)}"
@@ -301,14 +285,9 @@ def _offline_judgement(messages: list[Message]) -> Judgement:
     return Judgement(analysis="offline model: no judgement", reproduces=False, advice="")
 
 
-@offline_handler(Localization)
-def _offline_localization(messages: list[Message]) -> Localization:
-    return Localization(locations=[])
-
-
-@offline_handler(Patches)
-def _offline_patches(messages: list[Message]) -> Patches:
-    return Patches(patches=[])
+@offline_handler(Patch)
+def _offline_patch(messages: list[Message]) -> Patch:
+    return Patch(patch="offline model: no patch written")
 
 
 @offline_handler(Review)

@@ -4,11 +4,12 @@ A repair run leaves an ordered list of reproduction attempts (:class:`TestAttemp
 round (:class:`PatchRound`). :func:`derive_test_demos` pairs each attempt that is the first or follows a failure
 with the next attempt that reproduced the issue; :func:`derive_patch_demos` pairs each rejected round with the
 next accepted one. The records and their ids are described in ``model.py``; writing them again changes nothing.
+Demos are written when :func:`writes_episodic`; what a run used is linked by :func:`record_usage` either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -16,7 +17,18 @@ from pydantic import BaseModel, ConfigDict
 from mnemoflow.errors import ConflictError, UsageError
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord
-from mnemoflow.nodes.experepair.model import ISSUE, OF_ISSUE, PATCH_DEMO, TEST_DEMO, issue_node_id, patch_demo_id, test_demo_id
+from mnemoflow.nodes.experepair.model import (
+    ISSUE,
+    OF_ISSUE,
+    PATCH_DEMO,
+    TEST_DEMO,
+    USED_DEMO,
+    USED_INSIGHT,
+    issue_node_id,
+    patch_demo_id,
+    test_demo_id,
+)
+from mnemoflow.nodes.experepair.state import RepairState
 
 __all__ = [
     "PatchRound",
@@ -26,6 +38,8 @@ __all__ = [
     "record_issue",
     "record_patch_rounds",
     "record_test_attempts",
+    "record_usage",
+    "writes_episodic",
 ]
 
 
@@ -58,6 +72,12 @@ class PatchRound(BaseModel):
     """The round's best-ranked patch, as a unified diff (empty when the round had none)."""
     correct: bool
     """Whether the reviewer accepted it."""
+
+
+def writes_episodic(state: RepairState) -> bool:
+    """Whether the issue's demos are recorded: memory and episodic memory on, in either phase (the seed phase
+    builds the memory it does not read)."""
+    return state.memory and state.episodic
 
 
 def derive_test_demos(attempts: Sequence[TestAttempt]) -> list[dict[str, Any]]:
@@ -189,3 +209,51 @@ async def record_issue(
     record = _issue_record(namespace, repo, issue_id, issue_text, status, final_patch, evidence)
     await store.upsert_nodes([record])
     return record.id
+
+
+async def record_usage(
+    store: GraphStore,
+    namespace: str,
+    *,
+    repo: str,
+    issue_id: str,
+    demos_used: Mapping[str, Sequence[Mapping[str, Any]]],
+    insight_ids: Mapping[str, Sequence[str]],
+) -> int:
+    """Link the issue's record to the demos put into its prompts (``USED_DEMO``, per stage) and the insights shown
+    (``USED_INSIGHT``), as ``model.py`` describes; the issue's record must exist. A memory deleted since its use
+    gets no link. Idempotent; returns the number of links written."""
+    issue = issue_node_id(namespace, repo, issue_id)
+    demo_links: dict[tuple[str, str], RelationshipRecord] = {}
+    for stage, entries in demos_used.items():
+        for entry in entries:
+            demo_id = str(entry["id"])
+            link = demo_links.get((demo_id, stage))
+            if link is None:
+                properties = {"stage": stage, "rank": int(entry["rank"]), "score": float(entry["score"]), "uses": 1}
+                demo_links[(demo_id, stage)] = RelationshipRecord(
+                    namespace=namespace, type=USED_DEMO, source_id=issue, target_id=demo_id, key=stage, properties=properties
+                )
+            else:
+                uses = {**link.properties, "uses": int(link.properties["uses"]) + 1}
+                demo_links[(demo_id, stage)] = link.model_copy(update={"properties": uses})
+    insight_links = {
+        insight: RelationshipRecord(
+            namespace=namespace,
+            type=USED_INSIGHT,
+            source_id=issue,
+            target_id=insight,
+            properties={"role": role, "position": position},
+        )
+        for role, ids in insight_ids.items()
+        for position, insight in enumerate(ids, start=1)
+    }
+    links = [*demo_links.values(), *insight_links.values()]
+    if not links:
+        return 0
+    targets = list(dict.fromkeys(link.target_id for link in links))
+    existing = {node.id for node in await store.get_nodes(namespace, targets) if node is not None}
+    kept = [link for link in links if link.target_id in existing]
+    if kept:
+        await store.upsert_relationships(kept)
+    return len(kept)

@@ -4,6 +4,10 @@ The Test Agent (``tester``) and the Patch Agent (``coder``) each read their acti
 prompt. After an issue the model proposes ADD / EDIT / REMOVE edits on the numbered list; a batch is applied in
 order, numbers naming the list as it was before the batch, and only the first :data:`MAX_INSIGHTS` stay active.
 How a batch is stored (new versions, ``SUPERSEDES`` links, claims) is described in ``model.py``.
+
+The switches: the insights are shown when :func:`reads_semantic` (memory and semantic memory on, the inference
+phase) and edited after an issue when :func:`writes_semantic` (memory and semantic memory on, either phase: the
+seed phase builds the list it does not show).
 """
 
 from __future__ import annotations
@@ -18,9 +22,17 @@ from mnemoflow.memory.paging import all_nodes
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.nodes.experepair.model import INSIGHT, MAX_INSIGHTS, ROLES, SUPERSEDES, insight_id
+from mnemoflow.nodes.experepair.state import RepairState
 from mnemoflow.nodes.locks import keyed_lock
 
-__all__ = ["InsightEdit", "apply_insight_edits", "load_insights"]
+__all__ = [
+    "InsightEdit",
+    "apply_insight_edits",
+    "load_insight_records",
+    "load_insights",
+    "reads_semantic",
+    "writes_semantic",
+]
 
 
 class InsightEdit(BaseModel):
@@ -49,10 +61,27 @@ def _active(nodes: list[NodeRecord]) -> list[NodeRecord]:
     return sorted(active, key=lambda node: (int(node.properties.get("ord", 0)), int(node.properties.get("seq", 0))))
 
 
+def reads_semantic(state: RepairState) -> bool:
+    """Whether the agents' system prompts show their insights: memory and semantic memory on, in the inference
+    phase (the seed phase runs with static prompts)."""
+    return state.memory and state.semantic and state.phase == "inference"
+
+
+def writes_semantic(state: RepairState) -> bool:
+    """Whether the model edits the insights after the issue: memory and semantic memory on, in either phase."""
+    return state.memory and state.semantic
+
+
+async def load_insight_records(store: GraphStore, namespace: str, role: str) -> list[NodeRecord]:
+    """The role's active insight records in list order, at most ``MAX_INSIGHTS`` (their ids name what a run was
+    shown)."""
+    _check_role(role)
+    return _active(await _insights(store, namespace, role))[:MAX_INSIGHTS]
+
+
 async def load_insights(store: GraphStore, namespace: str, role: str) -> list[str]:
     """The role's active insights in list order, at most ``MAX_INSIGHTS``."""
-    _check_role(role)
-    return [str(node.properties["text"]) for node in _active(await _insights(store, namespace, role))][:MAX_INSIGHTS]
+    return [str(node.properties["text"]) for node in await load_insight_records(store, namespace, role)]
 
 
 async def apply_insight_edits(store: GraphStore, namespace: str, role: str, edits: Sequence[InsightEdit]) -> dict[str, Any]:

@@ -31,6 +31,39 @@ Semantic memory (lessons, per role):
   pointing at the previous version, whose status becomes ``removed``; a REMOVE only sets the status. History is
   therefore the ``SUPERSEDES`` chain plus the removed records.
 
+When memory is read and written (the run's ``memory``, ``episodic``, ``semantic`` and ``phase``; the paper's
+seed and inference phases and its ablations):
+
+=====================  ============================  ==========================================
+run                    reads (shown in prompts)      writes (after the issue)
+=====================  ============================  ==========================================
+inference (default)    demos (R1-R3) and insights    demos and insight edits
+seed                   nothing: static prompts       demos and insight edits
+episodic: false        insights only                 insight edits only
+semantic: false        demos only                    demos only
+memory: false          nothing                       nothing (only the issue's outcome)
+=====================  ============================  ==========================================
+
+The seed phase builds memory from a seed set of issues (the paper's initial phase) with the prompts an empty
+memory gives; later issues run in the inference phase. The switches combine: ``phase: seed`` with ``semantic:
+false`` writes only demos. The conditions are ``retrieval.reads_episodic``, ``episodes.writes_episodic``,
+``insights.reads_semantic`` and ``insights.writes_semantic``.
+
+What a repair used (written by ``experepair.record`` from the run's state, for whatever was shown, whichever
+switches were set; nothing when nothing was shown):
+
+- ``(:RepairIssue)-[:USED_DEMO {stage, rank, score, uses}]->(:TestDemo|PatchDemo)``: a demonstration put into
+  a prompt. ``stage`` is the retrieval phase (``test_initial`` R1, ``test_retry`` R2, ``patch_refine`` R3),
+  ``rank`` its place in that retrieval's result (1: the one the prompts use), ``score`` its weighted BM25 score
+  there, ``uses`` how many retrievals put it into prompts (R2 may return the same pair on every retry; rank and
+  score are those of its first use). Keyed by ``stage``: one link per (issue, demo, stage).
+- ``(:RepairIssue)-[:USED_INSIGHT {role, position}]->(:RepairInsight)``: an insight shown in the ``role``'s
+  system prompt, ``position`` its number in the list shown (from 1). One link per (issue, insight).
+
+Recording the same run again writes the same links (same ids, same properties). A later run of the same issue
+adds its own and updates those it shares; links of an earlier run to memories it did not use stay. A memory
+deleted between its use and the record gets no link.
+
 Insight batches run one at a time per (namespace, role) in this process (a lock each); across processes the new
 records are written as claims (``new=``), so a racing batch fails with ``ConflictError`` instead of overwriting.
 """
@@ -51,6 +84,8 @@ __all__ = [
     "ROLES",
     "SUPERSEDES",
     "TEST_DEMO",
+    "USED_DEMO",
+    "USED_INSIGHT",
     "Role",
     "insight_id",
     "issue_node_id",
@@ -59,13 +94,15 @@ __all__ = [
 ]
 
 ISSUE, TEST_DEMO, PATCH_DEMO, INSIGHT = "RepairIssue", "TestDemo", "PatchDemo", "RepairInsight"
-OF_ISSUE, SUPERSEDES = "OF_ISSUE", "SUPERSEDES"
+OF_ISSUE, SUPERSEDES, USED_DEMO, USED_INSIGHT = "OF_ISSUE", "SUPERSEDES", "USED_DEMO", "USED_INSIGHT"
 REGISTRY.register_kind(ISSUE, description="ExpeRepair: an issue of a repository, its outcome and final patch.")
 REGISTRY.register_kind(TEST_DEMO, description="ExpeRepair: a reproduction-script demonstration (initial or repair).")
 REGISTRY.register_kind(PATCH_DEMO, description="ExpeRepair: a rejected patch and the correct patch that followed.")
 REGISTRY.register_kind(INSIGHT, description="ExpeRepair: a natural-language insight for the tester or the coder.")
 REGISTRY.register_relationship(OF_ISSUE)
 REGISTRY.register_relationship(SUPERSEDES)
+REGISTRY.register_relationship(USED_DEMO)
+REGISTRY.register_relationship(USED_INSIGHT)
 
 Role = Literal["tester", "coder"]
 """The agents that keep insights: the Test Agent and the Patch Agent."""

@@ -5,6 +5,16 @@ load_insights -> write_test -> run_test -> judge_test -> [retry write_test with 
 a retry from the failed script, its output, the judge's advice and an R2 pair (a failing script of another issue
 and the one that then worked). A script whose reply cannot be read is a failed attempt; an unreadable verdict
 counts as NO.
+
+What the prompts get follows the run's switches (``model.py``): insights in the system prompt only when
+:func:`~mnemoflow.nodes.experepair.insights.reads_semantic`, R1/R2 demos only when
+:func:`~mnemoflow.nodes.experepair.retrieval.reads_episodic`. In the seed phase both are off: the Test Agent
+works from the static prompts (an example reads "Not available"), as on an empty memory, while ``record`` and
+``update_insights`` still learn from the run.
+
+The Test Agent's phase holds no gate of its own: the judge alone decides whether a script reproduces the issue
+(it sees the exit code as part of the run). The prompt does ask for a script that exits non-zero while the bug is
+present, the convention review's optional exit-code gate relies on.
 """
 
 from __future__ import annotations
@@ -25,10 +35,10 @@ from mnemoflow.nodes.experepair.agents import (
     tester_messages,
 )
 from mnemoflow.nodes.experepair.episodes import TestAttempt
-from mnemoflow.nodes.experepair.insights import load_insights
+from mnemoflow.nodes.experepair.insights import load_insight_records, reads_semantic
 from mnemoflow.nodes.experepair.model import ROLES
 from mnemoflow.nodes.experepair.repository import SandboxConfig, describe_execution, run_script
-from mnemoflow.nodes.experepair.retrieval import Phase, ScoredDemo, retrieve_demos, trim_output, with_demo
+from mnemoflow.nodes.experepair.retrieval import Phase, ScoredDemo, reads_episodic, retrieve_demos, trim_output, with_demo
 from mnemoflow.nodes.experepair.state import RepairState
 from mnemoflow.nodes.registry import NoConfig, node, router
 from mnemoflow.nodes.tokens import clip
@@ -41,17 +51,27 @@ class TestLoopConfig(BaseModel):
     max_test_attempts: int = Field(3, ge=1, le=10, description="Scripts the Test Agent may write before giving up.")
 
 
-@node("experepair.load_insights", state=RepairState, reads={"repo_path", "issue", "memory"}, writes={"insights"})
+@node(
+    "experepair.load_insights",
+    state=RepairState,
+    reads={"repo_path", "issue", "memory", "semantic", "phase"},
+    writes={"insights", "insight_ids"},
+)
 async def load_insights_node(state: RepairState, config: NoConfig, context: RunContext) -> dict[str, Any]:
-    """The tester's and the coder's current insights (semantic memory), none with memory off; refuse a missing
-    clone or an empty issue."""
+    """The tester's and the coder's current insights (semantic memory) and their record ids, for the system
+    prompts and the ``USED_INSIGHT`` links; none when the run does not read semantic memory (memory or semantic
+    off, or the seed phase). Refuse a missing clone or an empty issue."""
     if not state.issue.strip():
         raise NodeError(f"issue {state.issue_id!r}: the issue text is empty; nothing to repair")
     if not Path(state.repo_path).is_dir():
         raise NodeError(f"repo_path {state.repo_path!r} is not a folder: give a local clone of {state.repo!r}")
-    if not state.memory:
-        return {"insights": {role: [] for role in ROLES}}
-    return {"insights": {role: await load_insights(context.store, context.namespace, role) for role in ROLES}}
+    if not reads_semantic(state):
+        return {"insights": {role: [] for role in ROLES}, "insight_ids": {role: [] for role in ROLES}}
+    records = {role: await load_insight_records(context.store, context.namespace, role) for role in ROLES}
+    return {
+        "insights": {role: [str(node.properties["text"]) for node in nodes] for role, nodes in records.items()},
+        "insight_ids": {role: [node.id for node in nodes] for role, nodes in records.items()},
+    }
 
 
 @node(
@@ -62,6 +82,8 @@ async def load_insights_node(state: RepairState, config: NoConfig, context: RunC
         "issue_id",
         "issue",
         "memory",
+        "episodic",
+        "phase",
         "insights",
         "attempts",
         "test_script",
@@ -75,8 +97,9 @@ async def load_insights_node(state: RepairState, config: NoConfig, context: RunC
 )
 async def write_test(state: RepairState, config: ReplyConfig, context: RunContext) -> dict[str, Any]:
     """The Test Agent writes a reproduction script: first from the issue and an R1 example; on a retry from the
-    failed script, its output, the judge's advice and an R2 (failing -> working) pair. With memory off nothing is
-    retrieved: the prompts are the static ones an empty memory gives."""
+    failed script, its output, the judge's advice and an R2 (failing -> working) pair. A run that does not read
+    episodic memory (memory or episodic off, or the seed phase) retrieves nothing: the prompts are the static ones
+    an empty memory gives."""
     retry = bool(state.attempts)
     phase: Phase
     if retry:
@@ -87,7 +110,7 @@ async def write_test(state: RepairState, config: ReplyConfig, context: RunContex
         queries = {"issue_description": state.issue, "new_test": state.issue}
         phase = "test_initial"
     demo: ScoredDemo | None = None
-    if state.memory:
+    if reads_episodic(state):
         demos = await retrieve_demos(
             context.store, context.namespace, phase=phase, repo=state.repo, exclude_issue=state.issue_id,
             queries=queries, issue_text=state.issue,

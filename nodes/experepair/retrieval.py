@@ -10,6 +10,10 @@ hit plus hits whose issue differs from every kept one) down to ``k``.
 - ``test_retry``: ``TestDemo`` of kind ``repair``; old_exec_result 0.9 (query: the current output after
   :func:`trim_output`), old_test 0.1 (query: the current script).
 - ``patch_refine``: ``PatchDemo``; issue_description 0.7, old_patch 0.3 (query: the current failing patch).
+
+Whether a run retrieves at all is :func:`reads_episodic`: memory and episodic memory on, and the run in the
+inference phase (a seed-phase run writes its demos but is shown none). What was put into a prompt is kept in the
+state's ``demos_used`` by :func:`with_demo`, which ``experepair.record`` turns into ``USED_DEMO`` links.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from mnemoflow.errors import UsageError
 from mnemoflow.memory.paging import all_nodes
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.nodes.experepair.model import PATCH_DEMO, TEST_DEMO
+from mnemoflow.nodes.experepair.state import RepairState
 
 __all__ = [
     "PHASE_WEIGHTS",
     "TOP_N",
     "Phase",
     "ScoredDemo",
+    "reads_episodic",
     "retrieve_demos",
     "score_demos",
     "tokenize",
@@ -64,6 +70,8 @@ class ScoredDemo(BaseModel):
 
     id: str
     score: float
+    rank: int = 1
+    """Its place in the retrieval's result, from 1 (the demo the prompts use)."""
     demo_kind: Literal["TestDemo", "PatchDemo"]
     repo: str
     issue_id: str
@@ -155,14 +163,25 @@ async def retrieve_demos(
         if kept and any(demo.issue_description == issue for demo in kept):
             continue
         fields = {name: node.properties[name] for name in ScoredDemo.model_fields if name in node.properties}
-        kept.append(ScoredDemo(**{**fields, "id": node.id, "score": score, "demo_kind": kind}))
+        kept.append(ScoredDemo(**{**fields, "id": node.id, "score": score, "rank": len(kept) + 1, "demo_kind": kind}))
         if len(kept) == k:
             break
     return kept
 
 
-def with_demo(used: dict[str, list[str]], phase: str, demo: ScoredDemo | None) -> dict[str, list[str]]:
-    """``used`` (demo ids per phase) with ``demo`` added under ``phase``; unchanged when no demo was retrieved."""
+def reads_episodic(state: RepairState) -> bool:
+    """Whether the run's prompts get retrieved demonstrations (R1, R2, R3): memory and episodic memory on, in the
+    inference phase. The seed phase runs with static prompts; the ablations without memory or without episodic
+    memory never retrieve."""
+    return state.memory and state.episodic and state.phase == "inference"
+
+
+def with_demo(used: dict[str, list[dict[str, Any]]], phase: str, demo: ScoredDemo | None) -> dict[str, list[dict[str, Any]]]:
+    """``used`` (per retrieval phase, the demos put into a prompt, in order) with ``demo`` added under ``phase`` as
+    ``{id, rank, score}``; unchanged when no demo was retrieved. One entry per retrieval: the same demo
+    retrieved again (on the next retry) appears again, while a step that puts one retrieved demo into several
+    prompts (a refinement per review) adds it once."""
     if demo is None:
         return used
-    return {**used, phase: [*used.get(phase, []), demo.id]}
+    entry = {"id": demo.id, "rank": demo.rank, "score": round(demo.score, 6)}
+    return {**used, phase: [*used.get(phase, []), entry]}

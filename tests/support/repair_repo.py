@@ -10,9 +10,11 @@ import subprocess
 from pathlib import Path
 
 __all__ = [
+    "COMMUTED_ADD",
     "FIX_ADD",
     "FIX_MULTIPLY",
     "FILES",
+    "FLOAT_ADD",
     "STALE_DIFF",
     "WRONG_ADD",
     "WRONG_MULTIPLY",
@@ -40,6 +42,10 @@ FIX_MULTIPLY = _diff("calc/more.py", "return a + b", "return a * b", "def multip
 WRONG_MULTIPLY = _diff("calc/more.py", "return a + b", "return a - b", "def multiply(a, b):")
 STALE_DIFF = _diff("calc/ops.py", "return a // b", "return a + b", "def add(a, b):")
 """A well-formed diff whose context is not in the file: ``git apply`` refuses it."""
+COMMUTED_ADD = _diff("calc/ops.py", "return a - b", "return b + a", "def add(a, b):")
+"""Textually different from :data:`FIX_ADD`, the same behaviour on numbers."""
+FLOAT_ADD = _diff("calc/ops.py", "return a - b", "return float(a) + float(b)", "def add(a, b):")
+"""Fixes the sum but returns a float: the reproduction passes, a differential test printing types tells it apart."""
 
 
 def _git(repo: Path, *args: str) -> str:
