@@ -31,7 +31,7 @@ from mnemoflow.nodes.experepair.validate_agents import (
 )
 from tests.conftest import EMBEDDER, offline_llm, settings_of
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
-from tests.support.repair_repo import FIX_ADD, STALE_DIFF, WRONG_ADD, build_repo, git_status, worktrees
+from tests.support.repair_repo import COMMUTED_ADD, FIX_ADD, STALE_DIFF, WRONG_ADD, build_repo, git_status, worktrees
 
 VARIANTS, DIFF_TEST = "You write two variants", "You write a differential test"
 SELECT, RANK = "You validate candidate fixes", "You rank groups of candidate fixes"
@@ -40,8 +40,6 @@ ISSUE = "add() returns the wrong result: add(2, 3) gives -1 instead of 5."
 SCRIPT = "from calc.ops import add\nprint('add(2, 3) =', add(2, 3))\nassert add(2, 3) == 5, 'add(2, 3) should be 5'\n"
 BUGGY = "add(2, 3) = -1\nAssertionError: add(2, 3) should be 5"
 CODE = "--- calc/ops.py\ndef add(a, b):\n    return a - b\n"
-COMMUTED_ADD = "--- a/calc/ops.py\n+++ b/calc/ops.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return b + a\n"
-"""Textually different from FIX_ADD, the same behaviour on numbers."""
 NUMBERS_TEST = "from calc.ops import add\nfor a, b in [(2, 3), (-1, 1)]:\n    print(a, b, '->', add(a, b))\n"
 ZERO_TEST = "from calc.ops import add\nprint('0 0 ->', add(0, 0))\n"
 
