@@ -18,6 +18,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from mnemoflow.errors import LLMOutputError, LLMRequestError, NodeError
+from mnemoflow.evaluation.experepair import SMALL_MODEL_BUDGETS
 from mnemoflow.graphs import GraphRunner, load_graph, with_node_config, with_route_config
 from mnemoflow.graphs.parts import open_run_parts
 from mnemoflow.graphs.runner import RunResult
@@ -225,13 +226,13 @@ async def test_gmemory_task_on_the_real_model(real_model: RealModel, tmp_path: P
 
 async def test_experepair_on_the_fixture_repository_on_the_real_model(real_model: RealModel, tmp_path: Path) -> None:
     settings = settings_on(real_model, tmp_path)
-    one_each = {
-        "generate": {"temperatures": [0.0]}, "review": {"reviews": 1}, "variants": {"max_patches": 1},
-        "write_diff_tests": {"temperatures": [0.0]},
-    }  # fmt: skip
-    graph = with_route_config(
-        with_node_config(load_graph("experepair"), one_each), {"judge_test": {"max_test_attempts": 1}, "review": {"max_rounds": 1}}
-    )
+    # the evaluation's budgets for a small local model (bounded replies and stage counts), with one candidate and one
+    # review, and 10 s per script: the fixture repository's scripts finish at once, a model's script may hang
+    nodes = {name: dict(values) for name, values in SMALL_MODEL_BUDGETS["nodes"].items()}
+    nodes["generate"]["temperatures"], nodes["review"]["reviews"] = [0.0], 1
+    for sandboxed in ("run_test", "evaluate", "variants", "run_diff_tests"):
+        nodes[sandboxed]["timeout_s"] = 10.0
+    graph = with_route_config(with_node_config(load_graph("experepair"), nodes), SMALL_MODEL_BUDGETS["routes"])
     repo = build_repo(tmp_path / "calc")
     values = {"repo": "acme/calc", "repo_path": str(repo), "issue_id": "1", "issue": "add(2, 3) gives -1 instead of 5."}
     result = await run_on(settings, graph, values, "real")
