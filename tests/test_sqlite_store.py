@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,34 @@ async def test_sqlite_file_shared_by_processes(tmp_path: Path) -> None:
         assert await reader.count_relationships("shared") == len(expected_links)
     finally:
         await reader.close()
+
+
+LOCK_HOLDER = """
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN IMMEDIATE")
+connection.execute("INSERT INTO early VALUES (1)")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+connection.execute("COMMIT")
+"""
+
+
+@pytest.mark.subprocess
+async def test_store_opening_waits_for_a_writer_on_a_file_in_rollback_mode(tmp_path: Path) -> None:
+    """Switching a file to WAL while another process writes fails at once in SQLite; the store waits instead."""
+    path = tmp_path / "early.db"
+    with sqlite3.connect(path) as early:
+        early.execute("CREATE TABLE early (x INTEGER)")
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(path), "0.5"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        store = new_store("sqlite", sqlite_path=path)
+        await store.setup()
+        await store.close()
+    finally:
+        holder.communicate(timeout=30)
+    assert holder.returncode == 0
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert check.execute("SELECT x FROM early").fetchall() == [(1,)]

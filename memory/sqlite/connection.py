@@ -7,15 +7,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from mnemoflow.sqlite_files import open_shared_file
+
 __all__ = ["open_connection", "transaction"]
 
 
 def open_connection(path: Path, busy_timeout: float) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), WAL journal, rows by column name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    """A shared-file connection (autocommit, WAL, ``busy_timeout``) with rows by column name."""
+    connection = open_shared_file(path, busy_timeout)
     connection.row_factory = sqlite3.Row
-    connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     return connection
 

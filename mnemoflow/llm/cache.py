@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from mnemoflow.sqlite_files import open_shared_file
+
 __all__ = ["ResponseCache", "cache_key"]
 
 
@@ -28,9 +30,7 @@ class ResponseCache:
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
+            connection = open_shared_file(self.path, busy_timeout=30)
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
                 "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL)"
