@@ -52,13 +52,17 @@ def scripted_settings(server: ScriptedOpenAIServer) -> Settings:
 # -- the data --------------------------------------------------------------------------------------------------
 
 
-def test_the_bundled_scenarios_are_the_papers_four_one_item_per_turn_in_order() -> None:
+def test_the_bundled_scenarios_are_the_papers_four_and_ours_one_item_per_turn_in_order() -> None:
     evaluation = evaluation_class("tme")(EvalOptions())
     items = evaluation.load()
     scenarios = load_scenarios()
     assert type(evaluation) is EVALUATION
-    assert [scenario.name for scenario in scenarios] == ["trip", "cooking", "meeting", "cart"]
-    assert all(len(scenario.turns) >= 5 for scenario in scenarios)
+    assert [scenario.name for scenario in scenarios] == ["trip", "cooking", "meeting", "cart", "two-tasks", "dinner"]
+    assert all(len(scenario.turns) >= 4 for scenario in scenarios)
+    # two tasks with a step of one name; a check of a step whose value was replaced
+    two = {(o.task, o.slot) for t in scenarios[4].turns for o in t.operations if o.intent == "check"}
+    assert two == {("plan a trip", "date"), ("schedule a meeting", "date")}
+    assert [o.slot for o in scenarios[5].turns[-1].operations if o.intent == "check"] == ["day", "guests"]
     assert [item.id for item in items] == [f"{s.name}-{n:02d}" for s in scenarios for n in range(1, len(s.turns) + 1)]
     assert [item.group for item in items] == [s.name for s in scenarios for _ in s.turns]
     # the scenarios need every intent, and each has turns after a value was replaced (where staleness is measured)

@@ -75,7 +75,7 @@ def test_add_update_revert_remove_keep_history() -> None:
 def test_update_marks_transitive_dependents_stale_without_the_old_value() -> None:
     forest = chain()
     change = forest.update("A", "Porto", turn=2)
-    assert change.stale == ["B", "C"]  # nearest first
+    assert change.stale == ["b", "c"]  # their keys, nearest first
     for slot in ("B", "C"):
         node = forest.require(slot, "read")
         assert node.stale and node.stale_reason is not None
@@ -148,7 +148,7 @@ def test_revert_of_a_removed_step_restores_it_and_its_task() -> None:
     bread = forest.get("bread")
     assert bread is not None and bread.status == "active" and bread.value == "1 loaf" and bread.version == 3
     assert [entry.reason for entry in bread.history] == ["removed", "restored"]
-    assert change.op == "restore" and change.stale == ["sandwich"] and forest.superseded_values() == set()
+    assert change.op == "restore" and change.stale == ["cart/sandwich"] and forest.superseded_values() == set()
 
 
 def test_superseded_values_after_update_then_revert() -> None:
@@ -375,7 +375,7 @@ async def test_the_turn_record_holds_utterance_operations_prompt_and_response(tu
     properties = record.properties
     assert properties["utterance"] == "go to Rome instead" and properties["turn"] == 2 and properties["session"] == SESSION
     assert properties["operations"] == [
-        {"intent": "update", "slot": "destination", "value": "Rome", "parent": None, "depends_on": []}
+        {"intent": "update", "slot": "destination", "value": "Rome", "parent": None, "depends_on": [], "task": None, "new_slot": None}
     ]
     assert properties["response"] == "Rome it is." and properties["run_id"] == result.run_id
     assert properties["prompt"] == result.state["prompt"]

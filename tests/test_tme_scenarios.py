@@ -1,11 +1,13 @@
-"""TME on the paper's four scenarios (trip, cooking, meeting, cart), turn by turn, on both stores.
+"""TME on the paper's four scenarios (trip, cooking, meeting, cart) and two of ours (two tasks sharing a step
+name, a check about replaced values), turn by turn, on both stores.
 
 Every turn runs the ``tme-turn`` graph against the scripted model over HTTP. After each turn: the whole task
 forest (values, statuses, links, stale marks, versions, history) equals the scenario's expected forest, the
 propagation marked exactly the expected slots, the forest loaded back from the store equals the state's, and
 the model was called in the expected order. Over the conversation: the answer prompt as sent never holds a
-value the user has replaced, while the full-history baseline does on some turn (so the measure can fail), and
-a check's prompt holds the checked step's current value. Run with ``-s`` to see the per-turn counts.
+value the user has replaced as current (a check's lines of earlier values aside), while the full-history baseline
+does on some turn (so the measure can fail), and a check's prompt holds the checked step's current value and
+every value it replaced. Run with ``-s`` to see the per-turn counts.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def server() -> Iterator[ScriptedOpenAIServer]:
 
 
 def expected_roles(scenario: Scenario, record: TurnRecord) -> list[str]:
+    """One re-derivation call per turn that marks steps stale: each scenario's stale steps are one layer."""
     rederive = ["rederive"] if scenario.rederive and record.turn.stale else []
     return ["decompose", "classify", *rederive, "answer"]
 
@@ -84,8 +87,8 @@ async def test_scenario_turn_by_turn(
         assert state["stale"] == list(record.turn.stale), where
         assert record.roles == expected_roles(scenario, record), where
         assert record.prompt == state["prompt"] and state["response"] == record.turn.answer, where
-        for slot in record.turn.checks:
-            missing = [value for value in checked_values(forest, slot) if value not in record.prompt]
+        for slot, task in record.turn.checks:
+            missing = [value for value in checked_values(forest, slot, task) if value not in record.prompt]
             assert not missing, f"{where}: the check of {slot!r} did not show {missing}"
 
     # the store holds what the last turn's state holds (each turn's forest was saved whole, turn by turn)

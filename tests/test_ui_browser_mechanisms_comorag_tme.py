@@ -16,6 +16,7 @@ from mnemoflow.flows.server.app import create_app
 from mnemoflow.flows.server.ui.mechanisms import comorag, tme
 from mnemoflow.nodes.comorag.model import question_id
 from mnemoflow.nodes.comorag.workspace import question_record
+from mnemoflow.nodes.tme.forest import node_key, slot_key
 from tests.conftest import new_store
 from tests.support.web_server import serve
 from tests.test_ui import run_async
@@ -127,7 +128,7 @@ def test_an_open_question_follows_its_run(tab: Tab, made: Made) -> None:
 
 def test_tme_conversation(tab: Tab, made: Made) -> None:
     page = tab.page
-    tab.open(tme.session_url(made.namespace, "cooking", turn=5, step="shared vegetable"))
+    tab.open(tme.session_url(made.namespace, "cooking", turn=5, step="cook dinner/shared vegetable"))
     assert page.locator("#forest h2").text_content() == "Task forest after turn 5"
     assert page.locator("#turn-list li[aria-current='true'] a").text_content() == "Turn 5"
     marks = page.locator("#stale-list li")
@@ -147,14 +148,14 @@ def test_tme_conversation(tab: Tab, made: Made) -> None:
     page.wait_for_url(re.compile(r"turn=5"))
     page.keyboard.press("ArrowLeft")
     page.wait_for_url(re.compile(r"turn=4"))
-    page.locator("#forest-tree a[data-step='soup']").click()
-    page.wait_for_url(re.compile(r"step=soup"))
+    page.locator("#forest-tree a[data-step='cook dinner/soup']").click()
+    page.wait_for_url(re.compile(r"step=cook\+dinner%2Fsoup"))
     assert (page.locator("#step-history h2").text_content() or "").startswith("History of soup")
     tab.assert_clean()
 
 
 def test_tme_markup_stays_text(tab: Tab, made: Made) -> None:
-    tab.open(tme.session_url(made.namespace, HOSTILE_SESSION, step="destination"))
+    tab.open(tme.session_url(made.namespace, HOSTILE_SESSION, step=node_key(slot_key(SCRIPT), "destination")))
     page = tab.page
     root = page.locator("#forest-tree > li > .tme-slot a").first
     assert root.text_content() == SCRIPT

@@ -28,14 +28,14 @@ from mnemoflow.nodes.comorag.model import book_record_id, chunk_id, question_id
 from mnemoflow.nodes.comorag.state import Unit
 from mnemoflow.nodes.tme.agents import ANSWER_SYSTEM, CLASSIFY_SYSTEM, DECOMPOSE_SYSTEM
 from mnemoflow.nodes.tme.conversation import save_turn
-from mnemoflow.nodes.tme.forest import Forest
+from mnemoflow.nodes.tme.forest import Forest, node_key, slot_key
 from mnemoflow.nodes.tme.model import session_record_id, task_node_id, turn_record_id
 from mnemoflow.settings import Settings
 from tests.conftest import EMBEDDER, new_store, settings_for
 from tests.support.comorag_book import BOOK as BOOK_FIXTURE
 from tests.support.comorag_book import answer, build_book, script
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
-from tests.support.tme_scenarios import SCENARIOS, TRIP, H, Scenario, expected_forests, play, script_scenario, turn_graph
+from tests.support.tme_scenarios import SCENARIOS, TRIP, F, H, Scenario, expected_forests, play, script_scenario, turn_graph
 from tests.support.web_server import serve
 from tests.test_comorag_ingest import ENTITIES, TRIPLES, opening
 from tests.test_comorag_qa import small_graph
@@ -45,6 +45,7 @@ NAMESPACE = "mechanisms-ui"
 BOOK = "salt"
 HOSTILE = '<img src=x onerror="window.__pwned=1">'
 SCRIPT = "<script>window.__pwned=1</script>"
+TRIP_TASK = "plan a trip"
 QUESTION = f"Who was the guardian of Tobin Orsk {SCRIPT}?"
 PROBE = "Who looked after the Orsk children?"
 FINAL = "Corvin Ashe <b>the guardian</b>"
@@ -284,6 +285,7 @@ def forest_views(forest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         step["key"]: {
             "slot": step["slot"],
+            "task": step["key"].rpartition("/")[0] or None,
             "value": step["value"],
             "parent": step["parent"],
             "depends_on": tuple(dependency["key"] for dependency in step["depends_on"]),
@@ -291,6 +293,7 @@ def forest_views(forest: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "stale": step["stale_reason"] if step["stale"] else None,
             "version": step["version"],
             "history": tuple(H(entry["value"], entry["reason"], entry["turn"]) for entry in step["history"]),
+            "flags": tuple(F(flag["child"], flag["cause"], flag["turn"]) for flag in step["changed_children"]),
         }
         for step in flat_steps(forest)
     }
@@ -402,7 +405,8 @@ def test_records_link_to_the_views_they_belong_to(client: httpx.Client, made: Ma
     assert links(comorag, book_record_id(ns, BOOK)) == [book]
     assert links(comorag, chunk_id(ns, BOOK, 0)) == [book]
     assert links(tme, session_record_id(ns, "trip")) == [tme.session_url(ns, "trip")]
-    assert links(tme, task_node_id(ns, "trip", "flight search")) == [tme.session_url(ns, "trip", step="flight search")]
+    flights = node_key(TRIP_TASK, "flight search")
+    assert links(tme, task_node_id(ns, "trip", flights)) == [tme.session_url(ns, "trip", step=flights)]
     assert links(tme, turn_record_id(ns, "trip", 5)) == [tme.session_url(ns, "trip", turn=5)]
     assert links(comorag, session_record_id(ns, "trip")) == [] and links(tme, made.question_id) == []
 
@@ -555,7 +559,7 @@ def test_a_turn_shows_its_operations_changes_reply_and_run(client: httpx.Client,
 
 
 def test_a_step_shows_its_value_history(client: httpx.Client, made: Made) -> None:
-    params = {"namespace": made.namespace, "session": "trip", "step": "flight search"}
+    params = {"namespace": made.namespace, "session": "trip", "step": node_key(TRIP_TASK, "flight search")}
     history = client.get("/api/mechanisms/tme/step", params=params).json()
     assert [
         (v["version"], v["value"], v["from_turn"], v["until_turn"], v["ended_by"], v["current"]) for v in history["versions"]
@@ -607,11 +611,12 @@ def test_a_conversation_page_shows_stored_markup_as_text(client: httpx.Client, m
     shown = client.get("/api/mechanisms/tme/session", params={"namespace": made.namespace, "session": HOSTILE_SESSION}).json()
     [root] = shown["forest"]["roots"]
     assert root["slot"] == SCRIPT and [child["slot"] for child in root["children"]] == ["destination", "hotel"]
-    assert shown["forest"]["stale"] == [{"key": "hotel", "slot": "hotel", "reason": "'destination' was updated at turn 2"}]
+    hotel = node_key(slot_key(SCRIPT), "hotel")
+    assert shown["forest"]["stale"] == [{"key": hotel, "slot": "hotel", "reason": "'destination' was updated at turn 2"}]
     for turn in (1, 2):
         page = client.get(
             "/mechanisms/tme/session",
-            params={"namespace": made.namespace, "session": HOSTILE_SESSION, "turn": turn, "step": "destination"},
+            params={"namespace": made.namespace, "session": HOSTILE_SESSION, "turn": turn, "step": node_key(slot_key(SCRIPT), "destination")},
         )
         assert page.status_code == 200
         assert HOSTILE not in page.text and SCRIPT not in page.text
@@ -657,7 +662,7 @@ def test_tme_view_on_neo4j(empty_neo4j: str, tmp_path: Path) -> None:
     with serve(create_app(made.settings)) as url, httpx.Client(base_url=url, timeout=30) as client:
         check_every_turn(client, made.namespace, TRIP)
         history = client.get(
-            "/api/mechanisms/tme/step", params={"namespace": made.namespace, "session": "trip", "step": "hotel"}
+            "/api/mechanisms/tme/step", params={"namespace": made.namespace, "session": "trip", "step": node_key(TRIP_TASK, "hotel")}
         ).json()
         assert [v["value"] for v in history["versions"]] == ["Hotel du Louvre", "Hotel Artemide", "Hotel du Louvre"]
         page = client.get("/mechanisms/tme/session", params={"namespace": made.namespace, "session": HOSTILE_SESSION})

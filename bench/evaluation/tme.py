@@ -10,11 +10,14 @@ cart), one item per user turn, in order, so each system builds its conversation 
 - ``full_history``: a linear chat agent, one call per turn: TME's answer system text, every earlier user message
   with the agent's own reply, then the new message, with the reply-length cap TME's answer step has.
 
+Both sample at the paper's temperature, 0.3 (the graph's default for every TME call; :data:`TEMPERATURE` for the
+baseline), so replies are not cached and two runs differ unless the model server honours a seed.
+
 Per turn, against the values the scenario says are replaced by then (its ``facts``):
 
 - ``stale_in_prompt``: 1 when a replaced value is in the answer prompt sent, outside the user's current message
-  (TME: the answer step's messages, rebuilt from the run's ``prompt`` as the step builds them; the baseline: its
-  whole chat);
+  and outside the lines that show a checked step's earlier values as replaced (TME: the answer step's messages,
+  rebuilt from the run's ``prompt`` as the step builds them; the baseline: its whole chat);
 - ``stale_in_answer``: 1 when the answer repeats a replaced value as current (:func:`stale_in_answer`);
 - ``classification_agreement`` (TME only; the baseline does not classify): how far the classified operations
   match the scenario's (:func:`classification_agreement`).
@@ -69,6 +72,8 @@ __all__ = [
 
 DATA_FILE = "scenarios.yaml"
 TME, FULL_HISTORY = "tme", "full_history"
+TEMPERATURE = 0.3
+"""The baseline's sampling temperature: the paper's, which is also the ``tme-turn`` graph's default."""
 ANSWER_DETAIL_CHARS = 2000
 """An answer is kept in the result up to this long (a small model may run on to its cap); the values it matched
 are listed whole."""
@@ -457,7 +462,7 @@ class TmeEvaluation(Evaluation):
         messages = full_history_messages(chat, case.utterance)
         reply: str | None = None
         try:
-            reply = (await bench.parts.llm.text(messages)).strip()
+            reply = (await bench.parts.llm.text(messages, temperature=TEMPERATURE)).strip()
         finally:
             chat.append((case.utterance, reply))
         detail = {"utterance": case.utterance, "history_turns": len(chat) - 1}
@@ -521,9 +526,9 @@ class TmeEvaluation(Evaluation):
             "turns_scored_for_stale_answers": sum(_answerable(case) for case in cases),
             "systems": {
                 TME: "the library tme-turn graph (decompose, classify, apply, synthesize, answer; no re-derivation), "
-                "one session per scenario",
+                "one session per scenario, temperature 0.3",
                 FULL_HISTORY: "one call per turn: TME's answer system text, every earlier user message and the agent's "
-                "own reply, then the new message",
+                f"own reply, then the new message, temperature {TEMPERATURE}",
             },
             "answer_max_tokens": self._run.answer_tokens,
             "score": "per turn 1 - stale_in_answer (1 on turns where no replaced value can be repeated yet); the "
@@ -531,7 +536,8 @@ class TmeEvaluation(Evaluation):
             "only removed in that very turn), scores.score_all_turns every turn",
             "stale_in_answer": "1 when the answer names a replaced value (case-insensitive, whole phrase) and none of "
             "what replaced it; a value removed in the same turn is exempt",
-            "stale_in_prompt": "1 when a replaced value is in the prompt sent, outside the current message",
+            "stale_in_prompt": "1 when a replaced value is in the prompt sent, outside the current message and the "
+            "lines showing a checked step's earlier values",
             "classification_agreement": "TME only: F1 of classified against expected operations, matched by intent "
             "and step (same key, else a shared content word)",
             "failed_turns": "count as stale in prompt and answer, with 0 agreement",

@@ -48,8 +48,12 @@ class Operation(_Reply):
     intent: Intent
     slot: str = Field(min_length=1, max_length=200, description="The step's value-free title, e.g. 'destination'.")
     value: str | None = Field(None, max_length=500, description="The step's new value (new, update), or the value to revert to.")
-    parent: str | None = Field(None, max_length=200, description="For new: the task (root) this step belongs to.")
+    parent: str | None = Field(None, max_length=200, description="For new: the task (root) or step this step goes under.")
     depends_on: list[str] = Field(default_factory=list, max_length=12, description="Steps whose values this one needs.")
+    task: str | None = Field(None, max_length=200, description="The task the step belongs to, when several tasks have a step of this name.")
+    new_slot: str | None = Field(
+        None, max_length=200, description="For update: the new title when the step itself is swapped for another (one item for another)."
+    )
 
 
 class Classification(_Reply):
@@ -58,13 +62,14 @@ class Classification(_Reply):
 
 
 class Rederived(_Reply):
-    slot: str
-    value: str | None
+    slot: str = Field(min_length=1, max_length=200)
+    value: str | None = Field(None, max_length=500)
+    task: str | None = Field(None, max_length=200, description="The step's task, when two steps to re-derive share a name.")
 
 
 class Rederivation(_Reply):
     REPLY_TOKENS: ClassVar[int] = 400
-    values: list[Rederived] = Field(default_factory=list)
+    values: list[Rederived] = Field(default_factory=list, max_length=24)
 
 
 DECOMPOSE_SYSTEM = """You split one user message of a multi-turn task into its task and substeps.
@@ -77,16 +82,20 @@ Reply with JSON {"task": "...", "substeps": ["...", ...]}.
 CLASSIFY_SYSTEM = """You are TRIM, the intent classifier of a task memory. Given the task steps remembered so far
 and a user message, reply with JSON {"operations": [...]}, one operation per step the message touches:
 - new: a step not remembered yet; give slot, value, parent (the task it belongs to; for a new task, parent
-  null and slot the task title) and depends_on (remembered steps whose values it needs).
-- update: the user changes a remembered step's value ("actually", "change", "instead").
+  null and slot the task title) and depends_on (remembered steps whose values it needs). A step of the same
+  title in another task is another step: add it under its own task.
+- update: the user changes a remembered step's value ("actually", "change", "instead"); new_slot: the new
+  title when the user swaps the step itself for another.
 - revert: the user goes back to an earlier value of a step ("go back to", "as before"); value = that value if named.
 - remove: the user drops a step or item.
 - depend: the step now needs another remembered step (depends_on).
 - check: the user asks what was said or decided ("did I say", "what is"); no change.
-Use the remembered slot titles exactly. Reply with an empty list when nothing applies."""
+Use the remembered slot titles exactly; give task (the task's title) when several tasks have a step of that
+title. Reply with an empty list when nothing applies."""
 
 REDERIVE_SYSTEM = """Some task steps are stale because a step they depend on changed. For each, give its value
-re-derived from the current values of what it needs. Reply with JSON {"values": [{"slot": "...", "value": "..."}]}."""
+re-derived from the current values of what it needs. Reply with JSON {"values": [{"slot": "...", "value": "..."}]}
+(add "task" when two of the steps share a title)."""
 
 ANSWER_SYSTEM = """You are an assistant helping a user through a multi-step task. The task memory below holds the
 current values: rely on them, never on earlier values the user has replaced. Steps marked stale depend on
@@ -94,6 +103,7 @@ something that changed: say they need another look. Answer the user's message br
 
 
 def decompose_messages(utterance: str) -> list[Message]:
+    """Call A: the utterance alone."""
     return [{"role": "system", "content": DECOMPOSE_SYSTEM}, {"role": "user", "content": f"Message: {utterance}"}]
 
 

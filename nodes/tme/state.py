@@ -35,6 +35,8 @@ class TurnState(BaseModel):
     """What each applied operation and re-derivation did (each a forest ``Change``)."""
     stale: list[str] = Field(default_factory=list)
     """Slots this turn marked stale (revision propagation)."""
+    deferred: list[str] = Field(default_factory=list)
+    """Slots still stale after the re-derivation (its cap, or a reply without them): re-derived on a later turn."""
     errors: list[str] = Field(default_factory=list)
     """Operations refused (a missing slot, a cycle) or a classification that could not be read."""
     prompt: str = ""

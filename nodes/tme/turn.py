@@ -2,7 +2,9 @@
 
 load -> decompose -> classify (TRIM) -> apply (with revision propagation) -> [rederive] -> synthesize ->
 answer -> persist. The answer prompt is built from the task memory's current values only: the active path and
-dependencies of what the turn touched, stale marks with their reasons, never a value the user has replaced.
+dependencies of what the turn touched, stale marks with their reasons, never a value the user has replaced,
+except the earlier values of a step the user checks (:mod:`mnemoflow.nodes.tme.prompt`). Every model call
+samples at the node's ``temperature`` (the paper's 0.3 by default).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from mnemoflow.nodes.tme.agents import (
     Decomposition,
     Operation,
     Rederivation,
+    Rederived,
     answer_messages,
     classify_messages,
     decompose_messages,
@@ -26,17 +29,26 @@ from mnemoflow.nodes.tme.agents import (
 )
 from mnemoflow.nodes.tme.conversation import load_conversation, save_turn
 from mnemoflow.nodes.tme.forest import Change, Forest, ForestError, TaskNode, slot_key
+from mnemoflow.nodes.tme.prompt import memory_listing, step_line, synthesize_prompt
 from mnemoflow.nodes.tme.state import TurnState
 
-__all__ = ["RederiveConfig", "apply_operations", "synthesize_prompt"]
+__all__ = ["ModelCallConfig", "RederiveConfig", "RederiveStepsConfig", "apply_operations"]
 
-MAX_PROMPT_NODES = 60
-"""At most this many task nodes reach the answer prompt (the nearest to what the turn touched first)."""
+
+class ModelCallConfig(BaseModel):
+    """The sampling of a node's model call."""
+
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(0.3, ge=0, le=2, description="Sampling temperature (the paper's 0.3; 0 makes replies cacheable).")
+
+
+class RederiveStepsConfig(ModelCallConfig):
+    max_rederive: int = Field(8, ge=1, le=100, description="Most stale steps re-derived per turn; the rest stay stale.")
 
 
 class RederiveConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rederive: bool = Field(False, description="Re-derive stale steps with the model after an update (one extra call).")
+    rederive: bool = Field(False, description="Re-derive stale steps with the model after an update (one call per layer).")
 
 
 def _forest(state: TurnState) -> Forest:
@@ -52,30 +64,25 @@ async def load(state: TurnState, config: NoConfig, context: RunContext) -> dict[
     return {"turn": conversation.turns, "forest": conversation.forest.as_json()}
 
 
-@node("tme.decompose", state=TurnState, reads={"utterance"}, writes={"decomposition"})
-async def decompose(state: TurnState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+@node("tme.decompose", state=TurnState, reads={"utterance"}, writes={"decomposition"}, config=ModelCallConfig)
+async def decompose(state: TurnState, config: ModelCallConfig, context: RunContext) -> dict[str, Any]:
     """Call A: the task and the substeps the utterance names."""
-    reply = await context.llm.structured(decompose_messages(state.utterance), Decomposition)
+    reply = await context.llm.structured(decompose_messages(state.utterance), Decomposition, temperature=config.temperature)
     return {"decomposition": reply.model_dump()}
 
 
-def _memory_listing(forest: Forest) -> str:
-    lines = []
-    for task in forest.active():
-        parent = forest.nodes[task.parent].slot if task.parent in forest.nodes else "ROOT"
-        lines.append(f"- {task.slot}: {task.value or ''} (under {parent})")
-    return "\n".join(lines) or "(none)"
-
-
-@node("tme.classify", state=TurnState, reads={"utterance", "forest", "decomposition"}, writes={"operations", "errors"})
-async def classify(state: TurnState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+@node(
+    "tme.classify", state=TurnState, reads={"utterance", "forest", "decomposition"}, writes={"operations", "errors"}, config=ModelCallConfig
+)
+async def classify(state: TurnState, config: ModelCallConfig, context: RunContext) -> dict[str, Any]:
     """Call B (TRIM): one operation per step the utterance touches. A reply that cannot be read leaves the forest as it is."""
     decomposition = Decomposition.model_validate(state.decomposition or {"task": state.utterance[:200]})
+    messages = classify_messages(memory_listing(_forest(state)), decomposition, state.utterance)
     try:
-        reply = await context.llm.structured(classify_messages(_memory_listing(_forest(state)), decomposition, state.utterance), Classification)
+        reply = await context.llm.structured(messages, Classification, temperature=config.temperature)
     except LLMOutputError as exc:
         context.log.warning("tme.classify_unreadable", error=str(exc))
-        return {"operations": [], "errors": [*state.errors, f"the classification could not be read, so nothing was changed: {exc}"]}
+        return {"operations": [], "errors": [*state.errors, f"tme.classify: the classification could not be read, so nothing was changed: {exc}"]}
     return {"operations": [operation.model_dump() for operation in reply.operations]}
 
 
@@ -95,22 +102,27 @@ def apply_operations(forest: Forest, operations: list[Operation], turn: int) -> 
 
 
 def _apply(forest: Forest, operation: Operation, turn: int) -> list[Change]:
-    slot, value = operation.slot, operation.value
+    slot, value, task = operation.slot, operation.value, operation.task
     if operation.intent == "new":
         made: list[Change] = []
-        if operation.parent and forest.get(operation.parent) is None:  # the task root of new steps
-            made.append(forest.add(operation.parent, None, parent=None, depends_on=[], turn=turn))
-        return [*made, forest.add(slot, value, parent=operation.parent, depends_on=operation.depends_on, turn=turn)]
+        parent = operation.parent
+        if parent is None and task and slot_key(task) != slot_key(slot):
+            parent = task  # a step named with its task but no parent goes under the task
+        if parent and forest.get(parent, task) is None:  # the task root of new steps
+            made.append(forest.add(parent, None, parent=None, depends_on=[], turn=turn))
+        return [*made, forest.add(slot, value, parent=parent, depends_on=operation.depends_on, turn=turn, task=task)]
     if operation.intent == "update":
-        return [forest.update(slot, value, turn=turn)]
+        if operation.new_slot and slot_key(operation.new_slot) != slot_key(slot):
+            return [forest.replace(slot, operation.new_slot, value, turn=turn, task=task)]
+        return [forest.update(slot, value, turn=turn, task=task)]
     if operation.intent == "revert":
-        return [forest.revert(slot, to=value, turn=turn)]
+        return [forest.revert(slot, to=value, turn=turn, task=task)]
     if operation.intent == "remove":
-        return [forest.remove(slot, turn=turn)]
+        return [forest.remove(slot, turn=turn, task=task)]
     if operation.intent == "depend":
-        return [forest.link(slot, dependency, turn=turn) for dependency in operation.depends_on]
-    forest.require(slot, "check")
-    return [Change(op="check", slot=forest.require(slot, "check").slot)]
+        return [forest.link(slot, dependency, turn=turn, task=task) for dependency in operation.depends_on]
+    checked = forest.require(slot, "check", task)
+    return [Change(op="check", slot=checked.slot, key=checked.key)]
 
 
 @node("tme.apply", state=TurnState, reads={"forest", "operations", "turn", "errors"}, writes={"forest", "changes", "stale", "errors"})
@@ -118,7 +130,7 @@ async def apply(state: TurnState, config: NoConfig, context: RunContext) -> dict
     """Apply the operations and propagate revisions to every transitive dependent."""
     operations = [Operation.model_validate(operation) for operation in state.operations]
     forest, changes, errors = apply_operations(_forest(state), operations, state.turn + 1)
-    stale = list(dict.fromkeys(slot for change in changes for slot in change.stale))
+    stale = list(dict.fromkeys(forest.nodes[key].slot for change in changes for key in change.stale))
     return {
         "forest": forest.as_json(),
         "changes": [change.model_dump() for change in changes],
@@ -127,90 +139,95 @@ async def apply(state: TurnState, config: NoConfig, context: RunContext) -> dict
     }
 
 
-@router("tme.after_apply", state=TurnState, reads={"stale"}, outcomes={"rederive", "answer"}, config=RederiveConfig)
+@router("tme.after_apply", state=TurnState, reads={"forest"}, outcomes={"rederive", "answer"}, config=RederiveConfig)
 def after_apply(state: TurnState, config: RederiveConfig) -> str:
-    """Re-derive stale steps first when the graph says so."""
-    return "rederive" if config.rederive and state.stale else "answer"
+    """Re-derive stale steps first when the graph says so (this turn's, and any an earlier turn left stale)."""
+    return "rederive" if config.rederive and any(node.stale for node in _forest(state).active()) else "answer"
 
 
-@node("tme.rederive", state=TurnState, reads={"forest", "stale", "turn"}, writes={"forest", "changes"})
-async def rederive(state: TurnState, config: NoConfig, context: RunContext) -> dict[str, Any]:
-    """Ask the model for the stale steps' values given the current values they depend on."""
+@node(
+    "tme.rederive",
+    state=TurnState,
+    reads={"forest", "changes", "turn", "errors"},
+    writes={"forest", "changes", "errors", "deferred"},
+    config=RederiveStepsConfig,
+)
+async def rederive(state: TurnState, config: RederiveStepsConfig, context: RunContext) -> dict[str, Any]:
+    """Re-derive stale steps in dependency order, one call per layer, at most ``max_rederive`` of them."""
     forest = _forest(state)
-    stale = [node for slot in state.stale if (node := forest.get(slot)) is not None and node.status == "active"]
-    needed = [node for node in forest.dependency_closure(n.key for n in stale) if node.status == "active"]
-    context_lines = [_line(forest, node) for node in needed] + [_line(forest, node) for node in stale]
-    reply = await context.llm.structured(rederive_messages("\n".join(context_lines), [node.slot for node in stale]), Rederivation)
-    wanted = {node.key for node in stale}
-    changes = [forest.refresh(item.slot, item.value, turn=state.turn + 1) for item in reply.values if slot_key(item.slot) in wanted]
-    return {"forest": forest.as_json(), "changes": [*state.changes, *(change.model_dump() for change in changes)]}
+    turn, budget = state.turn + 1, config.max_rederive
+    first = [key for change in state.changes for key in Change.model_validate(change).stale]
+    changes: list[Change] = []
+    errors: list[str] = []
+    for layer in forest.stale_layers(first):
+        ready = [node for node in layer if not any(_still_stale(forest, key) for key in node.depends_on)][:budget]
+        if not ready:
+            continue
+        budget -= len(ready)
+        needed = [node for node in forest.dependency_closure(n.key for n in ready) if node.status == "active"]
+        lines = [step_line(forest, node, task=True) for node in [*needed, *ready]]
+        labels = _labels(forest, ready)
+        try:
+            reply = await context.llm.structured(
+                rederive_messages("\n".join(lines), list(labels.values())), Rederivation, temperature=config.temperature
+            )
+        except LLMOutputError as exc:
+            context.log.warning("tme.rederive_unreadable", error=str(exc))
+            errors.append(f"tme.rederive: the re-derivation of {', '.join(labels.values())} could not be read, so they stay stale: {exc}")
+            continue
+        for item in reply.values:
+            target = _target(forest, ready, item)
+            if target is not None and target.stale:
+                changes.append(forest.refresh(target.slot, item.value, turn=turn, task=target.task_key))
+        if budget <= 0:
+            break
+    return {
+        "forest": forest.as_json(),
+        "changes": [*state.changes, *(change.model_dump() for change in changes)],
+        "errors": [*state.errors, *errors],
+        "deferred": [node.slot for node in forest.active() if node.stale],
+    }
 
 
-def _line(forest: Forest, node: TaskNode) -> str:
-    """One step as the prompt shows it; a stale step without its value, which was derived from replaced ones."""
-    value = "(needs another look)" if node.stale else node.value if node.value is not None else "(not set)"
-    needs = [forest.nodes[key].slot for key in node.depends_on if key in forest.nodes and forest.nodes[key].status == "active"]
-    needs_text = f" (needs {', '.join(needs)})" if needs else ""
-    stale = f" [stale: {node.stale_reason}]" if node.stale else ""
-    changed = f" (changed {len(node.history)} time{'s' if len(node.history) != 1 else ''}, last at turn {node.updated_turn})" if node.history else ""
-    return f"- {node.slot}: {value}{needs_text}{changed}{stale}"
+def _still_stale(forest: Forest, key: str) -> bool:
+    node = forest.nodes.get(key)
+    return node is not None and node.status == "active" and node.stale
 
 
-def _relevant(forest: Forest, slots: list[str]) -> list[TaskNode]:
-    """The touched nodes with their active path and dependency closure; everything active when nothing was touched."""
-    touched = [node for slot in slots if (node := forest.get(slot)) is not None and node.status == "active"]
-    if not touched:
-        return forest.active()[:MAX_PROMPT_NODES]
-    chosen: dict[str, TaskNode] = {}
-    for node in touched:
-        for member in [*forest.ancestors(node.key), node, *forest.children(node.key)]:
-            chosen.setdefault(member.key, member)
-    for member in forest.dependency_closure(chosen):
-        if member.status == "active":  # a removed step's value is one the user dropped
-            chosen.setdefault(member.key, member)
-    return list(chosen.values())[:MAX_PROMPT_NODES]
+def _labels(forest: Forest, nodes: list[TaskNode]) -> dict[str, str]:
+    """Each step's name for the model, with its task where two of them share a name."""
+    names = [slot_key(node.slot) for node in nodes]
+    return {
+        node.key: node.slot if names.count(slot_key(node.slot)) == 1 else f"{node.slot} (task {forest.task_title(node)})"
+        for node in nodes
+    }
 
 
-def synthesize_prompt(forest: Forest, changes: list[Change], stale: list[str], errors: list[str], utterance: str) -> str:
-    """The answer prompt: task memory (current values only), what changed this turn, then the user's message."""
-    touched = [change.slot for change in changes] + stale
-    nodes = _relevant(forest, touched)
-    roots = {key for node in nodes for key in [node.key, *(a.key for a in forest.ancestors(node.key))] if forest.nodes[key].parent is None}
-    lines = ["Task memory (current values):"]
-    for root_key in sorted(roots, key=lambda key: forest.nodes[key].created_turn):
-        root = forest.nodes[root_key]
-        lines.append(f"Task: {root.slot}" + (f" = {root.value}" if root.value else ""))
-        members = [node for node in nodes if node.key != root_key and (root_key in {a.key for a in forest.ancestors(node.key)})]
-        lines += [_line(forest, node) for node in members]
-    others = [node for node in nodes if node.key not in roots and not any(a.key in roots for a in forest.ancestors(node.key))]
-    lines += [_line(forest, node) for node in others]
-    if changes:
-        lines.append("This turn: " + "; ".join(f"{change.op} {change.slot}" for change in changes if change.op != "same"))
-    if stale:
-        lines.append("Marked stale this turn: " + ", ".join(stale))
-    if errors:
-        lines.append("Could not apply: " + "; ".join(errors))
-    lines += ["", f"User: {utterance}"]
-    return "\n".join(lines)
+def _target(forest: Forest, nodes: list[TaskNode], item: Rederived) -> TaskNode | None:
+    """The step of ``nodes`` a re-derived value is for: by name, and by task where the name is not enough."""
+    named = [node for node in nodes if slot_key(node.slot) == slot_key(item.slot)]
+    if len(named) > 1 and item.task is not None:
+        named = [node for node in named if node.task_key == slot_key(item.task) or slot_key(forest.task_title(node)) == slot_key(item.task)]
+    return named[0] if len(named) == 1 else None
 
 
-@node("tme.synthesize", state=TurnState, reads={"forest", "changes", "stale", "errors", "utterance"}, writes={"prompt"})
+@node("tme.synthesize", state=TurnState, reads={"forest", "changes", "errors", "utterance", "deferred"}, writes={"prompt"})
 async def synthesize(state: TurnState, config: NoConfig, context: RunContext) -> dict[str, Any]:
-    """Build the answer prompt from the task memory's current values."""
+    """Build the answer prompt from the task memory's current values (and a checked step's earlier ones)."""
     changes = [Change.model_validate(change) for change in state.changes]
-    return {"prompt": synthesize_prompt(_forest(state), changes, state.stale, state.errors, state.utterance)}
+    return {"prompt": synthesize_prompt(_forest(state), changes, state.errors, state.utterance, deferred=state.deferred)}
 
 
-@node("tme.answer", state=TurnState, reads={"prompt"}, writes={"response"})
-async def answer(state: TurnState, config: NoConfig, context: RunContext) -> dict[str, Any]:
+@node("tme.answer", state=TurnState, reads={"prompt"}, writes={"response"}, config=ModelCallConfig)
+async def answer(state: TurnState, config: ModelCallConfig, context: RunContext) -> dict[str, Any]:
     """The reply, from the synthesized prompt only."""
-    return {"response": (await context.llm.text(answer_messages(state.prompt))).strip()}
+    return {"response": (await context.llm.text(answer_messages(state.prompt), temperature=config.temperature)).strip()}
 
 
 @node(
     "tme.persist",
     state=TurnState,
-    reads={"session", "utterance", "turn", "forest", "decomposition", "operations", "changes", "stale", "errors", "prompt", "response"},
+    reads={"session", "utterance", "turn", "forest", "decomposition", "operations", "changes", "stale", "deferred", "errors", "prompt", "response"},
     writes=set(),
 )
 async def persist(state: TurnState, config: NoConfig, context: RunContext) -> dict[str, Any]:
@@ -221,6 +238,7 @@ async def persist(state: TurnState, config: NoConfig, context: RunContext) -> di
         "operations": state.operations,
         "changes": state.changes,
         "stale": state.stale,
+        "deferred": state.deferred,
         "errors": state.errors,
         "prompt": state.prompt,
         "response": state.response,

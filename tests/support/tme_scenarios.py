@@ -1,4 +1,4 @@
-"""The four evaluation scenarios of the TME paper as scripted conversations.
+"""The evaluation scenarios of TME as scripted conversations: the paper's four and two of this project's.
 
 The conversations come from the evaluation's data file (``bench/evaluation/data/tme/scenarios.yaml``, read with
 ``mnemoflow.evaluation.tme.load_scenarios``), where each turn holds the utterance, the expected decomposition and
@@ -29,12 +29,13 @@ import yaml
 from mnemoflow.evaluation.tme import ScenarioData, load_scenarios
 from mnemoflow.graphs import GraphRunner, LoadedGraph, load_graph
 from mnemoflow.nodes.tme.agents import ANSWER_SYSTEM, CLASSIFY_SYSTEM, DECOMPOSE_SYSTEM, REDERIVE_SYSTEM
-from mnemoflow.nodes.tme.forest import Forest, slot_key
+from mnemoflow.nodes.tme.forest import Forest, node_key, slot_key
 from mnemoflow.nodes.tme.measure import count_tokens, full_history_prompt, stale_facts
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
 
 __all__ = [
     "SCENARIOS",
+    "F",
     "H",
     "Node",
     "Scenario",
@@ -71,8 +72,18 @@ class H:
 
 
 @dataclass(frozen=True)
+class F:
+    """One child-changed flag of a parent: which child, how, at which turn."""
+
+    child: str
+    cause: str
+    turn: int
+
+
+@dataclass(frozen=True)
 class Node:
-    """What one task node must hold after a turn (slots, parents and dependencies by their slot text)."""
+    """What one task node must hold after a turn (slots, parents and dependencies by their slot text, in the
+    node's own task; a task root's slot is its task's title)."""
 
     value: str | None
     parent: str | None = None
@@ -82,17 +93,27 @@ class Node:
     status: str = "active"
     stale: str | None = None
     """The node's stale reason, exactly; None when it is current."""
+    flags: tuple[F, ...] = ()
+    """The child-changed flags, in the order they were raised (the latest per child)."""
 
-    def view(self, slot: str) -> dict[str, Any]:
+    def view(self, slot: str, task: str | None, roots: set[str]) -> dict[str, Any]:
+        """As :func:`forest_view` shows it; ``task``: the key of the node's task (None for a root), ``roots``: the
+        keys of the task roots (a parent or a need that is a root is keyed by its slot alone)."""
+
+        def key(name: str) -> str:
+            return slot_key(name) if slot_key(name) in roots else node_key(task, name)
+
         return {
             "slot": slot,
+            "task": task,
             "value": self.value,
-            "parent": slot_key(self.parent) if self.parent else None,
-            "depends_on": tuple(slot_key(need) for need in self.needs),
+            "parent": key(self.parent) if self.parent else None,
+            "depends_on": tuple(key(need) for need in self.needs),
             "status": self.status,
             "stale": self.stale,
             "version": self.version,
             "history": self.history,
+            "flags": self.flags,
         }
 
 
@@ -104,7 +125,8 @@ class Turn:
     operations: tuple[dict[str, Any], ...]
     answer: str
     expect: dict[str, Node] = field(default_factory=dict)
-    """The nodes this turn adds or changes, complete; the others stay as after the previous turn."""
+    """The nodes this turn adds or changes, complete, by slot (``task/slot`` where the slot alone would not say
+    which task's step it is); the others stay as after the previous turn."""
     stale: tuple[str, ...] = ()
     """The slots this turn's propagation marks stale, nearest first (the state's ``stale``); at one distance in the
     order of their keys, which is the order a turn loads the forest in."""
@@ -112,8 +134,9 @@ class Turn:
     """The scripted re-derivation (slot, value) pairs, for a scenario run with ``rederive: true``."""
 
     @property
-    def checks(self) -> list[str]:
-        return [operation["slot"] for operation in self.operations if operation["intent"] == "check"]
+    def checks(self) -> list[tuple[str, str | None]]:
+        """The (slot, task) of every step the turn checks."""
+        return [(operation["slot"], operation.get("task")) for operation in self.operations if operation["intent"] == "check"]
 
     @property
     def revises(self) -> bool:
@@ -134,11 +157,24 @@ class Scenario:
 
 
 def expected_forests(scenario: Scenario) -> list[dict[str, dict[str, Any]]]:
-    """Per turn, the whole expected forest as comparable views keyed by slot key."""
+    """Per turn, the whole expected forest as comparable views keyed by the forest's keys (``task/slot``)."""
     forests: list[dict[str, dict[str, Any]]] = []
     current: dict[str, dict[str, Any]] = {}
+    roots: set[str] = set()
+    task_of: dict[str, str | None] = {}  # a step's slot key -> its task's key, to place the steps under it
     for turn in scenario.turns:
-        current = {**current, **{slot_key(slot): node.view(slot) for slot, node in turn.expect.items()}}
+        views = {}
+        for name, node in turn.expect.items():
+            task_name, _, slot = name.rpartition("/")
+            if node.parent is None:
+                task, roots = None, roots | {slot_key(slot)}
+            elif task_name:
+                task = slot_key(task_name)
+            else:
+                task = slot_key(node.parent) if slot_key(node.parent) in roots else task_of[slot_key(node.parent)]
+            task_of.setdefault(slot_key(slot), task)
+            views[node_key(task, slot)] = node.view(slot, task, roots)
+        current = {**current, **views}
         forests.append(current)
     return forests
 
@@ -148,6 +184,7 @@ def forest_view(forest: Forest) -> dict[str, dict[str, Any]]:
     return {
         key: {
             "slot": node.slot,
+            "task": node.task,
             "value": node.value,
             "parent": node.parent,
             "depends_on": tuple(node.depends_on),
@@ -155,17 +192,20 @@ def forest_view(forest: Forest) -> dict[str, dict[str, Any]]:
             "stale": (node.stale_reason or "(stale without a reason)") if node.stale else None,
             "version": node.version,
             "history": tuple(H(entry.value, entry.reason, entry.turn) for entry in node.history),
+            "flags": tuple(F(flag.child, flag.cause, flag.turn) for flag in node.changed_children),
         }
         for key, node in forest.nodes.items()
     }
 
 
-def checked_values(forest: Forest, slot: str) -> list[str]:
-    """What a prompt answering a check of ``slot`` must show: its value, or for a task root its steps' values."""
-    node = forest.require(slot, "check")
+def checked_values(forest: Forest, slot: str, task: str | None = None) -> list[str]:
+    """What a prompt answering a check of ``slot`` must show: its value and every value it replaced, or for a
+    task root its steps' values."""
+    node = forest.require(slot, "check", task)
+    earlier = [entry.value for entry in node.history if entry.value]
     if node.value:
-        return [node.value]
-    return [child.value for child in forest.children(node.key) if child.value]
+        return [node.value, *earlier]
+    return [child.value for child in forest.children(node.key) if child.value] + earlier
 
 
 # -- the four scenarios: the conversations from the evaluation's data file, the expected forests here -------------
@@ -185,6 +225,7 @@ TRIP_FORESTS: tuple[dict[str, Node], ...] = (
         "flight search": Node("New York to Paris, June 10", parent=TRIP_ROOT, needs=("departure city", "destination", "travel dates"))
     },  # 4
     {
+        TRIP_ROOT: Node(None, flags=(F("travel dates", "updated", 5), F("flight search", "re-derived", 5))),
         "travel dates": Node("June 17-21", parent=TRIP_ROOT, version=2, history=(H("June 10-14", "updated", 5),)),
         "flight search": Node(
             "New York to Paris, June 17", parent=TRIP_ROOT, needs=("departure city", "destination", "travel dates"),
@@ -192,6 +233,13 @@ TRIP_FORESTS: tuple[dict[str, Node], ...] = (
         ),
     },  # 5
     {
+        TRIP_ROOT: Node(
+            None,
+            flags=(
+                F("travel dates", "updated", 5), F("destination", "updated", 6), F("hotel", "re-derived", 6),
+                F("flight search", "re-derived", 6),
+            ),
+        ),
         "destination": Node("Rome", parent=TRIP_ROOT, version=2, history=(H("Paris", "updated", 6),)),
         "hotel": Node(
             "Hotel Artemide", parent=TRIP_ROOT, needs=("destination", "travel dates"), version=2,
@@ -203,6 +251,13 @@ TRIP_FORESTS: tuple[dict[str, Node], ...] = (
         ),
     },  # 6
     {
+        TRIP_ROOT: Node(
+            None,
+            flags=(
+                F("travel dates", "updated", 5), F("destination", "reverted", 7), F("hotel", "re-derived", 7),
+                F("flight search", "re-derived", 7),
+            ),
+        ),
         "destination": Node("Paris", parent=TRIP_ROOT, version=3, history=(H("Paris", "updated", 6), H("Rome", "reverted", 7))),
         "hotel": Node(
             "Hotel du Louvre", parent=TRIP_ROOT, needs=("destination", "travel dates"), version=3,
@@ -240,12 +295,16 @@ COOKING_FORESTS: tuple[dict[str, Node], ...] = (
     {"carrots": Node("2 carrots", parent="soup")},  # 3
     {},  # 4: a check changes nothing
     {
+        COOK_ROOT: Node(None, flags=(F("shared vegetable", "updated", 5),)),
         "shared vegetable": Node("mushrooms", parent=COOK_ROOT, version=2, history=(H("celery", "updated", 5),)),
         "soup": Node("vegetable soup", parent=COOK_ROOT, needs=_shared, stale="'shared vegetable' was updated at turn 5"),
         "dumplings": Node("pork dumplings", parent=COOK_ROOT, needs=_shared, stale="'shared vegetable' was updated at turn 5"),
     },  # 5
     {"steaming time": Node("12 minutes", parent="dumplings", needs=_shared)},  # 6
-    {"soup": Node("mushroom soup", parent=COOK_ROOT, needs=_shared, version=2, history=(H("vegetable soup", "updated", 7),))},  # 7
+    {
+        COOK_ROOT: Node(None, flags=(F("shared vegetable", "updated", 5), F("soup", "updated", 7))),
+        "soup": Node("mushroom soup", parent=COOK_ROOT, needs=_shared, version=2, history=(H("vegetable soup", "updated", 7),)),
+    },  # 7
     {},  # 8: a check changes nothing
 )  # fmt: skip
 
@@ -258,10 +317,12 @@ MEETING_FORESTS: tuple[dict[str, Node], ...] = (
         "session plan": Node("one 60-minute session", parent=MEETING_ROOT, needs=_plan_needs),
     },  # 1
     {
+        MEETING_ROOT: Node(None, flags=(F("participants", "updated", 2),)),
         "participants": Node("Alice, Bob, Carol and Dave", parent=MEETING_ROOT, version=2, history=(H("Alice, Bob and Carol", "updated", 2),)),
         "session plan": Node("one 60-minute session", parent=MEETING_ROOT, needs=_plan_needs, stale="'participants' was updated at turn 2"),
     },  # 2
     {
+        MEETING_ROOT: Node(None, flags=(F("participants", "updated", 2), F("session plan", "updated", 3))),
         "split reason": Node("Carol and Dave clash at 10am", parent=MEETING_ROOT),
         "session plan": Node(
             "two 30-minute sessions", parent=MEETING_ROOT, needs=(*_plan_needs, "split reason"), version=2,
@@ -270,6 +331,7 @@ MEETING_FORESTS: tuple[dict[str, Node], ...] = (
     },  # 3
     {},  # 4: a check changes nothing
     {
+        MEETING_ROOT: Node(None, flags=(F("participants", "updated", 2), F("session plan", "updated", 3), F("date", "updated", 5))),
         "date": Node("next Wednesday", parent=MEETING_ROOT, version=2, history=(H("next Tuesday", "updated", 5),)),
         "session plan": Node(
             "two 30-minute sessions", parent=MEETING_ROOT, needs=(*_plan_needs, "split reason"), version=2,
@@ -277,6 +339,13 @@ MEETING_FORESTS: tuple[dict[str, Node], ...] = (
         ),
     },  # 5
     {
+        MEETING_ROOT: Node(
+            None,
+            flags=(
+                F("participants", "updated", 2), F("date", "updated", 5), F("split reason", "removed", 6),
+                F("session plan", "reverted", 6),
+            ),
+        ),
         "split reason": Node(
             "Carol and Dave clash at 10am", parent=MEETING_ROOT, status="removed", version=2,
             history=(H("Carol and Dave clash at 10am", "removed", 6),),
@@ -289,6 +358,9 @@ MEETING_FORESTS: tuple[dict[str, Node], ...] = (
     {},  # 7: a check changes nothing
 )  # fmt: skip
 
+_bread_back = (H("1 loaf of sourdough", "removed", 3), H("1 loaf of sourdough", "restored", 4))
+_cart_flags = (F("bread", "restored", 4), F("apples", "reverted", 6), F("milk", "updated", 7))
+
 CART_FORESTS: tuple[dict[str, Node], ...] = (
     {
         CART_ROOT: Node(None),
@@ -298,15 +370,28 @@ CART_FORESTS: tuple[dict[str, Node], ...] = (
     },  # 1
     {"coffee": Node("1 bag of coffee beans", parent=CART_ROOT)},  # 2
     {
-        "bread": Node("1 loaf of sourdough", parent=CART_ROOT, status="removed", version=2, history=(H("1 loaf of sourdough", "removed", 3),))
+        CART_ROOT: Node(None, flags=(F("bread", "removed", 3),)),
+        "bread": Node("1 loaf of sourdough", parent=CART_ROOT, status="removed", version=2, history=(H("1 loaf of sourdough", "removed", 3),)),
     },  # 3
-    {"bread": Node("1 loaf of sourdough", parent=CART_ROOT, version=3, history=(H("1 loaf of sourdough", "removed", 3),))},  # 4
-    {"apples": Node("3 apples", parent=CART_ROOT, version=2, history=(H("6 apples", "updated", 5),))},  # 5
-    {"apples": Node("6 apples", parent=CART_ROOT, version=3, history=(H("6 apples", "updated", 5), H("3 apples", "reverted", 6)))},  # 6
-    {"milk": Node("2 cartons of almond milk", parent=CART_ROOT, version=2, history=(H("2 cartons of oat milk", "updated", 7),))},  # 7
+    {
+        CART_ROOT: Node(None, flags=(F("bread", "restored", 4),)),
+        "bread": Node("1 loaf of sourdough", parent=CART_ROOT, version=3, history=_bread_back),
+    },  # 4
+    {
+        CART_ROOT: Node(None, flags=(F("bread", "restored", 4), F("apples", "updated", 5))),
+        "apples": Node("3 apples", parent=CART_ROOT, version=2, history=(H("6 apples", "updated", 5),)),
+    },  # 5
+    {
+        CART_ROOT: Node(None, flags=(F("bread", "restored", 4), F("apples", "reverted", 6))),
+        "apples": Node("6 apples", parent=CART_ROOT, version=3, history=(H("6 apples", "updated", 5), H("3 apples", "reverted", 6))),
+    },  # 6
+    {
+        CART_ROOT: Node(None, flags=_cart_flags),
+        "milk": Node("2 cartons of almond milk", parent=CART_ROOT, version=2, history=(H("2 cartons of oat milk", "updated", 7),)),
+    },  # 7
     {},  # 8: a check changes nothing
     {
-        CART_ROOT: Node(None, status="removed", version=2, history=(H(None, "removed", 9),)),
+        CART_ROOT: Node(None, status="removed", version=2, history=(H(None, "removed", 9),), flags=_cart_flags),
         "apples": Node(
             "6 apples", parent=CART_ROOT, status="removed", version=4,
             history=(H("6 apples", "updated", 5), H("3 apples", "reverted", 6), H("6 apples", "removed", 9)),
@@ -317,10 +402,42 @@ CART_FORESTS: tuple[dict[str, Node], ...] = (
         ),
         "bread": Node(
             "1 loaf of sourdough", parent=CART_ROOT, status="removed", version=4,
-            history=(H("1 loaf of sourdough", "removed", 3), H("1 loaf of sourdough", "removed", 9)),
+            history=(*_bread_back, H("1 loaf of sourdough", "removed", 9)),
         ),
         "coffee": Node("1 bag of coffee beans", parent=CART_ROOT, status="removed", version=2, history=(H("1 bag of coffee beans", "removed", 9),)),
     },  # 9
+)  # fmt: skip
+
+
+TWO_TASKS_TRIP, TWO_TASKS_MEETING = "plan a trip", "schedule a meeting"
+
+TWO_TASKS_FORESTS: tuple[dict[str, Node], ...] = (
+    {
+        TWO_TASKS_TRIP: Node(None),
+        "destination": Node("Lisbon", parent=TWO_TASKS_TRIP),
+        "date": Node("May 3", parent=TWO_TASKS_TRIP),
+    },  # 1
+    {"hotel": Node("Hotel Alfama, May 3", parent=TWO_TASKS_TRIP, needs=("date",))},  # 2
+    {TWO_TASKS_MEETING: Node(None), "schedule a meeting/date": Node("April 28", parent=TWO_TASKS_MEETING)},  # 3: a second "date"
+    {
+        TWO_TASKS_MEETING: Node(None, flags=(F("date", "updated", 4),)),
+        "schedule a meeting/date": Node("April 29", parent=TWO_TASKS_MEETING, version=2, history=(H("April 28", "updated", 4),)),
+    },  # 4: the trip's date and the hotel that needs it are untouched
+    {},  # 5: a check changes nothing
+)  # fmt: skip
+
+DINNER_ROOT = "host a dinner party"
+
+DINNER_FORESTS: tuple[dict[str, Node], ...] = (
+    {DINNER_ROOT: Node(None), "day": Node("Saturday", parent=DINNER_ROOT), "guests": Node("8 guests", parent=DINNER_ROOT)},  # 1
+    {"menu": Node("roast chicken", parent=DINNER_ROOT, needs=("guests",))},  # 2
+    {
+        DINNER_ROOT: Node(None, flags=(F("day", "updated", 3), F("guests", "updated", 3))),
+        "day": Node("Sunday", parent=DINNER_ROOT, version=2, history=(H("Saturday", "updated", 3),)),
+        "guests": Node("10 guests", parent=DINNER_ROOT, version=2, history=(H("8 guests", "updated", 3),)),
+        "menu": Node("roast chicken", parent=DINNER_ROOT, needs=("guests",), stale="'guests' was updated at turn 3"),
+    },  # 3
+    {},  # 4: a check changes nothing, and its prompt shows what the checked steps replaced
 )  # fmt: skip
 
 
@@ -352,7 +469,10 @@ COOKING = _scenario(_DATA["cooking"], COOKING_FORESTS)
 MEETING = _scenario(_DATA["meeting"], MEETING_FORESTS)
 CART = _scenario(_DATA["cart"], CART_FORESTS)
 
-SCENARIOS: tuple[Scenario, ...] = (TRIP, COOKING, MEETING, CART)
+TWO_TASKS = _scenario(_DATA["two-tasks"], TWO_TASKS_FORESTS)
+DINNER = _scenario(_DATA["dinner"], DINNER_FORESTS)
+
+SCENARIOS: tuple[Scenario, ...] = (TRIP, COOKING, MEETING, CART, TWO_TASKS, DINNER)
 
 
 # -- scripting the model server --------------------------------------------------------------------------------

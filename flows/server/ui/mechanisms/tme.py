@@ -39,7 +39,8 @@ from mnemoflow.flows.server.ui.views import UIError, get_many, record_url, store
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord
 from mnemoflow.nodes.tme.agents import Operation
-from mnemoflow.nodes.tme.forest import Forest, ForestError, TaskNode, slot_key
+from mnemoflow.nodes.tme.conversation import forest_from_records, node_record_ids
+from mnemoflow.nodes.tme.forest import Forest, ForestError, TaskNode, node_key, slot_key
 from mnemoflow.nodes.tme.model import SESSION, TASK_NODE, TURN, session_record_id, task_node_id, turn_record_id
 from mnemoflow.nodes.tme.turn import apply_operations
 
@@ -69,7 +70,7 @@ State = Annotated[ServerState, Depends(server_state)]
 Namespace = Annotated[str, Query(min_length=1, max_length=200, description="The namespace the turns ran in.")]
 Session = Annotated[str, Query(min_length=1, max_length=200, description="The conversation's session id.")]
 TurnNumber = Annotated[int, Query(ge=1, le=1_000_000_000, description="A turn of the conversation, from 1.")]
-StepKey = Annotated[str, Query(min_length=1, max_length=300, description="A step's key (its slot, lower case).")]
+StepKey = Annotated[str, Query(min_length=1, max_length=300, description="A step's key (task/slot, lower case; a task's own: its title).")]
 RunId = Annotated[str, Query(min_length=1, max_length=200, description="A run of tme-turn: show the turn it saved.")]
 
 
@@ -104,7 +105,9 @@ def record_links(node: dict[str, Any]) -> list[dict[str, str]]:
     if kind == SESSION:
         return [{"label": f"TME conversation {session}", "url": session_url(str(namespace), session)}]
     if kind == TASK_NODE and isinstance(p.get("slot"), str):
-        url = session_url(str(namespace), session, step=slot_key(p["slot"]))
+        task = p.get("task_key")
+        task = task if isinstance(task, str) and task != slot_key(p["slot"]) else None
+        url = session_url(str(namespace), session, step=node_key(task, p["slot"]))
         return [{"label": f"TME conversation {session}: the history of this step", "url": url}]
     if kind == TURN and _int(p.get("turn")) > 0:
         url = session_url(str(namespace), session, turn=_int(p.get("turn")))
@@ -145,15 +148,13 @@ async def _conversation(store: GraphStore, namespace: str, session: str) -> _Con
     if record is None or record.kind != SESSION:
         raise UIError(404, f"no TME conversation {session!r} in namespace {namespace!r}")
     keys = _strings(record.properties.get("nodes"))
-    nodes: dict[str, TaskNode] = {}
+    tasks: list[dict[str, Any]] = []
     unreadable = []
-    for key, node in zip(
-        keys, await get_many(store, namespace, [task_node_id(namespace, session, key) for key in keys]), strict=True
-    ):
+    for key, node in zip(keys, await get_many(store, namespace, node_record_ids(namespace, session, record.properties)), strict=True):
         if node is None or node.kind != TASK_NODE:
             continue
         try:
-            nodes[key] = TaskNode.model_validate(node.properties.get("task"))
+            tasks.append(TaskNode.model_validate(node.properties.get("task")).model_dump())
         except ValidationError:
             unreadable.append(key)
     count = _int(record.properties.get("turns"))
@@ -161,7 +162,7 @@ async def _conversation(store: GraphStore, namespace: str, session: str) -> _Con
     numbers = range(first, count + 1)
     turns = await get_many(store, namespace, [turn_record_id(namespace, session, number) for number in numbers])
     turns = [turn if turn is not None and turn.kind == TURN else None for turn in turns]
-    return _Conversation(record, Forest(nodes=nodes), unreadable, first, turns)
+    return _Conversation(record, forest_from_records(record.properties, tasks), unreadable, first, turns)
 
 
 # -- the forest after each turn ----------------------------------------------------------------------------
@@ -175,10 +176,14 @@ def _value_of_version(node: TaskNode, version: int) -> tuple[bool, str | None]:
     return (True, node.value) if node.version == version else (False, None)
 
 
-def _rederive(forest: Forest, slot: str, turn: int, final: Forest) -> None:
-    """Replay a re-derivation of ``slot`` at ``turn``: the new value is the one the step's stored history gives after
-    the version this turn re-derived (no such entry: the value did not change, and only the stale mark goes)."""
-    node = forest.get(slot)
+def _rederive(forest: Forest, change: dict[str, Any], turn: int, final: Forest) -> None:
+    """Replay a re-derivation (a recorded change) at ``turn``: the new value is the one the step's stored history
+    gives after the version this turn re-derived (no such entry: the value did not change, and only the stale
+    mark goes). The step is found by the change's key, or by its slot in turns saved before steps had task keys."""
+    try:
+        node = forest.nodes.get(str(change.get("key") or "")) or forest.get(str(change.get("slot", "")))
+    except ForestError:
+        return
     if node is None or node.status != "active":
         return
     value = node.value
@@ -191,7 +196,7 @@ def _rederive(forest: Forest, slot: str, turn: int, final: Forest) -> None:
             known, later = _value_of_version(stored, entry.version + 1)
             value = later if known else value
     try:
-        forest.refresh(node.slot, value, turn=turn)
+        forest.refresh(node.slot, value, turn=turn, task=node.task_key)
     except ForestError:
         return
 
@@ -212,7 +217,7 @@ def rebuild_forests(turns: Sequence[NodeRecord | None], final: Forest) -> tuple[
         forest, _, _ = apply_operations(forest, operations, number)
         for change in _dicts(record.properties.get("changes")):
             if change.get("op") == "rederive":
-                _rederive(forest, str(change.get("slot", "")), number, final)
+                _rederive(forest, change, number, final)
         forests.append(forest.model_copy(deep=True))
     if not forests:
         return [], "the conversation has no turns yet"
@@ -226,11 +231,13 @@ def _step_json(forest: Forest, node: TaskNode, turn: int, links: dict[str, str])
     return {
         "key": node.key,
         "slot": node.slot,
+        "task": forest.task_title(node),
         "value": node.value,
         "version": node.version,
         "status": node.status,
         "stale": node.stale,
         "stale_reason": node.stale_reason,
+        "changed_children": [flag.model_dump() for flag in node.changed_children],
         "parent": node.parent,
         "depends_on": [
             {
@@ -257,8 +264,9 @@ def _forest_json(forest: Forest, turn: int, links: dict[str, str]) -> dict[str, 
     removed steps, and the stale steps with their reasons.
 
     ``{"turn", "roots": [step + "children": [...]], "removed": [step], "stale": [{"key", "slot", "reason"}],
-    "active": n, "removed_count": n}`` where a step is ``{"key", "slot", "value", "version", "status", "stale",
-    "stale_reason", "parent", "depends_on": [{"key", "slot", "status"}], "created_turn", "updated_turn", "changed",
+    "active": n, "removed_count": n}`` where a step is ``{"key", "slot", "task", "value", "version", "status", "stale",
+    "stale_reason", "changed_children": [{"child", "cause", "turn"}], "parent", "depends_on": [{"key", "slot",
+    "status"}], "created_turn", "updated_turn", "changed",
     "history": [{"version", "value", "turn", "reason"}], "url"}`` (``changed``: this turn changed it)."""
     active = sorted(forest.active(), key=_order)
     keys = {node.key for node in active}
@@ -272,7 +280,7 @@ def _forest_json(forest: Forest, turn: int, links: dict[str, str]) -> dict[str, 
 
     roots = [tree(node) for node in active if (node.parent is None or node.parent not in keys) and node.key not in placed]
     roots += [tree(node) for node in active if node.key not in placed]  # a parent loop: shown rather than lost
-    removed = [node for node in sorted(forest.nodes.values(), key=_order) if node.status == "removed"]
+    removed = [node for node in sorted(forest.nodes.values(), key=_order) if node.status != "active"]  # replaced too
     return {
         "turn": turn,
         "roots": roots,
