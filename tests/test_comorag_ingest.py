@@ -10,12 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mnemoflow.graphs import load_graph, run_graph
+import mnemoflow.nodes.comorag.ingest as comorag_ingest
+from mnemoflow.errors import ConfigError
+from mnemoflow.graphs import load_graph, run_graph, with_node_config
 from mnemoflow.llm import LLM, OpenAIBackend, ResponseCache
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.nodes.comorag.agents import EPISODIC_SYSTEM, NER_SYSTEM, SEMANTIC_SYSTEM, TRIPLES_SYSTEM, Triples
 from mnemoflow.nodes.comorag.chunking import chunk_text, count_tokens, episode_window
-from mnemoflow.nodes.comorag.clustering import cluster_level, soft_clusters
+from mnemoflow.nodes.comorag.clustering import cluster_level, reduce, require_umap, soft_clusters
 from mnemoflow.nodes.comorag.knowledge import synonym_pairs
 from mnemoflow.nodes.comorag.model import book_record_id, chunk_id, entity_id
 from mnemoflow.settings import LLMSettings, Settings, StoreSettings
@@ -97,6 +99,33 @@ def test_cluster_level_covers_every_row_and_is_deterministic() -> None:
         groups = {row // 10 for row in cluster.members}
         assert len(groups) == 1  # never mixes well-separated groups
     assert len(cluster_level(vectors[:1])) == 1
+
+
+@pytest.mark.slow  # numba compiles UMAP on its first fit in a process: about 12 s, once
+def test_umap_reduction_follows_the_reference_and_is_seeded() -> None:
+    vectors = blobs()
+    reduced = reduce(vectors, reduction="umap")
+    assert reduced.shape == (30, 10)  # min(10, n - 2) dimensions
+    assert np.array_equal(reduced, reduce(vectors, reduction="umap"))  # seeded: the same vectors, the same points
+    assert reduce(vectors[:6], reduction="umap").shape == (6, 4)
+    assert np.array_equal(reduce(vectors[:2], reduction="umap"), vectors[:2] - vectors[:2].mean(axis=0))  # too few to reduce
+    clusters = cluster_level(vectors[::2], reduction="umap")  # five of each group (fewer mixtures to fit)
+    assert {row for cluster in clusters for row in cluster.members} == set(range(15))
+    assert all(len({row // 5 for row in cluster.members}) == 1 for cluster in clusters)  # never mixes the groups
+
+
+def test_umap_without_its_extra_is_refused_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    import sys
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # importing it raises ImportError, as when it is not installed
+    with pytest.raises(ConfigError, match=r"reduction 'umap' needs the umap extra.*pip install 'mnemoflow\[umap\]'"):
+        cluster_level(blobs(), reduction="umap")
+    cluster_level(blobs()[:5])  # PCA needs no extra
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "umap" else real_find_spec(name, *rest))
+    with pytest.raises(ConfigError, match="needs the umap extra"):
+        require_umap()
 
 
 def test_synonym_pairs_and_malformed_triples() -> None:
@@ -246,6 +275,48 @@ async def test_ingest_without_a_model_or_a_knowledge_graph(store: GraphStore, na
     assert found["EpisodicSummary"] == math.ceil(n / episode_window(n)) and found["SemanticSummary"] >= 1
 
 
+@pytest.mark.slow  # the first UMAP fit of a process compiles it
+async def test_umap_reduction_clusters_the_book_and_without_the_extra_stops_before_any_summary(
+    store: GraphStore, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = opening(700)
+    seen: list[dict[str, Any]] = []
+    clustering = comorag_ingest.cluster_level
+
+    def spy(vectors: Any, **options: Any) -> Any:
+        seen.append(options)
+        return clustering(vectors, **options)
+
+    monkeypatch.setattr(comorag_ingest, "cluster_level", spy)
+    graph = with_node_config(load_graph("comorag-ingest"), {"semantic": {"reduction": "umap"}})
+    settings = Settings(store=StoreSettings(sqlite_path=tmp_path / "memory.db"))
+    values = {"book_id": "salt", "text": text, "chunk_tokens": CHUNK_TOKENS, "kg": False}
+
+    async def run(where: str) -> Any:
+        return await run_graph(
+            graph, values, store=store, embedder=EMBEDDER, llm=offline_llm(), settings=settings, checkpointer=None, namespace=where
+        )
+
+    result = await run(namespace)
+    vectors = np.array([EMBEDDER.embed_one(chunk) for chunk in result.state["chunks"]])
+    expected = cluster_level(vectors, reduction="umap")
+    assert seen and all(options["reduction"] == "umap" for options in seen)
+    assert result.state["semantic_levels"][0] == len(expected)
+    level_one = await store.vector_search(namespace, EMBEDDER.embed_one("Nima"), kind="SemanticSummary", k=100, filters={"level": 1})
+    members = [sorted(await linked(store, namespace, hit.node.id, "SUMMARIZES", "out", "Chunk")) for hit in level_one]
+    ids = result.state["chunk_ids"]
+    assert sorted(members) == sorted(sorted(ids[row] for row in cluster.members) for cluster in expected)
+
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "umap" else real_find_spec(name, *rest))
+    with pytest.raises(ConfigError, match="needs the umap extra"):
+        await run(f"{namespace}-without")
+    assert await store.count_nodes(f"{namespace}-without", "Chunk") == len(ids)
+    assert await store.count_nodes(f"{namespace}-without", "SemanticSummary") == 0  # refused before any summary
+
+
 async def test_offline_ingestion_extracts_a_graph(store: GraphStore, namespace: str, tmp_path: Path) -> None:
     result = await ingest(store, offline_llm(), namespace, tmp_path, opening(800))
     assert result.llm_calls > 0
@@ -254,6 +325,24 @@ async def test_offline_ingestion_extracts_a_graph(store: GraphStore, namespace: 
     names = {node.text for node in (await store.get_nodes(namespace, result.state["entity_ids"])) if node is not None}
     assert {"Nima Orsk", "Hollin Pan", "Saba Thorn"} <= names
     assert "The" not in names and "She" not in names
+
+
+def test_cli_refuses_umap_without_its_extra_before_any_model_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from mnemoflow.cli import app
+
+    book = tmp_path / "salt-road.txt"
+    book.write_text(opening(200), encoding="utf-8")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "umap" else real_find_spec(name, *rest))
+    monkeypatch.chdir(tmp_path)
+    arguments = ["ingest", "comorag", str(book), "--book", "salt", "--reduction", "umap", "--store", "sqlite"]
+    result = CliRunner().invoke(app, arguments, env={"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
+    assert result.exit_code == 2 and "reduction 'umap' needs the umap extra" in result.output
+    assert not (tmp_path / ".mnemoflow").exists()  # stopped before a store was opened or a model asked
 
 
 @pytest.mark.subprocess

@@ -18,13 +18,15 @@ import pytest
 import yaml
 
 import mnemoflow.nodes.comorag.qa  # noqa: F401  (registers the comorag.* QA nodes)
-from mnemoflow.graphs import load_graph, run_graph
+from mnemoflow.graphs import load_graph, run_graph, with_node_config
 from mnemoflow.graphs.runner import RunResult
 from mnemoflow.llm import LLM
 from mnemoflow.memory.checkpoints import open_checkpointer
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.nodes.comorag.agents import ProbeSet, is_impasse, loose_probes, parse_final_answer
-from mnemoflow.nodes.comorag.retrieval import LOCAL_GRAPH, _fact_graphs, personalized_pagerank
+from mnemoflow.nodes.comorag.model import cycle_id
+from mnemoflow.nodes.comorag.pagerank import personalized_pagerank
+from mnemoflow.nodes.comorag.retrieval import CUT, cut_text, fit_budget
 from mnemoflow.settings import Settings, StoreSettings
 from tests.conftest import EMBEDDER, cli_environment, new_store, offline_llm, settings_of
 from tests.support.comorag_book import BOOK, answer, build_book, script
@@ -68,12 +70,13 @@ async def ask(
     *,
     settings: Settings | None = None,
     embedder: Any = EMBEDDER,
+    node_config: dict[str, dict[str, Any]] | None = None,
 ) -> RunResult:
     await build_book(store, EMBEDDER, namespace)
     settings = settings or Settings(store=StoreSettings(backend="sqlite", sqlite_path=tmp_path / "memory.db"))
     async with open_checkpointer(settings) as checkpointer:
         return await run_graph(
-            load_graph(small_graph(tmp_path)),
+            with_node_config(load_graph(small_graph(tmp_path)), node_config or {}),
             {"book_id": BOOK, **values},
             store=store,
             embedder=embedder,
@@ -129,23 +132,39 @@ async def test_answered_at_step_zero(
 
 
 @pytest.mark.slow
-async def test_impasse_then_answered_after_one_cycle(
-    store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+@pytest.mark.parametrize("encode_first", [True, False])
+async def test_impasse_then_answered_after_one_cycle_in_either_step_zero_order(
+    store: GraphStore,
+    server: ScriptedOpenAIServer,
+    namespace: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    encode_first: bool,
 ) -> None:
+    """``encode_first`` on (the reference code's order) encodes the question's evidence before the first attempt;
+    off (the paper's), after its impasse. The first attempt reads the raw evidence either way, and the pool, the
+    units and the cycles stored end the same."""
     script(server, [answer("*"), answer("Corvin Ashe")], [{"probes": ["Who looked after the Orsk children?"]}])
     settings = settings_of(store, tmp_path, request)
-    result = await ask(store, tmp_path, server.gateway(), namespace, {"question": QUESTION}, settings=settings)
-    assert roles(server) == [*STEP0, "probe", "filter", "cue", "cue", "cue", "fuse", "answer"]
+    values = {"question": QUESTION, "encode_first": encode_first}
+    result = await ask(store, tmp_path, server.gateway(), namespace, values, settings=settings)
+    step0 = STEP0 if encode_first else ["filter", "answer", "cue", "cue", "cue"]
+    assert roles(server) == [*step0, "probe", "filter", "cue", "cue", "cue", "fuse", "answer"]
     assert result.state["final_answer"] == "Corvin Ashe" and result.state["cycle"] == 1
     sent = chats(server)
+    first = user_text(sent[step0.index("answer")])
+    assert "### Detail Chunks\n" in first and "Key Finding" not in first and "### Historical Information" not in first
     assert "### Detail Chunks" in user_text(sent[5]) and QUESTION in user_text(sent[5])  # the probe sees the failed context
     last = user_text(sent[-1])
     assert "### Historical Information" in last and "Fused narrative" in last and "Key Finding:" in last
     memory = await units(store, namespace)
     assert len(memory) == 7  # 3 at step 0, 3 for the probe, 1 fusion
     assert sorted(unit.properties["in_pool"] for unit in memory) == [False] * 4 + [True] * 3
+    assert sorted(unit.properties["cycle"] for unit in memory if unit.properties["in_pool"]) == [0, 0, 0]
     assert await store.count_relationships(namespace, "FUSED_FROM") == 2  # the top half of a pool of 3
     assert await store.count_nodes(namespace, "Probe") == 2 and await store.count_nodes(namespace, "Cycle") == 2
+    [cycle0] = await store.get_nodes(namespace, [cycle_id(result.state["question_id"], 0)])
+    assert cycle0 is not None and cycle0.properties == {"index": 0, "prediction": "*", "failed": True}
     [question] = await store.keyword_search(namespace, "guardian Tobin", kinds=["Question"])
     assert question.node.properties["status"] == "answered" and question.node.properties["cycles"] == 1
 
@@ -346,22 +365,42 @@ def test_loose_probes() -> None:
     assert loose_probes("I cannot help") == []
 
 
-async def test_the_pagerank_neighbourhood_read_in_three_queries_is_each_entitys_two_hop_graph(
-    store: GraphStore, namespace: str
+# -- budgets cut, never drop -----------------------------------------------------------------------------------
+
+
+def test_a_text_over_its_budget_is_cut_at_it() -> None:
+    assert cut_text("one two  three\nfour five six seven", 6) == f"one two  three {CUT}"  # 3 words + marker: 6 tokens
+    assert cut_text("  one two three", 3) == f"one {CUT}" and cut_text("one two", 2) == ""
+    lines = ["alpha beta gamma delta epsilon zeta eta", "theta"]
+    assert fit_budget(lines, 8) == [f"alpha beta gamma delta epsilon {CUT}"]  # alone over the budget: cut, not lost
+    assert fit_budget(["a b", "c d e f g h i j k l"], 8) == ["a b"]  # a later text that overflows ends the list whole
+    assert fit_budget(["a b", "c"], 8) == ["a b", "c"] and fit_budget(["a b c"], 2) == []
+
+
+async def test_a_fusion_cue_longer_than_the_history_budget_is_cut(
+    sqlite_store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path
 ) -> None:
-    await build_book(store, EMBEDDER, namespace)
-    facts = sorted(fact.id for fact in await store.list_nodes(namespace, kind="Fact", limit=100))
-    entities, local_graphs = await _fact_graphs(store, namespace, facts)
-    for fact, found in zip(facts, entities, strict=True):
-        around = await store.neighbourhood(namespace, fact, relationship_types=["SUBJECT", "OBJECT"], direction="out")
-        assert [entity.id for entity in found] == [node.id for node in around.nodes[1:]] != []
-    assert len(local_graphs) > 1
-    for entity, graph in local_graphs.items():
-        expected = await store.neighbourhood(
-            namespace, entity, depth=2, relationship_types=LOCAL_GRAPH, direction="both", include_embeddings=False
-        )
-        assert [node.id for node in graph.nodes] == [node.id for node in expected.nodes]
-        assert graph.relationships == expected.relationships and graph.distances == expected.distances
+    script(server, [answer("*"), answer("Corvin Ashe")], [{"probes": ["Who looked after the Orsk children?"]}])
+    # the history line "Finding: Fused narrative: Corvin Ashe became guardian." is 7 words, 10 tokens: over 8
+    await ask(
+        sqlite_store, tmp_path, server.gateway(), namespace, {"question": QUESTION}, node_config={"answer": {"history_tokens": 8}}
+    )
+    last = user_text(chats(server)[-1])
+    assert f"### Historical Information\nFinding: Fused narrative: Corvin Ashe {CUT}\n\nQuestion: {QUESTION}" in last
+
+
+async def test_an_evidence_text_longer_than_its_layers_budget_is_cut(
+    sqlite_store: GraphStore, server: ScriptedOpenAIServer, namespace: str, tmp_path: Path
+) -> None:
+    script(server, [answer("Corvin Ashe")])
+    await ask(
+        sqlite_store, tmp_path, server.gateway(), namespace, {"question": QUESTION}, node_config={"retrieve": {"sem_tokens": 6}}
+    )
+    summary = f"Family: Hedda Vale {CUT}"  # "Family: Hedda Vale weds the ferryman..." cut at 6 tokens
+    cues = [user_text(request) for request in chats(server) if role(request) == "cue"]
+    assert any(cue.endswith(f"Content:\n{summary}") for cue in cues)
+    answered = user_text(chats(server)[-1])
+    assert f"### Semantic Summary\n{summary}\n\n### Timeline Summary" in answered
 
 
 def test_personalized_pagerank_prefers_the_seeds_neighbourhood() -> None:

@@ -319,6 +319,44 @@ async def test_the_mechanism_probes_past_an_impasse_its_baselines_stop_at_and_a_
         await store.close()
 
 
+def test_comorag_umap_runs_only_when_named_and_only_with_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    assert ComoRAGEvaluation(EvalOptions()).chosen_systems == ("comorag", "comorag_step0", "rag")
+    assert ComoRAGEvaluation(EvalOptions(systems=("comorag_umap", "rag"))).chosen_systems == ("rag", "comorag_umap")
+    with pytest.raises(ConfigError, match="comorag has no system 'umap'; its systems: comorag, comorag_step0, rag, comorag_umap"):
+        ComoRAGEvaluation(EvalOptions(systems=("umap",)))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "umap" else real_find_spec(name, *rest))
+    with pytest.raises(ConfigError, match=r"needs the umap extra.*pip install 'mnemoflow\[umap\]'"):
+        ComoRAGEvaluation(EvalOptions(systems=("comorag_umap",)))
+    assert ComoRAGEvaluation(EvalOptions(systems=("rag",))).chosen_systems == ("rag",)  # the others need no extra
+
+
+async def test_comorag_umap_answers_from_its_own_index_of_the_book(tmp_path: Path) -> None:
+    with ScriptedOpenAIServer() as server:
+        server.script(respond=reply)
+        evaluation = ComoRAGEvaluation(small_options(tmp_path, limit=1, systems=("rag", "comorag_umap")))
+        result = await evaluate(evaluation, evaluation.select(evaluation.load()), scripted_settings(server), tmp_path / "work")
+    systems, data = result["systems"], result["data"]
+    assert list(systems) == ["rag", "comorag_umap"]
+    assert systems["rag"]["setup"]["calls"] == systems["comorag_umap"]["setup"]["calls"] > 0  # each indexed its own copy
+    assert (data["index"]["book_id"], data["index"]["reduction"]) == ("the-ferry", "pca")
+    assert (data["index_umap"]["book_id"], data["index_umap"]["reduction"]) == ("the-ferry-umap", "umap")
+    assert "comorag_umap" in data["systems"] and "comorag" in data["systems"]
+    [umap] = [entry for entry in result["per_item"] if entry["system"] == "comorag_umap"]
+    assert umap["detail"]["cycles"] == 1 and umap["score"] == 0.0  # comorag's QA: it probed (the judge is not configured)
+    store = new_store("sqlite", sqlite_path=tmp_path / "work" / "memory.db")
+    await store.setup()
+    try:
+        books = await store.list_nodes("eval-comorag-index", kind="Book")
+        questions = await store.list_nodes("eval-comorag-index", kind="Question")
+    finally:
+        await store.close()
+    assert sorted(book.properties["book_id"] for book in books) == ["the-ferry", "the-ferry-umap"]
+    assert sorted(question.properties["book_id"] for question in questions) == ["the-ferry", "the-ferry-umap"]
+
+
 async def test_a_judge_that_gives_no_verdict_stops_the_evaluation(tmp_path: Path) -> None:
     with ScriptedOpenAIServer() as server, ScriptedOpenAIServer() as judge:
         server.script(respond=reply)

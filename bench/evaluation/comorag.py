@@ -12,15 +12,18 @@ The systems, all on the ``comorag-qa`` graph, with the same index, retrieval and
   with the demo's budgets, :mod:`mnemoflow.graphs.budgets`);
 - ``comorag_step0``: ``max_cycles`` 0, the paper's ablation: retrieval, the three cues, one answer, no probing;
 - ``rag``: ``max_cycles`` 0 and ``encode_first`` off: one retrieval and one answer call, no memory units (with a
-  knowledge graph, the retrieval's fact filter is one more call, as it is in the other systems' retrieval).
+  knowledge graph, the retrieval's fact filter is one more call, as it is in the other systems' retrieval);
+- ``comorag_umap``, only when ``--systems`` names it: ``comorag`` over a second index of the same book (its own
+  book id, ``<book>-umap``) whose semantic layer was clustered after the paper's UMAP instead of PCA; it needs
+  the ``umap`` extra, and its set-up is that second indexing.
 
 The first attempt reads the raw evidence in all three, so ``comorag_step0`` and ``rag`` send the same answer
 prompt; they differ in what they spend, and ``comorag`` differs from them only when an attempt ends in an impasse.
 
 The book is indexed once (``comorag-ingest``, without a knowledge graph on the small model), in one namespace that
-all three systems answer in: a question's workspace is keyed by its run's thread, one per system and question, and
-retrieval reads only the index, so no system sees another's workspace. The indexing is measured as ``comorag``'s
-set-up.
+every system answers in (``comorag_umap`` from its own index there): a question's workspace is keyed by its run's
+thread, one per system and question, and retrieval reads only the index, so no system sees another's workspace.
+An indexing is measured as the set-up of the first system that reads it (``comorag``'s, ``comorag_umap``'s).
 
 Scores: ``mc_accuracy`` for a multiple-choice question (the letter read from the answer, see
 :func:`~mnemoflow.evaluation.scoring.choice_letter`); ``em`` and ``f1`` (SQuAD normalisation, best over the
@@ -59,11 +62,15 @@ KINDS = ("direct_fact", "multi_hop_temporal", "multiple_choice_motivation")
 MULTIPLE_CHOICE = "multiple_choice_motivation"
 INDEX = "index"
 """The pseudo-system whose namespace holds the book's index and every system's workspaces."""
+UMAP = "comorag_umap"
 SYSTEM_INPUTS: dict[str, dict[str, Any]] = {
     "comorag": {},
     "comorag_step0": {"max_cycles": 0},
     "rag": {"max_cycles": 0, "encode_first": False},
+    UMAP: {},
 }
+OPTIONAL_SYSTEMS = (UMAP,)
+"""Systems that run only when ``--systems`` names them: ``comorag_umap`` needs the umap extra and a second index."""
 
 
 class Book(BaseModel):
@@ -215,18 +222,30 @@ class ComoRAGEvaluation(Evaluation):
     """ComoRAG's probing cycles against answering from the first retrieval, with and without memory units."""
 
     mechanism = "comorag"
-    systems = ("comorag", "comorag_step0", "rag")
+    systems = ("comorag", "comorag_step0", "rag", UMAP)
     score_name = "accuracy"
 
     def __init__(self, options: EvalOptions) -> None:
         super().__init__(options)
+        if UMAP in options.systems:  # refused before any model is looked for
+            from mnemoflow.nodes.comorag.clustering import require_umap
+
+            require_umap()
         self._book: Book | None = None
         self._counts: dict[str, int] = {}
         self._graph: LoadedGraph | None = None
         self._small_model: bool | None = None
         self._judge: EvalSettings | None = None
         self._judge_llm: LLMSettings | None = None
-        self._indexed: dict[str, Any] = {}
+        self._indexes: dict[str, dict[str, Any]] = {}
+        """What each index holds, by its semantic layer's reduction (``pca``, ``umap``)."""
+
+    @property
+    def chosen_systems(self) -> tuple[str, ...]:
+        """Those ``--systems`` names, else every system but the optional ones (:data:`OPTIONAL_SYSTEMS`)."""
+        if self.options.systems:
+            return super().chosen_systems
+        return tuple(system for system in self.systems if system not in OPTIONAL_SYSTEMS)
 
     # -- data ------------------------------------------------------------------------------------------------
 
@@ -244,22 +263,34 @@ class ComoRAGEvaluation(Evaluation):
     # -- running ---------------------------------------------------------------------------------------------
 
     async def prepare(self, bench: Bench, system: str) -> None:
-        """Index the book once, for the first system; the others answer from the same index."""
+        """Index the book once per reduction, for the first system that reads that index: ``comorag_umap`` reads
+        its own (UMAP), the others share one (PCA)."""
         from mnemoflow.graphs import load_graph, with_node_config
 
         self._small_model = bench.small_model
         judge = bench.parts.settings.eval
         self._judge = judge if judge.judge_base_url else None
         self._judge_llm = bench.parts.settings.llm
-        if self._indexed:
-            return
-        ingest = load_graph("comorag-ingest")
-        if bench.small_model:
-            ingest = with_node_config(ingest, SMALL_MODEL_BUDGETS["comorag-ingest"])
-        book = self.book
-        values = {"book_id": book.id, "title": book.title, "text": book.text, **self._small_inputs("comorag-ingest")}
-        state = (await bench.run(ingest, values, system=INDEX, thread_id=f"ingest-{book.id}")).state
-        self._indexed = {
+        reduction = _reduction(system)
+        if reduction not in self._indexes:
+            self._indexes[reduction] = await self._index(bench, reduction)
+        if self._graph is None:
+            qa = load_graph("comorag-qa")
+            self._graph = with_node_config(qa, SMALL_MODEL_BUDGETS["comorag-qa"]) if bench.small_model else qa
+
+    async def _index(self, bench: Bench, reduction: str) -> dict[str, Any]:
+        """Index the book under its id for ``reduction`` (with the small model's budgets on the local model)."""
+        from mnemoflow.graphs import load_graph, with_node_config
+
+        config = {name: dict(values) for name, values in SMALL_MODEL_BUDGETS["comorag-ingest"].items()} if bench.small_model else {}
+        config.setdefault("semantic", {})["reduction"] = reduction
+        ingest = with_node_config(load_graph("comorag-ingest"), config)
+        book, book_id = self.book, self._book_id(reduction)
+        values = {"book_id": book_id, "title": book.title, "text": book.text, **self._small_inputs("comorag-ingest")}
+        state = (await bench.run(ingest, values, system=INDEX, thread_id=f"ingest-{book_id}")).state
+        return {
+            "book_id": book_id,
+            "reduction": reduction,
             "chunks": len(state.get("chunk_ids", [])),
             "knowledge_graph": bool(state.get("kg", True)),
             "entities": len(state.get("entity_ids", [])),
@@ -267,8 +298,9 @@ class ComoRAGEvaluation(Evaluation):
             "semantic_summaries": sum(state.get("semantic_levels", [])),
             "episodic_summaries": state.get("episodes", 0),
         }
-        qa = load_graph("comorag-qa")
-        self._graph = with_node_config(qa, SMALL_MODEL_BUDGETS["comorag-qa"]) if bench.small_model else qa
+
+    def _book_id(self, reduction: str) -> str:
+        return self.book.id if reduction == "pca" else f"{self.book.id}-{reduction}"
 
     def _small_inputs(self, graph: str) -> dict[str, Any]:
         return dict(SMALL_MODEL_INPUTS[graph]) if self._small_model else {}
@@ -278,7 +310,7 @@ class ComoRAGEvaluation(Evaluation):
         assert self._graph is not None, "prepare() indexes the book and loads the graph first"
         values = {
             "question": question.question,
-            "book_id": self.book.id,
+            "book_id": self._book_id(_reduction(system)),
             "options": question.options,
             **self._small_inputs("comorag-qa"),
             **SYSTEM_INPUTS[system],
@@ -361,21 +393,35 @@ class ComoRAGEvaluation(Evaluation):
             "book": {"source": book.source, "id": book.id, "title": book.title, "words": len(book.text.split())},
             "questions": {"source": str(self.options.questions or _bundled("data", "comorag", "questions.json")), **self._counts},
             "index": {
-                **self._indexed,
+                **self._indexes.get("pca", {}),
                 "shared": "indexed once, in one namespace all systems answer in; each question's workspace is its "
-                "own (keyed by the system's run thread); the indexing is comorag's set-up",
+                "own (keyed by the system's run thread); the indexing is the set-up of the first system run",
             },
+            **({"index_umap": self._indexes["umap"]} if "umap" in self._indexes else {}),
             "budgets": budgets,
             "systems": {
                 "comorag": f"comorag-qa, up to {SMALL_MODEL_INPUTS['comorag-qa']['max_cycles'] if small else 5} probing cycles",
                 "comorag_step0": "comorag-qa with max_cycles 0: retrieval, cues, one answer (the paper's step-0 ablation)",
                 "rag": "comorag-qa with max_cycles 0 and encode_first off: one retrieval (its fact-filter call with a "
                 "knowledge graph), one answer call, no memory units",
+                **(
+                    {
+                        UMAP: "comorag's QA over a second index of the book whose semantic layer was clustered after "
+                        "UMAP (the paper's reduction) instead of PCA; its set-up is that indexing"
+                    }
+                    if UMAP in self.chosen_systems
+                    else {}
+                ),
             },
             "score": "accuracy: mc_accuracy for multiple choice; for short answers the judge's verdict when a judge is "
             "configured, else exact match (em); f1 beside it",
             "judge": self._judge.judge_model if self._judge is not None else None,
         }
+
+
+def _reduction(system: str) -> str:
+    """The reduction of the semantic layer the system's index was clustered with."""
+    return "umap" if system == UMAP else "pca"
 
 
 EVALUATION = ComoRAGEvaluation

@@ -50,7 +50,7 @@ def evaluate_command(
         ),
     ] = None,
     systems: Annotated[
-        str | None, typer.Option(help="Only these systems, comma-separated (default: all of the mechanism's); one mechanism only.")
+        str | None, typer.Option(help="Only these systems, comma-separated (default: the mechanism's, without optional ones such as comorag_umap); one mechanism only.")
     ] = None,
 ) -> None:
     """Run a mechanism and its baseline on the same model, data and budgets; print the table and write

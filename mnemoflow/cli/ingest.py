@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,6 +21,13 @@ app = typer.Typer(
 )
 
 
+class Reduction(StrEnum):
+    """How the semantic layer reduces the chunks' vectors before clustering them."""
+
+    pca = "pca"
+    umap = "umap"
+
+
 @app.command("comorag", epilog="Example: mnemoflow ingest comorag book.txt --book my-book --title 'My Book'")
 def comorag(
     file: Annotated[str, typer.Argument(help="A UTF-8 text file: the book.")],
@@ -27,6 +35,10 @@ def comorag(
     title: Annotated[str | None, typer.Option(help="The book's title; defaults to the file name.")] = None,
     kg: Annotated[bool, typer.Option("--kg/--no-kg", help="Extract entities and facts (2 model calls per chunk).")] = True,
     chunk_tokens: Annotated[int, typer.Option(help="Tokens per chunk at most.")] = 512,
+    reduction: Annotated[
+        Reduction | None,
+        typer.Option(help="Reduction before the semantic clustering (default: the graph's, pca); umap needs the umap extra."),
+    ] = None,
     store: StoreOption = None,
     namespace: NamespaceOption = None,
 ) -> None:
@@ -39,6 +51,17 @@ def comorag(
     values = {"book_id": book, "title": title or path.stem, "text": text, "kg": kg, "chunk_tokens": chunk_tokens}
     settings = load_settings(store, namespace)
     loaded = load_graph_or_fail("comorag-ingest", settings)
+    if reduction is not None:
+        from mnemoflow.errors import MnemoflowError
+        from mnemoflow.graphs import with_node_config
+        from mnemoflow.nodes.comorag.clustering import require_umap
+
+        try:
+            if reduction is Reduction.umap:
+                require_umap()  # before the extraction's model calls, not after them
+            loaded = with_node_config(loaded, {"semantic": {"reduction": reduction.value}})
+        except MnemoflowError as exc:
+            fail(str(exc))
 
     async def work(parts: RunParts) -> RunResult:
         from mnemoflow.graphs import GraphRunner

@@ -6,6 +6,6 @@
 - :mod:`~mnemoflow.nodes.comorag.ingest`: the nodes that index a book, with :mod:`~mnemoflow.nodes.comorag.chunking`,
   :mod:`~mnemoflow.nodes.comorag.clustering` and :mod:`~mnemoflow.nodes.comorag.knowledge`;
 - :mod:`~mnemoflow.nodes.comorag.qa`: the nodes that answer a question, with
-  :mod:`~mnemoflow.nodes.comorag.retrieval` (tri-layer retrieval) and :mod:`~mnemoflow.nodes.comorag.workspace`
-  (the question's records).
+  :mod:`~mnemoflow.nodes.comorag.retrieval` (tri-layer retrieval, with :mod:`~mnemoflow.nodes.comorag.pagerank`,
+  the veridical layer's graph) and :mod:`~mnemoflow.nodes.comorag.workspace` (the question's records).
 """

@@ -31,7 +31,7 @@ from mnemoflow.nodes.comorag.agents import (
     triples_messages,
 )
 from mnemoflow.nodes.comorag.chunking import chunk_text, count_tokens, episode_window
-from mnemoflow.nodes.comorag.clustering import MAX_LEVELS, THRESHOLD, cluster_level
+from mnemoflow.nodes.comorag.clustering import MAX_LEVELS, THRESHOLD, Reduction, cluster_level, require_umap
 from mnemoflow.nodes.comorag.knowledge import build_graph_records, synonym_pairs
 from mnemoflow.nodes.comorag.model import (
     BOOK,
@@ -198,9 +198,10 @@ class SummaryConfig(BaseModel):
 
 
 class SemanticConfig(SummaryConfig):
-    max_tokens: int = Field(200, ge=16, le=8192, description="Longest cluster summary the model may write, in tokens.")
+    max_tokens: int = Field(100, ge=16, le=8192, description="Longest cluster summary the model may write, in tokens.")
     max_levels: int = Field(MAX_LEVELS, ge=1, le=10, description="Levels of summaries at most.")
     threshold: float = Field(THRESHOLD, gt=0, lt=1, description="Soft membership threshold of the clustering.")
+    reduction: Reduction = Field("pca", description="Reduction before clustering: pca, or umap (the paper's; the umap extra).")
 
 
 @node(
@@ -213,14 +214,17 @@ class SemanticConfig(SummaryConfig):
 async def summarize_semantic(state: IngestState, config: SemanticConfig, context: RunContext) -> dict[str, Any]:
     """Cluster the chunks, summarize each cluster, and recurse on the summaries until one remains (RAPTOR).
 
-    Stops early when a level's clustering no longer reduces the number of texts.
+    Stops early when a level's clustering no longer reduces the number of texts. ``reduction: umap`` without
+    the umap extra stops before any summary, with a ``ConfigError`` naming the extra.
     """
+    if config.reduction == "umap":
+        require_umap()
     namespace, book = context.namespace, state.book_id
     ids, texts = list(state.chunk_ids), list(state.chunks)
     vectors = await _stored_vectors(context, ids, texts)
     levels: list[int] = []
     for level in range(1, config.max_levels + 1):
-        clusters = cluster_level(np.array(vectors, dtype=np.float64), threshold=config.threshold)
+        clusters = cluster_level(np.array(vectors, dtype=np.float64), threshold=config.threshold, reduction=config.reduction)
         if level > 1 and len(clusters) >= len(ids):
             break
         calls = [_summary(context, semantic_messages([texts[m] for m in cluster.members]), config.max_tokens) for cluster in clusters]

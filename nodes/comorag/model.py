@@ -18,7 +18,9 @@ Index of a book (``book_id`` property on every record, so searches filter by boo
   normalized name).
 - ``Fact`` (embedded): ``{book_id, subject, predicate, object}``; text = "subject predicate object".
   ``(:Fact)-[:SUBJECT]->(:Entity)``, ``(:Fact)-[:OBJECT]->(:Entity)``, ``(:Fact)-[:EXTRACTED_FROM]->(:Chunk)``.
-  Id from (namespace, book_id, the normalized subject, predicate and object).
+  Id from (namespace, book_id, the normalized subject, predicate and object). Retrieval's PageRank graph
+  (:mod:`~mnemoflow.nodes.comorag.pagerank`) joins two entities once per fact linking them: it is read from
+  these links, and nothing else is stored for it.
 - ``SemanticSummary`` (embedded): ``{book_id, level}`` (level 1 summarizes chunks, level 2 summaries...);
   ``(:SemanticSummary)-[:SUMMARIZES {membership}]->(:Chunk | :SemanticSummary)``. Id from (namespace,
   book_id, level, the sorted ids of what it summarizes).

@@ -9,7 +9,8 @@ fuse node for that.)
 
 Differences from the reference code, on purpose: evidence already in the pool is not retrieved again; probe
 JSON may be fenced or loose; an error is never stored as a cue; each text is embedded once per question
-(``query_vectors``); each layer and the history have token budgets; options of a multiple-choice question
+(``query_vectors``); each layer and the history have token budgets, which cut a text too long for them
+instead of dropping it; options of a multiple-choice question
 reach the answer step only.
 """
 
@@ -38,7 +39,7 @@ from mnemoflow.nodes.comorag.agents import (
     probe_messages,
 )
 from mnemoflow.nodes.comorag.model import BOOK, book_record_id, memory_unit_id, question_id
-from mnemoflow.nodes.comorag.retrieval import RetrievalConfig, approx_tokens, tri_retrieve
+from mnemoflow.nodes.comorag.retrieval import RetrievalConfig, fit_budget, tri_retrieve
 from mnemoflow.nodes.comorag.state import QAState, Unit
 from mnemoflow.nodes.comorag.workspace import cycle_records, encode, question_record, set_in_pool, store_fusion
 from mnemoflow.nodes.context import RunContext
@@ -65,14 +66,8 @@ class FuseConfig(BaseModel):
 
 
 def _clip(lines: list[str], tokens: int) -> str:
-    """The first lines that fit in ``tokens`` (approximate tokens, see ``retrieval.approx_tokens``)."""
-    kept, used = [], 0
-    for line in lines:
-        used += approx_tokens(line)
-        if used > tokens:
-            break
-        kept.append(line)
-    return "\n".join(kept)
+    """The lines that fit in ``tokens`` (``retrieval.fit_budget``: a first line alone over the budget is cut)."""
+    return "\n".join(fit_budget(lines, tokens))
 
 
 async def _vector(context: RunContext, state: QAState, text: str) -> tuple[list[float], dict[str, list[float]]]:
