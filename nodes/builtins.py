@@ -20,6 +20,7 @@ BUILTIN_NODE_MODULES: tuple[str, ...] = (
     "mnemoflow.nodes.tme.turn",
     "mnemoflow.nodes.gmemory.retrieve",
     "mnemoflow.nodes.gmemory.evolve",
+    "mnemoflow.nodes.gmemory.learn",
     "mnemoflow.nodes.gmemory.revise",
     "mnemoflow.nodes.gmemory.merge",
     "mnemoflow.nodes.experepair.reproduce",

@@ -291,7 +291,8 @@ def test_the_task_graph_is_cut_after_the_team_keeping_the_shipped_nodes_and_sett
     act, evolve = cut_at_environment(shipped, SMALL_MODEL_RETRIEVAL, SMALL_MODEL_EVOLUTION)
     assert list(act.spec.nodes) == ["retrieve", "team"] and set(act.subgraphs) == {"retrieve", "team"}
     assert [(e.from_, e.to) for e in act.spec.edges] == [("START", "retrieve"), ("retrieve", "team"), ("team", "END")]
-    assert [n.use for n in evolve.spec.nodes.values()] == ["gmemory.record", "gmemory.credit", "gmemory.revise", "gmemory.merge"]
+    uses = ["gmemory.record", "gmemory.learn", "gmemory.credit", "gmemory.revise", "gmemory.merge"]
+    assert [n.use for n in evolve.spec.nodes.values()] == uses
     assert evolve.subgraphs == {}
     for name, node in evolve.spec.nodes.items():
         assert node.with_ == {**shipped.spec.nodes[name].with_, **SMALL_MODEL_EVOLUTION.get(name, {})}
@@ -330,7 +331,9 @@ EVOLUTION_REPLIES = [
     Rule(system="You summarize how a team", json={"steps": ["Convert the units."]}),
     Rule(system="A team of agents failed", json={"reason": "It named two days."}),
     Rule(system="You judge how useful", json={"ratings": [{"index": 1, "score": 8}]}),
+    Rule(system="You are an agent designed to score", text="8"),
     Rule(system="You condense the record", json={"keep": [1]}),
+    Rule(system="You distil one lesson", json={"text": "Give the result alone, because a check reads it."}),
 ]
 
 
@@ -361,11 +364,11 @@ async def test_memory_learns_the_verdict_that_is_scored_and_only_the_memory_syst
         ),
         good("km-5", task="Convert 5 kilometres to metres.", check={"kind": "number", "value": 5000}),
     )
-    evaluation = GMemoryEvaluation(EvalOptions(data=data))
+    evaluation = GMemoryEvaluation(EvalOptions(data=data, systems=("gmemory", "no_memory")))
     items = evaluation.select(evaluation.load())
     with ScriptedOpenAIServer() as server:
         server.script(Rule(system=SOLVER, user="3 kilometres", text="3000"))
-        server.script(Rule(system=SOLVER, user="Name the day", text="Tuesday or Wednesday"))  # the team's own check would pass it
+        server.script(Rule(system=SOLVER, user="Name the day", text="Tuesday or Wednesday"))  # the check refuses it at every step
         server.script(Rule(system=SOLVER, user="5 kilometres", text="5000"))
         server.script(Rule(system=CRITIC, json={"approve": True, "feedback": "Fine."}), *EVOLUTION_REPLIES)
         result = await evaluate(evaluation, items, settings_for(server), tmp_path)
@@ -379,20 +382,52 @@ async def test_memory_learns_the_verdict_that_is_scored_and_only_the_memory_syst
         assert [per_item[(i, system)]["scores"]["success"] for i in ("km-3", "day", "km-5")] == [1.0, 0.0, 1.0]
     refused = per_item[("day", "gmemory")]["detail"]
     assert refused["answer"] == "Tuesday or Wednesday" and "got Tuesday, Wednesday" in refused["feedback"]
+    # the check is the team's environment: a right answer ends the episode at once, a refused one is tried again
+    # (rounds remain), and the same answer again changes nothing
+    for system in ("gmemory", "no_memory"):
+        assert [per_item[(i, system)]["detail"]["rewards"] for i in ("km-3", "day", "km-5")] == [[1], [0, -1], [1]]
 
     recorded = await queries(tmp_path / "memory.db", "eval-gmemory-gmemory")
     assert {key: q["status"] for key, q in recorded.items()} == {"km-3": "resolved", "day": "failed", "km-5": "resolved"}
-    assert recorded["day"]["feedback"] == refused["feedback"]  # the memory holds the scored verdict, not the team's own
+    assert recorded["day"]["feedback"] == refused["feedback"]  # the memory holds the scored verdict
+    assert "Wednesday" in recorded["day"]["trajectory"] and recorded["day"]["trajectory"].count("solver ->") == 1  # step 2 dropped
     assert await queries(tmp_path / "memory.db", "eval-gmemory-no-memory") == {}
 
-    assert len(solver_prompts) == 6  # per task: gmemory, then no_memory; the critic approved at once
+    assert len(solver_prompts) == 8  # per task: gmemory, then no_memory; two steps on the refused task
     assert solver_prompts[0] == solver_prompts[1]  # nothing remembered yet: the same team, the same prompt
-    assert "From earlier tasks" not in str(solver_prompts[5]) and solver_prompts[5][1] == solver_prompts[4][1]
-    remembered = solver_prompts[4][0]["content"]
+    assert "Observation: The goal is not reached yet." in solver_prompts[3][1]["content"]  # the refusal, not the answer
+    assert "Tuesday" not in solver_prompts[3][1]["content"].replace("Tuesday or Wednesday", "")
+    assert "From earlier tasks" not in str(solver_prompts[7]) and solver_prompts[7][1] == solver_prompts[6][1]
+    remembered = solver_prompts[6][0]["content"]
     assert "From earlier tasks" in remembered and "Convert 3 kilometres to metres." in remembered
     assert per_item[("km-5", "gmemory")]["detail"]["memory"]["successes"] >= 1
     assert result["systems"]["gmemory"]["scores"]["evolution_failures"] == 0
     assert result["data"]["tasks"] == 3 and result["data"]["budgets"]["retrieval"] == "as shipped"
+
+
+async def test_the_rate_each_system_rates_every_candidate_in_a_call_of_its_own(tmp_path: Path) -> None:
+    data = write_tasks(
+        tmp_path / "tasks.yaml",
+        good("km-3", task="Convert 3 kilometres to metres.", check={"kind": "number", "value": 3000}),
+        good("km-5", task="Convert 5 kilometres to metres.", check={"kind": "number", "value": 5000}),
+    )
+    evaluation = GMemoryEvaluation(EvalOptions(data=data, systems=("gmemory", "gmemory_rate_each")))
+    items = evaluation.select(evaluation.load())
+    with ScriptedOpenAIServer() as server:
+        server.script(Rule(system=SOLVER, user="3 kilometres", text="3000"))
+        server.script(Rule(system=SOLVER, user="5 kilometres", text="5000"), *EVOLUTION_REPLIES)
+        result = await evaluate(evaluation, items, settings_for(server), tmp_path)
+        systems_asked = [str(r["body"]["messages"][0]["content"]) for r in server.requests]
+
+    assert set(result["systems"]) == {"gmemory", "gmemory_rate_each"}
+    # the second task has one earlier success to rate: one batched call for gmemory, one per candidate for the other
+    assert sum(s.startswith("You judge how useful") for s in systems_asked) == 1
+    rate_each = [s for s in systems_asked if s.startswith("You are an agent designed to score")]
+    assert len(rate_each) == 1
+    per_item = {(a["item"], a["system"]): a for a in result["per_item"]}
+    for system in ("gmemory", "gmemory_rate_each"):
+        assert per_item[("km-5", system)]["detail"]["memory"]["successes"] == 1
+        assert result["systems"][system]["scores"]["evolution_failures"] == 0
 
 
 async def test_an_unreadable_critique_fails_the_attempt_and_an_unreadable_summary_only_the_memory(tmp_path: Path) -> None:
@@ -406,7 +441,7 @@ async def test_an_unreadable_critique_fails_the_attempt_and_an_unreadable_summar
     evaluation = GMemoryEvaluation(EvalOptions(data=data))
     with ScriptedOpenAIServer() as server:
         server.script(Rule(system=SOLVER, user="3 kilometres", text="3000"))
-        server.script(Rule(system=SOLVER, user="Name the day", text="Tuesday"))
+        server.script(Rule(system=SOLVER, user="Name the day", text="Monday"))  # refused: the critic is asked
         server.script(Rule(system=CRITIC, user="3 kilometres", json={"approve": True, "feedback": "Fine."}))
         server.script(Rule(system=CRITIC, user="Name the day", text="I cannot say."))
         server.script(Rule(system="You summarize how a team", text="no JSON at all"), *EVOLUTION_REPLIES[1:])

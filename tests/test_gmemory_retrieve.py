@@ -27,11 +27,12 @@ from tests.conftest import EMBEDDER, offline_llm, settings_of
 from tests.support.openai_server import Rule, ScriptedOpenAIServer
 
 RATE = "You judge how useful past tasks are"
+RATE_EACH = "You are an agent designed to score the relevance"
 SPARSIFY = "You condense the record of a past team interaction"
 PROJECT = "You adapt general lessons from earlier tasks"
 TASK = "write a report on quarterly sales for the northern region"
 
-# name: (task, status, key steps, fail reason). Most similar first: R1, F1, F5, F2, R2, F4 (the six seeds), then
+# name: (task, status, key steps, fail reason). Most similar first: R1, F1, F5 (the three seeds), F2, R2, F4, then
 # F3, R4, R5, R3, G, H. G is reached only through SIMILAR (G -> R1); H only two hops away (H -> G).
 QUERIES: dict[str, tuple[str, str, list[str], str]] = {
     "R1": ("write a report on quarterly sales for the northern office", "resolved", ["collect office figures"], ""),
@@ -282,7 +283,7 @@ def plain(result: RunResult) -> dict[str, Any]:
 
 def test_the_memory_is_shaped_as_the_tests_assume() -> None:
     order = sorted(QUERIES, key=lambda name: -cosine(TASK, QUERIES[name][0]))
-    assert order[:6] == ["R1", "F1", "F5", "F2", "R2", "F4"]  # the seeds
+    assert order[:6] == ["R1", "F1", "F5", "F2", "R2", "F4"]  # the first three are the seeds
     resolved = [name for name in order if QUERIES[name][1] == "resolved"]
     assert resolved == ["R1", "R2", "R4", "R5", "R3", "G"]  # G: reachable only by SIMILAR, last of the successes
     assert cosine(TASK, QUERIES["G"][0]) > 0.0  # above the default threshold
@@ -297,7 +298,7 @@ async def test_successes_are_backfilled_as_a_union_then_rated_and_failures_kept_
     state = plain(await retrieve(store, namespace, server.gateway(), tmp_path, request))
     [rating] = chats(server, RATE)
     prompt = rating["body"]["messages"][-1]["content"]
-    # graph hits R1, R2, G are 3 < 4: the backfill adds R4 and keeps G (replacing would have given R1, R2, R4, R5)
+    # graph hits R1, G are 2 < 4: the backfill adds R2, R4 and keeps G (replacing would have given R1, R2, R4, R5)
     listed = [name for name in ("R1", "R2", "R4", "G", "R5", "R3") if QUERIES[name][0] in prompt]
     assert listed == ["R1", "R2", "R4", "G"]
     assert (
@@ -320,8 +321,8 @@ async def test_hop_expansion_reaches_a_query_linked_only_by_similar(
     memory = await build_memory(store, namespace)
     script(server)
     state = plain(await retrieve(store, namespace, server.gateway(), tmp_path, request))
-    assert memory.names(state["seeds"]) == ["R1", "F1", "F5", "F2", "R2", "F4"]
-    assert memory.names(state["related"]) == ["R1", "F1", "F5", "F2", "R2", "F4", "G"]  # seeds first; G by G -> R1 (incoming)
+    assert memory.names(state["seeds"]) == ["R1", "F1", "F5"]  # max(successful_topk + failed_topk, 1), as the paper
+    assert memory.names(state["related"]) == ["R1", "F1", "F5", "G"]  # seeds first; G by G -> R1 (incoming)
     assert memory.queries["H"] not in state["related"]  # two hops away
 
 
@@ -352,11 +353,11 @@ async def test_each_step_reads_its_links_in_one_query_whatever_the_number_of_que
     counting = CountingReads(store)
     config = {"expand": {"hops": hops}}
     state = plain(await retrieve(store, namespace, server.gateway(), tmp_path, request, config=config, through=counting))
-    assert len(state["seeds"]) == 6 and len(state["trajectories"]) == 2 and state["insights"]
+    assert len(state["seeds"]) == 3 and len(state["trajectories"]) == 2 and state["insights"]
     assert (memory.queries["H"] in state["related"]) == (hops == 2)  # H -> G -> R1
     # seed, the resolved backfill and the two insight probes; the related records; one links read per hop, for the
-    # insights' supporters and for the chosen queries' interactions
-    assert counting.reads == {"vector_search": 4, "get_nodes": 1, "neighbours_of": hops + 2}
+    # insights' supporters, for their DERIVED_FROM neighbours and for the chosen queries' interactions
+    assert counting.reads == {"vector_search": 4, "get_nodes": 1, "neighbours_of": hops + 3}
 
 
 async def test_links_past_the_scan_bound_are_left_with_a_warning(
@@ -379,8 +380,8 @@ async def test_insights_are_ranked_by_support_then_score_and_pruned_or_unscored_
     script(server)
     state = plain(await retrieve(store, namespace, server.gateway(), tmp_path, request))
     chosen = state["insights"]
-    assert memory.names([i["id"] for i in chosen]) == ["I1", "I2", "I3"]  # I8 (support 1) is fourth: cut at insights_topk=3
-    assert [(i["support"], i["score"]) for i in chosen] == [(3, 3), (2, 5), (2, 1)]
+    assert memory.names([i["id"] for i in chosen]) == ["I1", "I2", "I3"]  # I8's only supporter F4 is not found now
+    assert [(i["support"], i["score"], i["via"]) for i in chosen] == [(3, 3, "support"), (2, 5, "support"), (1, 1, "support")]
     assert [i["text"] for i in chosen] == [INSIGHTS[name][0] for name in ("I1", "I2", "I3")]
 
 
@@ -480,6 +481,8 @@ async def test_an_unreadable_rating_falls_back_to_similarity_with_a_warning(
     assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == ["gmemory.rating_unreadable"]
     assert memory.names([c["id"] for c in state["successes"]]) == ["R1", "R2"]  # the two most similar
     assert [c["relevance"] for c in state["successes"]] == [None, None]
+    [error] = state["errors"]
+    assert error.startswith("gmemory.rate: the ratings could not be read, so similarity orders the successes: ")
     assert memory.names([t["query_id"] for t in state["trajectories"]]) == ["R1", "R2"]
     assert "- collect office figures" in state["memory"]["solver"]
 
@@ -496,7 +499,7 @@ async def test_the_offline_model_runs_the_graph(
     assert state["role_insights"]["solver"] == [INSIGHTS[name][0] for name in ("I1", "I2", "I3")]
 
 
-@pytest.mark.parametrize(("max_related", "reached"), [(7, ["R1", "F1", "F5", "F2", "R2", "F4", "G"]), (3, ["R1", "F1", "F5"])])
+@pytest.mark.parametrize(("max_related", "reached"), [(7, ["R1", "F1", "F5", "G"]), (3, ["R1", "F1", "F5"])])
 async def test_expansion_reads_every_page_of_a_busy_query_and_stops_at_max_related(
     store: GraphStore,
     namespace: str,
@@ -516,3 +519,65 @@ async def test_expansion_reads_every_page_of_a_busy_query_and_stops_at_max_relat
     assert memory.names(state["related"]) == reached
     for chat in chats(server, SPARSIFY):  # at most max_utterances shown, the first by order
         assert "[6]" not in chat["body"]["messages"][-1]["content"]
+
+
+@pytest.mark.parametrize(("successful_topk", "failed_topk", "seeds"), [(0, 0, ["R1"]), (1, 3, ["R1", "F1", "F5", "F2"])])
+async def test_seed_searches_max_of_the_topks_sum_and_one(
+    sqlite_store: GraphStore,
+    namespace: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    successful_topk: int,
+    failed_topk: int,
+    seeds: list[str],
+) -> None:
+    memory = await build_memory(sqlite_store, namespace)
+    config = {"seed": {"successful_topk": successful_topk, "failed_topk": failed_topk}}
+    state = plain(await retrieve(sqlite_store, namespace, offline_llm(), tmp_path, request, config=config))
+    assert memory.names(state["seeds"]) == seeds
+
+
+async def test_rating_each_asks_once_per_success_and_scores_an_unreadable_reply_0(
+    store: GraphStore, namespace: str, server: ScriptedOpenAIServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    memory = await build_memory(store, namespace)
+    for name, reply in (("R1", "8"), ("R2", "Score: 3 out of 10"), ("R4", "I cannot tell."), ("G", "12")):
+        server.script(Rule(system=RATE_EACH, user=f"Task: {QUERIES[name][0]}\n", text=reply))
+    script(server)
+    server.script(Rule(system=SPARSIFY, user="northern office", json={"keep": [1]}))
+    state = plain(await retrieve(store, namespace, server.gateway(), tmp_path, request, config={"rate": {"mode": "each"}}))
+    assert chats(server, RATE) == []
+    prompts = sorted(chat["body"]["messages"][-1]["content"] for chat in chats(server, RATE_EACH))
+    assert len(prompts) == 4 and all(chat["body"]["messages"][0]["content"] == RATE_EACH + " between two pieces of text." for chat in chats(server, RATE_EACH))
+    assert (
+        "Rate from 1 to 10 how relevant and helpful the successful case below is for the ongoing task. Do not summarize "
+        f"the two; reply with the score.\n\nSuccess case:\nTask: {QUERIES['R2'][0]}\nKey steps:\n  - collect monthly figures\n"
+        f"  - compare months\n\nOngoing task:\n{TASK}\n\nScore:"
+    ) in prompts
+    # G 12 (capped at 10), R1 8, R2 3, R4 no number: 0
+    assert memory.names([c["id"] for c in state["successes"]]) == ["G", "R1"]
+    assert [c["relevance"] for c in state["successes"]] == [10.0, 8.0]
+    assert state["errors"] == [f"gmemory.rate: no score in the reply for {memory.queries['R4']}, so it scores 0: 'I cannot tell.'"]
+
+
+async def test_sparsify_shows_only_the_utterances_the_write_time_filter_kept(
+    store: GraphStore, namespace: str, server: ScriptedOpenAIServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    memory = await build_memory(store, namespace)
+    r2 = memory.queries["R2"]
+    kept = {2: False, 3: True}  # utterance 2 dropped by the filter; 1 and 4 stored before it existed (kept)
+    found = await store.get_nodes(namespace, [utterance_id(namespace, r2, order) for order in kept])
+    await store.upsert_nodes(
+        [u.model_copy(update={"properties": {**u.properties, "kept": k}}) for u, k in zip(found, kept.values(), strict=True) if u]
+    )
+    script(server)
+    state = plain(await retrieve(store, namespace, server.gateway(), tmp_path, request))
+    [chat] = [c for c in chats(server, SPARSIFY) if "monthly sales" in c["body"]["messages"][-1]["content"]]
+    assert chat["body"]["messages"][-1]["content"].endswith(
+        "Messages:\n[1] solver -> critic: I will pull the monthly totals first.\n"
+        "[2] solver -> critic: Totals compared month over month; the table is done.\n[3] critic -> solver: Approved."
+    )
+    assert state["trajectories"][0]["utterances"] == [  # the reply keeps [3, 1]
+        "solver -> critic: I will pull the monthly totals first.",
+        "critic -> solver: Approved.",
+    ]

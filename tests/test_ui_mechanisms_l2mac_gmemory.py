@@ -103,7 +103,8 @@ def revision_model(body: dict[str, Any]) -> Reply:
 
 def script_gmemory(server: ScriptedOpenAIServer) -> None:
     """Replies for every gmemory-task call: the solver answers 42 (the check decides success), the revision at task 5
-    works as :func:`revision_model` says."""
+    works as :func:`revision_model` says, and no task learns a lesson of its own (an empty one), so the revision's
+    three insights are the namespace's (``tests/test_gmemory_insight_graph.py`` shows lessons in the view)."""
     server.script(
         Rule(system="You improve a list of rules", respond=revision_model),
         Rule(system="You are the solver", text="The answer is 42."),
@@ -113,6 +114,7 @@ def script_gmemory(server: ScriptedOpenAIServer) -> None:
         Rule(system="You consolidate rules", json={"insights": []}),
         Rule(system="You judge how useful past tasks are", json={"ratings": []}),
         Rule(system="You condense the record", json={"keep": [1]}),
+        Rule(system="You distil one lesson", json={"text": ""}),
     )
 
 
@@ -238,7 +240,7 @@ def check_gmemory(client: httpx.Client) -> None:
     gmemory-task runs left them."""
     view = client.get("/api/mechanisms/gmemory", params={"namespace": GM_NAMESPACE}).json()
     counts = view["counts"]
-    assert (counts["GQuery"], counts["GInsight"], counts["GMilestone"]) == (11, 3, 2) and counts["GUtterance"] >= 22
+    assert (counts["GQuery"], counts["GInsight"], counts["GMilestone"]) == (11, 3, 2) and counts["GUtterance"] >= 11 + 3  # a failed task hears the critic too
     assert {m["name"]: m["status"] for m in view["milestones"]} == {"revision-5": "done", "revision-10": "done"}
     insights = view["insights"]["items"]
     # added by the revision at task 5 (+2 each), given to tasks 6-11 (+1 solved, -2 failed); the revision at task 10

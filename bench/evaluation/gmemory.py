@@ -2,15 +2,20 @@
 
 The data is a sequence of small tasks in families of similar tasks (``data/gmemory/tasks.yaml``), interleaved so
 each family recurs through the sequence. Each task carries an environment check, a declarative test of the team's
-final answer (:data:`Check`). Two systems run every task in order:
+answer (:data:`Check`, the team's own environment checks). The check is the team's environment: it goes in as the
+team's ``goal``, so every proposal is a step the check rewards (1 ends the episode when the goal is reached, -1
+for an empty or repeated proposal, 0 otherwise), with an observation that does not reveal the expected answer.
+After the team the same check judges its final answer: that verdict is the score. Three systems run every task:
 
 - ``gmemory``: the shipped ``gmemory-task`` graph in its own namespace, so its memory grows over the sequence. It
   runs in two parts cut at the environment: retrieval and the team (``retrieve``, ``team``), then, once the task's
   check has judged the answer, the evolution steps (``record``, ``credit``, ``revise``, ``merge``) with that
-  verdict as the task's ``success`` and ``feedback``. The team's own check (the answer contains ``expected``) only
-  knows substrings; cutting the graph there lets the memory learn from the very verdict that is scored, as in the
-  paper, where the environment's reward decides what the memory credits. The nodes and their settings are the
-  shipped graph's.
+  verdict as the task's ``success`` and ``feedback``, so what the memory credits is by construction the very
+  verdict that is scored, as in the paper, where the environment's reward decides what the memory credits; the
+  steps and their rewards reach ``record``, which filters them. The nodes and their settings are the shipped
+  graph's.
+- ``gmemory_rate_each``: the same, with retrieval's ``rate`` asking the model once per candidate (``mode: each``,
+  the paper's rating) instead of once for all (the shipped ``batched``).
 - ``no_memory``: the ``team`` graph alone, the same solver and critic with the same prompts and rounds and an
   empty memory.
 
@@ -21,17 +26,14 @@ third of the sequence, overall and per family, so a reader sees whether it rises
 from __future__ import annotations
 
 import json
-import math
-import re
-from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mnemoflow.errors import ConfigError
 from mnemoflow.evaluation.harness import (
@@ -45,7 +47,7 @@ from mnemoflow.evaluation.harness import (
     Outcome,
     mean,
 )
-from mnemoflow.llm.parsing import extract_json
+from mnemoflow.nodes.team.environment import Check, Verdict, same_json
 
 if TYPE_CHECKING:
     from mnemoflow.graphs.loader import LoadedGraph
@@ -83,192 +85,7 @@ ENVIRONMENT_CUT = "team"
 THIRDS = ("first_third", "middle_third", "last_third")
 
 
-# -- the environment: checks of an answer ----------------------------------------------------------------------
-
-
-class Verdict(BaseModel):
-    """What the environment says of an answer."""
-
-    success: bool
-    feedback: str
-
-
-class _Check(BaseModel, ABC):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def verdict(self, answer: str) -> Verdict:
-        """Success or not, with feedback naming what was expected and what was found: the team's own check words a
-        failure the same way, and G-Memory keeps the feedback with the task, so a later team can see what went wrong."""
-        passed, found = self._judge(answer)
-        if passed:
-            return Verdict(success=True, feedback="The answer meets the goal.")
-        return Verdict(success=False, feedback=f"The answer does not meet the goal: expected {self.describe()}, {found}.")
-
-    @abstractmethod
-    def describe(self) -> str:
-        """What the check expects, in words."""
-
-    @abstractmethod
-    def _judge(self, answer: str) -> tuple[bool, str]:
-        """Whether ``answer`` passes, and what was found in it (``got ...``)."""
-
-
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
-_QUOTES = "\"'`“”‘’"
-
-
-def _bare(answer: str) -> str:
-    """The answer without outer spaces and quotes, its inner spaces collapsed."""
-    return " ".join(answer.split()).strip(_QUOTES + " ")
-
-
-def _shown(text: str, limit: int = 80) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
-class NumberCheck(_Check):
-    """The last number in the answer is within ``tolerance`` of ``value``: a worked answer ends on its result, so
-    the numbers of the working before it do not count."""
-
-    kind: Literal["number"]
-    value: float
-    tolerance: float = Field(0.0, ge=0)
-
-    @field_validator("value")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
-
-    def describe(self) -> str:
-        number = f"{self.value:g}"
-        return f"the number {number}" + (f" (within {self.tolerance:g})" if self.tolerance else "")
-
-    def _judge(self, answer: str) -> tuple[bool, str]:
-        numbers = _NUMBER.findall(answer)
-        if not numbers:
-            return False, "got no number"
-        last = float(numbers[-1].replace(",", ""))
-        return abs(last - self.value) <= self.tolerance, f"got {last:g}"
-
-
-class ExactCheck(_Check):
-    """The answer is ``value``, outer spaces, quotes and one final period aside (and case, unless ``case_sensitive``)."""
-
-    kind: Literal["exact"]
-    value: str = Field(min_length=1)
-    case_sensitive: bool = False
-
-    def describe(self) -> str:
-        return f"exactly {self.value!r}" + (" (case counts)" if self.case_sensitive else "")
-
-    def _judge(self, answer: str) -> tuple[bool, str]:
-        given = _bare(answer)
-        given = given[:-1].rstrip(_QUOTES + " ") if given.endswith(".") and not self.value.endswith(".") else given
-        same = given == self.value if self.case_sensitive else given.casefold() == self.value.casefold()
-        return same, f"got {_shown(given)}"
-
-
-class ChoiceCheck(_Check):
-    """The answer names ``value`` and no other of ``options`` (whole words, case aside)."""
-
-    kind: Literal["choice"]
-    value: str = Field(min_length=1)
-    options: list[str] = Field(min_length=2)
-
-    @model_validator(mode="after")
-    def _value_among_options(self) -> ChoiceCheck:
-        folded = [option.casefold() for option in self.options]
-        if len(set(folded)) != len(folded):
-            raise ValueError("options repeat")
-        if self.value.casefold() not in folded:
-            raise ValueError(f"value {self.value!r} is not one of the options")
-        return self
-
-    def describe(self) -> str:
-        return f"{self.value!r} and no other of {', '.join(self.options)}"
-
-    def _judge(self, answer: str) -> tuple[bool, str]:
-        named = [o for o in self.options if re.search(rf"(?<!\w){re.escape(o)}(?!\w)", answer, re.IGNORECASE)]
-        right = [o.casefold() for o in named] == [self.value.casefold()]
-        return right, f"got {', '.join(named)}" if named else "got none of them"
-
-
-class ContainsAllCheck(_Check):
-    """The answer contains every one of ``values`` (case aside)."""
-
-    kind: Literal["contains_all"]
-    values: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
-
-    def describe(self) -> str:
-        return "all of " + ", ".join(repr(value) for value in self.values)
-
-    def _judge(self, answer: str) -> tuple[bool, str]:
-        missing = [value for value in self.values if value.casefold() not in answer.casefold()]
-        return not missing, "missing " + ", ".join(repr(value) for value in missing)
-
-
-class RegexCheck(_Check):
-    """The whole answer, outer spaces and quotes aside, matches ``pattern``."""
-
-    kind: Literal["regex"]
-    pattern: str = Field(min_length=1)
-    ignore_case: bool = False
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, pattern: str) -> str:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from exc
-        return pattern
-
-    def describe(self) -> str:
-        return f"text matching /{self.pattern}/"
-
-    def _judge(self, answer: str) -> tuple[bool, str]:
-        given = _bare(answer)
-        matched = re.fullmatch(self.pattern, given, re.IGNORECASE if self.ignore_case else 0) is not None
-        return matched, f"got {_shown(given)}"
-
-
-class JsonEqualsCheck(_Check):
-    """The first JSON value in the answer (bare, fenced or amid prose) equals ``value``, types included (``1`` is
-    not ``true``, ``"1"`` is not ``1``; ``2`` and ``2.0`` are the same number)."""
-
-    kind: Literal["json_equals"]
-    value: JsonValue
-
-    def describe(self) -> str:
-        return f"the JSON {json.dumps(self.value)}"
-
-    def _judge(self, answer: str) -> tuple[bool, str]:
-        try:
-            given = extract_json(answer)
-        except ValueError:
-            return False, f"got no JSON value in {_shown(answer.strip())}"
-        return same_json(given, self.value), f"got {_shown(json.dumps(given))}"
-
-
-def same_json(left: Any, right: Any) -> bool:
-    """Equality of two JSON values where a boolean is never a number (Python says ``True == 1``)."""
-    if isinstance(left, bool) or isinstance(right, bool):
-        return type(left) is type(right) and left == right
-    if isinstance(left, int | float) and isinstance(right, int | float):
-        return left == right
-    if isinstance(left, list) and isinstance(right, list):
-        return len(left) == len(right) and all(same_json(a, b) for a, b in zip(left, right, strict=True))
-    if isinstance(left, dict) and isinstance(right, dict):
-        return left.keys() == right.keys() and all(same_json(left[key], right[key]) for key in left)
-    return type(left) is type(right) and left == right
-
-
-Check = Annotated[
-    NumberCheck | ExactCheck | ChoiceCheck | ContainsAllCheck | RegexCheck | JsonEqualsCheck, Field(discriminator="kind")
-]
-"""An environment check, chosen by its ``kind``."""
+# -- the tasks ------------------------------------------------------------------------------------------------------
 
 
 class Task(BaseModel):
@@ -398,7 +215,7 @@ class GMemoryEvaluation(Evaluation):
     """The team with G-Memory against the team without memory, on a sequence of checked tasks."""
 
     mechanism: ClassVar[str] = "gmemory"
-    systems: ClassVar[tuple[str, ...]] = ("gmemory", "no_memory")
+    systems: ClassVar[tuple[str, ...]] = ("gmemory", "gmemory_rate_each", "no_memory")
     score_name: ClassVar[str] = "success rate (the environment check)"
 
     def __init__(self, options: EvalOptions) -> None:
@@ -407,7 +224,7 @@ class GMemoryEvaluation(Evaluation):
         self._tasks: list[Task] = []
         self._rounds: int | None = None
         self._team: LoadedGraph | None = None
-        self._parts: tuple[LoadedGraph, LoadedGraph] | None = None
+        self._parts: dict[str, tuple[LoadedGraph, LoadedGraph]] = {}
         self._budgets: dict[str, Any] = {}
 
     def load(self) -> list[Item]:
@@ -424,7 +241,9 @@ class GMemoryEvaluation(Evaluation):
             self._team = load_graph("team")
         else:
             retrieval, evolution = (SMALL_MODEL_RETRIEVAL, SMALL_MODEL_EVOLUTION) if small else ({}, {})
-            self._parts = cut_at_environment(load_graph("gmemory-task"), retrieval, evolution)
+            if system == "gmemory_rate_each":
+                retrieval = {**retrieval, "rate": {**retrieval.get("rate", {}), "mode": "each"}}
+            self._parts[system] = cut_at_environment(load_graph("gmemory-task"), retrieval, evolution)
         self._budgets = {
             "max_rounds": self._rounds or "the team graph's default",
             "retrieval": SMALL_MODEL_RETRIEVAL if small else "as shipped",
@@ -433,13 +252,14 @@ class GMemoryEvaluation(Evaluation):
 
     async def attempt(self, bench: Bench, system: str, item: Item) -> Outcome:
         task: Task = item.data
-        values: dict[str, Any] = {"task": task.task} | ({"max_rounds": self._rounds} if self._rounds else {})
+        values: dict[str, Any] = {"task": task.task, "goal": task.check.model_dump(mode="json")}
+        values |= {"max_rounds": self._rounds} if self._rounds else {}
         if system == "no_memory":
             assert self._team is not None, "prepare() loads the team graph"
             acted = await bench.run(self._team, values, system=system)
         else:
-            assert self._parts is not None, "prepare() cuts the gmemory-task graph"
-            acted = await bench.run(self._parts[0], {**values, "task_key": item.id}, system=system)
+            assert system in self._parts, "prepare() cuts the gmemory-task graph"
+            acted = await bench.run(self._parts[system][0], {**values, "task_key": item.id}, system=system)
         answer = str(acted.state.get("solution", ""))
         verdict = task.check.verdict(answer)
         detail: dict[str, Any] = {
@@ -448,12 +268,13 @@ class GMemoryEvaluation(Evaluation):
             "answer": answer[:1000],
             "feedback": verdict.feedback,
             "rounds": acted.state.get("round"),
+            "rewards": [step.reward for step in acted.state.get("steps") or []],
         }
-        if self._parts is not None and system == "gmemory":
+        if system in self._parts:
             detail["memory"] = _memory_given(acted.state)
             judged = {**acted.state, "success": verdict.success, "feedback": verdict.feedback}
             try:
-                evolved = await bench.run(self._parts[1], judged, system=system)
+                evolved = await bench.run(self._parts[system][1], judged, system=system)
                 detail["evolution"] = _evolution_summary(evolved.state.get("evolution", {}))
             except FAILED_ATTEMPT as exc:  # the answer stands; only the memory missed this task
                 detail["evolution_error"] = f"{type(exc).__name__}: {exc}"[:1000]
@@ -467,7 +288,7 @@ class GMemoryEvaluation(Evaluation):
         if not attempts:
             return {}
         scores = position_scores(attempts)
-        if system == "gmemory":
+        if system != "no_memory":
             scores["evolution_failures"] = sum("evolution_error" in a.outcome.detail for a in attempts)
         return scores
 
@@ -478,7 +299,8 @@ class GMemoryEvaluation(Evaluation):
             "families": dict(Counter(task.family for task in self._tasks)),
             "checks": dict(Counter(task.check.kind for task in self._tasks)),
             "budgets": self._budgets,
-            "environment": "each task's check judges the team's final answer; gmemory records and credits that verdict",
+            "environment": "each task's check rewards every proposal of the team (its goal) and judges its final answer; "
+            "gmemory records and credits that verdict",
             "baseline": "no_memory: the team graph alone (same solver, critic, prompts and rounds; empty memory)",
         }
 
@@ -540,6 +362,7 @@ def _evolution_summary(evolution: dict[str, Any]) -> dict[str, Any]:
         "similar": len(record.get("similar") or []),
         "credited": credit.get("credited") or {},
         "pruned": credit.get("pruned") or [],
+        "lesson": (evolution.get("learn") or {}).get("insight"),
         "revision": evolution.get("revise") or None,
         "merge": evolution.get("merge") or None,
     }

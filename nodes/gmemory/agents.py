@@ -1,9 +1,11 @@
 """What G-Memory says to the model and hears back: reply schemas, prompts and the offline stand-ins.
 
-Retrieval asks the model to rate past tasks, to condense a past interaction and to tailor insights to a role;
-evolution asks for a task's key steps, a failure's likely mistake, operations on the insights (revision) and
+Retrieval asks the model to rate past tasks (all in one call, or one call per task with a plain-text score), to
+condense a past interaction and to tailor insights to a role; evolution asks for a task's key steps, a failure's
+likely mistake, the task's lesson (the paper's summarizer), operations on the insights (revision) and
 consolidated insights (merge). The prompts are generic: no environment or benchmark wording. Offline, the
-stand-ins keep everything as it is (every candidate rated alike, every utterance kept, no insight changed).
+stand-ins keep everything as it is (every candidate rated alike, every utterance kept, no insight changed) and
+learn one fixed lesson per outcome.
 :func:`memory_text` is what each team member finally reads.
 """
 
@@ -25,10 +27,12 @@ __all__ = [
     "COMPARE_SYSTEM",
     "CRITIQUE_SYSTEM",
     "KEY_STEPS_SYSTEM",
+    "LEARN_SYSTEM",
     "MERGE_SYSTEM",
     "MISTAKE_SYSTEM",
     "PREFER_CHANGES",
     "PROJECT_SYSTEM",
+    "RATE_EACH_SYSTEM",
     "RATE_SYSTEM",
     "SPARSIFY_SYSTEM",
     "TEMPERATURE",
@@ -36,6 +40,7 @@ __all__ = [
     "Consolidation",
     "Kept",
     "KeySteps",
+    "Lesson",
     "Mistake",
     "Operation",
     "Operations",
@@ -45,11 +50,14 @@ __all__ = [
     "compare_messages",
     "critique_messages",
     "key_steps_messages",
+    "lesson_messages",
     "memory_text",
     "merge_messages",
     "mistake_messages",
     "project_messages",
+    "rate_each_messages",
     "rate_messages",
+    "read_score",
     "sparsify_messages",
     "transcript",
 ]
@@ -99,6 +107,11 @@ class Mistake(_Reply):
     reason: str = Field(max_length=2000, description="The most likely cause of the failure, in one or two sentences.")
 
 
+class Lesson(_Reply):
+    REPLY_TOKENS: ClassVar[int] = 200
+    text: str = Field(max_length=600, description="One general rule, in the form 'do X, because Y'.")
+
+
 class Operation(_Reply):
     op: Literal["ADD", "EDIT", "REMOVE", "AGREE"]
     insight: int | None = Field(None, description="The listed insight's number (EDIT, REMOVE, AGREE); null for ADD.")
@@ -133,6 +146,11 @@ SPARSIFY_SYSTEM = (
     "would help or warn the team on the new task: decisions, key steps, mistakes and their corrections. "
     'Reply with JSON {"keep": [1, 3]}: the numbers of the messages to keep.'
 )
+RATE_EACH_SYSTEM = "You are an agent designed to score the relevance between two pieces of text."
+RATE_EACH_INSTRUCTION = (
+    "Rate from 1 to 10 how relevant and helpful the successful case below is for the ongoing task. Do not "
+    "summarize the two; reply with the score."
+)
 PROJECT_SYSTEM = (
     "You adapt general lessons from earlier tasks to one member of a team. Given the member's role, the new task "
     "and numbered lessons, rewrite the lessons that matter for this role as short, concrete advice for it, most "
@@ -151,6 +169,22 @@ def rate_messages(task: str, candidates: Sequence[Candidate]) -> list[ChatMessag
         for number, candidate in enumerate(candidates, start=1)
     )
     return [{"role": "system", "content": RATE_SYSTEM}, {"role": "user", "content": f"New task: {task}\n\nPast tasks:\n{past}"}]
+
+
+def rate_each_messages(task: str, candidate: Candidate) -> list[ChatMessage]:
+    """Score one past success (its task and key steps) 1-10 for the new task, as plain text (the reference's shape)."""
+    steps = f"\nKey steps:\n{_bullets(candidate.key_steps)}" if candidate.key_steps else ""
+    user = f"{RATE_EACH_INSTRUCTION}\n\nSuccess case:\nTask: {candidate.task}{steps}\n\nOngoing task:\n{task}\n\nScore:"
+    return [{"role": "system", "content": RATE_EACH_SYSTEM}, {"role": "user", "content": user}]
+
+
+_INTEGER = re.compile(r"\d+")
+
+
+def read_score(reply: str) -> int | None:
+    """The first integer of a plain-text rating, capped at 10; None when the reply holds none."""
+    found = _INTEGER.search(reply)
+    return min(int(found.group()), 10) if found else None
 
 
 def sparsify_messages(task: str, candidate: Candidate, utterances: Sequence[str]) -> list[ChatMessage]:
@@ -200,6 +234,11 @@ MISTAKE_SYSTEM = """A team of agents failed a task. Compare what the team finall
 required and name the most likely mistake. Reply with JSON {"reason": "..."}: one or two sentences, concrete about
 what went wrong, without repeating the task."""
 
+LEARN_SYSTEM = """You distil one lesson from a team's finished task, for later tasks like it. You get the task, its
+outcome, its key steps and the team's messages (for a failure, also its likely mistake). Reply with JSON
+{"text": "do X, because Y"}: one general rule, reusable across similar tasks, never naming this task's details.
+After a success, say what made it work; after a failure, what to do differently to avoid the mistake."""
+
 _OPS_RULES = """Reply with JSON {"operations": [{"op": "ADD|EDIT|REMOVE|AGREE", "insight": <number or null>, "text": "..."}]},
 at most 4 operations, at most one per insight:
 - ADD: a new rule not covered by the existing ones (insight null).
@@ -244,6 +283,17 @@ def mistake_messages(task: str, transcript: str, outcome: str) -> list[ChatMessa
     """Name the likely mistake of a failed task."""
     user = f"Task: {task}\n\nOutcome: {outcome}\n\nMessages:\n{transcript}"
     return [{"role": "system", "content": MISTAKE_SYSTEM}, {"role": "user", "content": user}]
+
+
+def lesson_messages(task: str, outcome: str, key_steps: Sequence[str], fail_reason: str, transcript: str) -> list[ChatMessage]:
+    """Distil the finished task's lesson (the paper's summarizer of the interaction and its outcome)."""
+    lines = [f"Task: {task}", f"Outcome: {outcome}"]
+    if key_steps:
+        lines.append("Key steps:\n" + _bullets(key_steps, indent=""))
+    if fail_reason:
+        lines.append(f"Likely mistake: {fail_reason}")
+    lines.append(f"Messages:\n{transcript}")
+    return [{"role": "system", "content": LEARN_SYSTEM}, {"role": "user", "content": "\n\n".join(lines)}]
 
 
 def _attempt(query: NodeRecord, *, with_trajectory: bool) -> str:
@@ -317,6 +367,14 @@ def _offline_key_steps(messages: list[ChatMessage]) -> KeySteps:
 @offline_handler(Mistake)
 def _offline_mistake(messages: list[ChatMessage]) -> Mistake:
     return Mistake(reason="The final solution did not meet the goal the task set.")
+
+
+@offline_handler(Lesson)
+def _offline_lesson(messages: list[ChatMessage]) -> Lesson:
+    """Without a model: one fixed lesson per outcome."""
+    if "Outcome: failed" in _user(messages):
+        return Lesson(text="Check the result against what the task asks before answering, because a similar task failed.")
+    return Lesson(text="Follow the key steps of a similar solved task in order, because they worked before.")
 
 
 @offline_handler(Operations)

@@ -1,11 +1,15 @@
 """G-Memory's write path after the team has acted: record the task, credit the insights it used.
 
-record -> credit -> revise (``revise.py``) -> merge (``merge.py``), the evolution nodes of
+record -> learn (``learn.py``) -> credit -> revise (``revise.py``) -> merge (``merge.py``), the evolution nodes of
 ``graphs/library/gmemory-task.yaml``:
 
 - ``gmemory.record``: the query (embedded task, outcome, key steps, likely mistake), its interaction graph (one
-  utterance per message, ``NEXT`` in order, ``REPLY_TO`` the last message the speaker received), ``SIMILAR``
-  links to earlier queries and ``USED_INSIGHT`` links to the insights retrieval handed the team.
+  utterance per message, ``NEXT`` in order, ``REPLY_TO`` the last message the speaker received), its
+  environment steps (``HAS_STEP``, ``NEXT`` in order), and ``SIMILAR`` links to earlier queries (``learn`` links
+  the insights retrieval handed the team, ``INFORMED``). The write-time filter: a step with a negative reward (an
+  action that changed nothing) is stored for audit with ``kept: false``, and it and the messages of its round
+  (``kept: false`` too) stay out of what the memory learns from: the stored trajectory and the key-steps and
+  mistake prompts.
 - ``gmemory.credit``: +1 per used insight on success, -2 on failure, as ``GCredit`` records (one per (task,
   insight), so a replay counts once); scores are recomputed from the credits; an insight at <= 0 is pruned.
 - ``gmemory.revise``: every ``every`` tasks (milestone ``revision-<n>``, claimed once), the model critiques
@@ -33,16 +37,18 @@ from mnemoflow.nodes.gmemory.agents import TEMPERATURE, KeySteps, Mistake, key_s
 from mnemoflow.nodes.gmemory.insights import credit_record, insight_links, rescore
 from mnemoflow.nodes.gmemory.model import (
     CONTRADICTED_BY,
+    HAS_STEP,
     HAS_UTTERANCE,
     INSIGHT,
     NEXT,
     QUERY,
     REPLY_TO,
     SIMILAR,
+    STEP,
     SUPPORTED_BY,
-    USED_INSIGHT,
     UTTERANCE,
     query_id,
+    step_id,
     utterance_id,
 )
 from mnemoflow.nodes.gmemory.retrieve import task_vector
@@ -50,8 +56,9 @@ from mnemoflow.nodes.gmemory.state import TaskState
 from mnemoflow.nodes.locks import keyed_lock
 from mnemoflow.nodes.registry import node
 from mnemoflow.nodes.team.agents import Message
+from mnemoflow.nodes.team.environment import Step
 
-__all__ = ["CreditConfig", "RecordConfig"]
+__all__ = ["CreditConfig", "RecordConfig", "kept_trajectory"]
 
 
 # -- record --------------------------------------------------------------------------------------------------
@@ -76,20 +83,81 @@ def _reply_to(messages: Sequence[Message]) -> list[int | None]:
     return targets
 
 
+def _dropped_rounds(steps: Sequence[Step]) -> set[int]:
+    """The rounds whose every step changed nothing (reward < 0): their messages stay out of what is learned."""
+    kept = {s.round for s in steps if s.reward >= 0}
+    return {s.round for s in steps if s.reward < 0} - kept
+
+
+def kept_trajectory(messages: Sequence[Message], steps: Sequence[Step]) -> str:
+    """What the memory learns a task from: the kept messages as transcript lines, each kept step's observation after
+    the message that opened its round (the action); without steps, the plain transcript of the messages."""
+    dropped = _dropped_rounds(steps)
+    observed: dict[int, list[Step]] = {}
+    for s in steps:
+        if s.reward >= 0:
+            observed.setdefault(s.round, []).append(s)
+    lines: list[str] = []
+    opened: set[int] = set()
+    for m in messages:
+        if m.round in dropped:
+            continue
+        lines.append(transcript([m]))
+        if m.round not in opened:
+            opened.add(m.round)
+            lines += [f"environment -> {m.speaker}: {s.observation}" for s in observed.get(m.round, [])]
+    lines += [f"environment: {s.action} -> {s.observation}" for r, kept in observed.items() if r not in opened for s in kept]
+    return "\n".join(lines) or transcript([])
+
+
+def _step_records(namespace: str, qid: str, steps: Sequence[Step]) -> tuple[list[NodeRecord], list[RelationshipRecord]]:
+    """The task's steps as ``GStep`` records (``kept`` false for a reward < 0), ``HAS_STEP`` and ``NEXT`` in order."""
+    records = [
+        NodeRecord(
+            id=step_id(namespace, qid, s.number),
+            namespace=namespace,
+            kind=STEP,
+            text=s.action or None,
+            properties={
+                "query_id": qid,
+                "number": s.number,
+                "round": s.round,
+                "action": s.action,
+                "observation": s.observation,
+                "reward": s.reward,
+                "kept": s.reward >= 0,
+            },
+        )
+        for s in steps
+    ]
+    links = [
+        RelationshipRecord(
+            namespace=namespace, type=HAS_STEP, source_id=qid, target_id=r.id, properties={"number": r.properties["number"]}
+        )
+        for r in records
+    ]
+    links += [
+        RelationshipRecord(namespace=namespace, type=NEXT, source_id=a.id, target_id=b.id)
+        for a, b in zip(records, records[1:], strict=False)
+    ]
+    return records, links
+
+
 @node(
     "gmemory.record",
     state=TaskState,
-    reads={"task", "task_key", "task_vector", "messages", "success", "feedback", "insights"},
+    reads={"task", "task_key", "task_vector", "messages", "steps", "success", "feedback", "insights"},
     writes={"query_id", "key_steps", "fail_reason", "evolution"},
     config=RecordConfig,
 )
 async def record(state: TaskState, config: RecordConfig, context: RunContext) -> dict[str, Any]:
-    """Write the finished task: its query (outcome, key steps, likely mistake), interaction graph and links."""
+    """Write the finished task: its query (outcome, key steps, likely mistake), interaction graph, steps and links."""
     store, namespace = context.store, context.namespace
     qid = query_id(namespace, state.task_key or context.thread_id)
     status = "resolved" if state.success else "failed"
     outcome = f"{status}. {state.feedback}".strip()
-    trajectory = transcript(state.messages)
+    trajectory = kept_trajectory(state.messages, state.steps)
+    dropped = _dropped_rounds(state.steps)
     steps = (
         await context.llm.structured(key_steps_messages(state.task, trajectory, outcome), KeySteps, temperature=TEMPERATURE)
     ).steps
@@ -133,11 +201,13 @@ async def record(state: TaskState, config: RecordConfig, context: RunContext) ->
                     "speaker": m.speaker,
                     "addressee": m.addressee,
                     "message": m.text,
-                },
+                }
+                | ({"kept": m.round not in dropped} if state.steps else {}),
             )
             for index, m in enumerate(state.messages)
         ]
-        await store.upsert_nodes([query, *utterances])
+        step_records, step_links = _step_records(namespace, qid, state.steps)
+        await store.upsert_nodes([query, *utterances, *step_records])
         similar = [
             (hit.node.id, hit.score)
             for hit in hits
@@ -162,6 +232,7 @@ async def record(state: TaskState, config: RecordConfig, context: RunContext) ->
             RelationshipRecord(namespace=namespace, type=NEXT, source_id=a.id, target_id=b.id)
             for a, b in zip(utterances, utterances[1:], strict=False)
         ]
+        rel += step_links
         rel += [
             RelationshipRecord(namespace=namespace, type=REPLY_TO, source_id=utterances[i].id, target_id=utterances[target].id)
             for i, target in enumerate(_reply_to(state.messages))
@@ -173,10 +244,6 @@ async def record(state: TaskState, config: RecordConfig, context: RunContext) ->
             )
             for other, score in similar
         ]
-        rel += [
-            RelationshipRecord(namespace=namespace, type=USED_INSIGHT, source_id=qid, target_id=i.id, properties={"rank": rank})
-            for rank, i in enumerate(used, 1)
-        ]
         if rel:
             await store.upsert_relationships(rel)
     report = {
@@ -184,6 +251,8 @@ async def record(state: TaskState, config: RecordConfig, context: RunContext) ->
         "order": order,
         "status": status,
         "utterances": len(utterances),
+        "steps": len(step_records),
+        "dropped_steps": [s.number for s in state.steps if s.reward < 0],
         "similar": [other for other, _ in similar],
         "used_insights": [i.id for i in used],
     }

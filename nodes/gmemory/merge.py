@@ -1,17 +1,19 @@
 """G-Memory's periodic merge of the insights (``gmemory.merge``).
 
 Every ``every`` recorded tasks (milestone ``merge-<n>``, claimed once), the queries that support an active
-insight are clustered by their task embeddings (agglomerative, cosine, average linkage); each active insight
-joins the cluster holding most of its supporters, and the model consolidates each cluster's insights in
-batches. A consolidated insight replaces those it merges (they become ``merged``, linked ``MERGED_INTO`` it),
-keeps the union of their ``SUPPORTED_BY`` and ``CONTRADICTED_BY`` links and the highest of their scores (as one
-credit from ``merge-<n>``). scikit-learn loads only when a merge clusters.
+insight are clustered by their task embeddings: with FINCH (cosine first neighbours, as the paper; of its
+partitions, the one with the best cosine silhouette, as the reference keeps one partition) or agglomeratively
+(cosine, average linkage, cut at ``distance``). Each active insight joins the cluster holding most of its
+supporters, and the model consolidates each cluster's insights in batches. A consolidated insight replaces those
+it merges (they become ``merged``, linked ``MERGED_INTO`` it), keeps the union of their ``SUPPORTED_BY`` and
+``CONTRADICTED_BY`` links and the highest of their scores (as one credit from ``merge-<n>``). The clustering
+libraries load only when a merge clusters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,31 +31,58 @@ from mnemoflow.nodes.gmemory.state import TaskState
 from mnemoflow.nodes.locks import keyed_lock
 from mnemoflow.nodes.registry import node
 
-__all__ = ["MAX_CLUSTERED", "MergeConfig", "clusters"]
+__all__ = ["MAX_CLUSTERED", "MIN_FINCH", "MergeConfig", "clusters"]
 
+
+Method = Literal["finch", "agglomerative"]
+"""How a merge clusters tasks."""
 
 MAX_CLUSTERED = 2000
-"""At most this many supporting queries are clustered at a merge (agglomerative clustering is quadratic)."""
+"""At most this many supporting queries are clustered at a merge (the pairwise distances are quadratic)."""
+MIN_FINCH = 3
+"""FINCH links each task to its first neighbour: with fewer tasks there is one cluster at most, so they form one."""
 
 
 class MergeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     every: int = Field(20, ge=1, description="Merge the insights each time this many more tasks have been recorded.")
+    method: Method = Field(
+        "finch",
+        description="How tasks are clustered: FINCH (the paper; the partition with the best silhouette) or agglomerative.",
+    )
     distance: float = Field(
-        0.5, gt=0.0, le=2.0, description="Cosine distance under which queries join one cluster (average linkage)."
+        0.5, gt=0.0, le=2.0, description="Agglomerative only: cosine distance under which tasks join (average linkage)."
     )
     batch: int = Field(10, ge=2, le=30, description="Insights consolidated per model call.")
 
 
-def clusters(embeddings: Sequence[Sequence[float]], distance: float) -> list[int]:
-    """Cluster labels: agglomerative clustering, cosine distance, average linkage, cut at ``distance``."""
-    if len(embeddings) < 2:
-        return [0] * len(embeddings)
-    from sklearn.cluster import AgglomerativeClustering  # type: ignore[import-untyped]
+def clusters(embeddings: Sequence[Sequence[float]], method: Method = "finch", distance: float = 0.5) -> tuple[list[int], str]:
+    """Cluster labels of the embeddings, and how they were found (``finch``, ``agglomerative``, or why all went to
+    one cluster). FINCH keeps, of its partitions with 2 clusters or more, the one with the best cosine silhouette
+    (ties: the finer); agglomerative clustering cuts average linkage at cosine ``distance``."""
+    points = np.asarray(embeddings, dtype=float)
+    if method == "agglomerative":
+        if len(points) < 2:
+            return [0] * len(points), "agglomerative"
+        from sklearn.cluster import AgglomerativeClustering  # type: ignore[import-untyped]
 
-    model = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average", distance_threshold=distance)
-    return [int(label) for label in model.fit_predict(np.asarray(embeddings, dtype=float))]
+        model = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average", distance_threshold=distance)
+        return [int(label) for label in model.fit_predict(points)], "agglomerative"
+    if len(points) < MIN_FINCH:
+        return [0] * len(points), f"one cluster: FINCH needs {MIN_FINCH} tasks, {len(points)} support insights"
+    from finch import FINCH  # type: ignore[import-untyped]
+    from sklearn.metrics import silhouette_score  # type: ignore[import-untyped]
+
+    try:
+        partitions, counts, _ = FINCH(points, distance="cosine", verbose=False)
+    except (ValueError, FloatingPointError, IndexError) as exc:  # e.g. a value that is not a number
+        return [0] * len(points), f"one cluster: FINCH failed ({type(exc).__name__}: {exc})"
+    usable = [column for column, count in enumerate(counts) if 2 <= count < len(points)]
+    if not usable:
+        return [0] * len(points), "finch"
+    best = max(usable, key=lambda column: (silhouette_score(points, partitions[:, column], metric="cosine"), -column))
+    return [int(label) for label in partitions[:, best]], "finch"
 
 
 async def _merge(context: RunContext, config: MergeConfig, n: int) -> dict[str, Any]:
@@ -62,10 +91,12 @@ async def _merge(context: RunContext, config: MergeConfig, n: int) -> dict[str, 
     # MAX_CLUSTERED of them), never the whole namespace, whose pairwise distances would not fit in memory
     active = await active_insights(store, namespace)
     supports = await linked(store, namespace, [insight.id for insight in active], SUPPORTED_BY, "out")
-    supporting = {q.id: q for linked in supports.values() for q in linked if q.kind == QUERY and int(q.properties.get("order", 0)) <= n}
+    supporting = {
+        q.id: q for linked in supports.values() for q in linked if q.kind == QUERY and int(q.properties.get("order", 0)) <= n
+    }
     recent = sorted(supporting.values(), key=lambda q: -int(q.properties.get("order", 0)))[:MAX_CLUSTERED]
     queries = [q for q in await store.get_nodes(namespace, [q.id for q in recent]) if q is not None and q.embedding is not None]
-    labels = clusters([q.embedding or [] for q in queries], config.distance)
+    labels, how = clusters([q.embedding or [] for q in queries], config.method, config.distance)
     cluster_of = {q.id: label for q, label in zip(queries, labels, strict=True)}
     # each active insight joins the cluster holding most of its supporting queries
     members: dict[int, list[NodeRecord]] = {}
@@ -74,7 +105,7 @@ async def _merge(context: RunContext, config: MergeConfig, n: int) -> dict[str, 
         if support:
             votes = [cluster_of[q] for q in support]
             members.setdefault(max(sorted(set(votes)), key=votes.count), []).append(insight)
-    report: dict[str, Any] = {"clusters": len(set(labels)), "merged": {}, "dropped": [], "errors": []}
+    report: dict[str, Any] = {"clustering": how, "clusters": len(set(labels)), "merged": {}, "dropped": [], "errors": []}
     for label in sorted(members):
         group = members[label]
         for start in range(0, len(group), config.batch):

@@ -1,15 +1,18 @@
 """G-Memory's read path: the retrieval nodes (graph ``graphs/library/gmemory-retrieve.yaml``).
 
 seed (vector search over past queries) -> expand (SIMILAR hops) -> split (by outcome, backfilled) -> rate (the
-model rates the successes) -> insights (upward: insights supported by the queries around the task) -> sparsify
-(downward: each chosen query's interaction, condensed by the model) -> ``gmemory.by_roles`` -> [project (insights
-tailored per role)] -> compose (``memory[role]``, the text each team member reads). What the model is asked is in
-``agents.py``; links are read in bounded batches, one query per step (``links.py``).
+model rates the successes) -> insights (upward: insights supported by the queries around the task, and their
+neighbours one ``DERIVED_FROM`` link away) -> sparsify (downward: each chosen query's interaction, its kept
+utterances condensed by the model) -> ``gmemory.by_roles`` -> [project (insights tailored per role)] -> compose
+(``memory[role]``, the text each team member reads). What the model is asked is in ``agents.py``; links are read
+in bounded batches, one query per step (``links.py``). A reply that cannot be read is filed in ``errors`` with
+the node's name, and the node takes the fallback its docstring names.
 
 Differences from the reference code, on purpose: the backfill of a short bucket is a union with the graph's hits
-(the reference replaces them); the successes are rated in one call, not one per candidate; utterances are
-condensed at read time against the new task (the paper's sparsifier; the reference condenses at write time);
-insights need status ``active`` and a positive score; every relationship is read in bounded batches.
+(the reference replaces them); ``rate`` asks once for all the successes unless ``mode`` is ``each`` (the
+reference's one call per candidate); utterances are condensed at read time against the new task (the paper's
+sparsifier; the reference condenses at write time); insights need status ``active`` and a positive score; every
+relationship is read in bounded batches.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,11 +33,13 @@ from mnemoflow.nodes.gmemory.agents import (
     Ratings,
     memory_text,
     project_messages,
+    rate_each_messages,
     rate_messages,
+    read_score,
     sparsify_messages,
 )
 from mnemoflow.nodes.gmemory.links import scan_linked
-from mnemoflow.nodes.gmemory.model import HAS_UTTERANCE, INSIGHT, QUERY, SIMILAR, SUPPORTED_BY, UTTERANCE
+from mnemoflow.nodes.gmemory.model import DERIVED_FROM, HAS_UTTERANCE, INSIGHT, QUERY, SIMILAR, SUPPORTED_BY, UTTERANCE
 from mnemoflow.nodes.gmemory.state import Candidate, SelectedInsight, TaskState, Trajectory
 from mnemoflow.nodes.registry import NoConfig, node, router
 
@@ -76,11 +81,16 @@ class SplitConfig(SeedConfig):
 
 
 class RateConfig(SeedConfig):
-    pass
+    mode: Literal["batched", "each"] = Field(
+        "batched", description="batched: one call rates every success; each: one call per success (the reference's)."
+    )
 
 
 class InsightsConfig(_Config):
     insights_topk: int = Field(3, ge=0, le=50, description="Insights handed to the team.")
+    derived: bool = Field(
+        True, description="Also consider the insights one DERIVED_FROM link from a supported one (the insight graph)."
+    )
 
 
 class SparsifyConfig(_Config):
@@ -137,8 +147,8 @@ def _candidate(record: NodeRecord, similarity: float) -> Candidate:
 
 @node("gmemory.seed", state=TaskState, reads={"task", "task_vector"}, writes={"seeds", "task_vector"}, config=SeedConfig)
 async def seed(state: TaskState, config: SeedConfig, context: RunContext) -> dict[str, Any]:
-    """Coarse retrieval: the past queries most similar to the task, 2 x (successful_topk + failed_topk) of them."""
-    related_n = 2 * max(config.successful_topk + config.failed_topk, 1)
+    """Coarse retrieval: the max(successful_topk + failed_topk, 1) past queries most similar to the task."""
+    related_n = max(config.successful_topk + config.failed_topk, 1)
     vector = await task_vector(state, context)
     hits = await context.store.vector_search(context.namespace, vector, kind=QUERY, k=related_n)
     return {"seeds": [hit.node.id for hit in hits], "task_vector": vector}
@@ -206,27 +216,44 @@ async def split(state: TaskState, config: SplitConfig, context: RunContext) -> d
 
 
 @node(
-    "gmemory.rate", state=TaskState, reads={"task", "successes", "failures"}, writes={"successes", "failures"}, config=RateConfig
+    "gmemory.rate",
+    state=TaskState,
+    reads={"task", "successes", "failures", "errors"},
+    writes={"successes", "failures", "errors"},
+    config=RateConfig,
 )
 async def rate(state: TaskState, config: RateConfig, context: RunContext) -> dict[str, Any]:
-    """One model call rates every success candidate 1-10 for the task; keep successful_topk by (rating, similarity).
-    Failures: the failed_topk most similar. An unreadable reply falls back to similarity order (with a warning)."""
+    """The model rates each success candidate 1-10 for the task; keep successful_topk by (rating, similarity).
+    Failures: the failed_topk most similar. Batched, an unreadable reply falls back to similarity order; each,
+    an unreadable reply scores that candidate 0."""
     failures = state.failures[: config.failed_topk]
     if not state.successes:
         return {"successes": [], "failures": failures}
     candidates = list(state.successes)
-    try:
-        reply = await context.llm.structured(rate_messages(state.task, candidates), Ratings)
-    except LLMOutputError as exc:
-        context.log.warning("gmemory.rating_unreadable", candidates=len(candidates), error=str(exc))
-        return {"successes": candidates[: config.successful_topk], "failures": failures}
-    scores: dict[int, int] = {}
-    for rating in reply.ratings:
-        if 1 <= rating.index <= len(candidates):
-            scores.setdefault(rating.index - 1, rating.score)
+    errors = list(state.errors)
+    if config.mode == "each":
+        replies = await asyncio.gather(*(context.llm.text(rate_each_messages(state.task, c)) for c in candidates))
+        scores: dict[int, int] = {}
+        for index, (candidate, said) in enumerate(zip(candidates, replies, strict=True)):
+            score = read_score(said)
+            if score is None:
+                context.log.warning("gmemory.rating_unreadable", query=candidate.id, reply=said[:200])
+                errors.append(f"gmemory.rate: no score in the reply for {candidate.id}, so it scores 0: {said[:200]!r}")
+            scores[index] = score or 0
+    else:
+        try:
+            reply = await context.llm.structured(rate_messages(state.task, candidates), Ratings)
+        except LLMOutputError as exc:
+            context.log.warning("gmemory.rating_unreadable", candidates=len(candidates), error=str(exc))
+            errors.append(f"gmemory.rate: the ratings could not be read, so similarity orders the successes: {exc}")
+            return {"successes": candidates[: config.successful_topk], "failures": failures, "errors": errors}
+        scores = {}
+        for rating in reply.ratings:
+            if 1 <= rating.index <= len(candidates):
+                scores.setdefault(rating.index - 1, rating.score)
     rated = [candidate.model_copy(update={"relevance": float(scores.get(i, 0))}) for i, candidate in enumerate(candidates)]
     rated.sort(key=lambda c: (-(c.relevance or 0.0), -c.similarity, c.id))
-    return {"successes": rated[: config.successful_topk], "failures": failures}
+    return {"successes": rated[: config.successful_topk], "failures": failures, "errors": errors}
 
 
 @node(
@@ -238,7 +265,8 @@ async def rate(state: TaskState, config: RateConfig, context: RunContext) -> dic
 )
 async def insights(state: TaskState, config: InsightsConfig, context: RunContext) -> dict[str, Any]:
     """Upward: count, per insight, the probe queries (4 most similar resolved + 2 most similar failed, the related
-    and the chosen ones) that support it; keep active insights with a positive score, by support then score."""
+    and the chosen ones) that support it; add the live ones' neighbours one DERIVED_FROM link away (support 0
+    unless a probe query supports them too); keep active insights with a positive score, by support then score."""
     if config.insights_topk == 0:  # no count of the insights first: that would be one more statement per task
         return {"insights": []}
     vector = await task_vector(state, context)
@@ -256,20 +284,41 @@ async def insights(state: TaskState, config: InsightsConfig, context: RunContext
         for record in {other.id: other for other in supporters}.values():
             support[record.id] = support.get(record.id, 0) + 1
             records[record.id] = record
-    selected = []
-    for insight_id, count in support.items():
-        properties = records[insight_id].properties
-        score = int(properties.get("score") or 0)
-        if properties.get("status") == "active" and score > 0:
-            text = str(records[insight_id].text or properties.get("text") or "")
-            selected.append(SelectedInsight(id=insight_id, text=text, support=count, score=score))
+
+    def alive(record: NodeRecord) -> bool:
+        return record.properties.get("status") == "active" and int(record.properties.get("score") or 0) > 0
+
+    derived: set[str] = set()
+    if config.derived and (supported := [i for i, record in records.items() if alive(record)]):
+        for neighbours in (await scan_linked(context, supported, DERIVED_FROM, "both", INSIGHT)).values():
+            for record in neighbours:
+                if record.id not in records:
+                    derived.add(record.id)
+                    records[record.id] = record
+    selected = [
+        SelectedInsight(
+            id=insight_id,
+            text=str(record.text or record.properties.get("text") or ""),
+            support=support.get(insight_id, 0),
+            score=int(record.properties.get("score") or 0),
+            via="derived" if insight_id in derived else "support",
+        )
+        for insight_id, record in records.items()
+        if alive(record)
+    ]
     selected.sort(key=lambda insight: (-insight.support, -insight.score, insight.id))
     return {"insights": selected[: config.insights_topk]}
 
 
 def _utterance_lines(records: list[NodeRecord], limit: int) -> list[str]:
-    """A query's utterances in order, as ``speaker -> addressee: message`` lines (the first ``limit``)."""
-    records = sorted(records, key=lambda record: (int(record.properties.get("order") or 0), record.id))
+    """A query's kept utterances in order, as ``speaker -> addressee: message`` lines (the first ``limit``).
+
+    An utterance of an environment step that the write-time filter dropped (``kept`` false) is left out; one
+    without ``kept`` (stored before the filter existed) is kept."""
+    records = sorted(
+        (record for record in records if record.properties.get("kept") is not False),
+        key=lambda record: (int(record.properties.get("order") or 0), record.id),
+    )
     lines = []
     for record in records[:limit]:
         properties = record.properties
@@ -279,13 +328,18 @@ def _utterance_lines(records: list[NodeRecord], limit: int) -> list[str]:
 
 
 @node(
-    "gmemory.sparsify", state=TaskState, reads={"task", "successes", "failures"}, writes={"trajectories"}, config=SparsifyConfig
+    "gmemory.sparsify",
+    state=TaskState,
+    reads={"task", "successes", "failures", "errors"},
+    writes={"trajectories", "errors"},
+    config=SparsifyConfig,
 )
 async def sparsify(state: TaskState, config: SparsifyConfig, context: RunContext) -> dict[str, Any]:
     """Downward: one model call per chosen query keeps the utterances of its interaction that matter for the task
-    (an unreadable reply keeps them all, with a warning); queries with nothing kept are left out."""
+    (an unreadable reply keeps them all); queries with nothing kept are left out."""
     chosen = [*state.successes, *state.failures]
     interactions = await scan_linked(context, [candidate.id for candidate in chosen], HAS_UTTERANCE, "out", UTTERANCE)
+    errors = list(state.errors)
 
     async def condense(candidate: Candidate) -> Trajectory | None:
         lines = _utterance_lines(interactions.get(candidate.id, []), config.max_utterances)
@@ -296,6 +350,7 @@ async def sparsify(state: TaskState, config: SparsifyConfig, context: RunContext
             keep = sorted({number for number in reply.keep if 1 <= number <= len(lines)})
         except LLMOutputError as exc:
             context.log.warning("gmemory.sparsify_unreadable", query=candidate.id, error=str(exc))
+            errors.append(f"gmemory.sparsify: the reply for {candidate.id} could not be read, so all is kept: {exc}")
             keep = list(range(1, len(lines) + 1))
         if not keep:
             return None
@@ -308,7 +363,7 @@ async def sparsify(state: TaskState, config: SparsifyConfig, context: RunContext
         )
 
     condensed = await asyncio.gather(*(condense(candidate) for candidate in chosen))
-    return {"trajectories": [trajectory for trajectory in condensed if trajectory is not None]}
+    return {"trajectories": [trajectory for trajectory in condensed if trajectory is not None], "errors": errors}
 
 
 @router("gmemory.by_roles", state=TaskState, reads={"insights", "roles"}, outcomes={"project", "compose"}, config=ByRolesConfig)
@@ -317,22 +372,31 @@ def by_roles(state: TaskState, config: ByRolesConfig) -> str:
     return "project" if config.project_roles and state.insights and state.roles else "compose"
 
 
-@node("gmemory.project", state=TaskState, reads={"task", "roles", "insights"}, writes={"role_insights"}, config=ProjectConfig)
+@node(
+    "gmemory.project",
+    state=TaskState,
+    reads={"task", "roles", "insights", "errors"},
+    writes={"role_insights", "errors"},
+    config=ProjectConfig,
+)
 async def project(state: TaskState, config: ProjectConfig, context: RunContext) -> dict[str, Any]:
     """One model call per role rewrites the insights for that role (an unreadable or empty reply keeps them as they are)."""
     general = [insight.text for insight in state.insights]
+    errors = list(state.errors)
 
     async def tailor(role: str) -> list[str]:
         try:
             reply = await context.llm.structured(project_messages(state.task, role, general), ProjectedInsights)
         except LLMOutputError as exc:
             context.log.warning("gmemory.projection_unreadable", role=role, error=str(exc))
+            errors.append(f"gmemory.project: the reply for role {role!r} could not be read, so it gets the insights as they are: {exc}")
             return general[: config.insights_topk]
         tailored = [" ".join(text.split()) for text in reply.insights if text.strip()]
         return (tailored or general)[: config.insights_topk]
 
     roles = list(dict.fromkeys(state.roles))
-    return {"role_insights": dict(zip(roles, await asyncio.gather(*(tailor(role) for role in roles)), strict=True))}
+    tailored = dict(zip(roles, await asyncio.gather(*(tailor(role) for role in roles)), strict=True))
+    return {"role_insights": tailored, "errors": errors}
 
 
 @node(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -42,6 +42,9 @@ class SelectedInsight(BaseModel):
     """How many of the related queries support it."""
     score: int
     """Its score when it was read (the sum of its credits)."""
+    via: Literal["support", "derived"] = "support"
+    """How retrieval reached it: supported by a query found for the task, or only one ``DERIVED_FROM`` link away
+    from such an insight (the insight graph's hop)."""
 
 
 class Trajectory(BaseModel):
@@ -90,7 +93,10 @@ class TaskState(TeamState):
     fail_reason: str = ""
     """This task's likely mistake, when it failed."""
     evolution: dict[str, Any] = Field(default_factory=dict)
-    """What evolution did: credits applied, insights pruned, revision or merge run, similarity links."""
+    """What evolution did: credits applied, insights pruned, revision or merge run, similarity links, the lesson
+    learned."""
+    errors: list[str] = Field(default_factory=list)
+    """Model replies that could not be read, each with the node that asked and the fallback it took."""
 
     def with_evolution(self, step: str, report: Any) -> dict[str, Any]:
         """The state update that files ``report`` under ``step`` in :attr:`evolution`, keeping the other steps'."""

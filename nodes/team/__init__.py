@@ -1,3 +1,4 @@
-"""A small multi-agent team (``team.*``): a solver and a critic exchange messages for a bounded number of rounds,
-then an environment check decides success. It knows nothing of any memory: it reads ``memory`` (per-role text,
-empty by default) and writes ``messages``, which a memory mechanism around it may record."""
+"""A small multi-agent team (``team.*``): a solver and a critic work in an environment for a bounded number of
+rounds. Each proposal is an environment step (action, observation, reward; ``environment.py``) and the final check
+gives the environment's verdict. It knows nothing of any memory: it reads ``memory`` (per-role text, empty by
+default) and writes ``messages`` and ``steps``, which a memory mechanism around it may record."""

@@ -4,7 +4,8 @@ tasks) with their outcome and trajectory.
 What G-Memory keeps is described in :mod:`mnemoflow.nodes.gmemory.model`: ``GInsight`` records (text, status,
 cached score) linked ``SUPPORTED_BY`` / ``CONTRADICTED_BY`` to ``GQuery`` records and credited by ``GCredit``
 records; each query has its ``GUtterance`` messages (``HAS_UTTERANCE``), ``SIMILAR`` links to earlier queries and
-``USED_INSIGHT`` links to the insights its team was given. Everything is read through the store API
+the insights its team was given (``INFORMED`` from the insight, or ``USED_INSIGHT`` from a query recorded before
+that link existed); a task's lesson is ``DERIVED_FROM`` the insights its team was given. Everything is read through the store API
 (``count_nodes_by_kind``, ``list_nodes``, ``get_nodes``, ``neighbours``), so both backends serve the view.
 
 Costs, bounded: the namespace page reads every insight (at most ``MAX_INSIGHTS``, to rank them by score), then the
@@ -32,7 +33,9 @@ from mnemoflow.nodes.gmemory.model import (
     CONTRADICTED_BY,
     CREDIT,
     CREDITS,
+    DERIVED_FROM,
     HAS_UTTERANCE,
+    INFORMED,
     INSIGHT,
     MERGED_INTO,
     MILESTONE,
@@ -236,10 +239,15 @@ async def _insight_json(store: GraphStore, namespace: str, insight: NodeRecord) 
         "source": str(insight.properties.get("source") or ""),
         "supported_by": sorted(supported, key=lambda q: -int(q["order"] or 0)),
         "contradicted_by": sorted(contradicted, key=lambda q: -int(q["order"] or 0)),
-        "used_by": len(_ends(insight.id, relationships, others, USED_INSIGHT, "in", QUERY)),
+        "used_by": len(
+            {q.id for _, q in _ends(insight.id, relationships, others, INFORMED, "out", QUERY)}
+            | {q.id for _, q in _ends(insight.id, relationships, others, USED_INSIGHT, "in", QUERY)}
+        ),
         "credits": credits,
         "merged_into": [_insight_brief(i) for _, i in _ends(insight.id, relationships, others, MERGED_INTO, "out", INSIGHT)],
         "merged_from": [_insight_brief(i) for _, i in _ends(insight.id, relationships, others, MERGED_INTO, "in", INSIGHT)],
+        "derived_from": [_insight_brief(i) for _, i in _ends(insight.id, relationships, others, DERIVED_FROM, "out", INSIGHT)],
+        "derived_into": [_insight_brief(i) for _, i in _ends(insight.id, relationships, others, DERIVED_FROM, "in", INSIGHT)],
         "history": [
             {"text": str(entry.get("text", "")), "source": str(entry.get("source", ""))}
             for entry in (history if isinstance(history, list) else [])
@@ -348,11 +356,14 @@ async def query_view(store: GraphStore, namespace: str, query: str) -> dict[str,
         for _, u in _ends(query, relationships, others, HAS_UTTERANCE, "out", UTTERANCE)
     ]
     utterances.sort(key=lambda u: int(u["order"] or 0))
-    used = [
-        {**_insight_brief(i), "rank": link.properties.get("rank")}
-        for link, i in _ends(query, relationships, others, USED_INSIGHT, "out", INSIGHT)
-    ]
-    used.sort(key=lambda i: int(i["rank"] or 0))
+    given = {
+        i.id: {**_insight_brief(i), "rank": link.properties.get("rank")}
+        for link, i in [
+            *_ends(query, relationships, others, USED_INSIGHT, "out", INSIGHT),
+            *_ends(query, relationships, others, INFORMED, "in", INSIGHT),
+        ]
+    }
+    used = sorted(given.values(), key=lambda i: int(i["rank"] or 0))
     similar = [
         {**_query_brief(q), "weight": link.properties.get("weight"), "direction": direction}
         for direction, links in (
