@@ -16,13 +16,22 @@ from mnemoflow.memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.nodes.gmemory.links import linked
 from mnemoflow.nodes.gmemory.model import CREDIT, CREDITS, INSIGHT, credit_id
 
-__all__ = ["active_insights", "credit_record", "insight_links", "insight_scores", "rescore"]
+__all__ = ["active_insights", "credit_record", "insight_links", "insight_scores", "new_insight", "rescore"]
 
 
 async def insight_scores(store: GraphStore, namespace: str, insights: Iterable[str]) -> dict[str, int]:
     """Each insight's sum of credits (its true score; ``score`` on the insight is a cache of it), read in one query."""
     credits = await linked(store, namespace, list(insights), CREDITS, "in")
     return {insight: sum(int(c.properties.get("delta", 0)) for c in found if c.kind == CREDIT) for insight, found in credits.items()}
+
+
+def new_insight(
+    namespace: str, id: str, text: str, *, score: int, created_order: int, source: str, **extra: Any
+) -> NodeRecord:
+    """A new active ``GInsight`` stating ``text`` (a revision's ``ADD``, a task's lesson, a merge's consolidation);
+    ``extra`` properties go beside the common ones. Its score still needs the matching credit record."""
+    properties = {"text": text, "status": "active", "score": score, "created_order": created_order, "source": source}
+    return NodeRecord(id=id, namespace=namespace, kind=INSIGHT, text=text, properties={**properties, **extra})
 
 
 def credit_record(

@@ -27,7 +27,7 @@ from mnemoflow.memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.nodes.context import RunContext
 from mnemoflow.nodes.gmemory.agents import TEMPERATURE, Lesson, lesson_messages
 from mnemoflow.nodes.gmemory.evolve import kept_trajectory
-from mnemoflow.nodes.gmemory.insights import credit_record, insight_links, rescore
+from mnemoflow.nodes.gmemory.insights import credit_record, insight_links, new_insight, rescore
 from mnemoflow.nodes.gmemory.model import DERIVED_FROM, INFORMED, INSIGHT, SUPPORTED_BY, learned_insight_id
 from mnemoflow.nodes.gmemory.state import TaskState
 from mnemoflow.nodes.locks import keyed_lock
@@ -94,21 +94,9 @@ async def learn(state: TaskState, config: LearnConfig, context: RunContext) -> d
             source = f"learned:{qid}"
             nodes: list[NodeRecord] = []
             if existing is None:
+                created = await store.count_nodes(namespace, INSIGHT) + 1
                 nodes.append(
-                    NodeRecord(
-                        id=lesson_id,
-                        namespace=namespace,
-                        kind=INSIGHT,
-                        text=text,
-                        properties={
-                            "text": text,
-                            "status": "active",
-                            "score": config.score,
-                            "created_order": await store.count_nodes(namespace, INSIGHT) + 1,
-                            "source": source,
-                            "query_id": qid,
-                        },
-                    )
+                    new_insight(namespace, lesson_id, text, score=config.score, created_order=created, source=source, query_id=qid)
                 )
             credit, credits_link = credit_record(namespace, source, lesson_id, config.score, "learned")
             await store.upsert_nodes([*nodes, credit])

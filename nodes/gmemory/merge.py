@@ -23,7 +23,7 @@ from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.nodes.context import RunContext
 from mnemoflow.nodes.gmemory.agents import TEMPERATURE, Consolidation, merge_messages
-from mnemoflow.nodes.gmemory.insights import active_insights, credit_record, insight_links, insight_scores, rescore
+from mnemoflow.nodes.gmemory.insights import active_insights, credit_record, insight_links, insight_scores, new_insight, rescore
 from mnemoflow.nodes.gmemory.links import linked
 from mnemoflow.nodes.gmemory.milestones import run_due
 from mnemoflow.nodes.gmemory.model import CONTRADICTED_BY, INSIGHT, MERGED_INTO, QUERY, SUPPORTED_BY, merged_insight_id
@@ -156,20 +156,7 @@ async def _consolidate(store: GraphStore, namespace: str, originals: list[str], 
     new_id = merged_insight_id(namespace, n, key, text)
     created = await store.count_nodes(namespace, INSIGHT) + 1
     score = max(scores)
-    merged = NodeRecord(
-        id=new_id,
-        namespace=namespace,
-        kind=INSIGHT,
-        text=text,
-        properties={
-            "text": text,
-            "status": "active",
-            "score": score,
-            "created_order": created,
-            "source": f"merge-{n}",
-            "merged_from": originals,
-        },
-    )
+    merged = new_insight(namespace, new_id, text, score=score, created_order=created, source=f"merge-{n}", merged_from=originals)
     credit, credit_link = credit_record(namespace, f"merge-{n}", new_id, score, "merged")
     retired = [
         o.model_copy(update={"properties": {**o.properties, "status": "merged", "merged_into": new_id}})

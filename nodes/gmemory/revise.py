@@ -23,7 +23,7 @@ from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.nodes.context import RunContext
 from mnemoflow.nodes.gmemory.agents import TEMPERATURE, Operation, Operations, compare_messages, critique_messages
-from mnemoflow.nodes.gmemory.insights import active_insights, credit_record, insight_links, rescore
+from mnemoflow.nodes.gmemory.insights import active_insights, credit_record, insight_links, new_insight, rescore
 from mnemoflow.nodes.gmemory.links import linked
 from mnemoflow.nodes.gmemory.milestones import run_due
 from mnemoflow.nodes.gmemory.model import CONTRADICTED_BY, INSIGHT, QUERY, SUPPORTED_BY, insight_id
@@ -150,21 +150,7 @@ async def _apply_operations(
                 )
                 continue
             created += 1
-            nodes.append(
-                NodeRecord(
-                    id=new_id,
-                    namespace=namespace,
-                    kind=INSIGHT,
-                    text=operation.text.strip(),
-                    properties={
-                        "text": operation.text.strip(),
-                        "status": "active",
-                        "score": 2,
-                        "created_order": created,
-                        "source": source,
-                    },
-                )
-            )
+            nodes.append(new_insight(namespace, new_id, operation.text.strip(), score=2, created_order=created, source=source))
             record_, link = credit_record(namespace, op_source, new_id, 2, "added")
             nodes.append(record_)
             relationships += [link, *insight_links(namespace, SUPPORTED_BY, new_id, tasks)]
