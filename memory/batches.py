@@ -173,6 +173,8 @@ def check_filters(filters: Mapping[str, JsonScalar] | None) -> dict[str, JsonSca
         validate_identifier(key, what="filter property")
         if not isinstance(value, str | int | float | bool) or (isinstance(value, float) and not math.isfinite(value)):
             raise InvalidQueryError(f"filter {key!r}: value {value!r} must be a string, a number or a boolean")
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise InvalidQueryError(f"filter {key!r}: integer {value!r} is outside the 64-bit range the stores keep")
         checked[key] = value
     return checked
 

@@ -219,13 +219,21 @@ class GraphStore(Protocol):
         ...
 
     async def list_nodes(
-        self, namespace: str, *, kind: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        namespace: str,
+        *,
+        kind: str | None = None,
+        where: Mapping[str, JsonScalar] | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[NodeRecord]:
         """One page of the namespace's nodes (optionally of one kind), without their embeddings.
 
-        Newest first: by ``updated_at``, then ``created_at``, then id, all descending, so pages are stable.
-        ``limit`` (1 to 1000) and ``offset`` (0 or more) are checked (``InvalidQueryError``); the paging
-        happens in the query.
+        ``where`` keeps only nodes whose top-level property equals the value, for every key (as the filters of
+        :meth:`vector_search`: keys are plain identifiers, else ``InvalidNameError``; values are JSON scalars,
+        else ``InvalidQueryError``; a node without the property never matches). Newest first: by ``updated_at``,
+        then ``created_at``, then id, all descending, so pages are stable. ``limit`` (1 to 1000) and ``offset``
+        (0 or more) are checked (``InvalidQueryError``); the filtering and the paging happen in the query.
         """
         ...
 

@@ -54,6 +54,14 @@ async def test_counting_seeks_an_index(neo4j_store: Neo4jStore, empty_neo4j: str
     assert any("IndexSeek" in name for name in plan), plan
 
 
+@pytest.mark.parametrize("by_kind", [True, False])
+async def test_a_filtered_page_seeks_an_index(neo4j_store: Neo4jStore, empty_neo4j: str, by_kind: bool) -> None:
+    statement = queries.list_nodes(by_kind=by_kind, filtered=True)
+    plan = explain(empty_neo4j, statement, namespace="ns", kind="Chunk", filters={"ns_0": "a"}, limit=5, offset=0)
+    assert not plan & SCANS, plan
+    assert any("IndexSeek" in name for name in plan), plan
+
+
 async def test_neighbours_of_seeks_each_centre(neo4j_store: Neo4jStore, empty_neo4j: str) -> None:
     for direction, types, by_kind in itertools.product(["out", "in", "both"], [None, ["NEXT", "PART_OF"]], [False, True]):
         plan = explain(

@@ -64,12 +64,17 @@ async def test_neighbours_of_and_counts_read_through_indexes(tmp_path: Path) -> 
         for types, kinds in ((None, None), (["NEXT"], ["Chunk"]))
     ]
     statements += [reads.count_statement(NAMESPACE, None), reads.count_statement(NAMESPACE, "Chunk")]
+    pages = [reads.list_statement(NAMESPACE, "Chunk", where, 50, 0) for where in ({}, {"group": 3})]
+    statements += pages
     for sql, parameters in statements:
         lines = plan(tmp_path / "plans.db", sql, parameters)
         assert not [line for line in lines if UNINDEXED_SCAN.search(line)], (sql, lines)
         assert any("INDEX" in line for line in lines), (sql, lines)
         # each seed's relationships found by seeking its id, not by walking the namespace's whole index range
         assert all("_id=?" in line for line in lines if "relationships_by_" in line), (sql, lines)
+    for sql, parameters in pages:  # a page of a kind comes in order from its index: the kind is never sorted
+        lines = plan(tmp_path / "plans.db", sql, parameters)
+        assert any("nodes_newest_by_kind" in line for line in lines) and not any("TEMP B-TREE" in line for line in lines), lines
 
 
 async def test_neighbours_of_orders_limits_and_filters_in_one_statement(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "neighbours",
     "neighbours_of",
     "node_fields",
+    "property_condition",
     "read_meta",
     "relationship_constraint",
     "schema_statements",
@@ -59,6 +60,14 @@ def node_fields(*, embedding: bool) -> str:
     """Map projection of a node as the store reads it back, its vector only if ``embedding`` (the ``p_`` copies
     and the content hash are write-side bookkeeping, left on the server)."""
     return "{" + _NODE_KEYS + (", .embedding}" if embedding else "}")
+
+
+def property_condition(variable: str, parameter: str) -> str:
+    """A condition to append to a ``WHERE``: node ``variable``'s top-level properties equal every value of the map
+    ``$parameter``. It reads their ``p_`` copies, which only filterable properties have, so a node without one never
+    matches; Cypher's equality tells a string, a number and a boolean apart, and an integer equals the same float."""
+    variable, parameter = validate_identifier(variable), validate_identifier(parameter)
+    return f" AND all(key IN keys(${parameter}) WHERE {variable}['p_' + key] = ${parameter}[key])"
 
 
 def schema_statements() -> list[str]:
@@ -193,7 +202,7 @@ def vector_search(kind: str, *, filtered: bool, include_embeddings: bool) -> str
     """
     condition = f"node:{BASE_LABEL} AND node.namespace = $namespace"
     if filtered:
-        condition += " AND all(key IN keys($filters) WHERE node['p_' + key] = $filters[key])"
+        condition += property_condition("node", "filters")
     fields = node_fields(embedding=include_embeddings)
     return f"""
     CALL db.index.vector.queryNodes($index, $candidates, $vector) YIELD node
@@ -280,10 +289,13 @@ def namespaces() -> str:
     """
 
 
-def list_nodes(*, by_kind: bool) -> str:
+def list_nodes(*, by_kind: bool, filtered: bool = False) -> str:
     """One page of a namespace's nodes without embeddings, newest first, sought through the (namespace, kind)
-    index when a kind is given, else the (namespace, id) key index."""
+    index when a kind is given, else the (namespace, id) key index; when ``filtered``, only those whose
+    properties equal every ``$filters`` value, tested on the nodes the index gives."""
     second = "n.kind = $kind" if by_kind else "n.id IS NOT NULL"
+    if filtered:
+        second += property_condition("n", "filters")
     return f"""
     MATCH (n:{BASE_LABEL}) WHERE n.namespace = $namespace AND {second}
     RETURN n {{.*, embedding: null}} AS node

@@ -26,6 +26,7 @@ from mnemoflow.memory.batches import (
     PreparedNode,
     PreparedRelationship,
     check_direction,
+    check_filters,
     check_ids,
     check_k,
     check_links_limit,
@@ -523,13 +524,21 @@ class Neo4jStore:
         return [NamespaceSummary(name=row["name"], nodes=row["nodes"]) for row in rows]
 
     async def list_nodes(
-        self, namespace: str, *, kind: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        namespace: str,
+        *,
+        kind: str | None = None,
+        where: Mapping[str, JsonScalar] | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[NodeRecord]:
         validate_namespace(namespace)
         kind_name = None if kind is None else self.registry.kind(kind).name
+        checked_where = check_filters(where)
         check_page(limit, offset)
+        statement = queries.list_nodes(by_kind=kind_name is not None, filtered=bool(checked_where))
         rows = await self._query(
-            queries.list_nodes(by_kind=kind_name is not None), namespace=namespace, kind=kind_name, limit=limit, offset=offset
+            statement, namespace=namespace, kind=kind_name, filters=checked_where, limit=limit, offset=offset
         )
         return [_node_from_map(row["node"]) for row in rows]
 

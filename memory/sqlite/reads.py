@@ -31,9 +31,11 @@ __all__ = [
     "keyword_search",
     "links_statement",
     "list_nodes",
+    "list_statement",
     "neighbours_of",
     "neighbours_page",
     "nodes_by_id",
+    "property_conditions",
     "vector_search",
 ]
 
@@ -183,14 +185,38 @@ def count_statement(namespace: str, kind: str | None) -> tuple[str, list[Any]]:
     return "SELECT count(*) FROM nodes WHERE namespace = ? AND kind = ?", [namespace, kind]
 
 
-def list_nodes(connection: sqlite3.Connection, namespace: str, kind: str | None, limit: int, offset: int) -> list[NodeRecord]:
-    """A page of the namespace's nodes (optionally of one kind), newest first, without embeddings."""
+def property_conditions(filters: dict[str, JsonScalar]) -> tuple[str, list[Any]]:
+    """A condition to append to a ``WHERE`` (its parameters beside it): the top-level properties equal every
+    checked filter.
+
+    ``json_extract`` gives a JSON ``true``/``false`` as 1/0 and a missing property as NULL, which equals nothing:
+    so a string never equals a number, but a boolean equals the integer 1 or 0. Empty filters add no text.
+    """
+    conditions = "".join(" AND json_extract(properties, ?) = ?" for _ in filters)
+    return conditions, [value for key, filter_value in filters.items() for value in (f'$."{key}"', filter_value)]
+
+
+def list_statement(
+    namespace: str, kind: str | None, where: dict[str, JsonScalar], limit: int, offset: int
+) -> tuple[str, list[Any]]:
+    """A page of the namespace's nodes (optionally of one kind) whose properties equal ``where``, newest first,
+    without embeddings: with a kind, the rows come in order from the ``nodes_newest_by_kind`` index, so a page reads
+    only the rows it tests, never sorts the kind."""
     kind_filter = "" if kind is None else " AND n.kind = ?"
+    conditions, condition_parameters = property_conditions(where)
     sql = (
-        f"SELECT {BARE_NODE_COLUMNS} FROM nodes n WHERE n.namespace = ?{kind_filter} "
+        f"SELECT {BARE_NODE_COLUMNS} FROM nodes n WHERE n.namespace = ?{kind_filter}{conditions} "
         "ORDER BY n.updated_at DESC, n.created_at DESC, n.id DESC LIMIT ? OFFSET ?"
     )
-    return [node_from_row(row) for row in connection.execute(sql, [namespace, *([] if kind is None else [kind]), limit, offset])]
+    return sql, [namespace, *([] if kind is None else [kind]), *condition_parameters, limit, offset]
+
+
+def list_nodes(
+    connection: sqlite3.Connection, namespace: str, kind: str | None, where: dict[str, JsonScalar], limit: int, offset: int
+) -> list[NodeRecord]:
+    """The page :func:`list_statement` reads."""
+    sql, parameters = list_statement(namespace, kind, where, limit, offset)
+    return [node_from_row(row) for row in connection.execute(sql, parameters)]
 
 
 def keyword_search(connection: sqlite3.Connection, namespace: str, match: str, kinds: list[str] | None, k: int) -> list[ScoredNode]:
@@ -216,8 +242,7 @@ def vector_search(
     include_embeddings: bool,
 ) -> list[ScoredNode]:
     """The ``k`` nodes of the kind nearest ``query`` (a unit vector), with exact cosines, passing ``filters``."""
-    conditions = "".join(" AND json_extract(properties, ?) = ?" for _ in filters)
-    condition_parameters: list[Any] = [value for key, filter_value in filters.items() for value in (f'$."{key}"', filter_value)]
+    conditions, condition_parameters = property_conditions(filters)
 
     def accept(rowids: list[int]) -> set[int]:
         passing: set[int] = set()

@@ -23,6 +23,7 @@ from mnemoflow.errors import MnemoflowError, StoreError
 from mnemoflow.memory import traversal
 from mnemoflow.memory.batches import (
     check_direction,
+    check_filters,
     check_ids,
     check_k,
     check_links_limit,
@@ -314,12 +315,19 @@ class SQLiteStore:
         return await self._run(read)
 
     async def list_nodes(
-        self, namespace: str, *, kind: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        namespace: str,
+        *,
+        kind: str | None = None,
+        where: Mapping[str, JsonScalar] | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[NodeRecord]:
         validate_namespace(namespace)
         kind_name = None if kind is None else self.registry.kind(kind).name
+        checked_where = check_filters(where)
         check_page(limit, offset)
-        return await self._run(reads.list_nodes, namespace, kind_name, limit, offset)
+        return await self._run(reads.list_nodes, namespace, kind_name, checked_where, limit, offset)
 
     async def neighbours(self, namespace: str, node_id: str, *, limit: int = 50, offset: int = 0) -> NeighbourPage:
         validate_namespace(namespace)
