@@ -29,7 +29,7 @@ from mnemoflow.llm import LLM
 from mnemoflow.logging import bind_run_context, get_logger
 from mnemoflow.memory.protocol import Embedder, GraphStore
 from mnemoflow.memory.records import NodeRecord, stable_id
-from mnemoflow.nodes.context import ProgressListener, RunContext
+from mnemoflow.nodes.context import ProgressListener, RunContext, Trace
 from mnemoflow.nodes.registry import REGISTRY, Registry
 from mnemoflow.redaction import redact_urls
 from mnemoflow.settings import Settings
@@ -278,6 +278,8 @@ class GraphRunner:
         thread_id: str | None = None,
         annotations: Mapping[str, str] | None = None,
         run_id: str | None = None,
+        progress: ProgressListener | None = None,
+        on_step_end: Callable[[str], None] | None = None,
     ) -> RunResult:
         """Run (or resume) on ``thread_id``; a new thread id is made when none is given.
 
@@ -286,7 +288,8 @@ class GraphRunner:
         every failed run's record does. ``annotations`` (a Prefect flow run's id and link...) are kept on the
         record. ``run_id`` names the run (1 to 64 letters, digits, ``_`` or ``-``; a caller that must link to the
         run before it starts chooses it), else a new one is made. Without a checkpointer every run starts afresh
-        and nothing can resume.
+        and nothing can resume. ``progress`` hears this run's progress instead of the runner's listener, and
+        ``on_step_end`` the name of each node whose step ended (a server relaying one request's run to its client).
 
         The record keeps the ``input`` previewed (:func:`~mnemoflow.graphs.preview.preview_bounded`; null for a
         resumed run, which takes no input and carries on from the thread's checkpoint) and, once completed, the
@@ -315,7 +318,8 @@ class GraphRunner:
             run_id=run_id,
             thread_id=thread_id,
             log=log,
-            on_progress=self.progress,
+            on_progress=progress or self.progress,
+            trace=Trace(on_step_end=on_step_end),
         )
         started, started_at = time.perf_counter(), time.time()
         status, error = "failed", ""

@@ -25,6 +25,7 @@ __all__ = [
     "LLMSettings",
     "LocalServerSettings",
     "LogSettings",
+    "MCPSettings",
     "Neo4jSettings",
     "OpenAISettings",
     "PrefectSettings",
@@ -329,6 +330,23 @@ class UISettings(BaseSettings):
         return [address.strip() for address in self.trusted_proxies.split(",") if address.strip()]
 
 
+class MCPSettings(BaseSettings):
+    """The MCP server of ``mnemoflow mcp`` over HTTP (stdio needs no token: its client started it)."""
+
+    model_config = _config("MNEMOFLOW_MCP_")
+
+    token: SecretStr | None = Field(
+        None,
+        description=f"Token MCP clients send as 'Authorization: Bearer' (at least {MIN_TOKEN_CHARS} characters); "
+        "MNEMOFLOW_UI_TOKEN when unset. One of them is required when serving on anything but loopback.",
+    )
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        return UISettings._long_enough(token)  # the same rules as the UI's token
+
+
 class Settings(BaseSettings):
     """All of mnemoflow's settings; each group reads its own environment variables."""
 
@@ -348,6 +366,7 @@ class Settings(BaseSettings):
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
     hooks: HooksSettings = Field(default_factory=HooksSettings)
     ui: UISettings = Field(default_factory=UISettings)
+    mcp: MCPSettings = Field(default_factory=MCPSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
 
     @classmethod
@@ -417,5 +436,6 @@ _GROUPS: tuple[type[BaseSettings], ...] = (
     PrefectSettings,
     HooksSettings,
     UISettings,
+    MCPSettings,
     EvalSettings,
 )

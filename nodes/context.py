@@ -78,6 +78,8 @@ class Trace:
     traced_calls: int = 0
     calls_chars: int = 0
     writes_chars: int = 0
+    on_step_end: Callable[[str], None] | None = None
+    """Told the name of each node whose step ended (a client following the run, say); called in the run's loop."""
 
     def record(
         self,
@@ -93,6 +95,8 @@ class Trace:
         calls_omitted: int = 0,
     ) -> None:
         self.events.append(TraceEvent(node, event, started_at, duration_s, error, llm, writes, calls, calls_omitted))
+        if event == "end" and self.on_step_end is not None:
+            self.on_step_end(node)
 
     def room_for_call(self, chars: int) -> bool:
         """Whether a call record of ``chars`` characters fits the run's budget; if it does, it is counted in."""

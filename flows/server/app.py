@@ -6,9 +6,7 @@ process-global, so tests build as many apps as they like.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -21,7 +19,7 @@ from mnemoflow.flows.server.headers import SecurityHeaders
 from mnemoflow.flows.server.hooks.config import HookSecrets, HookSpec, load_hooks, read_secrets
 from mnemoflow.flows.server.hooks.deliveries import DeliveryLog
 from mnemoflow.flows.server.hooks.routes import router as hooks_router
-from mnemoflow.flows.server.hosts import HostCheck
+from mnemoflow.flows.server.hosts import HostCheck, is_loopback, own_names
 from mnemoflow.flows.server.launcher import RunLauncher
 from mnemoflow.flows.server.limits import BodyLimits
 from mnemoflow.flows.server.state import ServerState
@@ -30,17 +28,7 @@ from mnemoflow.flows.server.ui.routes import mount_ui
 from mnemoflow.graphs.parts import open_run_parts
 from mnemoflow.settings import MIN_TOKEN_CHARS, Settings
 
-__all__ = ["check_bind", "create_app", "is_loopback", "shared_secrets"]
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+__all__ = ["check_bind", "create_app", "shared_secrets"]
 
 
 def _load_hooks(settings: Settings) -> tuple[dict[str, HookSpec], HookSecrets]:
@@ -97,7 +85,7 @@ def create_app(settings: Settings, *, host: str = "127.0.0.1") -> FastAPI:
     # the last added runs first: proxy headers, headers on every answer, body bounds, Host, then the token
     if sessions is not None:
         app.add_middleware(TokenGuard, sessions=sessions, throttle=throttle)
-    app.add_middleware(HostCheck, bound_to=host, allowed=[*settings.ui.allowed_host_names, *_own_names(host)])
+    app.add_middleware(HostCheck, bound_to=host, allowed=[*settings.ui.allowed_host_names, *own_names(host)])
     app.add_middleware(BodyLimits, limit_for=_body_limit(settings), timeout_s=settings.ui.body_timeout_s)
     app.add_middleware(SecurityHeaders)
     if settings.ui.trusted_proxy_addresses:
@@ -118,13 +106,6 @@ def _body_limit(settings: Settings) -> Callable[[str], tuple[int, str]]:
         return LOGIN_MAX_BODY_BYTES, "the limit of every route but /hooks and the run actions"
 
     return limit_for
-
-
-def _own_names(host: str) -> list[str]:
-    """The machine's own names, when it serves beyond loopback: a browser on the network may use them."""
-    if is_loopback(host):
-        return []
-    return [socket.gethostname(), socket.getfqdn()]
 
 
 def shared_secrets(secrets: dict[str, bytes]) -> list[list[str]]:

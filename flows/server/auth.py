@@ -28,6 +28,7 @@ __all__ = [
     "FailureThrottle",
     "Sessions",
     "TokenGuard",
+    "bearer_token",
     "client_of",
     "retry_after_s",
     "too_many",
@@ -122,7 +123,7 @@ class FailureThrottle:
                 del self._failures[client]
 
 
-def _bearer_token(request: Request) -> str | None:
+def bearer_token(request: Request) -> str | None:
     """The token of an ``Authorization: Bearer`` header (the scheme in any case), or None."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
@@ -168,7 +169,7 @@ class TokenGuard:
             return
         client = client_of(request)
         wait_s = self.throttle.wait_s(client)
-        bearer = _bearer_token(request)
+        bearer = bearer_token(request)
         if wait_s == 0 and bearer is not None:
             if self.sessions.is_token(bearer):
                 await self.app(scope, receive, send)

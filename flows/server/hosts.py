@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["HostCheck", "host_allowed"]
+__all__ = ["HostCheck", "host_allowed", "is_loopback", "own_names"]
 
 _HOST = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s\[\]:/@]+)(?::[0-9]{1,5})?")
 
@@ -26,6 +27,23 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a server bound to ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def own_names(host: str) -> list[str]:
+    """The machine's own names, when it serves beyond loopback: a client on the network may use them."""
+    if is_loopback(host):
+        return []
+    return [socket.gethostname(), socket.getfqdn()]
 
 
 def host_allowed(header: str | None, names: frozenset[str]) -> bool:

@@ -15,6 +15,7 @@ from mnemoflow.cli import chat, comorag, graphs, ingest, l2mac, model, prefect, 
 from mnemoflow.cli.common import fail
 from mnemoflow.cli.demo import demo
 from mnemoflow.cli.eval import evaluate_command
+from mnemoflow.cli.mcp import mcp
 from mnemoflow.cli.run import run
 from mnemoflow.cli.serve import serve
 from mnemoflow.cli.settings import show_settings
@@ -65,6 +66,7 @@ def options(
 app.command(epilog="Example: mnemoflow demo --offline")(demo)
 app.command(epilog="Example: mnemoflow run text-stats --input '{\"text\": \"One. Two three.\"}'")(run)
 app.command(epilog="Example: mnemoflow serve --port 8765")(serve)
+app.command(epilog="Example: mnemoflow mcp --transport http --port 8766")(mcp)
 app.command("eval", epilog="Example: mnemoflow eval comorag --quick")(evaluate_command)
 app.command("settings", epilog="Example: mnemoflow settings")(show_settings)
 app.add_typer(graphs.app, name="graphs")
