@@ -26,6 +26,7 @@ if typing.TYPE_CHECKING:
     from mnemoflow.memory.checkpoints import open_checkpointer
     from mnemoflow.memory.embeddings import HashingEmbedder, LocalEmbedder, OpenAIEmbedder, embedder_from_settings
     from mnemoflow.memory.factory import store_from_settings
+    from mnemoflow.memory.langgraph_store import MnemoflowStore, open_langgraph_store
     from mnemoflow.memory.neo4j.checkpoints import Neo4jCheckpointSaver
     from mnemoflow.memory.neo4j.store import Neo4jStore
     from mnemoflow.memory.sqlite.store import SQLiteStore
@@ -39,6 +40,8 @@ __getattr__, __dir__ = lazy.members(
         "OpenAIEmbedder": "mnemoflow.memory.embeddings",
         "embedder_from_settings": "mnemoflow.memory.embeddings",
         "store_from_settings": "mnemoflow.memory.factory",
+        "MnemoflowStore": "mnemoflow.memory.langgraph_store",
+        "open_langgraph_store": "mnemoflow.memory.langgraph_store",
         "Neo4jCheckpointSaver": "mnemoflow.memory.neo4j.checkpoints",
         "Neo4jStore": "mnemoflow.memory.neo4j.store",
         "SQLiteStore": "mnemoflow.memory.sqlite.store",
@@ -56,6 +59,7 @@ __all__ = [
     "KindSpec",
     "Link",
     "LocalEmbedder",
+    "MnemoflowStore",
     "NameRegistry",
     "NamespaceSummary",
     "NeighbourPage",
@@ -69,6 +73,7 @@ __all__ = [
     "Subgraph",
     "embedder_from_settings",
     "open_checkpointer",
+    "open_langgraph_store",
     "stable_id",
     "store_from_settings",
     "validate_identifier",

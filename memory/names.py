@@ -137,5 +137,8 @@ REGISTRY = NameRegistry()
 REGISTRY.register_kind("Document", description="A source text, e.g. a book or a file.")
 REGISTRY.register_kind("Chunk", embedded=True, description="A passage of a document, in reading order.")
 REGISTRY.register_kind("Run", description="One run of a graph: its graph, thread, status and trace.")
+REGISTRY.register_kind(
+    "StoreItem", embedded=True, description="An item of a LangGraph application's long-term memory (MnemoflowStore)."
+)
 REGISTRY.register_relationship("PART_OF")
 REGISTRY.register_relationship("NEXT")
