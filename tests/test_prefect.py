@@ -246,7 +246,12 @@ async def submitted_by(prefect_server: PrefectServer, flow_run_ids: set[uuid.UUI
     return owners
 
 
-async def test_two_workers_share_ten_runs_within_the_model_limit(
+SHARED_RUNS = 7
+"""One more than the two workers' limits (3 each) take at once: both must take runs, six are in flight against the
+shared model limit together, and the seventh waits until a worker has room again."""
+
+
+async def test_two_workers_share_seven_runs_within_the_model_limit(
     deployed: Any,
     prefect_api: PrefectServer,
     workers: Callable[..., Worker],
@@ -268,19 +273,19 @@ async def test_two_workers_share_ten_runs_within_the_model_limit(
     text = "One two three four. Five six seven eight. Nine ten eleven twelve."
     runs = [
         await run_deployment("run_graph/text-stats", parameters={"graph": str(graph), "input": {"text": text}}, timeout=0)
-        for _ in range(10)
+        for _ in range(SHARED_RUNS)
     ]
     pool = [workers("left", env=env, limit=3), workers("right", env=env, limit=3)]
     finished = [await wait_final(run.id, pool) for run in runs]
     assert all(run.state is not None and run.state.is_completed() for run in finished), logs(pool)
 
     owners = await submitted_by(prefect_api, {run.id for run in runs})
-    assert len(owners) == 10
+    assert len(owners) == SHARED_RUNS
     assert set(owners.values()) == {worker.name for worker in pool}, owners  # both workers took runs
     asked = [request for request in model.requests if "count:" in str(request["body"]["messages"])]
-    assert len(asked) == 30  # 3 sentences x 10 runs
+    assert len(asked) == 3 * SHARED_RUNS  # 3 sentences a run
     assert 1 <= model.max_concurrent <= 2  # the shared limit held across both workers' processes
-    assert await neo4j.count_nodes(namespace, "Run") == 10
+    assert await neo4j.count_nodes(namespace, "Run") == SHARED_RUNS
 
 
 # -- maintenance -------------------------------------------------------------------------------------------

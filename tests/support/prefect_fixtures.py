@@ -35,7 +35,10 @@ from tests.support.prefect_server import PrefectServer, Worker
 RUN_TIMEOUT = 300.0
 MODEL_LIMIT = "model-budget"
 HEARTBEAT_SECONDS = 30
+"""The workers' runs send a heartbeat this often (Prefect's minimum)."""
 SILENCE_SECONDS = 45
+"""The automation reschedules a run silent this long (checked every second, see :class:`PrefectServer`): a heartbeat
+may come 15 s late on a loaded machine before a live run is taken for dead."""
 
 
 @pytest.fixture(scope="session")

@@ -90,6 +90,9 @@ class PrefectServer:
             **self.env,
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
             "PREFECT_SERVER_UI_ENABLED": "false",
+            # automations waiting for a silence (the reschedule of a run whose worker died) are checked every second,
+            # not every 5 s: a test waiting for one waits for the silence, not for the next check
+            "PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY": "PT1S",
         }
         env.pop("PREFECT_API_URL")  # the server is not a client of itself
         log = (self.home / "server.log").open("wb")
