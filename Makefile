@@ -9,7 +9,7 @@ UI := flows/server/ui/frontend
 HOST ?= 127.0.0.1
 PORT ?= 8765
 
-.PHONY: install model model-start model-stop ui browser demo eval serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag bench-tme bench-gmemory bench-l2mac bench-orchestration check clean
+.PHONY: install model model-start model-stop ui browser demo eval serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag bench-tme bench-gmemory bench-l2mac bench-orchestration bench-langgraph-store check clean
 
 install: $(VENV)/.installed
 
@@ -99,6 +99,10 @@ bench-gmemory: install
 
 bench-l2mac: install
 	$(BIN)/python bench/l2mac.py --output bench/results/l2mac.json
+
+# MnemoflowStore (LangGraph's BaseStore) on SQLite and Neo4j against InMemoryStore and the GraphStore API.
+bench-langgraph-store: install
+	infra/with-neo4j.sh $(BIN)/python $(BIN)/python bench/langgraph_store.py --output bench/results/langgraph_store.json
 
 bench-orchestration: install model
 	$(BIN)/python bench/orchestration.py --slots 6 --output bench/results/orchestration.json

@@ -133,7 +133,7 @@ async def comorag_ingest(
     """Index a long text for ComoRAG: chunks, entities and facts, semantic summaries and an episodic timeline.
 
     Runs the comorag-ingest graph (several model calls per chunk; progress is reported per step and chunk).
-    Ingesting the same book id again rewrites its index.
+    Ingesting the same text again under the same book id changes nothing.
     """
     with _answered("comorag_ingest"):
         validate_namespace(namespace)
