@@ -2,7 +2,8 @@
 
 The harness runs here over HTTP against the scripted server with a small evaluation of the test's own; the five
 mechanisms' evaluations run on the real local model (``make test`` starts it) on their first item, through the
-command a user runs (ComoRAG's on an excerpt of its book: see :func:`comorag_excerpt`). Nothing asserts a score:
+command a user runs (ComoRAG's on an excerpt of its book: see :func:`comorag_excerpt`; ExpeRepair's on a
+one-function repository: see :func:`experepair_tiny_repository`). Nothing asserts a score:
 quality is what the evaluations measure, not what tests pin.
 """
 
@@ -195,6 +196,31 @@ def comorag_excerpt(folder: Path) -> dict[str, Path]:
     return {"book": excerpt, "questions": questions}
 
 
+TINY_REPOSITORY: dict[str, Any] = {
+    "id": "calc-double",
+    "family": "wrong_operator",
+    "repo": "acme/calc",
+    "issue": "double(2) returns 6, not 4.",
+    "files": {"calc.py": "def double(n):\n    return n * 3\n"},
+    "hidden_tests": {"test_calc.py": "from calc import double\n\n\ndef test_double():\n    assert double(2) == 4\n"},
+    "fix": {"calc.py": "def double(n):\n    return n * 2\n"},
+}
+
+
+def experepair_tiny_repository(folder: Path) -> dict[str, Path]:
+    """``data`` for ExpeRepair's evaluation: one repository of one two-line function, a one-line issue and one hidden
+    test (:data:`TINY_REPOSITORY`).
+
+    On the bundled first issue (three files, a two-line issue, four hidden tests) each system read 7.5 to 8.5k
+    prompt tokens in its 13 to 15 calls, the suite's longest test; on this one both systems run the same nodes
+    through the whole loop (reproduce, localize, patch, review, refine, learn) on 6.4 to 6.7k: what is left is the
+    graph's own instructions and the model's reproduction script and its output, which no data set makes smaller."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "repositories.json"
+    data.write_text(json.dumps([TINY_REPOSITORY]), encoding="utf-8")
+    return {"data": data}
+
+
 @pytest.mark.model
 @pytest.mark.slow
 @pytest.mark.subprocess
@@ -203,10 +229,11 @@ def comorag_excerpt(folder: Path) -> dict[str, Path]:
 def test_an_evaluation_runs_both_systems_on_its_first_item_on_the_real_model(
     real_model: RealModel, tmp_path: Path, mechanism: str
 ) -> None:
-    data = comorag_excerpt(tmp_path / "data") if mechanism == "comorag" else {}
+    excerpts = {"comorag": comorag_excerpt, "experepair": experepair_tiny_repository}
+    data = excerpts[mechanism](tmp_path / "data") if mechanism in excerpts else {}
     # ExpeRepair's two ablations (one memory each) run in its scripted harness test; here the mechanism and its baseline
     chosen = ("experepair", "no_memory") if mechanism == "experepair" else ()
-    options = EvalOptions(limit=1, book=data.get("book"), questions=data.get("questions"), systems=chosen)
+    options = EvalOptions(limit=1, book=data.get("book"), questions=data.get("questions"), data=data.get("data"), systems=chosen)
     given = [part for name, path in data.items() for part in (f"--{name}", str(path))]
     given += ["--systems", ",".join(chosen)] if chosen else []
     done = run("eval", mechanism, "--limit", "1", *given, cwd=tmp_path, MNEMOFLOW_LOCAL_SERVER_HOME=str(real_model.home))
@@ -235,5 +262,8 @@ def test_an_evaluation_runs_both_systems_on_its_first_item_on_the_real_model(
         index = result["data"]["index"]
         assert result["data"]["book"]["source"] == str(data["book"]) and index["chunks"] == EXCERPT_CHUNKS
         assert index["semantic_summaries"] >= 1 and index["episodic_summaries"] == 1
+    if mechanism == "experepair":  # the run repaired the tiny repository, not the bundled one
+        assert result["data"]["source"] == str(data["data"]) and result["data"]["repositories"] == 1
+        assert {entry["detail"]["repo"] for entry in result["per_item"]} == {TINY_REPOSITORY["repo"]}
     table = (tmp_path / "bench" / "results" / f"eval-{mechanism}.md").read_text()
     assert all(f"| {system} |" in table for system in evaluation.chosen_systems) and table in done.stdout + "\n"
