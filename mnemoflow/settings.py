@@ -256,6 +256,13 @@ class HooksSettings(BaseSettings):
     retention_days: float = Field(
         30.0, gt=0, description="Days a delivery is remembered (a redelivery after that triggers a new run)."
     )
+    prefect_wait_s: float = Field(
+        5.0,
+        gt=0,
+        le=120,
+        description="Seconds a delivery waits for Prefect to create its run; past it the delivery is answered 503 with "
+        "Retry-After and recorded unavailable, and the sender's redelivery tries again.",
+    )
 
 
 MIN_TOKEN_CHARS = 16

@@ -179,7 +179,7 @@ def test_signed_deliveries_are_listed_newest_first_with_dates_and_their_flow_run
     assert newest["event"] == "pull_request" and newest["flow_run"] is None and "not in events [issues]" in newest["reason"]
     assert first["received_at"] <= first["updated_at"] <= newest["received_at"]
     assert first["expires_at"] - first["received_at"] == pytest.approx(7 * 86_400, abs=5)
-    assert found["hooks"] == ["issues", "stats"] and found["outcomes"] == ["triggered", "ignored", "rejected", "unavailable"]
+    assert found["hooks"] == ["issues", "stats"] and found["outcomes"] == ["triggered", "ignored", "rejected", "unavailable", "pending"]
     assert found["namespace"] == "webhooks" and found["partial"] is False
 
     html = page(site)

@@ -58,7 +58,7 @@ def create_app(settings: Settings, *, host: str = "127.0.0.1") -> FastAPI:
                 parts.store, namespace=settings.hooks.namespace, retention_days=settings.hooks.retention_days
             )
             launcher = RunLauncher(parts, max_runs=settings.ui.max_runs)
-            app.state.mnemoflow = ServerState(
+            state = app.state.mnemoflow = ServerState(
                 settings, parts.store, parts.embedder, deliveries, hooks, secrets, sessions, throttle, launcher=launcher
             )
             parts.log.info("server.start", store=settings.store.backend, hooks=sorted(hooks))
@@ -71,6 +71,7 @@ def create_app(settings: Settings, *, host: str = "127.0.0.1") -> FastAPI:
                 yield
             finally:
                 await launcher.close()  # runs under way are recorded as interrupted; their threads can be resumed
+                await state.trigger.aclose()  # the Prefect client, opened by the first delivery
 
     # no /docs or /redoc: their pages load scripts from a CDN into this origin; the schema stays at /openapi.json
     app = FastAPI(

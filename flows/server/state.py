@@ -12,6 +12,7 @@ from fastapi import Request
 from mnemoflow.flows.server.auth import FailureThrottle, Sessions
 from mnemoflow.flows.server.hooks.config import HookSpec
 from mnemoflow.flows.server.hooks.deliveries import DeliveryLog
+from mnemoflow.flows.server.hooks.trigger import PrefectTrigger
 from mnemoflow.flows.server.launcher import RunLauncher
 from mnemoflow.memory.protocol import Embedder, GraphStore
 from mnemoflow.settings import Settings
@@ -21,8 +22,8 @@ __all__ = ["ServerState", "server_state"]
 
 @dataclass
 class ServerState:
-    """What every route uses: the settings, the open store and embedder, the hooks and their deliveries, sign-in, and
-    the launcher of the runs started from the UI."""
+    """What every route uses: the settings, the open store and embedder, the hooks and their deliveries, the trigger of
+    their flow runs, sign-in, and the launcher of the runs started from the UI."""
 
     settings: Settings
     store: GraphStore
@@ -37,6 +38,12 @@ class ServerState:
     """Wrong tokens per client, shared by ``/login`` and the token guard."""
     launcher: RunLauncher | None = None
     """Starts, resumes and forks runs; set when the app starts (``None`` only for a state built without runs)."""
+    trigger: PrefectTrigger = field(init=False)
+    """Creates the hooks' flow runs through one Prefect client, each within ``settings.hooks.prefect_wait_s``; the
+    app closes it when it stops."""
+
+    def __post_init__(self) -> None:
+        self.trigger = PrefectTrigger(wait_s=self.settings.hooks.prefect_wait_s)
 
 
 def server_state(request: Request) -> ServerState:

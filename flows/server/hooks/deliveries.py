@@ -28,9 +28,11 @@ DELIVERY_KIND = "WebhookDelivery"
 REGISTRY.register_kind(DELIVERY_KIND, description="A webhook delivery received by `mnemoflow serve`, and its outcome.")
 REGISTRY.register_kind("WebhookSignature", description="A webhook signature already received, and the delivery it signed.")
 
-Outcome = Literal["triggered", "ignored", "rejected", "unavailable"]
+Outcome = Literal["triggered", "ignored", "rejected", "unavailable", "pending"]
 """triggered: a run was created; ignored: filtered out by events/when; rejected: the payload or parameters
-were refused; unavailable: Prefect could not take the run (a redelivery retries)."""
+were refused; unavailable: Prefect could not take the run (a redelivery retries); pending: recorded before Prefect
+was asked, and still so when the server stopped before its answer was recorded (a redelivery processes it again,
+and Prefect's idempotency key returns the run if the first call got through)."""
 
 FINAL_OUTCOMES: frozenset[str] = frozenset({"triggered", "ignored"})
 """Outcomes a redelivery repeats instead of processing again."""
@@ -55,7 +57,7 @@ class RecordedDelivery:
     outcome: str
     deployment: str | None
     attempts: int
-    """How many times the delivery was processed (a redelivery after ``unavailable`` is one more)."""
+    """How many times the delivery was processed (a redelivery after ``unavailable`` or ``pending`` is one more)."""
     reason: str | None
     flow_run_id: str | None
     """The Prefect flow run the delivery created, when it triggered one."""

@@ -4,7 +4,11 @@ Answers: 202 with the run id when a run was created; 200 for a redelivery (with 
 ignored event, a Slack challenge or a replay of a signature already seen; 404 unknown hook, or one disabled
 because its secret is unset (the app does not serve it); 401 bad, missing or stale signature; 408 body not sent
 in time; 413 body too large; 415 wrong content type; 422 a payload the mapping cannot use; 503 (with
-Retry-After) when Prefect or the store cannot take it now — the delivery is kept, so the sender's retry can succeed.
+Retry-After) when Prefect or the store cannot take it now, or Prefect did not answer within
+``MNEMOFLOW_HOOKS_PREFECT_WAIT_S`` — the delivery is kept, so the sender's retry can succeed.
+
+A delivery is recorded ``pending`` (its attempt counted) before Prefect is asked, then with its outcome: a server
+stopped between the two leaves it ``pending``, and its redelivery is processed again as attempt + 1.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from mnemoflow.flows.server.hooks.config import HookSpec
 from mnemoflow.flows.server.hooks.deliveries import FINAL_OUTCOMES, DeliveryLog, Outcome
 from mnemoflow.flows.server.hooks.mapping import accepts, map_parameters
 from mnemoflow.flows.server.hooks.providers import Delivery, HookRejected, verify
-from mnemoflow.flows.server.hooks.trigger import TriggerRefused, TriggerUnavailable, create_flow_run
+from mnemoflow.flows.server.hooks.trigger import PrefectTrigger, TriggerRefused, TriggerUnavailable
 from mnemoflow.flows.server.state import ServerState, server_state
 from mnemoflow.logging import get_logger
 
@@ -78,13 +82,17 @@ async def receive(name: str, request: Request, state: Annotated[ServerState, Dep
         return JSONResponse({"challenge": delivery.challenge})
     async with state.deliveries.handling(f"{name}:{delivery.delivery_id}", delivery.signature):
         try:
-            return await _handle(hook, delivery, state.deliveries, max_parameter_bytes=state.settings.hooks.max_body_bytes)
+            return await _handle(
+                hook, delivery, state.deliveries, state.trigger, max_parameter_bytes=state.settings.hooks.max_body_bytes
+            )
         except StoreError as exc:
             _log.warning("hook.store_unavailable", hook=name, delivery=delivery.delivery_id, error=str(exc))
             return _reply(503, name, error=f"the memory store cannot record the delivery now: {exc}", retry_after_s=RETRY_AFTER_S)
 
 
-async def _handle(hook: HookSpec, delivery: Delivery, log: DeliveryLog, *, max_parameter_bytes: int) -> JSONResponse:
+async def _handle(
+    hook: HookSpec, delivery: Delivery, log: DeliveryLog, trigger: PrefectTrigger, *, max_parameter_bytes: int
+) -> JSONResponse:
     name, delivery_id = hook.name, delivery.delivery_id
     past = await log.find(name, delivery_id)
     if past is not None and past.outcome in FINAL_OUTCOMES:
@@ -134,7 +142,8 @@ async def _handle(hook: HookSpec, delivery: Delivery, log: DeliveryLog, *, max_p
             await remember("ignored", ignored)
             return _reply(200, name, delivery=delivery_id, status="ignored", reason=ignored)
         parameters = map_parameters(hook, delivery.payload, max_bytes=max_parameter_bytes)
-        flow_run_id = await create_flow_run(
+        await remember("pending")  # the attempt is on record before Prefect is asked: a crash in the call shows
+        flow_run_id = await trigger.create_flow_run(
             hook.deployment, parameters, idempotency_key=f"mnemoflow-hook:{name}:{delivery_id}", tags=["webhook", f"hook:{name}"]
         )
     except HookRejected as exc:
