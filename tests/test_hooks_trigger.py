@@ -97,12 +97,18 @@ async def test_a_silent_prefect_is_answered_503_after_the_wait_and_the_redeliver
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
     with temporary_settings({PREFECT_API_URL: silent_api}), serve(create_app(settings)) as site:
         replies = [await asyncio.to_thread(send, site, text, delivery) for text, delivery in (("one", first), ("two", second))]
+        # at once: two deliveries do not wait for each other; a copy waits for its original, within the same wait
+        together = await asyncio.gather(*(asyncio.to_thread(send, site, "three", key) for key in ("k3", "k4", "k3")))
     for reply, delivery in zip(replies, (first, second), strict=True):
         assert reply.status_code == 503, reply.text
         assert reply.headers["Retry-After"] == "30"
         assert "did not answer within 1 s" in reply.json()["error"]
         recorded = await past(store, delivery)
         assert recorded is not None and (recorded.outcome, recorded.attempts) == ("unavailable", 1)
+    assert [reply.status_code for reply in together] == [503, 503, 503], [reply.text for reply in together]
+    assert "did not answer within 1 s" in together[1].json()["error"]
+    recorded = await past(store, "k3")
+    assert recorded is not None and recorded.outcome == "unavailable"
 
     with temporary_settings({PREFECT_API_URL: stand_in.url}), serve(create_app(settings)) as site:
         again = await asyncio.to_thread(send, site, "one", first)
@@ -264,3 +270,22 @@ async def test_a_cached_deployment_id_expires_and_a_missing_one_is_looked_up_aga
         stand_in.deployed = True
         await trigger.aclose()
     assert len(counted.opened) == 1
+
+
+async def test_a_delivery_waits_only_for_its_own_copies_and_the_locks_go_with_them(sqlite_store: GraphStore) -> None:
+    log = DeliveryLog(sqlite_store, namespace=NAMESPACE, retention_days=1)
+    order: list[str] = []
+
+    async def handle(name: str, *keys: str, hold: float) -> None:
+        async with log.handling(*keys):
+            order.append(f"{name} in")
+            await asyncio.sleep(hold)
+            order.append(f"{name} out")
+
+    original = asyncio.create_task(handle("original", "hook:a", "signature-a", hold=0.2))
+    await asyncio.sleep(0.01)
+    other = asyncio.create_task(handle("other", "hook:b", "signature-b", hold=0))
+    replay = asyncio.create_task(handle("replay", "hook:c", "signature-a", hold=0))  # a new id, the same signature
+    await asyncio.gather(original, other, replay)
+    assert order.index("other out") < order.index("original out") < order.index("replay in"), order
+    assert not log._locks and not log._holders  # nothing kept per delivery once handled

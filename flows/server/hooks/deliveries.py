@@ -103,18 +103,29 @@ class DeliveryLog:
         self.store = store
         self.namespace = namespace
         self.retention_s = retention_days * 86_400
-        self._locks = [asyncio.Lock() for _ in range(64)]
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._holders: dict[str, int] = {}
+        """How many deliveries hold or wait for each key's lock: the lock is dropped when none does."""
 
     @asynccontextmanager
     async def handling(self, *keys: str) -> AsyncIterator[None]:
         """Held while a delivery is handled, so two copies arriving together start one run (in this process;
         Prefect's idempotency key covers several). Keys are the delivery's id and its signature: copies and
-        replays share one of them."""
-        stripes = sorted({hash(key) % len(self._locks) for key in keys})  # one order everywhere: no deadlock
-        async with AsyncExitStack() as held:
-            for stripe in stripes:
-                await held.enter_async_context(self._locks[stripe])
-            yield
+        replays share one of them, and only they wait for each other (one lock per key, not a shared pool)."""
+        ordered = sorted(set(keys))  # one order everywhere: no deadlock
+        for key in ordered:
+            self._holders[key] = self._holders.get(key, 0) + 1
+            self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with AsyncExitStack() as held:
+                for key in ordered:
+                    await held.enter_async_context(self._locks[key])
+                yield
+        finally:
+            for key in ordered:
+                self._holders[key] -= 1
+                if not self._holders[key]:
+                    del self._holders[key], self._locks[key]
 
     def _id(self, hook: str, delivery_id: str) -> str:
         return stable_id(self.namespace, DELIVERY_KIND, hook, delivery_id)

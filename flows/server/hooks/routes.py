@@ -13,7 +13,9 @@ stopped between the two leaves it ``pending``, and its redelivery is processed a
 
 from __future__ import annotations
 
+import asyncio
 import time
+from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -80,10 +82,23 @@ async def receive(name: str, request: Request, state: Annotated[ServerState, Dep
         return _reply(exc.status, name, error=exc.reason)
     if delivery.challenge is not None:
         return JSONResponse({"challenge": delivery.challenge})
-    async with state.deliveries.handling(f"{name}:{delivery.delivery_id}", delivery.signature):
+    # one wait for the whole delivery: a copy queued behind its original, then Prefect, never hold it longer
+    deadline = asyncio.get_running_loop().time() + state.settings.hooks.prefect_wait_s
+    async with AsyncExitStack() as handling:
+        try:
+            async with asyncio.timeout_at(deadline):
+                await handling.enter_async_context(state.deliveries.handling(f"{name}:{delivery.delivery_id}", delivery.signature))
+        except TimeoutError:  # its original is still waiting for Prefect: it will record the outcome
+            error = "a copy of this delivery is being handled and Prefect has not answered it yet; retry later"
+            return _reply(503, name, delivery=delivery.delivery_id, error=error, retry_after_s=RETRY_AFTER_S)
         try:
             return await _handle(
-                hook, delivery, state.deliveries, state.trigger, max_parameter_bytes=state.settings.hooks.max_body_bytes
+                hook,
+                delivery,
+                state.deliveries,
+                state.trigger,
+                max_parameter_bytes=state.settings.hooks.max_body_bytes,
+                deadline=deadline,
             )
         except StoreError as exc:
             _log.warning("hook.store_unavailable", hook=name, delivery=delivery.delivery_id, error=str(exc))
@@ -91,7 +106,7 @@ async def receive(name: str, request: Request, state: Annotated[ServerState, Dep
 
 
 async def _handle(
-    hook: HookSpec, delivery: Delivery, log: DeliveryLog, trigger: PrefectTrigger, *, max_parameter_bytes: int
+    hook: HookSpec, delivery: Delivery, log: DeliveryLog, trigger: PrefectTrigger, *, max_parameter_bytes: int, deadline: float
 ) -> JSONResponse:
     name, delivery_id = hook.name, delivery.delivery_id
     past = await log.find(name, delivery_id)
@@ -144,7 +159,11 @@ async def _handle(
         parameters = map_parameters(hook, delivery.payload, max_bytes=max_parameter_bytes)
         await remember("pending")  # the attempt is on record before Prefect is asked: a crash in the call shows
         flow_run_id = await trigger.create_flow_run(
-            hook.deployment, parameters, idempotency_key=f"mnemoflow-hook:{name}:{delivery_id}", tags=["webhook", f"hook:{name}"]
+            hook.deployment,
+            parameters,
+            idempotency_key=f"mnemoflow-hook:{name}:{delivery_id}",
+            tags=["webhook", f"hook:{name}"],
+            deadline=deadline,
         )
     except HookRejected as exc:
         await remember("rejected", exc.reason)

@@ -82,14 +82,23 @@ class PrefectTrigger:
         self._deployments: dict[str, tuple[UUID, float]] = {}
         self._lookups: dict[str, asyncio.Lock] = {}
 
-    async def create_flow_run(self, deployment: str, parameters: dict[str, Any], *, idempotency_key: str, tags: list[str]) -> str:
-        """Create a flow run of ``deployment`` ("flow/deployment") and return its id, within ``wait_s`` seconds;
-        raises :class:`TriggerUnavailable` (retry later) or :class:`TriggerRefused` (retrying will not help)."""
+    async def create_flow_run(
+        self,
+        deployment: str,
+        parameters: dict[str, Any],
+        *,
+        idempotency_key: str,
+        tags: list[str],
+        deadline: float | None = None,
+    ) -> str:
+        """Create a flow run of ``deployment`` ("flow/deployment") and return its id, within ``wait_s`` seconds (or by
+        ``deadline``, in the event loop's time, when the caller's wait began earlier); raises
+        :class:`TriggerUnavailable` (retry later) or :class:`TriggerRefused` (retrying will not help)."""
         if not PREFECT_API_URL.value():
             raise TriggerUnavailable("PREFECT_API_URL is not set: point it at the Prefect server that holds the deployments")
         held = await self._lease()
         try:
-            async with asyncio.timeout(self.wait_s):
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + self.wait_s if deadline is None else deadline):
                 return await self._create(held.client, deployment, parameters, idempotency_key, tags)
         except TimeoutError as exc:
             self._retire(held)
