@@ -9,7 +9,7 @@ UI := flows/server/ui/frontend
 HOST ?= 127.0.0.1
 PORT ?= 8765
 
-.PHONY: install model model-start model-stop ui browser demo eval serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag bench-tme bench-gmemory bench-l2mac bench-orchestration bench-langgraph-store check clean
+.PHONY: install model model-start model-stop ui browser demo eval serve screenshots test neo4j-start neo4j-stop bench-store bench-engine bench-prefect bench-comorag bench-tme bench-gmemory bench-l2mac bench-orchestration bench-langgraph-store bench-webhooks check clean
 
 install: $(VENV)/.installed
 
@@ -103,6 +103,10 @@ bench-l2mac: install
 # MnemoflowStore (LangGraph's BaseStore) on SQLite and Neo4j against InMemoryStore and the GraphStore API.
 bench-langgraph-store: install
 	infra/with-neo4j.sh $(BIN)/python $(BIN)/python bench/langgraph_store.py --output bench/results/langgraph_store.json
+
+# signed deliveries at 1-64 in flight against `mnemoflow serve` (1 and 2 processes on one store) and a stand-in Prefect API
+bench-webhooks: install
+	$(BIN)/python bench/webhooks.py --output bench/results/webhooks.json
 
 bench-orchestration: install model
 	$(BIN)/python bench/orchestration.py --slots 6 --output bench/results/orchestration.json
