@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ import httpx  # noqa: E402
 from bench.prefect import group_cpu_seconds, ms  # noqa: E402
 from mnemoflow.flows.server.hooks.providers import sign_generic  # noqa: E402
 from tests.support.prefect_standin import PrefectStandIn, prefect_standin  # noqa: E402
-from tests.support.web_server import free_port, wait_until_serving  # noqa: E402
+from tests.support.web_server import serve_processes  # noqa: E402
 
 HOOK = "bench"
 SECRET = "bench-webhook-secret"
@@ -152,28 +151,9 @@ def environment(folder: Path, standin: PrefectStandIn, wait_s: float) -> dict[st
 
 @contextmanager
 def servers(count: int, env: dict[str, str], folder: Path) -> Iterator[list[tuple[str, int]]]:
-    """``count`` ``mnemoflow serve`` processes on one store, each in a session of its own; yields (url, pid)."""
-    started: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-    try:
-        for index in range(count):
-            port, log = free_port(), folder / f"serve-{index}.log"
-            with log.open("wb") as output:
-                process = subprocess.Popen(
-                    [str(Path(sys.executable).with_name("mnemoflow")), "serve", "--port", str(port)],
-                    env=env,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            started.append((f"http://127.0.0.1:{port}", process, log))
-        for url, process, log in started:
-            wait_until_serving(url, process, log.read_text)
-        yield [(url, process.pid) for url, process, _ in started]
-    finally:
-        for _, process, _ in started:
-            process.terminate()
-        for _, process, _ in started:
-            process.wait(timeout=30)
+    """``count`` ``mnemoflow serve`` processes on one store; yields (url, pid)."""
+    with serve_processes(count, env, folder) as started:
+        yield [(url, process.pid) for url, process in started]
 
 
 async def series(standin: PrefectStandIn, count: int, levels: list[int], wait_s: float, deliveries: int) -> dict[str, Any]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +21,7 @@ from mnemoflow.flows.server.hooks.deliveries import DELIVERY_KIND
 from mnemoflow.flows.server.hooks.providers import sign_generic
 from tests.conftest import cli_environment, new_store
 from tests.support.prefect_standin import PrefectStandIn, prefect_standin
-from tests.support.web_server import free_port, wait_until_serving
+from tests.support.web_server import serve_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess, pytest.mark.timeout(300)]
 
@@ -64,25 +62,8 @@ async def two_servers(
         TEST_LOAD_SECRET=SECRET,
         PREFECT_API_URL=standin.api_url,
     )
-    started = []
-    for index in range(2):
-        port, log = free_port(), tmp_path / f"serve-{index}.log"
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("mnemoflow")), "serve", "--port", str(port)],
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        started.append((f"http://127.0.0.1:{port}", process, log))
-    try:
-        for url, process, log in started:
-            await asyncio.to_thread(wait_until_serving, url, process, log.read_text)
-        yield [url for url, _, _ in started]
-    finally:
-        for _, process, _ in started:
-            process.terminate()
-            process.wait(timeout=30)
+    with serve_processes(2, env, tmp_path) as started:
+        yield [url for url, _ in started]
 
 
 async def post(client: httpx.AsyncClient, url: str, delivery: str) -> tuple[int, str | None]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +29,7 @@ from mnemoflow.flows.server.hooks.trigger import PrefectTrigger, TriggerUnavaila
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.settings import HooksSettings, Settings
 from tests.conftest import cli_environment, settings_of
-from tests.support.web_server import free_port, serve, wait_until_serving
+from tests.support.web_server import serve, serve_processes
 from tests.test_ui_deliveries import StandInPrefect
 
 SECRET = "generic-secret-for-the-trigger"
@@ -127,7 +125,7 @@ async def test_a_server_killed_while_prefect_hangs_leaves_the_delivery_pending_a
     silent_api: str,
     stand_in: StandInPrefect,
 ) -> None:
-    port, delivery = free_port(), str(uuid.uuid4())
+    delivery = str(uuid.uuid4())
     env = cli_environment(
         "sqlite",
         tmp_path,
@@ -138,33 +136,18 @@ async def test_a_server_killed_while_prefect_hangs_leaves_the_delivery_pending_a
         TEST_TRIGGER_SECRET=SECRET,
         PREFECT_API_URL=silent_api,
     )
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("mnemoflow")), "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            site = f"http://127.0.0.1:{port}"
-            await asyncio.to_thread(wait_until_serving, site, process, log_path.read_text)
-            sending = asyncio.create_task(asyncio.to_thread(send, site, "killed mid-call", delivery))
-            for _ in range(200):  # the record is written before Prefect is asked, which never answers
-                recorded = await past(sqlite_store, delivery)
-                if recorded is not None:
-                    break
-                await asyncio.sleep(0.05)
-            process.kill()
-            process.wait(timeout=30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=30)
+    with serve_processes(1, env, tmp_path) as [(site, process)]:
+        sending = asyncio.create_task(asyncio.to_thread(send, site, "killed mid-call", delivery))
+        for _ in range(200):  # the record is written before Prefect is asked, which never answers
+            recorded = await past(sqlite_store, delivery)
+            if recorded is not None:
+                break
+            await asyncio.sleep(0.05)
+        process.kill()
     with pytest.raises(httpx.TransportError):
         await sending
     recorded = await past(sqlite_store, delivery)
-    assert recorded is not None and (recorded.outcome, recorded.attempts) == ("pending", 1), log_path.read_text()
+    assert recorded is not None and (recorded.outcome, recorded.attempts) == ("pending", 1), (tmp_path / "serve-0.log").read_text()
 
     settings = with_hooks(settings_of(sqlite_store, tmp_path, request), hooks_file, wait_s=5.0)
     with temporary_settings({PREFECT_API_URL: stand_in.url}), serve(create_app(settings)) as site:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextvars
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -62,3 +64,32 @@ def wait_until_serving(url: str, process: subprocess.Popen[Any], describe: Calla
             pass
         assert process.poll() is None and time.monotonic() < deadline, describe()
         time.sleep(0.2)
+
+
+@contextmanager
+def serve_processes(count: int, env: dict[str, str], folder: Path) -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
+    """``count`` ``mnemoflow serve`` child processes with ``env`` (each in a session of its own, its output in
+    ``folder/serve-N.log``), waited for until they answer; yields (base URL, process) each, and stops those still
+    running when the block ends."""
+    started: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+    try:
+        for index in range(count):
+            port, log = free_port(), folder / f"serve-{index}.log"
+            with log.open("wb") as output:
+                process = subprocess.Popen(
+                    [str(Path(sys.executable).with_name("mnemoflow")), "serve", "--port", str(port)],
+                    env=env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            started.append((f"http://127.0.0.1:{port}", process, log))
+        for url, process, log in started:
+            wait_until_serving(url, process, log.read_text)
+        yield [(url, process) for url, process, _ in started]
+    finally:
+        for _, process, _ in started:
+            if process.poll() is None:
+                process.terminate()
+        for _, process, _ in started:
+            process.wait(timeout=30)
