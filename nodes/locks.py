@@ -1,5 +1,7 @@
 """One asyncio lock per key (a namespace, a session, a role) and event loop: read-modify-writes of one key in
-this process never interleave. Across processes the mechanisms rely on the store's claims instead."""
+this process never interleave. Nothing here reaches another process: across processes the mechanisms rely on the
+store instead, on records written as new (claims, :mod:`mnemoflow.nodes.leases` when the work has an owner that
+may die), and on stable ids that make a repeated write harmless."""
 
 from __future__ import annotations
 

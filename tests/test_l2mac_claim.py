@@ -22,7 +22,8 @@ import structlog
 from mnemoflow.errors import ConflictError
 from mnemoflow.memory.paging import all_nodes
 from mnemoflow.memory.protocol import GraphStore
-from mnemoflow.nodes.l2mac.claim import LEASE_S, RENEW_S, Owner, claim_thread, process_started, release_thread
+from mnemoflow.nodes.l2mac.claim import LEASE_S, RENEW_S, claim_thread, release_thread
+from mnemoflow.nodes.leases import Owner, process_started
 
 THREAD = "thread-1"
 

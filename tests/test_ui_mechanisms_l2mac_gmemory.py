@@ -242,6 +242,7 @@ def check_gmemory(client: httpx.Client) -> None:
     counts = view["counts"]
     assert (counts["GQuery"], counts["GInsight"], counts["GMilestone"]) == (11, 3, 2) and counts["GUtterance"] >= 11 + 3  # a failed task hears the critic too
     assert {m["name"]: m["status"] for m in view["milestones"]} == {"revision-5": "done", "revision-10": "done"}
+    assert sorted(q["order"] for q in view["queries"]["items"]) == list(range(1, 12))  # numbered from claims, no gap
     insights = view["insights"]["items"]
     # added by the revision at task 5 (+2 each), given to tasks 6-11 (+1 solved, -2 failed); the revision at task 10
     # agreed with the first rule (+1 per call that listed it) and removed the third (-1 per call), which pruned it
@@ -384,8 +385,13 @@ def test_records_link_to_their_mechanism_views(client: httpx.Client) -> None:
     [utterance] = [r for r in records(GM_NAMESPACE, "GUtterance") if r["properties"]["query_id"] == query][:1]
     [from_query] = gmemory.record_links({"kind": "GQuery", "namespace": GM_NAMESPACE, "id": query, "properties": {}})
     assert gmemory.record_links(utterance) == [from_query] and client.get(from_query["url"]).status_code == 200
+    [number] = [r for r in records(GM_NAMESPACE, "GQueryOrder") if r["properties"]["query_id"] == query]
+    assert gmemory.record_links(number) == [from_query]
     [milestone] = records(GM_NAMESPACE, "GMilestone")[:1]
-    assert gmemory.record_links(milestone)[0]["url"] == f"/mechanisms/gmemory?namespace={GM_NAMESPACE}"
+    [claim] = records(GM_NAMESPACE, "GMilestoneClaim")[:1]
+    assert {link["url"] for record in (milestone, claim) for link in gmemory.record_links(record)} == {
+        f"/mechanisms/gmemory?namespace={GM_NAMESPACE}"
+    }
     assert gmemory.record_links(records(L2_NAMESPACE, "L2Project")[0]) == [] and l2mac.record_links(insight) == []
 
 

@@ -3,7 +3,8 @@
 record -> learn (``learn.py``) -> credit -> revise (``revise.py``) -> merge (``merge.py``), the evolution nodes of
 ``graphs/library/gmemory-task.yaml``:
 
-- ``gmemory.record``: the query (embedded task, outcome, key steps, likely mistake), its interaction graph (one
+- ``gmemory.record``: the query (embedded task, outcome, key steps, likely mistake; its number ``order``
+  claimed in the store with it, kept when the task is recorded again), its interaction graph (one
   utterance per message, ``NEXT`` in order, ``REPLY_TO`` the last message the speaker received), its
   environment steps (``HAS_STEP``, ``NEXT`` in order), and ``SIMILAR`` links to earlier queries (``learn`` links
   the insights retrieval handed the team, ``INFORMED``). The write-time filter: a step with a negative reward (an
@@ -19,18 +20,20 @@ record -> learn (``learn.py``) -> credit -> revise (``revise.py``) -> merge (``m
   cluster's insights consolidated; a merged insight keeps the highest score of those it replaces.
 
 Writes that read and rewrite insights run one at a time per namespace in this process (a lock per namespace);
-across processes the credits (stable ids) and the milestones (claims) keep the result exact, and the cached
-``score`` is recomputed from the credits whenever an insight is touched. A reply that cannot be read changes
-nothing and is reported in ``evolution``.
+across processes the credits (stable ids), the query numbers and the milestones (claims in the store) keep the
+result exact, and the cached ``score`` is recomputed from the credits whenever an insight is touched. A reply that
+cannot be read changes nothing and is reported in ``evolution``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mnemoflow.errors import ConflictError
+from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord, RelationshipRecord
 from mnemoflow.nodes.context import RunContext
 from mnemoflow.nodes.gmemory.agents import TEMPERATURE, KeySteps, Mistake, key_steps_messages, mistake_messages, transcript
@@ -41,12 +44,14 @@ from mnemoflow.nodes.gmemory.model import (
     HAS_UTTERANCE,
     INSIGHT,
     NEXT,
+    ORDER,
     QUERY,
     REPLY_TO,
     SIMILAR,
     STEP,
     SUPPORTED_BY,
     UTTERANCE,
+    order_id,
     query_id,
     step_id,
     utterance_id,
@@ -143,6 +148,31 @@ def _step_records(namespace: str, qid: str, steps: Sequence[Step]) -> tuple[list
     return records, links
 
 
+async def _write_numbered(
+    store: GraphStore, namespace: str, qid: str, records: Callable[[int], list[NodeRecord]], kept: int | None
+) -> int:
+    """Write ``records(order)``, ``order`` being the query's number: ``kept`` when it has one, else the next free
+    number, claimed in the same transaction (its ``GQueryOrder`` written as new, the loser of a race trying the next
+    one), so no two queries share a number and no number is claimed without its query. Returns the number."""
+    if kept is not None:
+        await store.upsert_nodes(records(kept))
+        return kept
+    order = max(await store.count_nodes(namespace, ORDER), await store.count_nodes(namespace, QUERY)) + 1
+    while True:
+        claim = NodeRecord(
+            id=order_id(namespace, order), namespace=namespace, kind=ORDER, text=qid, properties={"order": order, "query_id": qid}
+        )
+        try:
+            await store.upsert_nodes([claim, *records(order)], new=[claim.id])
+        except ConflictError:
+            [taken] = await store.get_nodes(namespace, [claim.id])
+            if taken is None:  # refused for another reason than the number
+                raise
+            order += 1
+            continue
+        return order
+
+
 @node(
     "gmemory.record",
     state=TaskState,
@@ -167,85 +197,84 @@ async def record(state: TaskState, config: RecordConfig, context: RunContext) ->
             await context.llm.structured(mistake_messages(state.task, trajectory, outcome), Mistake, temperature=TEMPERATURE)
         ).reason
     embedding = await task_vector(state, context)
-    async with keyed_lock("gmemory", namespace):
-        [existing] = await store.get_nodes(namespace, [qid])
-        order = int(existing.properties["order"]) if existing is not None else await store.count_nodes(namespace, QUERY) + 1
-        hits = await store.vector_search(namespace, embedding, kind=QUERY, k=config.neighbours + 1)
+    [existing] = await store.get_nodes(namespace, [qid])
+    hits = await store.vector_search(namespace, embedding, kind=QUERY, k=config.neighbours + 1)
+    properties = {
+        "task": state.task,
+        "task_key": state.task_key or context.thread_id,
+        "status": status,
+        "feedback": state.feedback,
+        "key_steps": steps,
+        "fail_reason": reason,
+        "trajectory": trajectory,
+    }
+    utterances = [
+        NodeRecord(
+            id=utterance_id(namespace, qid, index + 1),
+            namespace=namespace,
+            kind=UTTERANCE,
+            text=m.text,
+            properties={
+                "query_id": qid,
+                "order": index + 1,
+                "round": m.round,
+                "speaker": m.speaker,
+                "addressee": m.addressee,
+                "message": m.text,
+            }
+            | ({"kept": m.round not in dropped} if state.steps else {}),
+        )
+        for index, m in enumerate(state.messages)
+    ]
+    step_records, step_links = _step_records(namespace, qid, state.steps)
+
+    def records(order: int) -> list[NodeRecord]:
         query = NodeRecord(
             id=qid,
             namespace=namespace,
             kind=QUERY,
             text=state.task,
             embedding=embedding,
-            properties={
-                "task": state.task,
-                "task_key": state.task_key or context.thread_id,
-                "status": status,
-                "order": order,
-                "feedback": state.feedback,
-                "key_steps": steps,
-                "fail_reason": reason,
-                "trajectory": trajectory,
-            },
+            properties={**properties, "order": order},
         )
-        utterances = [
-            NodeRecord(
-                id=utterance_id(namespace, qid, index + 1),
-                namespace=namespace,
-                kind=UTTERANCE,
-                text=m.text,
-                properties={
-                    "query_id": qid,
-                    "order": index + 1,
-                    "round": m.round,
-                    "speaker": m.speaker,
-                    "addressee": m.addressee,
-                    "message": m.text,
-                }
-                | ({"kept": m.round not in dropped} if state.steps else {}),
-            )
-            for index, m in enumerate(state.messages)
-        ]
-        step_records, step_links = _step_records(namespace, qid, state.steps)
-        await store.upsert_nodes([query, *utterances, *step_records])
-        similar = [
-            (hit.node.id, hit.score)
-            for hit in hits
-            if hit.node.id != qid and hit.score >= config.similarity and int(hit.node.properties.get("order", 0)) < order
-        ][: config.neighbours]
-        used = [
-            i
-            for i, found in zip(state.insights, await store.get_nodes(namespace, [i.id for i in state.insights]), strict=True)
-            if found is not None and found.kind == INSIGHT
-        ]
-        rel = [
-            RelationshipRecord(
-                namespace=namespace,
-                type=HAS_UTTERANCE,
-                source_id=qid,
-                target_id=u.id,
-                properties={"order": u.properties["order"]},
-            )
-            for u in utterances
-        ]
-        rel += [
-            RelationshipRecord(namespace=namespace, type=NEXT, source_id=a.id, target_id=b.id)
-            for a, b in zip(utterances, utterances[1:], strict=False)
-        ]
-        rel += step_links
-        rel += [
-            RelationshipRecord(namespace=namespace, type=REPLY_TO, source_id=utterances[i].id, target_id=utterances[target].id)
-            for i, target in enumerate(_reply_to(state.messages))
-            if target is not None
-        ]
-        rel += [
-            RelationshipRecord(
-                namespace=namespace, type=SIMILAR, source_id=qid, target_id=other, properties={"weight": round(score, 6)}
-            )
-            for other, score in similar
-        ]
-        if rel:
-            await store.upsert_relationships(rel)
+        return [query, *utterances, *step_records]
+
+    kept_order = int(existing.properties["order"]) if existing is not None else None
+    order = await _write_numbered(store, namespace, qid, records, kept_order)
+    similar = [
+        (hit.node.id, hit.score)
+        for hit in hits
+        if hit.node.id != qid and hit.score >= config.similarity and int(hit.node.properties.get("order", 0)) < order
+    ][: config.neighbours]
+    used = [
+        i
+        for i, found in zip(state.insights, await store.get_nodes(namespace, [i.id for i in state.insights]), strict=True)
+        if found is not None and found.kind == INSIGHT
+    ]
+    rel = [
+        RelationshipRecord(
+            namespace=namespace, type=HAS_UTTERANCE, source_id=qid, target_id=u.id, properties={"order": u.properties["order"]}
+        )
+        for u in utterances
+    ]
+    rel += [
+        RelationshipRecord(namespace=namespace, type=NEXT, source_id=a.id, target_id=b.id)
+        for a, b in zip(utterances, utterances[1:], strict=False)
+    ]
+    rel += step_links
+    rel += [
+        RelationshipRecord(namespace=namespace, type=REPLY_TO, source_id=utterances[i].id, target_id=utterances[target].id)
+        for i, target in enumerate(_reply_to(state.messages))
+        if target is not None
+    ]
+    rel += [
+        RelationshipRecord(
+            namespace=namespace, type=SIMILAR, source_id=qid, target_id=other, properties={"weight": round(score, 6)}
+        )
+        for other, score in similar
+    ]
+    if rel:
+        await store.upsert_relationships(rel)
     report = {
         "query": qid,
         "order": order,

@@ -12,7 +12,12 @@ Query graph (one record per finished task):
   each kept step's observation as an ``environment -> <speaker>`` line after its action).
   Id from (namespace, ``task_key``), the task key being the run's thread id unless the input names one: one
   query per finished task (its run), not per task text, so two tasks with the same text stay two, and a resumed
-  run rewrites its own query.
+  run rewrites its own query (and keeps its ``order``).
+- ``GQueryOrder``: ``{order, query_id}``; text = the query's id. The claim of one ``order`` number: written as new
+  in the same transaction as the query that takes the number, so two processes recording at once never give two
+  queries one number (the loser of a number tries the next). Id from (namespace, ``order``). Numbers may have
+  gaps (a number claimed by a query that another process rewrote at the same moment); nothing reads them as a
+  count. Queries recorded before these claims existed have none; new numbers start above them.
 - ``(:GQuery)-[:SIMILAR {weight}]->(:GQuery)`` links a new query to earlier ones (lower ``order``) whose cosine
   is at or above the threshold; ``weight`` is that cosine.
 
@@ -56,9 +61,19 @@ Insight graph:
 
 Periodic work:
 
-- ``GMilestone``: ``{name, status: claimed|done, report}``; ``name`` is ``revision-<n>`` or ``merge-<n>`` (the
-  query count reached). Id from (namespace, name). Written as new (a claim) by the task that reaches it, so a
-  periodic revision or merge runs exactly once however many tasks finish together; ``done`` with its report.
+- ``GMilestone``: ``{name, status: running|done, generation, owner, since, finished, report}``; ``name`` is
+  ``revision-<n>`` or ``merge-<n>`` (the query count reached). Id from (namespace, name). What the milestone's
+  claim (below) is doing, for readers: ``running`` since ``since`` (epoch seconds) by ``owner`` (the run and
+  process) under claim ``generation``, then ``done`` at ``finished`` with its ``report``. A work that failed or
+  was killed leaves it ``running`` until a later task takes it over. Versions before the claims wrote
+  ``{name, status: claimed}`` (and ``done`` with its report); a ``claimed`` milestone without a claim is abandoned.
+- ``GMilestoneClaim``: the milestone's claim with a lease (:mod:`mnemoflow.nodes.leases`): ``{milestone,
+  generation, run_id, host, pid, started, claimed_at, renewed_at, released, took_over}``; text = the milestone's
+  name. Id from (namespace, name, generation), generations from 1. The task that reaches a milestone writes the
+  next generation as new, so of tasks taking it at once exactly one runs it; its owner renews ``renewed_at`` while
+  the work runs and releases it when the work ends. A milestone not ``done`` whose owner is gone (released after
+  a failure, its process dead, or silent for the lease) is taken over and run again by the next task that
+  reaches it; a ``done`` one never runs again.
 """
 
 from __future__ import annotations
@@ -77,7 +92,9 @@ __all__ = [
     "INSIGHT",
     "MERGED_INTO",
     "MILESTONE",
+    "MILESTONE_CLAIM",
     "NEXT",
+    "ORDER",
     "QUERY",
     "REPLY_TO",
     "SIMILAR",
@@ -89,13 +106,16 @@ __all__ = [
     "insight_id",
     "learned_insight_id",
     "merged_insight_id",
+    "milestone_claim_id",
     "milestone_id",
+    "order_id",
     "query_id",
     "step_id",
     "utterance_id",
 ]
 
 QUERY, UTTERANCE, INSIGHT, CREDIT, MILESTONE = "GQuery", "GUtterance", "GInsight", "GCredit", "GMilestone"
+ORDER, MILESTONE_CLAIM = "GQueryOrder", "GMilestoneClaim"
 SIMILAR, HAS_UTTERANCE, REPLY_TO = "SIMILAR", "HAS_UTTERANCE", "REPLY_TO"
 SUPPORTED_BY, CONTRADICTED_BY, USED_INSIGHT, MERGED_INTO, CREDITS = (
     "SUPPORTED_BY",
@@ -113,7 +133,9 @@ REGISTRY.register_kind(QUERY, embedded=True, description="G-Memory: a finished t
 REGISTRY.register_kind(UTTERANCE, description="G-Memory: one message of a team's interaction on a task.")
 REGISTRY.register_kind(INSIGHT, description="G-Memory: a lesson learned across tasks, scored by how it fared.")
 REGISTRY.register_kind(CREDIT, description="G-Memory: one change of an insight's score, by a task or a revision.")
-REGISTRY.register_kind(MILESTONE, description="G-Memory: a periodic revision or merge, claimed once.")
+REGISTRY.register_kind(MILESTONE, description="G-Memory: a periodic revision or merge: running or done, and its report.")
+REGISTRY.register_kind(MILESTONE_CLAIM, description="G-Memory: which run, in which process, runs a milestone (one generation).")
+REGISTRY.register_kind(ORDER, description="G-Memory: the claim of one query number (order), by the query that took it.")
 REGISTRY.register_kind(STEP, description="G-Memory: one environment step of a task: action, observation, reward.")
 for relationship in (
     SIMILAR,
@@ -173,3 +195,13 @@ def credit_id(namespace: str, source: str, insight: str) -> str:
 def milestone_id(namespace: str, name: str) -> str:
     """The milestone ``name`` (``revision-<n>`` or ``merge-<n>``)."""
     return stable_id(namespace, MILESTONE, name)
+
+
+def milestone_claim_id(namespace: str, name: str, generation: int) -> str:
+    """Generation ``generation`` (from 1) of milestone ``name``'s claim."""
+    return stable_id(namespace, MILESTONE_CLAIM, name, generation)
+
+
+def order_id(namespace: str, order: int) -> str:
+    """The claim of query number ``order`` (from 1)."""
+    return stable_id(namespace, ORDER, order)

@@ -39,6 +39,8 @@ from mnemoflow.nodes.gmemory.model import (
     INSIGHT,
     MERGED_INTO,
     MILESTONE,
+    MILESTONE_CLAIM,
+    ORDER,
     QUERY,
     SIMILAR,
     SUPPORTED_BY,
@@ -121,15 +123,15 @@ def _recorded_query(run: dict[str, Any], namespace: str) -> str | None:
 
 def record_links(record: dict[str, Any]) -> list[dict[str, str]]:
     """The view a G-Memory record links to (``record`` as :func:`views.node_json` shapes it): an insight (or a credit
-    of one) opens on the namespace page, a query (or one of its messages) on its own page, a milestone on the
-    namespace page."""
+    of one) opens on the namespace page, a query (or one of its messages, or the claim of its number) on its own
+    page, a milestone (or its claim) on the namespace page."""
     kind, namespace, node_id = record.get("kind"), record.get("namespace"), record.get("id")
     properties = record.get("properties") or {}
     if not namespace or not isinstance(node_id, str):
         return []
     namespace = str(namespace)
     insight = node_id if kind == INSIGHT else properties.get("insight_id") if kind == CREDIT else None
-    query = node_id if kind == QUERY else properties.get("query_id") if kind == UTTERANCE else None
+    query = node_id if kind == QUERY else properties.get("query_id") if kind in (UTTERANCE, ORDER) else None
     if isinstance(insight, str):
         return [
             {
@@ -139,7 +141,7 @@ def record_links(record: dict[str, Any]) -> list[dict[str, str]]:
         ]
     if isinstance(query, str):
         return [{"label": "G-Memory: this task's query and trajectory", "url": query_url(namespace, query)}]
-    if kind == MILESTONE:
+    if kind in (MILESTONE, MILESTONE_CLAIM):
         return [{"label": "G-Memory: insights and queries", "url": namespace_url(namespace)}]
     return []
 
