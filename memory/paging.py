@@ -6,19 +6,24 @@ For the mechanisms' housekeeping (revising insights, scoring demonstrations); a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from mnemoflow.memory.protocol import GraphStore
-from mnemoflow.memory.records import NodeRecord, RelationshipRecord
+from mnemoflow.memory.records import JsonScalar, NodeRecord, RelationshipRecord
 
 __all__ = ["PAGE", "all_neighbours", "all_nodes"]
 
 PAGE = 1000
 
 
-async def all_nodes(store: GraphStore, namespace: str, kind: str) -> list[NodeRecord]:
-    """Every node of ``kind`` in the namespace, newest first, without embeddings."""
+async def all_nodes(
+    store: GraphStore, namespace: str, kind: str, *, where: Mapping[str, JsonScalar] | None = None
+) -> list[NodeRecord]:
+    """Every node of ``kind`` in the namespace (those whose properties equal ``where``'s, when given: see
+    :meth:`GraphStore.list_nodes`), newest first, without embeddings."""
     found: list[NodeRecord] = []
     while True:
-        page = await store.list_nodes(namespace, kind=kind, limit=PAGE, offset=len(found))
+        page = await store.list_nodes(namespace, kind=kind, where=where, limit=PAGE, offset=len(found))
         found += page
         if len(page) < PAGE:
             return found

@@ -221,13 +221,17 @@ async def test_ingest_builds_the_three_layers_once(
         assert found["NEXT"] == (n - 1) + (episodes - 1)
 
         book = (await store.get_nodes(namespace, [book_record_id(namespace, "salt")]))[0]
+        generation = state["generation"]
         assert book is not None and book.properties == {
             "book_id": "salt",
             "title": "The Salt Road",
             "chunks": n,
             "window": window,
+            "generation": generation,
         }
-        ids = [chunk_id(namespace, "salt", order) for order in range(n)]
+        assert len(generation) == 12 and state["superseded"] == 0
+        ids = [chunk_id(namespace, "salt", order, generation) for order in range(n)]
+        assert ids == state["chunk_ids"]
         for order, node_id in enumerate(ids):
             if order + 1 < n:
                 assert await linked(store, namespace, node_id, "NEXT", "out", "Chunk") == [ids[order + 1]]
@@ -245,7 +249,9 @@ async def test_ingest_builds_the_three_layers_once(
             covered.update(members)
         assert covered == set(ids)
 
-        sea, the_sea, nima = (entity_id(namespace, "salt", name) for name in ("Sea of Glass", "the Sea of Glass", "Nima Orsk"))
+        sea, the_sea, nima = (
+            entity_id(namespace, "salt", name, generation) for name in ("Sea of Glass", "the Sea of Glass", "Nima Orsk")
+        )
         assert await linked(store, namespace, sea, "SYNONYM", "both", "Entity") == [the_sea]
         assert await linked(store, namespace, nima, "SYNONYM", "both", "Entity") == []
         nima_node = (await store.get_nodes(namespace, [nima]))[0]
@@ -261,6 +267,7 @@ async def test_ingest_builds_the_three_layers_once(
         assert again.llm_usage["cache_hits"] == again.llm_calls > 0
         assert await counts(store, namespace) == before
         assert again.state["semantic_levels"] == levels
+        assert again.state["generation"] == generation and again.state["superseded"] == 0
     finally:
         await llm.aclose()
 
@@ -294,7 +301,14 @@ async def test_umap_reduction_clusters_the_book_and_without_the_extra_stops_befo
 
     async def run(where: str) -> Any:
         return await run_graph(
-            graph, values, store=store, embedder=EMBEDDER, llm=offline_llm(), settings=settings, checkpointer=None, namespace=where
+            graph,
+            values,
+            store=store,
+            embedder=EMBEDDER,
+            llm=offline_llm(),
+            settings=settings,
+            checkpointer=None,
+            namespace=where,
         )
 
     result = await run(namespace)
@@ -302,7 +316,9 @@ async def test_umap_reduction_clusters_the_book_and_without_the_extra_stops_befo
     expected = cluster_level(vectors, reduction="umap")
     assert seen and all(options["reduction"] == "umap" for options in seen)
     assert result.state["semantic_levels"][0] == len(expected)
-    level_one = await store.vector_search(namespace, EMBEDDER.embed_one("Nima"), kind="SemanticSummary", k=100, filters={"level": 1})
+    level_one = await store.vector_search(
+        namespace, EMBEDDER.embed_one("Nima"), kind="SemanticSummary", k=100, filters={"level": 1}
+    )
     members = [sorted(await linked(store, namespace, hit.node.id, "SUMMARIZES", "out", "Chunk")) for hit in level_one]
     ids = result.state["chunk_ids"]
     assert sorted(members) == sorted(sorted(ids[row] for row in cluster.members) for cluster in expected)

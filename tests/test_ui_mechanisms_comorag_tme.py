@@ -403,7 +403,7 @@ def test_records_link_to_the_views_they_belong_to(client: httpx.Client, made: Ma
     assert links(comorag, made.question_id) == [workspace, book]
     assert links(comorag, Unit.model_validate(made.qa_state["units"][0]).id) == [workspace]
     assert links(comorag, book_record_id(ns, BOOK)) == [book]
-    assert links(comorag, chunk_id(ns, BOOK, 0)) == [book]
+    assert links(comorag, chunk_id(ns, BOOK, 0, made.ingest_state["generation"])) == [book]
     assert links(tme, session_record_id(ns, "trip")) == [tme.session_url(ns, "trip")]
     flights = node_key(TRIP_TASK, "flight search")
     assert links(tme, task_node_id(ns, "trip", flights)) == [tme.session_url(ns, "trip", step=flights)]
@@ -418,9 +418,10 @@ def test_books_list_the_indexed_book_with_its_index_and_questions(client: httpx.
     state = made.ingest_state
     [book] = client.get("/api/mechanisms/comorag/books", params={"namespace": made.namespace}).json()
     chunks = len(state["chunks"])
-    assert (book["book_id"], book["title"], book["chunks"], book["window"]) == (
+    assert (book["book_id"], book["title"], book["generation"], book["chunks"], book["window"]) == (
         BOOK,
         "The Salt Road <b>bold</b>",
+        state["generation"],
         chunks,
         state["window"],
     )

@@ -31,9 +31,10 @@ class GraphRecords:
 
 
 def build_graph_records(
-    namespace: str, book_id: str, chunk_ids: Sequence[str], extractions: Sequence[Extraction]
+    namespace: str, book_id: str, chunk_ids: Sequence[str], extractions: Sequence[Extraction], generation: str = ""
 ) -> GraphRecords:
-    """Records of the entities and facts extracted from each chunk (``extractions[i]`` is chunk ``i``'s).
+    """Records of the entities and facts extracted from each chunk (``extractions[i]`` is chunk ``i``'s), of the
+    index ``generation`` (see :mod:`~mnemoflow.nodes.comorag.model`).
 
     An entity is a normalized name (:func:`~mnemoflow.nodes.comorag.model.normalize_name`) named by NER or by a
     triple; it keeps the spelling of its first mention and counts the chunks mentioning it (``num_chunks``).
@@ -59,20 +60,20 @@ def build_graph_records(
             if order not in chunks:
                 chunks.append(order)
     records = GraphRecords()
-    ids = {key: entity_id(namespace, book_id, key) for key in names}
+    ids = {key: entity_id(namespace, book_id, key, generation) for key in names}
 
     def link(type_: str, source: str, target: str) -> None:
         records.relationships.append(RelationshipRecord(namespace=namespace, type=type_, source_id=source, target_id=target))
 
     for key, name in names.items():
-        properties = {"book_id": book_id, "name": name, "num_chunks": len(mentions[key])}
+        properties = {"book_id": book_id, "generation": generation, "name": name, "num_chunks": len(mentions[key])}
         records.entities.append(NodeRecord(id=ids[key], namespace=namespace, kind=ENTITY, text=name, properties=properties))
         for order in mentions[key]:
             link("MENTIONS", chunk_ids[order], ids[key])
     for parts, (triple, orders) in facts.items():
         subject, predicate, object_ = triple
-        node_id = fact_id(namespace, book_id, subject, predicate, object_)
-        properties = {"book_id": book_id, "subject": subject, "predicate": predicate, "object": object_}
+        node_id = fact_id(namespace, book_id, subject, predicate, object_, generation)
+        properties = {"book_id": book_id, "generation": generation, "subject": subject, "predicate": predicate, "object": object_}
         records.facts.append(
             NodeRecord(id=node_id, namespace=namespace, kind=FACT, text=f"{subject} {predicate} {object_}", properties=properties)
         )

@@ -8,6 +8,10 @@
 - **semantic**: vector search over ``SemanticSummary`` (similarity order).
 - **episodic**: vector search over ``EpisodicSummary``.
 
+Every layer reads the book's current index only: the generation its Book record points to (see
+:mod:`~mnemoflow.nodes.comorag.model`), read once per retrieval, so an ingest under way or a superseded index is never
+retrieved. A Book without a generation (a store written before generations) reads the records without one.
+
 Veridical and episodic evidence is re-sorted into narrative order. Evidence whose id is in ``exclude`` (what
 the memory pool already holds) is dropped before the top k are taken and the token budget is spent, so the
 next best fills its place. Each layer keeps whole texts until the next one would overflow its budget; a first
@@ -23,13 +27,22 @@ import itertools
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mnemoflow.memory.batches import MAX_K
-from mnemoflow.memory.records import NodeRecord, ScoredNode
+from mnemoflow.memory.records import JsonScalar, NodeRecord, ScoredNode
 from mnemoflow.nodes.comorag.agents import FactSelection, fact_filter_messages
-from mnemoflow.nodes.comorag.model import CHUNK, EPISODIC_SUMMARY, FACT, SEMANTIC_SUMMARY, book_record_id, chunk_id
+from mnemoflow.nodes.comorag.model import (
+    CHUNK,
+    EPISODIC_SUMMARY,
+    FACT,
+    SEMANTIC_SUMMARY,
+    book_record_id,
+    chunk_id,
+    generation_of,
+)
 from mnemoflow.nodes.comorag.pagerank import entity_seeds, personalized_pagerank, read_book_graph
 from mnemoflow.nodes.comorag.state import EvidenceItem
 from mnemoflow.nodes.context import RunContext
@@ -91,7 +104,9 @@ def fit_budget(texts: Sequence[str], tokens: int) -> list[str]:
 def _budget(items: list[EvidenceItem], tokens: int) -> list[EvidenceItem]:
     """The items :func:`fit_budget` keeps, a cut one with its cut text."""
     texts = fit_budget([item.text for item in items], tokens)
-    return [item if item.text == text else item.model_copy(update={"text": text}) for item, text in zip(items, texts, strict=False)]
+    return [
+        item if item.text == text else item.model_copy(update={"text": text}) for item, text in zip(items, texts, strict=False)
+    ]
 
 
 def _item(node: NodeRecord, score: float, order_key: str) -> EvidenceItem:
@@ -113,34 +128,50 @@ def _normalized(hits: Sequence[ScoredNode]) -> list[float]:
     return [1.0 if high == low else (score - low) / (high - low) for score in scores]
 
 
-async def _all_chunks(
-    context: RunContext, book_id: str, vector: list[float], exclude: set[str], config: RetrievalConfig
-) -> tuple[list[str], list[ScoredNode]]:
-    """The ids of the book's chunks in reading order (from its Book record), and every chunk by dense score, best
-    first (up to ``MAX_K``): the PageRank graph's chunks and their seeds, and the dense ranking."""
-    store, namespace = context.store, context.namespace
-    [book] = await store.get_nodes(namespace, [book_record_id(namespace, book_id)])
+@dataclass(frozen=True)
+class _Index:
+    """The book's current index, as its Book record names it."""
+
+    generation: str
+    """``""`` for a book indexed before generations."""
+    chunk_ids: list[str]
+    """Its chunks' ids, in reading order (none when the book is not indexed)."""
+    where: dict[str, JsonScalar]
+    """The search filters of its records."""
+
+    def current(self, hits: list[ScoredNode]) -> list[ScoredNode]:
+        """The hits of this generation: without one, the store cannot filter out records that have one (an ingest of
+        a book indexed before generations, under way or interrupted), so they are dropped here."""
+        return [hit for hit in hits if hit.node.properties.get("generation", "") == self.generation]
+
+
+async def _current_index(context: RunContext, book_id: str) -> _Index:
+    """The generation the Book record points to and its chunks' ids (one read)."""
+    namespace = context.namespace
+    [book] = await context.store.get_nodes(namespace, [book_record_id(namespace, book_id)])
+    generation = generation_of(book)
     count = book.properties.get("chunks", 0) if book is not None else 0
     count = min(count if isinstance(count, int) else 0, MAX_K)
-    k = max(count, _wider(config.ver_top_k, exclude))
-    hits = await store.vector_search(namespace, vector, kind=CHUNK, k=k, filters={"book_id": book_id})
-    return [chunk_id(namespace, book_id, order) for order in range(count)], hits
+    where: dict[str, JsonScalar] = {"book_id": book_id, "generation": generation} if generation else {"book_id": book_id}
+    return _Index(generation, [chunk_id(namespace, book_id, order, generation) for order in range(count)], where)
 
 
 async def _veridical(
-    context: RunContext, book_id: str, query: str, vector: list[float], exclude: set[str], config: RetrievalConfig
+    context: RunContext, index: _Index, query: str, vector: list[float], exclude: set[str], config: RetrievalConfig
 ) -> list[EvidenceItem]:
     store, namespace = context.store, context.namespace
-    (chunk_ids, chunks), facts = await asyncio.gather(
-        _all_chunks(context, book_id, vector, exclude, config),
-        store.vector_search(namespace, vector, kind=FACT, k=config.fact_top_k, filters={"book_id": book_id}),
+    k = max(len(index.chunk_ids), _wider(config.ver_top_k, exclude))  # every chunk: the PageRank graph's seeds
+    chunk_hits, fact_hits = await asyncio.gather(
+        store.vector_search(namespace, vector, kind=CHUNK, k=k, filters=index.where),
+        store.vector_search(namespace, vector, kind=FACT, k=config.fact_top_k, filters=index.where),
     )
+    chunks, facts = index.current(chunk_hits), index.current(fact_hits)
     scored = [_item(hit.node, score, "order") for hit, score in zip(chunks, _normalized(chunks), strict=True)]
     dense = [item for item in scored if item.id not in exclude][: config.ver_top_k]
     if not facts:
         return dense
     # read the book's graph while the model filters the facts: the reads leave the critical path
-    graph = asyncio.ensure_future(read_book_graph(store, namespace, chunk_ids or [item.id for item in scored]))
+    graph = asyncio.ensure_future(read_book_graph(store, namespace, index.chunk_ids or [item.id for item in scored]))
     try:
         selection = await context.llm.structured(
             fact_filter_messages(query, [hit.node.text or "" for hit in facts]), FactSelection
@@ -181,16 +212,18 @@ async def tri_retrieve(
     exclude: set[str],
     config: RetrievalConfig,
 ) -> dict[str, list[EvidenceItem]]:
-    """Evidence per layer (``veridical``, ``semantic``, ``episodic``) for ``query`` embedded as ``vector``."""
-    store, namespace, where = context.store, context.namespace, {"book_id": book_id}
+    """Evidence per layer (``veridical``, ``semantic``, ``episodic``) for ``query`` embedded as ``vector``, from the
+    book's current index."""
+    store, namespace = context.store, context.namespace
+    index = await _current_index(context, book_id)
     # the summary layers need no model call: search them while the veridical layer waits on its fact filter
     veridical, semantic_hits, episodic_hits = await asyncio.gather(
-        _veridical(context, book_id, query, vector, exclude, config),
-        store.vector_search(namespace, vector, kind=SEMANTIC_SUMMARY, k=_wider(config.sem_top_k, exclude), filters=where),
-        store.vector_search(namespace, vector, kind=EPISODIC_SUMMARY, k=_wider(config.epi_top_k, exclude), filters=where),
+        _veridical(context, index, query, vector, exclude, config),
+        store.vector_search(namespace, vector, kind=SEMANTIC_SUMMARY, k=_wider(config.sem_top_k, exclude), filters=index.where),
+        store.vector_search(namespace, vector, kind=EPISODIC_SUMMARY, k=_wider(config.epi_top_k, exclude), filters=index.where),
     )
-    semantic = [_item(hit.node, hit.score, "level") for hit in semantic_hits]
-    episodic = [_item(hit.node, hit.score, "first_order") for hit in episodic_hits]
+    semantic = [_item(hit.node, hit.score, "level") for hit in index.current(semantic_hits)]
+    episodic = [_item(hit.node, hit.score, "first_order") for hit in index.current(episodic_hits)]
 
     def fresh(items: list[EvidenceItem], k: int) -> list[EvidenceItem]:
         return [item for item in items if item.id not in exclude and item.text.strip()][:k]

@@ -30,6 +30,8 @@ class IngestState(BaseModel):
     """Extract entities and facts (two model calls per chunk) for personalized-PageRank retrieval."""
     chunk_tokens: int = Field(DEFAULT_CHUNK_TOKENS, ge=16, le=8192)
     """Most tokens a chunk may have."""
+    generation: str = ""
+    """The index generation this ingest writes (:func:`~mnemoflow.nodes.comorag.model.ingest_generation`)."""
     chunks: list[str] = Field(default_factory=list)
     """Chunk texts in reading order."""
     chunk_ids: list[str] = Field(default_factory=list)
@@ -38,14 +40,22 @@ class IngestState(BaseModel):
     """Chunks per episodic window."""
     entity_ids: list[str] = Field(default_factory=list)
     """The Entity records' ids (none when ``kg`` is off)."""
+    fact_ids: list[str] = Field(default_factory=list)
+    """The Fact records' ids."""
     facts: int = 0
     """Fact records written."""
     synonyms: int = 0
     """SYNONYM links written."""
     semantic_levels: list[int] = Field(default_factory=list)
     """Semantic summaries per level, level 1 first."""
+    semantic_ids: list[str] = Field(default_factory=list)
+    """The SemanticSummary records' ids, level by level."""
     episodes: int = 0
     """Episodic summaries written: the windows of the timeline."""
+    episode_ids: list[str] = Field(default_factory=list)
+    """The EpisodicSummary records' ids, in timeline order."""
+    superseded: int = 0
+    """Records of the book's earlier indexes that the publish step deleted."""
 
 
 class EvidenceItem(BaseModel):

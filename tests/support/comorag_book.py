@@ -1,4 +1,8 @@
-"""A tiny ComoRAG index written straight into a store, following :mod:`mnemoflow.nodes.comorag.model` (for QA tests)."""
+"""A tiny ComoRAG index written straight into a store, following :mod:`mnemoflow.nodes.comorag.model` (for QA tests).
+
+It is written as a store from before index generations holds it (no ``generation`` on the Book or the records, ids
+without one), so every QA test that uses it also proves that such a store still answers.
+"""
 
 from __future__ import annotations
 

@@ -9,9 +9,10 @@ evidence: the cue), ``EVIDENCE {rank}`` to the chunks and summaries each unit re
 and text; the fusions are one ``get_nodes``, their sources one short ``neighbourhood`` each. Everything goes through
 the store API, so both backends serve the views.
 
-A book's index is shown by what its ``Book`` record holds (chunks and the episodic window, hence the number of
-windows) and the namespace's count of each index kind (one ``count_nodes_by_kind``): the store counts kinds per
-namespace, not per book, and a namespace usually holds one book.
+A book's index is shown by what its ``Book`` record holds (the generation it points to, chunks and the episodic
+window, hence the number of windows) and the namespace's count of each index kind (one ``count_nodes_by_kind``): the
+store counts kinds per namespace, not per book, and a namespace usually holds one book (while an ingest of it is
+under way, or after one was interrupted, the counts include the records of the index it was writing).
 
 Pages: ``/mechanisms/comorag`` (books, optionally of one ``namespace``), ``/mechanisms/comorag/book?namespace=&book=``
 and ``/mechanisms/comorag/question?namespace=&id=``. APIs, the same data as JSON: ``/api/mechanisms/comorag/books``,
@@ -37,15 +38,15 @@ from mnemoflow.nodes.comorag.model import (
     BOOK,
     CHUNK,
     CYCLE,
-    ENTITY,
     EPISODIC_SUMMARY,
-    FACT,
+    INDEX_KINDS,
     LAYERS,
     MEMORY_UNIT,
     PROBE,
     QUESTION,
     SEMANTIC_SUMMARY,
     book_record_id,
+    generation_of,
     memory_unit_id,
     question_id,
 )
@@ -75,8 +76,6 @@ EVIDENCE_CHARS = 1500
 """Characters of an evidence record's text shown in the workspace; its record page has the rest."""
 WORKSPACE_TYPES = ("HAS_CYCLE", "ISSUED", "YIELDED", "EVIDENCE")
 """The relationships followed from a question to its cycles, probes, units and their evidence (four hops)."""
-INDEX_KINDS = (CHUNK, ENTITY, FACT, SEMANTIC_SUMMARY, EPISODIC_SUMMARY)
-"""The kinds of a book's index, counted per namespace on the book page."""
 EVIDENCE_LAYERS = {CHUNK: "veridical", SEMANTIC_SUMMARY: "semantic", EPISODIC_SUMMARY: "episodic"}
 """The layer each kind of evidence record belongs to."""
 
@@ -159,7 +158,8 @@ def _int(value: object) -> int | None:
 
 
 def _book_json(record: NodeRecord) -> dict[str, Any]:
-    """A Book record: its id, title, chunks, episodic window and the number of windows (a timeline entry each)."""
+    """A Book record: its id, title, the generation of its current index (``""`` for a book indexed before
+    generations), chunks, episodic window and the number of windows (a timeline entry each)."""
     p = record.properties
     book_id = str(p.get("book_id") or record.text or "")
     chunks, window = _int(p.get("chunks")), _int(p.get("window"))
@@ -168,6 +168,7 @@ def _book_json(record: NodeRecord) -> dict[str, Any]:
         "book_id": book_id,
         "id": record.id,
         "title": str(p.get("title") or record.text or book_id),
+        "generation": generation_of(record),
         "chunks": chunks,
         "window": window,
         "episodes": math.ceil(chunks / window) if chunks is not None and window else None,
@@ -198,7 +199,7 @@ async def _questions(store: GraphStore, namespace: str) -> list[NodeRecord]:
 
 async def books_view(store: GraphStore, namespace: str | None) -> list[dict[str, Any]]:
     """The indexed books of a namespace (or of every namespace), most recently changed first within each, at most
-    ``MAX_BOOKS`` per namespace: ``[{"namespace", "book_id", "id", "title", "chunks", "window", "episodes",
+    ``MAX_BOOKS`` per namespace: ``[{"namespace", "book_id", "id", "title", "generation", "chunks", "window", "episodes",
     "questions", "updated_at", "url", "record_url"}]`` (``questions``: how many of the namespace's ``MAX_QUESTIONS``
     most recent questions ask it)."""
     with store_errors():
