@@ -25,6 +25,7 @@ from mnemoflow.graphs.compiler import NodeWrapper, compile_graph
 from mnemoflow.graphs.loader import LoadedGraph, suggest
 from mnemoflow.graphs.outputs import output_values, run_outputs
 from mnemoflow.graphs.preview import preview_bounded
+from mnemoflow.graphs.settle import LIVE_HEARTBEAT_S, RUN_KIND, STALLED_AFTER_S, process_identity, settle_thread
 from mnemoflow.llm import LLM
 from mnemoflow.logging import bind_run_context, get_logger
 from mnemoflow.memory.protocol import Embedder, GraphStore
@@ -55,17 +56,6 @@ __all__ = [
 
 LIVE_INTERVAL_S = 1.0
 """How often the CLI and the flows refresh a running graph's record (``live_interval``), so the UI follows it."""
-
-LIVE_HEARTBEAT_S = 15.0
-"""A live run's record is written at least this often (``recorded_at``), even while one step runs long, so a
-watcher can tell a run whose process died (its record stops changing) from a slow one."""
-
-STALLED_AFTER_S = 4 * LIVE_HEARTBEAT_S
-"""A ``running`` record older than this belongs to a run whose process died (the UI shows it as stalled); a younger
-one may still be going in another process, so its thread is not resumed under it."""
-
-RUN_KIND = "Run"
-"""The kind of the record every run writes (its trace, status, input and outputs)."""
 
 INPUT_CHARS = 16_000
 """Characters of JSON a run's record gives its input (previewed: long values folded, vectors summarised)."""
@@ -186,7 +176,9 @@ class GraphRunner:
 
     With ``live_interval`` (seconds) a run's record is also written while it runs, with status ``running``
     and the steps so far: at most once per interval when a step has ended, and every ``LIVE_HEARTBEAT_S``
-    regardless. The final record is then written at once, so a watcher never sees a finished run as running.
+    regardless. The final record is then written at once, so a watcher never sees a finished run as running. A
+    process killed mid-run leaves its record ``running``: the next run on its thread, or maintenance once it is
+    silent, settles it ``interrupted`` (:mod:`mnemoflow.graphs.settle`).
     ``progress`` hears what nodes report of long work (:meth:`~mnemoflow.nodes.context.RunContext.progress`).
     """
 
@@ -259,12 +251,27 @@ class GraphRunner:
         snapshot = await self.compiled.aget_state({"configurable": {"thread_id": thread_id}})
         return bool(snapshot.next or snapshot.tasks)
 
+    async def _take_over(self, namespace: str, thread_id: str, run_id: str, log: Any) -> list[str]:
+        """Settle the thread's dead and interrupted runs as taken over by run ``run_id``
+        (:func:`~mnemoflow.graphs.settle.settle_thread`); their ids, for its record's ``resumes``. A store failing
+        here costs the links, not the run."""
+        try:
+            resumes = await settle_thread(self.store, namespace, thread_id, resumed_by=run_id)
+        except MnemoflowError as exc:
+            log.warning("run.settle_failed", error=str(exc))
+            return []
+        if resumes:
+            log.info("run.settled", runs=resumes)
+        return resumes
+
     async def _invoke(self, values: dict[str, Any] | None, config: RunnableConfig, context: RunContext) -> dict[str, Any]:
         graph = self.graph
         try:
             state: dict[str, Any] | None = await self.compiled.ainvoke(values, config, context=context)
         except GraphRecursionError as exc:
-            raise NodeError(f"{graph.spec.name} took more than {step_limit(graph)} steps (max_steps); the loop did not exit") from exc
+            raise NodeError(
+                f"{graph.spec.name} took more than {step_limit(graph)} steps (max_steps); the loop did not exit"
+            ) from exc
         except NodeTimeoutError as exc:
             context.trace.record(exc.node, "error", time.time() - exc.timeout, exc.timeout, f"timed out after {exc.timeout} s")
             raise NodeError(f"node {exc.node!r} of {graph.spec.name} timed out after {exc.timeout} s (timeout)") from exc
@@ -295,6 +302,11 @@ class GraphRunner:
         resumed run, which takes no input and carries on from the thread's checkpoint) and, once completed, the
         ``outputs`` previewed the same way.
 
+        On a named thread, before the first step, the thread's earlier runs this run takes over are settled
+        (:func:`~mnemoflow.graphs.settle.settle_thread`): a ``running`` record whose process is gone (or silent for
+        ``STALLED_AFTER_S``) becomes ``interrupted``, and each such run and each ``interrupted`` one not yet linked
+        gets ``resumed_by`` this run; this run's record lists them in ``resumes``.
+
         Raises:
             ConfigError: ``run_id`` is malformed, or the input is refused (:func:`check_input`).
         """
@@ -302,8 +314,12 @@ class GraphRunner:
         if run_id is not None and not _RUN_ID.fullmatch(run_id):
             raise ConfigError(f"run id {run_id!r} refused: give 1 to 64 letters, digits, '_' or '-'")
         run_id = run_id or uuid.uuid4().hex[:16]
-        config: RunnableConfig = {"configurable": {"thread_id": thread_id or uuid.uuid4().hex}, "recursion_limit": step_limit(graph)}
-        # only a thread the caller names can have a run to resume
+        config: RunnableConfig = {
+            "configurable": {"thread_id": thread_id or uuid.uuid4().hex},
+            "recursion_limit": step_limit(graph),
+        }
+        # only a thread the caller names can have a run to resume, or earlier runs to take over
+        named = thread_id is not None
         resumed = thread_id is not None and await self.resumable(thread_id)
         thread_id = str(config["configurable"]["thread_id"])
         if not resumed:
@@ -325,15 +341,18 @@ class GraphRunner:
         status, error = "failed", ""
         shown_input = None if resumed else preview_bounded(values or {}, INPUT_CHARS)
         shown_outputs: Any = None
+        resumes = await self._take_over(namespace, thread_id, run_id, log) if named else []
 
         def record(status: str) -> NodeRecord:
             trace = [event.as_dict() for event in context.trace.events]
             duration = time.perf_counter() - started
             usage = context.llm.usage.as_dict()
-            properties = {"error": error, "annotations": dict(annotations or {}), "input": shown_input}
+            properties = {"error": error, "annotations": dict(annotations or {}), "input": shown_input, "resumes": resumes}
             if status == "completed":
                 properties["outputs"] = shown_outputs
-            return run_record(namespace, graph, run_id, thread_id, status, resumed, started_at, duration, trace, usage, properties)
+            return run_record(
+                namespace, graph, run_id, thread_id, status, resumed, started_at, duration, trace, usage, properties
+            )
 
         finished = asyncio.Event()
         publisher = asyncio.create_task(self._publish_live(record, context, finished)) if self.live_interval else None
@@ -378,7 +397,6 @@ class GraphRunner:
             offline_model=self.llm.offline,
             trace=trace,
         )
-
 
     async def _publish_live(self, record: Callable[[str], NodeRecord], context: RunContext, finished: asyncio.Event) -> None:
         """Until the run has finished, write its record whenever steps have ended since the last write."""
@@ -436,8 +454,11 @@ def run_record(
     llm_usage: dict[str, Any],
     extra: dict[str, Any],
 ) -> NodeRecord:
-    """The record a run keeps of itself: its graph, thread, status, timing, steps (``trace``), model usage, and
-    ``extra`` properties (error, annotations, input, outputs)."""
+    """The record a run keeps of itself: its graph, thread, status, timing, steps (``trace``), model usage, the
+    process writing it (``process``: how another process tells a dead run from a live one, see
+    :func:`~mnemoflow.graphs.settle.process_gone`), ``resumed_by`` (empty: a run that takes its thread over once it has
+    stopped fills it in, :mod:`~mnemoflow.graphs.settle`) and ``extra`` properties (error, annotations, input, outputs,
+    ``resumes``)."""
     return NodeRecord(
         id=stable_id(namespace, RUN_KIND, run_id),
         namespace=namespace,
@@ -453,6 +474,8 @@ def run_record(
             "duration_s": round(duration, 6),
             "started_at": round(started_at, 6),
             "recorded_at": round(time.time(), 6),
+            "process": process_identity(),
+            "resumed_by": "",
             "steps": sum(event["event"] == "end" for event in trace),
             "events": trace,
             "llm": llm_usage,

@@ -1,9 +1,12 @@
-"""Checkpoint pruning by age on both savers: old history goes, every thread's newest checkpoint stays."""
+"""Checkpoint pruning by age on both savers: old history goes, every thread's newest checkpoint stays. Settling the
+records of dead runs on both stores: silent ``running`` records become ``interrupted``, fresh ones are left alone."""
 
 from __future__ import annotations
 
 import asyncio
 import operator
+import subprocess
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -21,9 +24,14 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from mnemoflow.errors import ConfigError, InvalidQueryError
+from mnemoflow.graphs import load_graph
+from mnemoflow.graphs.runner import STALLED_AFTER_S, run_record
+from mnemoflow.graphs.settle import process_gone, process_identity, settle_silent_runs, settle_thread
 from mnemoflow.memory.checkpoint_ids import checkpoint_id_floor
 from mnemoflow.memory.maintenance import prune_checkpoints
 from mnemoflow.memory.neo4j.checkpoints import Neo4jCheckpointSaver
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import NodeRecord
 from tests.conftest import neo4j_auth
 
 Key = tuple[str, str, str]
@@ -135,7 +143,9 @@ async def test_prune_keeps_each_threads_newest_and_recent_history(saver: BaseChe
     before = await stored(saver)
     states = {name: await graph.compiled.aget_state(thread(name)) for name in ("old", "resumed-later", "failed", "new")}
     assert {key[1] for key in before} - {""}, "the subgraph wrote checkpoints in a namespace of their own"
-    assert all(tup.pending_writes for key, tup in before.items() if key[0] == "failed" and key in newest_per_namespace(set(before)))
+    assert all(
+        tup.pending_writes for key, tup in before.items() if key[0] == "failed" and key in newest_per_namespace(set(before))
+    )
     old_keys = {key for key, tup in before.items() if datetime.fromisoformat(tup.checkpoint["ts"]) < cutoff}
     assert {key[0] for key in old_keys} == {"old", "resumed-later", "failed"}
     expected_gone = old_keys - newest_per_namespace(set(before))
@@ -206,3 +216,83 @@ def test_checkpoint_ids_sort_by_creation_time() -> None:
     assert checkpoint_id_floor(moment + timedelta(microseconds=1)) > floor
     assert checkpoint_id_floor(datetime.min.replace(tzinfo=UTC)) == "00000000-0000-6000-8000-000000000000"
     assert checkpoint_id_floor(datetime.max.replace(tzinfo=UTC)) == "ffffffff-ffff-6fff-8000-000000000000"
+
+
+# -- settling the records of dead runs ----------------------------------------------------------------------------
+
+
+def run(namespace: str, run_id: str, status: str, *, silent_for: float, thread: str = "", **extra: Any) -> NodeRecord:
+    """A run record as the runner writes it, last written ``silent_for`` seconds ago by this process."""
+    node = run_record(namespace, load_graph("text-stats"), run_id, thread or f"thread-{run_id}", status, False, time.time() - 300,
+                      1.0, [{"node": "split", "event": "end"}], {"calls": 0}, {"error": "", "input": {"text": "Hi."}})  # fmt: skip
+    return node.model_copy(update={"properties": {**node.properties, "recorded_at": time.time() - silent_for, **extra}})
+
+
+async def statuses(store: GraphStore, namespace: str) -> dict[str, dict[str, Any]]:
+    return {str(node.properties["run_id"]): node.properties for node in await store.list_nodes(namespace, kind="Run")}
+
+
+async def test_maintenance_settles_silent_running_runs_in_every_namespace(store: GraphStore, namespace: str) -> None:
+    other = f"{namespace}-b"
+    await store.upsert_nodes([
+        run(namespace, "dead", "running", silent_for=STALLED_AFTER_S + 30),
+        run(namespace, "alive", "running", silent_for=1),
+        run(namespace, "done", "completed", silent_for=3600),
+    ])  # fmt: skip
+    await store.upsert_nodes([run(other, "dead-too", "running", silent_for=STALLED_AFTER_S + 5)])
+
+    assert await settle_silent_runs(store) == 2
+
+    runs, others = await statuses(store, namespace), await statuses(store, other)
+    assert {name: record["status"] for name, record in runs.items()} == {
+        "dead": "interrupted",
+        "alive": "running",
+        "done": "completed",
+    }
+    dead = runs["dead"]
+    assert int(dead["settled_reason"].removeprefix("silent for ").removesuffix(" s")) >= STALLED_AFTER_S + 30
+    assert dead["resumed_by"] == ""  # nobody has resumed its thread yet
+    assert dead["settled_at"] > dead["recorded_at"] and dead["steps"] == 1 and dead["input"] == {"text": "Hi."}
+    assert others["dead-too"]["status"] == "interrupted" and others["dead-too"]["settled_reason"].startswith("silent for")
+    assert "settled_at" not in runs["alive"] and "settled_at" not in runs["done"]
+    assert await settle_silent_runs(store) == 0  # settled once
+
+
+async def test_a_run_taking_over_a_thread_settles_only_its_dead_runs(store: GraphStore, namespace: str) -> None:
+    elsewhere = {"host": "another-host", "machine": "another-machine", "pid": 7}
+    await store.upsert_nodes([
+        run(namespace, "silent", "running", thread="t", silent_for=STALLED_AFTER_S + 1, process=elsewhere),
+        run(namespace, "elsewhere", "running", thread="t", silent_for=2, process=elsewhere),  # may still be going
+        run(namespace, "cancelled", "interrupted", thread="t", silent_for=30),
+        run(namespace, "new", "running", thread="t", silent_for=0),  # the taking run's own first record
+        run(namespace, "other-thread", "running", thread="u", silent_for=STALLED_AFTER_S + 1),
+    ])  # fmt: skip
+
+    assert await settle_thread(store, namespace, "t", resumed_by="new") == ["cancelled", "silent"]
+
+    runs = await statuses(store, namespace)
+    assert {name: (record["status"], record["resumed_by"]) for name, record in runs.items()} == {
+        "silent": ("interrupted", "new"), "elsewhere": ("running", ""), "cancelled": ("interrupted", "new"),
+        "new": ("running", ""), "other-thread": ("running", ""),
+    }  # fmt: skip
+    assert runs["silent"]["settled_reason"].startswith("silent for")
+    assert runs["cancelled"]["settled_reason"] == "cut off by a cancel or Ctrl-C"
+    assert await settle_thread(store, namespace, "t", resumed_by="newer") == []  # each is linked to one run
+
+
+def test_a_process_is_gone_only_when_this_machine_says_so() -> None:
+    here = process_identity()
+    assert not process_gone(here) and not process_gone(None) and not process_gone({**here, "pid": True})
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not process_gone({**here, "pid": child.pid})
+        assert not process_gone({**here, "pid": child.pid, "machine": "another"})
+        child.kill()
+        deadline = time.monotonic() + 10
+        while not process_gone({**here, "pid": child.pid}):  # a zombie until reaped, and gone already
+            assert time.monotonic() < deadline, "the killed child never looked gone"
+            time.sleep(0.01)
+    finally:
+        child.kill()
+        child.wait()
+    assert process_gone({**here, "pid": child.pid}) and not process_gone({**here, "pid": child.pid, "host": "another"})

@@ -58,6 +58,7 @@ async def test_killed_run_resumes_on_its_thread(backend: str, request: pytest.Fi
     store: GraphStore = new_store(backend, neo4j_uri=uri, sqlite_path=tmp_path / "memory.db")
     first = subprocess.Popen(command, env=environment, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+
         async def remembered() -> bool:
             assert first.poll() is None, first.communicate()[1]
             try:
@@ -80,8 +81,12 @@ async def test_killed_run_resumes_on_its_thread(backend: str, request: pytest.Fi
         assert "completed, resumed in" in second.stderr
 
         records = [hit.node for hit in await store.keyword_search("resume", "slow-pipeline", kinds=["Run"])]
-        assert sorted(record.properties["status"] for record in records) == ["completed", "running"]  # the killed run's last word
+        assert sorted(record.properties["status"] for record in records) == ["completed", "interrupted"]  # settled
         [trace] = [record for record in records if record.properties["status"] == "completed"]
+        [killed] = [record.properties for record in records if record.properties["status"] == "interrupted"]
+        assert killed["resumed_by"] == trace.properties["run_id"] and trace.properties["resumes"] == [killed["run_id"]]
+        assert f"process {killed['process']['pid']}" in killed["settled_reason"] and killed["settled_at"] >= killed["recorded_at"]
+        assert killed["input"] == {"text": TEXT} and killed["graph"] == "slow-pipeline"  # what it recorded stays
         steps = [event["node"] for event in trace.properties["events"] if event["event"] == "end"]
         assert trace.properties["resumed"] is True
         assert steps[0] == "wait" and "split" not in steps and "remember" not in steps
@@ -109,7 +114,13 @@ class KeepsOnlyFirstCheckpoints(InMemorySaver):
             self.saved += 1
             return await super().aput(config, checkpoint, metadata, new_versions)
         ns = config["configurable"].get("checkpoint_ns", "")
-        return {"configurable": {"thread_id": config["configurable"]["thread_id"], "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}}
+        return {
+            "configurable": {
+                "thread_id": config["configurable"]["thread_id"],
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
 
 
 async def test_a_run_whose_last_nodes_saved_their_writes_but_no_checkpoint_resumes(tmp_path: Path) -> None:

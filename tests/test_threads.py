@@ -214,7 +214,9 @@ async def test_a_failed_run_is_resumable_and_resumes_from_its_last_checkpoint(op
     assert resumed.state["notes"] == ["flaky succeeded"] and len(resumed.state["stored"]) == 4
 
 
-async def test_a_run_cancelled_mid_step_is_resumable_and_resumes_at_that_step(open_runner: OpenRunner, tmp_path: Path) -> None:
+async def test_a_run_cancelled_mid_step_is_resumable_and_resumes_at_that_step(
+    open_runner: OpenRunner, store: GraphStore, tmp_path: Path
+) -> None:
     release = tmp_path / "release"
     graph = tmp_path / "held-pipeline.yaml"
     graph.write_text(HELD_PIPELINE % release)
@@ -233,6 +235,15 @@ async def test_a_run_cancelled_mid_step_is_resumable_and_resumes_at_that_step(op
         resumed = await runner.run(None, namespace="threads", thread_id="held")
     assert stopped[-1].after == ("split",) and stopped[-1].next == ("hold",)
     assert resumed.resumed and resumed.steps == ["hold", "remember"] and len(resumed.state["stored"]) == 4
+    # the cancelled run's record names the run that resumed its thread, and that run's record names it
+    records = {
+        node.properties["status"]: node.properties
+        for node in await store.list_nodes("threads", kind="Run", where={"thread_id": "held"})
+    }
+    assert sorted(records) == ["completed", "interrupted"]
+    cancelled, resumer = records["interrupted"], records["completed"]
+    assert cancelled["resumed_by"] == resumed.run_id and resumer["resumes"] == [cancelled["run_id"]]
+    assert cancelled["settled_reason"] == "cut off by a cancel or Ctrl-C" and cancelled["error"] == "interrupted"
 
 
 async def test_without_a_checkpointer_nothing_is_kept_to_list_resume_or_fork(

@@ -28,6 +28,7 @@ from tests.test_ui import settings_at, write_run
 
 NAMESPACE = "ui-runs"
 OTHER = "ui-runs-other"
+SETTLED = "ui-runs-settled"
 T0 = 1_760_000_000.0
 LONG = "The caravan rested at the ford. " * 40
 
@@ -76,8 +77,16 @@ RICH_EVENTS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
-def run_record(namespace: str, run_id: str, *, graph: str = "tme-turn", status: str = "completed", thread: str | None = None,
-               started_at: float = T0, **properties: Any) -> NodeRecord:
+def run_record(
+    namespace: str,
+    run_id: str,
+    *,
+    graph: str = "tme-turn",
+    status: str = "completed",
+    thread: str | None = None,
+    started_at: float = T0,
+    **properties: Any,
+) -> NodeRecord:
     """A Run record shaped as the runner writes it."""
     return NodeRecord(
         id=stable_id(namespace, "Run", run_id), namespace=namespace, kind="Run", text=f"{graph} {status}",
@@ -185,7 +194,9 @@ async def test_run_detail_of_a_running_and_of_a_malformed_run(
     store: GraphStore, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     settings = settings_of(store, tmp_path, request)
-    odd_events = [{"node": "split", "event": "end", "started_at": T0, "duration_s": 0.1, "writes": "oops", "calls": [1, {"kind": "text"}]}]
+    odd_events = [
+        {"node": "split", "event": "end", "started_at": T0, "duration_s": 0.1, "writes": "oops", "calls": [1, {"kind": "text"}]}
+    ]
     await write(
         store,
         run_record(namespace, "going", status="running", input={"session": "s", "utterance": "hi"}),
@@ -238,8 +249,12 @@ async def test_run_detail_links_to_mechanism_views_on_this_server_only(
     detail = await runs.run_detail(store, settings_of(store, tmp_path, request), namespace, "turn")
     assert detail["links"] == [{"label": "Session s1", "url": f"/tme/session?namespace={namespace}&session=s1"}]
     [run] = seen
-    assert (run["graph"], run["thread_id"], run["input"], run["outputs"]) == ("tme-turn", "turn", {"session": "s1", "utterance": "hi"},
-                                                                              {"response": "Hello."})
+    assert (run["graph"], run["thread_id"], run["input"], run["outputs"]) == (
+        "tme-turn",
+        "turn",
+        {"session": "s1", "utterance": "hi"},
+        {"response": "Hello."},
+    )
 
 
 # -- real runs of a chat session ----------------------------------------------------------------------------------
@@ -293,6 +308,11 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     forked = {"forked_from_run": "turn-1", "forked_from_thread": "chat-7", "forked_from_checkpoint": "cp-3"}
     write_run(path, NAMESPACE, "forked", "completed", [], graph="tme-turn", thread_id="chat-7-fork", started_at=T0 + 30,
               annotations=forked, input={"session": "s", "utterance": "hi"}, outputs={"response": "Hello <i>there</i>."})  # fmt: skip
+    killed = [{"node": "split", "event": "end", "started_at": T0 + 40, "duration_s": 0.1}]
+    write_run(path, SETTLED, "killed", "interrupted", killed, graph="tme-turn", thread_id="book-1", started_at=T0 + 40,
+              recorded_at=T0 + 41, resumed_by="resumer", settled_at=T0 + 50, settled_reason="its process 4242 on <box> is gone")  # fmt: skip
+    write_run(path, SETTLED, "resumer", "completed", [], graph="tme-turn", thread_id="book-1", started_at=T0 + 50, resumed=True,
+              input=None, resumes=["killed"])  # fmt: skip
     return path
 
 
@@ -313,7 +333,10 @@ def test_runs_api_filters(client: httpx.Client) -> None:
     assert ids(status="failed") == ["broken"]
     assert ids(namespace=OTHER, status="completed") == []
     [stats] = client.get("/api/runs", params={"graph": "text-stats", "status": "completed"}).json()
-    assert stats["prefect"]["url"].startswith("http://127.0.0.1:4200/runs/flow-run/") and stats["url"] == f"/runs/stats?namespace={NAMESPACE}"
+    assert (
+        stats["prefect"]["url"].startswith("http://127.0.0.1:4200/runs/flow-run/")
+        and stats["url"] == f"/runs/stats?namespace={NAMESPACE}"
+    )
     assert client.get("/api/runs", params={"limit": runs.RUN_SCAN_LIMIT + 1}).status_code == 422
     assert client.get("/api/runs", params={"thread": ""}).status_code == 422
 
@@ -329,10 +352,12 @@ def test_runs_page_groups_a_thread_and_links_prefect(client: httpx.Client) -> No
 
 
 def test_runs_page_keeps_its_filters_and_opens_a_filtered_thread(client: httpx.Client) -> None:
-    html = client.get("/runs", params={"namespace": NAMESPACE, "graph": "tme-turn", "status": "completed", "thread": "chat-7"}).text
+    html = client.get(
+        "/runs", params={"namespace": NAMESPACE, "graph": "tme-turn", "status": "completed", "thread": "chat-7"}
+    ).text
     assert '<option value="tme-turn" selected>' in html and '<option value="completed" selected>' in html
     assert 'name="thread" value="chat-7"' in html and 'href="/runs" class="clear-filters"' in html
-    assert 'data-open="true"' in html and '<tr class="run-row thread-run">' in html and "thread-run\" hidden" not in html
+    assert 'data-open="true"' in html and '<tr class="run-row thread-run">' in html and 'thread-run" hidden' not in html
 
 
 def test_a_thread_without_runs_yet_says_so_and_waits(client: httpx.Client) -> None:
@@ -365,3 +390,21 @@ def test_run_page_of_a_forked_run_links_back(client: httpx.Client) -> None:
     ) in html
     assert "Hello &lt;i&gt;there&lt;/i&gt;." in html and 'id="run-error" hidden' in html
     assert '<a href="/runs?namespace=ui-runs&amp;thread=chat-7-fork">thread <code>chat-7-fork</code></a>' in html
+
+
+def test_a_killed_run_settled_by_its_resume_and_the_resume_link_each_other(client: httpx.Client) -> None:
+    killed = client.get("/runs/killed", params={"namespace": SETTLED}).text
+    assert '<span id="run-status" class="status status-interrupted">interrupted</span>' in killed
+    assert '<span class="muted small" id="run-settled">(its process 4242 on &lt;box&gt; is gone)</span>' in killed
+    assert '<dd id="run-resumed-by">run <a href="/runs/resumer?namespace=ui-runs-settled"><code>resumer</code></a>' in killed
+    assert 'id="run-resumes"' not in killed and 'id="live-note" class="muted small" hidden' in killed
+    resumer = client.get("/runs/resumer", params={"namespace": SETTLED}).text
+    assert '<dd id="run-resumes">run <a href="/runs/killed?namespace=ui-runs-settled"><code>killed</code></a>' in resumer
+    assert 'id="run-resumed-by"' not in resumer and 'id="run-settled"' not in resumer
+    listing = client.get("/runs", params={"namespace": SETTLED, "status": "interrupted"}).text
+    assert (
+        'href="/runs/resumer?namespace=ui-runs-settled" title="the run that took its thread over">resumed by <code>resumer</code>'
+        in listing
+    )
+    run = client.get("/api/runs/killed", params={"namespace": SETTLED}).json()
+    assert run["resumed_by"] == {"run_id": "resumer", "url": "/runs/resumer?namespace=ui-runs-settled"} and run["resumes"] == []

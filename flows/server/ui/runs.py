@@ -56,8 +56,9 @@ def _usage(properties: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status(properties: dict[str, Any]) -> str:
-    """The run's status; ``stalled`` for a running run whose record has stopped changing (its process died,
-    or was killed: a resumed run is a new run)."""
+    """The run's status; ``stalled`` for a running run whose record has stopped changing (its process died, or was
+    killed) and that nothing has settled yet: the next run on its thread, or maintenance, rewrites it ``interrupted``
+    (:mod:`mnemoflow.graphs.settle`)."""
     status = str(properties.get("status", "unknown"))
     recorded_at = properties.get("recorded_at")
     if status == "running" and isinstance(recorded_at, int | float) and time.time() - recorded_at > STALLED_AFTER_S:
@@ -78,6 +79,21 @@ def run_url(namespace: str, run_id: str) -> str:
 def thread_url(namespace: str, thread_id: str) -> str:
     """The runs list filtered to one thread of one namespace."""
     return f"/runs?{urlencode({'namespace': namespace, 'thread': thread_id})}"
+
+
+def _run_link(namespace: str, run_id: object) -> dict[str, str]:
+    return {"run_id": str(run_id), "url": run_url(namespace, str(run_id))}
+
+
+def _takeovers(namespace: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """How a settled run and the run that took its thread over name each other: ``resumed_by`` (the later run's link,
+    or None), ``resumes`` (the earlier runs' links) and ``settled_reason`` (why the run was judged dead, or "")."""
+    resumes = properties.get("resumes")
+    return {
+        "resumed_by": _run_link(namespace, properties["resumed_by"]) if properties.get("resumed_by") else None,
+        "resumes": [_run_link(namespace, run_id) for run_id in resumes if run_id] if isinstance(resumes, list) else [],
+        "settled_reason": str(properties.get("settled_reason") or ""),
+    }
 
 
 def _run_summary(node: NodeRecord) -> dict[str, Any]:
@@ -103,6 +119,7 @@ def _run_summary(node: NodeRecord) -> dict[str, Any]:
         "tokens": usage.get("tokens", 0),
         "prefect": _prefect_link(properties),
         "updated_at": node.updated_at.timestamp() if node.updated_at else None,
+        **_takeovers(node.namespace, properties),
     }
 
 
@@ -330,5 +347,3 @@ async def run_detail(store: GraphStore, settings: Settings, namespace: str, run_
     detail["links"] = local_links(mechanisms.run_links(detail))
     detail["now"] = time.time()
     return detail
-
-
