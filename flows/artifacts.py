@@ -1,7 +1,8 @@
 """The Markdown report of a graph run, published as a Prefect artifact: the run's outputs as a table (what any
 Markdown view shows), a link to the run's page in mnemoflow's UI, the graph's Mermaid diagram with the nodes the
 run visited highlighted (drawn by Prefect's newer UI), the path it took, the nodes it ran again (its cycles) and its
-model usage.
+model usage. A run that failed gets a report of its failure under the same key instead: the step that failed and
+its error, the steps done before it, the link to its page.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Mapping
 from itertools import groupby
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -18,7 +20,7 @@ from mnemoflow.graphs.render import to_mermaid
 from mnemoflow.graphs.runner import RunResult
 from mnemoflow.redaction import redact_urls
 
-__all__ = ["MAX_VALUE_CHARS", "artifact_key", "outputs_table", "run_page_url", "run_report"]
+__all__ = ["MAX_VALUE_CHARS", "artifact_key", "failure_report", "outputs_table", "run_page_url", "run_report"]
 
 _USAGE_COLUMNS = ("calls", "requests", "retries", "reasks", "cache_hits", "prompt_tokens", "completion_tokens")
 MAX_VALUE_CHARS = 300
@@ -109,7 +111,8 @@ def run_report(graph: LoadedGraph, result: RunResult, *, run_page: str | None = 
         "## Cycles",
         "",
         (
-            f"{cycles} cycle{'s' if cycles != 1 else ''}: " + ", ".join(f"`{node}` ran {count} times" for node, count in sorted(repeated.items()))
+            f"{cycles} cycle{'s' if cycles != 1 else ''}: "
+            + ", ".join(f"`{node}` ran {count} times" for node, count in sorted(repeated.items()))
             if repeated
             else "No node ran twice: the run took no cycle."
         ),
@@ -120,3 +123,42 @@ def run_report(graph: LoadedGraph, result: RunResult, *, run_page: str | None = 
         "",
     ]
     return "\n".join(lines)
+
+
+def _fenced(text: str) -> list[str]:
+    """``text`` as a code block whose fence no run of backticks inside it can close."""
+    fence = "`" * max([3, *(len(run) + 1 for run in re.findall(r"`+", text))])
+    return [fence, text, fence]
+
+
+def failure_report(
+    graph: LoadedGraph, error: str, *, record: Mapping[str, Any] | None = None, run_page: str | None = None
+) -> str:
+    """The Markdown of a run that failed with ``error``: the step that failed, the error (URLs' credentials hidden),
+    the path up to it. ``record`` is the properties of the run's record in the store (its trace), when the run got as
+    far as writing one; ``run_page`` the address of its page in mnemoflow's UI."""
+    events: list[dict[str, Any]] = list(record.get("events", [])) if record else []
+    last = {event["node"]: (number, event["event"]) for number, event in enumerate(events)}
+    failed = sorted((number, node) for node, (number, kind) in last.items() if kind == "error")  # not retried after
+    done = sum(event["event"] == "end" for event in events)
+    steps = f" after {done} step{'s' if done != 1 else ''} done"
+    where = f"at step `{failed[-1][1]}`{steps}" if failed else f"between steps{steps}" if done else "before its first step"
+    run = f"Thread `{record['thread_id']}`, run `{record['run_id']}`: " if record else ""
+    page = [f"[The run's page in mnemoflow's UI]({run_page})", ""] if run_page else []
+    return "\n".join(
+        [
+            f"# {graph.spec.name}: failed",
+            "",
+            f"{run}failed {where}.",
+            "",
+            *page,
+            "## Error",
+            "",
+            *_fenced(redact_urls(error)),
+            "",
+            "## Path",
+            "",
+            *(_path(events) or ["No step ran."]),
+            "",
+        ]
+    )

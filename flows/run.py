@@ -8,30 +8,73 @@ resumes from the last checkpoint instead of starting over.
 
 Both flows return the run's summary with the graph's ``outputs`` and keep it as their result, as JSON in Prefect's
 result storage (``$PREFECT_HOME/storage`` unless configured), so the answer can be read back from the flow run.
-The run's record in the store names the subflow run and links to it in Prefect's UI.
+The run's record in the store names the subflow run and links to it in Prefect's UI. A run that fails publishes its
+failure (the step, the error, the steps done) as its report.
+
+After a crash: when the automation of ``mnemoflow prefect setup`` reschedules a run whose worker died, Prefect takes
+the dead attempt's subflow run back and runs it again; the task runs the dead attempt left unfinished in it are
+marked Crashed before it does. A run rescheduled more than ``MNEMOFLOW_PREFECT_MAX_RESCHEDULES`` times ends Failed
+instead of starting again (:class:`RescheduleLimitError`); its thread keeps its last checkpoint.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+import httpx
+from prefect import flow, get_client
 from prefect.artifacts import acreate_markdown_artifact
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterState,
+    TaskRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.context import FlowRunContext
+from prefect.states import Crashed
 from prefect.utilities.urls import url_for
 
-from mnemoflow.errors import ConfigError
-from mnemoflow.flows.artifacts import artifact_key, run_page_url, run_report
+from mnemoflow.errors import ConfigError, MnemoflowError, StoreError
+from mnemoflow.flows.artifacts import artifact_key, failure_report, run_page_url, run_report
 from mnemoflow.flows.budget import model_slot
 from mnemoflow.flows.resources import Backend, flow_settings
+from mnemoflow.flows.setup import reschedules
 from mnemoflow.flows.tasks import node_wrapper
 from mnemoflow.graphs import GraphRunner, load_graph
 from mnemoflow.graphs.loader import LoadedGraph
 from mnemoflow.graphs.parts import open_run_parts
-from mnemoflow.graphs.runner import LIVE_INTERVAL_S, check_input, check_preconditions
+from mnemoflow.graphs.runner import LIVE_INTERVAL_S, RUN_KIND, check_input, check_preconditions
+from mnemoflow.logging import get_logger
+from mnemoflow.memory.protocol import GraphStore
+from mnemoflow.memory.records import stable_id
+from mnemoflow.settings import Settings
 
-__all__ = ["execute_graph", "prefect_annotations", "read_files", "run_graph", "start_graph_run"]
+__all__ = [
+    "ABANDONED",
+    "RescheduleLimitError",
+    "execute_graph",
+    "prefect_annotations",
+    "publish_failure",
+    "read_files",
+    "run_graph",
+    "settle_dead_attempt",
+    "start_graph_run",
+]
+
+UNFINISHED = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
+ABANDONED = "its worker died: the flow run was rescheduled and resumed the graph from its last checkpoint"
+"""The message of a task run a dead attempt left unfinished, once it is marked Crashed."""
+
+
+class RescheduleLimitError(MnemoflowError):
+    """A run whose worker died was rescheduled more often than ``MNEMOFLOW_PREFECT_MAX_RESCHEDULES`` allows."""
+
+    code = "reschedule-limit"
 
 
 def _flow_run_id() -> str:
@@ -50,6 +93,28 @@ def prefect_annotations() -> dict[str, str]:
     flow_run_id = str(context.flow_run.id)
     url = url_for("flow-run", obj_id=flow_run_id)
     return {"prefect_flow_run_id": flow_run_id, **({"prefect_flow_run_url": url} if url else {})}
+
+
+async def publish_failure(
+    loaded: LoadedGraph, error: str, *, record: Mapping[str, Any] | None = None, run_page: str | None = None
+) -> None:
+    """Publish a failed run's report (:func:`~mnemoflow.flows.artifacts.failure_report`) under the key of its
+    graph's reports. A server that cannot take it is logged, not raised: the run's own error must stay its error."""
+    report = failure_report(loaded, error, record=record, run_page=run_page)
+    try:
+        await acreate_markdown_artifact(report, key=artifact_key(loaded), description=f"{loaded.spec.name}: failed")
+    except httpx.HTTPError as exc:
+        get_logger("mnemoflow.flows").warning("run.failure_report_lost", graph=loaded.spec.name, error=str(exc))
+
+
+async def _failed_record(store: GraphStore, namespace: str, run_id: str) -> Mapping[str, Any] | None:
+    """The properties of a failed run's record (its trace and error), or None when it wrote none or the store that
+    failed it cannot be read."""
+    try:
+        [node] = await store.get_nodes(namespace, [stable_id(namespace, RUN_KIND, run_id)])
+    except StoreError:
+        return None
+    return node.properties if node is not None else None
 
 
 def read_files(files: dict[str, str]) -> dict[str, str]:
@@ -79,14 +144,23 @@ async def execute_graph(
     settings = flow_settings(store=store, namespace=namespace)
     loaded = load_graph(Path(graph))
     input = {**input, **read_files(files or {})}
+    run_id = uuid.uuid4().hex[:16]  # chosen here, so that a failure's report can read the run's record
+    run_page = run_page_url(settings.ui.url, run_id, settings.namespace) if settings.ui.url else None
     async with (
         open_run_parts(settings, request_slot=model_slot(settings.prefect)) as parts,
         GraphRunner.from_parts(
             loaded, parts, wrap_node=node_wrapper(settings.prefect.tasks), live_interval=LIVE_INTERVAL_S
         ) as runner,
     ):
-        result = await runner.run(input, namespace=settings.namespace, thread_id=thread_id, annotations=prefect_annotations())
-    run_page = run_page_url(settings.ui.url, result.run_id, settings.namespace) if settings.ui.url else None
+        try:
+            result = await runner.run(
+                input, namespace=settings.namespace, thread_id=thread_id, annotations=prefect_annotations(), run_id=run_id
+            )
+        except Exception as exc:
+            record = await _failed_record(parts.store, settings.namespace, run_id)
+            error = (record or {}).get("error") or f"{type(exc).__name__}: {exc}"
+            await publish_failure(loaded, error, record=record, run_page=run_page if record else None)
+            raise
     await acreate_markdown_artifact(
         run_report(loaded, result, run_page=run_page), key=artifact_key(loaded), description=result.summary()
     )
@@ -104,6 +178,37 @@ async def execute_graph(
     }
 
 
+async def settle_dead_attempt(loaded: LoadedGraph, settings: Settings, thread: str) -> None:
+    """On a flow run's second start or later, a reschedule after its worker died (or a retry): mark Crashed the task
+    runs the dead attempt left unfinished in its subflow runs (Prefect runs the subflow run again but leaves them
+    ``Running``), then refuse to start a run rescheduled more than ``MNEMOFLOW_PREFECT_MAX_RESCHEDULES`` times.
+
+    Raises:
+        RescheduleLimitError: past the cap, after publishing the failure as the run's report.
+    """
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None or context.flow_run.run_count <= 1:
+        return  # a first start: no attempt before it
+    flow_run_id = context.flow_run.id
+    async with get_client() as client:
+        left = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])),
+            task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=UNFINISHED))),
+        )
+        for task_run in left:
+            await client.set_task_run_state(task_run.id, Crashed(message=ABANDONED), force=True)
+        count = reschedules(await client.read_flow_run_states(flow_run_id))
+    cap = settings.prefect.max_reschedules
+    if count > cap:
+        error = RescheduleLimitError(
+            f"rescheduled {count} times after its worker died, more than MNEMOFLOW_PREFECT_MAX_RESCHEDULES={cap} "
+            f"allows: not started again. Thread {thread} keeps its last checkpoint: run it again with that thread_id "
+            "and no input to resume it."
+        )
+        await publish_failure(loaded, str(error))
+        raise error
+
+
 async def start_graph_run(
     loaded: LoadedGraph,
     input: dict[str, Any],
@@ -112,19 +217,29 @@ async def start_graph_run(
     store: Backend | None,
     files: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Check the input and the graph's preconditions, then run the graph in its subflow with the graph file's run
-    retries (a precondition that fails, a book not indexed, fails here once instead of in every retry)."""
+    """Settle what a dead attempt of this flow run left (:func:`settle_dead_attempt`), check the input and the
+    graph's preconditions, then run the graph in its subflow with the graph file's run retries (a precondition that
+    fails, a book not indexed, fails here once instead of in every retry). A check that fails is published as the
+    run's report."""
+    settings = flow_settings(store=store, namespace=namespace)
     thread = thread_id or _flow_run_id()
+    await settle_dead_attempt(loaded, settings, thread)
     if thread_id is None or input or files:  # a named thread with no input resumes; the runner checks the rest
-        values = {**input, **read_files(files or {})}
-        check_input(loaded, values)
-        if loaded.spec.requires:
-            settings = flow_settings(store=store, namespace=namespace)
-            async with open_run_parts(settings, checkpointer=False) as parts:
-                await check_preconditions(loaded, values, parts.store, settings.namespace)
+        try:
+            values = {**input, **read_files(files or {})}
+            check_input(loaded, values)
+            if loaded.spec.requires:
+                async with open_run_parts(settings, checkpointer=False) as parts:
+                    await check_preconditions(loaded, values, parts.store, settings.namespace)
+        except MnemoflowError as exc:
+            await publish_failure(loaded, str(exc))
+            raise
     retry = loaded.spec.retry
     subflow = execute_graph.with_options(
-        name=loaded.spec.name, retries=retry.max_attempts - 1, retry_delay_seconds=retry.delay, flow_run_name=f"{loaded.spec.name}-{thread[:8]}"
+        name=loaded.spec.name,
+        retries=retry.max_attempts - 1,
+        retry_delay_seconds=retry.delay,
+        flow_run_name=f"{loaded.spec.name}-{thread[:8]}",
     )
     summary: dict[str, Any] = await subflow(str(loaded.path), input, thread, namespace, store, files)
     return summary

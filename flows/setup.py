@@ -4,25 +4,43 @@ reschedules runs whose worker died, and the model limit.
 A run whose worker dies mid-run stays ``Running`` on the server: nothing reports its end. With heartbeats on
 (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``, 30 s or more, in the workers' environment), the automation notices a
 deployment run of ours that has gone silent and sets it back to ``AwaitingRetry``; the next worker to poll
-takes it, and the graph resumes from its last checkpoint because the thread id is the flow run's id.
+takes it, and the graph resumes from its last checkpoint because the thread id is the flow run's id. Each
+reschedule is an ``AwaitingRetry`` state in the run's history with :data:`RESCHEDULED` in its message:
+:func:`reschedules` counts them, so a run that kills its worker every time is not rescheduled forever (see
+``MNEMOFLOW_PREFECT_MAX_RESCHEDULES``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate, WorkPoolCreate
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.objects import State, StateType
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-__all__ = ["RESCHEDULE_AUTOMATION", "TAG", "ensure_model_limit", "setup_prefect"]
+__all__ = ["RESCHEDULED", "RESCHEDULE_AUTOMATION", "TAG", "ensure_model_limit", "reschedules", "setup_prefect"]
 
 TAG = "mnemoflow"
 """The tag of every deployment in ``prefect.yaml``; the automation only touches runs that carry it."""
 RESCHEDULE_AUTOMATION = "mnemoflow: reschedule runs whose worker died"
+RESCHEDULED = "its worker is gone; rescheduled to resume"
+"""How the message of the state the automation sets ends: what tells its reschedules from other retries."""
+
+
+def reschedules(states: Iterable[State]) -> int:
+    """How many times the automation rescheduled a flow run, from its state history, since the run last ended: a
+    run retried by hand after it ended (Failed, Crashed...) starts its count again."""
+    count = 0
+    for state in sorted(states, key=lambda state: state.timestamp):
+        if state.is_final():
+            count = 0
+        elif state.name == "AwaitingRetry" and (state.message or "").endswith(RESCHEDULED):
+            count += 1
+    return count
 
 
 def reschedule_automation(silence: timedelta) -> AutomationCore:
@@ -51,7 +69,7 @@ def reschedule_automation(silence: timedelta) -> AutomationCore:
             ChangeFlowRunState(
                 state=StateType.SCHEDULED,
                 name="AwaitingRetry",
-                message=f"no heartbeat for {silence.total_seconds():.0f} s: its worker is gone; rescheduled to resume",
+                message=f"no heartbeat for {silence.total_seconds():.0f} s: {RESCHEDULED}",
                 force=True,
             )
         ],

@@ -38,12 +38,13 @@ codes do not. Leaves defined beside the code that raises them give their module:
     ├── TriggerUnavailable                      trigger-unavailable  flows.server.hooks.trigger: Prefect cannot take the run now
     ├── TriggerRefused                          trigger-refused   flows.server.hooks.trigger: Prefect refused the run's parameters
     ├── LaunchError                             launch            flows.server.launcher: a start, resume or fork from the UI is refused
-    └── UIError                                 ui                flows.server.ui.views: a page or API request cannot be answered
+    ├── UIError                                 ui                flows.server.ui.views: a page or API request cannot be answered
+    └── RescheduleLimitError                    reschedule-limit  flows.run: a run whose worker died was rescheduled more often than MNEMOFLOW_PREFECT_MAX_RESCHEDULES allows
 
 Mechanisms' own leaves, with their parents::
 
     ForestError (MnemoflowError)                tme-forest            nodes.tme.forest: a task-forest change is refused
-    SessionConflictError (ConflictError)        tme-session-conflict  nodes.tme.conversation: another turn was saved first
+    SessionConflictError (ConflictError)        tme-session-conflict  nodes.tme: another turn was saved first, max_attempts times in a row
     PathError (ToolArgumentError)               l2mac-path            nodes.l2mac.files: a path is malformed or outside the project
     MissingFileError (ToolArgumentError, KeyError)     l2mac-missing-file  nodes.l2mac.files: no such file or version
     FileTooLargeError (ToolArgumentError)       l2mac-file-too-large  nodes.l2mac.files: more than a file may hold

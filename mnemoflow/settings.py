@@ -236,6 +236,14 @@ class PrefectSettings(BaseSettings):
     checkpoint_retention_days: float = Field(
         30.0, ge=0, description="maintain_memory deletes checkpoints older than this, keeping each thread's latest."
     )
+    max_reschedules: int = Field(
+        3,
+        ge=0,
+        le=100,
+        description="Times a run whose worker died may be rescheduled to resume (by the automation of `mnemoflow "
+        "prefect setup`) before it ends Failed instead of starting again: a run that kills its worker every time "
+        "stops there.",
+    )
 
 
 class HooksSettings(BaseSettings):

@@ -30,7 +30,9 @@ from prefect.deployments import run_deployment
 
 from mnemoflow.flows.ingest import ingest
 from mnemoflow.flows.maintain import maintain_memory
-from mnemoflow.flows.run import run_graph
+from mnemoflow.flows.run import ABANDONED, run_graph
+from mnemoflow.graphs import load_graph
+from mnemoflow.graphs.runner import STALLED_AFTER_S, run_record
 from mnemoflow.memory.neo4j.checkpoints import Neo4jCheckpointSaver
 from mnemoflow.memory.protocol import GraphStore
 from mnemoflow.memory.records import NodeRecord
@@ -42,6 +44,7 @@ from tests.support.prefect_fixtures import MODEL_LIMIT, RUN_TIMEOUT, SILENCE_SEC
 from tests.support.prefect_server import PrefectServer, Worker
 
 pytestmark = [pytest.mark.neo4j, pytest.mark.timeout(900)]
+
 
 @pytest.fixture
 def in_process(
@@ -92,7 +95,18 @@ async def test_deploy_all_then_comorag_qa_runs_on_a_worker(
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     async with get_client() as client:
         names = {deployment.name for deployment in await client.read_deployments()}
-    assert names == {"comorag-qa", "comorag-ingest", "text-stats", "text-pipeline", "tme-turn", "gmemory-task", "experepair", "l2mac", "ingest-comorag", "maintain-memory"}
+    assert names == {
+        "comorag-qa",
+        "comorag-ingest",
+        "text-stats",
+        "text-pipeline",
+        "tme-turn",
+        "gmemory-task",
+        "experepair",
+        "l2mac",
+        "ingest-comorag",
+        "maintain-memory",
+    }
 
     await build_book(neo4j, EMBEDDER, namespace)
     script(model, [answer("*"), answer("Corvin Ashe")], [{"probes": ["Who looked after the Orsk children?"]}])
@@ -113,7 +127,9 @@ async def test_deploy_all_then_comorag_qa_runs_on_a_worker(
     steps = Counter(run.name for run in await task_runs([subflow]))
     assert steps["answer"] == 2 and steps["retrieve"] == 1 and steps["finalize"] == 1 and steps["probe_worker"] == 1
     async with get_client() as client:
-        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["graph-run-comorag-qa"])))
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["graph-run-comorag-qa"]))
+        )
     [report] = [artifact for artifact in artifacts if artifact.flow_run_id == subflow.id]
     content = str(report.data)
     assert "```mermaid" in content and "flowchart TD" in content and "class " in content
@@ -159,6 +175,46 @@ async def test_a_node_failing_twice_succeeds_on_retry_in_either_task_mode(
     assert [event["event"] for event in run.properties["events"] if event["node"] == "flaky"] == ["error", "error", "end"]
 
 
+async def failure_report_of(record: NodeRecord) -> str:
+    """The report a failed run published: the artifact of its graph's key on the subflow run of its thread."""
+    [subflow] = await subflow_runs(uuid.UUID(record.properties["thread_id"]))
+    key = f"graph-run-{record.properties['graph']}"
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    [report] = [artifact for artifact in artifacts if artifact.flow_run_id == subflow.id]
+    return str(report.data)
+
+
+async def test_a_failed_run_publishes_the_step_and_error_as_its_report(
+    sqlite_store: GraphStore, namespace: str, tmp_path: Path, in_process: pytest.MonkeyPatch
+) -> None:
+    """Read from the failed run's record (here in SQLite; Neo4j: the model-limit test below): the step that failed,
+    its error, the steps done before it, the link to the run's page."""
+    in_process.setenv("MNEMOFLOW_STORE_BACKEND", "sqlite")
+    in_process.setenv("MNEMOFLOW_STORE_SQLITE_PATH", str(tmp_path / "memory.db"))
+    in_process.setenv("MNEMOFLOW_UI_URL", "http://127.0.0.1:8765")
+    graph = write_graph(
+        tmp_path / "fails-late.yaml",
+        {
+            "before": {"use": "testing.mark", "with": {"label": "before"}},
+            "broken": {"use": "testing.flaky", "with": {"failures": 9}},
+        },
+        edges=[("START", "before"), ("before", "broken"), ("broken", "END")],
+    )
+    with pytest.raises(Exception, match="flaky failure, 8 left"):
+        await run_graph(str(graph), {"text": "x"})
+
+    [record] = await sqlite_store.list_nodes(namespace, kind="Run", limit=10)
+    assert record.properties["status"] == "failed"
+    content = await failure_report_of(record)
+    assert content.startswith("# fails-late: failed\n")
+    assert f"run `{record.properties['run_id']}`: failed at step `broken` after 1 step done." in content
+    assert "```\nRuntimeError: flaky failure, 8 left\n```" in content
+    assert "1. `before` (" in content and "2. `broken` (" in content
+    assert "**failed**: RuntimeError: flaky failure, 8 left" in content
+    assert f"](http://127.0.0.1:8765/runs/{record.properties['run_id']}?namespace={namespace})" in content
+
+
 async def test_a_bad_input_or_graph_fails_the_flow_run_clearly(in_process: pytest.MonkeyPatch) -> None:
     with pytest.raises(Exception, match="text: required"):
         await run_graph("text-stats", {"txt": "typo"})
@@ -170,7 +226,9 @@ async def test_a_bad_input_or_graph_fails_the_flow_run_clearly(in_process: pytes
 
 
 async def heartbeats(prefect_server: PrefectServer, flow_run_id: uuid.UUID) -> int:
-    body = {"filter": {"event": {"name": ["prefect.flow-run.heartbeat"]}, "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]}}}
+    body = {
+        "filter": {"event": {"name": ["prefect.flow-run.heartbeat"]}, "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]}}
+    }
     async with httpx.AsyncClient() as http:
         response = await http.post(f"{prefect_server.api_url}/events/filter", json=body)
         response.raise_for_status()
@@ -224,6 +282,20 @@ async def test_killed_worker_run_resumes_from_its_checkpoint_on_a_new_worker(
     assert len(resumed) == 1 and resumed[0].properties["resumed"] is True
     assert [event["node"] for event in resumed[0].properties["events"]] == ["hold", "after"]
     assert resumed[0].properties["thread_id"] == str(flow_run.id)
+    # the dead attempt's record is settled by the resume (its process is gone), and the two records name each other
+    [dead_run] = [run.properties for run in runs if run.properties["status"] != "completed"]
+    assert dead_run["status"] == "interrupted" and dead_run["resumed_by"] == resumed[0].properties["run_id"]
+    assert resumed[0].properties["resumes"] == [dead_run["run_id"]]
+
+    # Prefect ran the dead attempt's subflow run again (it resumed the graph); the node's task run the dead attempt
+    # left running is Crashed, and no run of the flow run is left unfinished
+    [subflow] = await subflow_runs(flow_run.id)
+    assert subflow.state is not None and subflow.state.is_completed() and subflow.run_count == 2
+    holds = {run.state_name: run for run in await task_runs([subflow]) if run.name == "hold"}
+    assert set(holds) == {"Crashed", "Completed"}, holds
+    dead = holds["Crashed"].state
+    assert dead is not None and dead.message == ABANDONED
+    assert all(run.state is not None and run.state.is_final() for run in await task_runs([flow_run, subflow]))
 
 
 # -- scale-out ---------------------------------------------------------------------------------------------
@@ -298,9 +370,17 @@ async def test_maintain_memory_prunes_old_checkpoints_keeping_each_threads_lates
     in_process: pytest.MonkeyPatch,
 ) -> None:
     threads = [(await run_graph("text-stats", {"text": f"Thread {n} has words. And more words."}))["thread_id"] for n in range(3)]
-    expired = NodeRecord(id="old", namespace=namespace, kind="TestMark", properties={"label": "old", "expires_at": time.time() - 5})
-    kept = NodeRecord(id="new", namespace=namespace, kind="TestMark", properties={"label": "new", "expires_at": time.time() + 3600})
-    await neo4j.upsert_nodes([expired, kept])
+    expired = NodeRecord(
+        id="old", namespace=namespace, kind="TestMark", properties={"label": "old", "expires_at": time.time() - 5}
+    )
+    kept = NodeRecord(
+        id="new", namespace=namespace, kind="TestMark", properties={"label": "new", "expires_at": time.time() + 3600}
+    )
+    silent = run_record(
+        namespace, load_graph("text-stats"), "silent-run", "silent-thread", "running", False, time.time() - 600, 1.0, [], {}, {}
+    )
+    silent = silent.model_copy(update={"properties": {**silent.properties, "recorded_at": time.time() - STALLED_AFTER_S - 5}})
+    await neo4j.upsert_nodes([expired, kept, silent])
     auth = neo4j_auth()
 
     async def checkpoints() -> dict[str, int]:
@@ -318,6 +398,9 @@ async def test_maintain_memory_prunes_old_checkpoints_keeping_each_threads_lates
     assert await checkpoints() == {thread: 1 for thread in threads}
     assert report["records_expired"] == 1
     assert [node is not None for node in await neo4j.get_nodes(namespace, ["old", "new"])] == [False, True]
+    assert report["runs_settled"] == 1  # the silent run's record, not the three that completed
+    [settled] = await neo4j.get_nodes(namespace, [silent.id])
+    assert settled is not None and settled.properties["status"] == "interrupted"
     async with Neo4jCheckpointSaver(empty_neo4j, auth=auth) as saver:
         state = await saver.aget_tuple({"configurable": {"thread_id": threads[0], "checkpoint_ns": ""}})
     assert state is not None and state.checkpoint["channel_values"]["total_words"] == 7
@@ -347,6 +430,8 @@ async def test_ingest_reads_a_book_file_and_is_idempotent(
 
 async def test_a_model_limit_missing_on_the_server_fails_clearly(
     model: ScriptedOpenAIServer,
+    neo4j: GraphStore,
+    namespace: str,
     tmp_path: Path,
     in_process: pytest.MonkeyPatch,
 ) -> None:
@@ -355,3 +440,7 @@ async def test_a_model_limit_missing_on_the_server_fails_clearly(
     graph = write_graph(tmp_path / "ask-once.yaml", {"ask": {"use": "testing.ask"}}, edges=[("START", "ask"), ("ask", "END")])
     with pytest.raises(Exception, match="nobody-created-this.*prefect gcl create"):
         await run_graph(str(graph), {"text": "x", "sentence": "one two"})
+    [record] = [hit.node for hit in await neo4j.keyword_search(namespace, "ask-once", kinds=["Run"])]
+    content = await failure_report_of(record)  # the failure, read from the run's record in Neo4j
+    assert "failed at step `ask` after 0 steps done." in content and "**failed**:" in content
+    assert "nobody-created-this" in content and "prefect gcl create" in content

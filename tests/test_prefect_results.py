@@ -1,6 +1,6 @@
 """What a Prefect run leaves for its user: the graph's outputs as the flow run's result and in its report, mnemoflow's
-log lines in the run's logs, the run record's link to the flow run; and `mnemoflow prefect setup` refusing a
-temporary server.
+log lines in the run's logs, the run record's link to the flow run, a failure's report, the final state of a run
+rescheduled too often; and `mnemoflow prefect setup` refusing a temporary server.
 
 The flow runs on a real ``prefect worker start`` against a real ``prefect server start``, on an SQLite store and the
 offline model, so no Neo4j and no model server are needed.
@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,11 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, Log
 from prefect.deployments.flow_runs import arun_deployment
+from prefect.states import AwaitingRetry, Running, Scheduled
 
-from mnemoflow.flows.artifacts import MAX_VALUE_CHARS, outputs_table, run_page_url
+from mnemoflow.flows.artifacts import MAX_VALUE_CHARS, failure_report, outputs_table, run_page_url
+from mnemoflow.flows.setup import RESCHEDULED
+from mnemoflow.graphs import load_graph
 from mnemoflow.logging import configure_logging, get_logger, one_line, route_logs_to
 from mnemoflow.memory import SQLiteStore
 from mnemoflow.memory.records import NodeRecord
@@ -53,13 +57,35 @@ LOG_WAIT_S = 60.0
 
 
 def test_the_outputs_table_shortens_long_values_and_escapes_markdown() -> None:
-    table = outputs_table({"final_answer": "Corvin | Ashe <b>*guardian*</b>\nof Tobin", "notes": ["a", "b"], "long": "word " * 200})
+    table = outputs_table(
+        {"final_answer": "Corvin | Ashe <b>*guardian*</b>\nof Tobin", "notes": ["a", "b"], "long": "word " * 200}
+    )
     assert table[:2] == ["| output | value |", "| --- | --- |"]
     assert table[2] == r"| `final_answer` | Corvin \| Ashe \<b\>\*guardian\*\</b\> of Tobin |"
     assert table[3] == r'| `notes` | \["a", "b"\] |'
     long_value = table[4].removeprefix("| `long` | ").removesuffix(" |")
     assert MAX_VALUE_CHARS - 5 < len(long_value) <= MAX_VALUE_CHARS and long_value.endswith("word…")
     assert run_page_url("http://ui.example:8765/", "ab12", "team a") == "http://ui.example:8765/runs/ab12?namespace=team+a"
+
+
+def test_a_failure_report_names_the_step_and_hides_credentials_in_the_error() -> None:
+    graph = load_graph("text-stats")
+    error = "LLMUnavailableError: http://user:secret@model.example/v1 refused ```x```"
+    events = [
+        {"node": "split", "event": "error", "duration_s": 0.1, "error": "flaky"},  # retried, then done
+        {"node": "split", "event": "end", "duration_s": 0.1},
+        {"node": "count", "event": "error", "duration_s": 0.2, "error": "at http://user:secret@model.example/v1"},
+    ]
+    record = {"run_id": "r1", "thread_id": "t1", "events": events}
+    report = failure_report(graph, error, record=record, run_page="http://ui.example/runs/r1?namespace=a")
+    assert "secret" not in report and "http://***@model.example/v1" in report
+    assert "Thread `t1`, run `r1`: failed at step `count` after 1 step done." in report
+    assert "````\nLLMUnavailableError: http://***@model.example/v1 refused ```x```\n````" in report  # a fence it cannot close
+    assert "2. `split` (0.100 s)\n3. `count` (0.200 s) — **failed**: at http://***@model.example/v1" in report
+    assert "failed at step `split`" not in failure_report(graph, "max_steps", record={**record, "events": events[:2]})
+    assert "[The run's page in mnemoflow's UI](http://ui.example/runs/r1?namespace=a)" in report
+    bare = failure_report(graph, "book 'b' is not indexed")
+    assert "failed before its first step." in bare and "No step ran." in bare and "](" not in bare
 
 
 class Kept(logging.Handler):
@@ -105,7 +131,9 @@ def test_a_line_logged_while_a_host_logger_is_there_goes_to_it_as_one_readable_l
         logging.INFO,
         'run.end graph=text-stats status=completed note="two words" url=http://***@example.com/x',
     )
-    assert failed.levelno == logging.ERROR and failed.getMessage().startswith("node.failed graph=text-stats node=count\nTraceback")
+    assert failed.levelno == logging.ERROR and failed.getMessage().startswith(
+        "node.failed graph=text-stats node=count\nTraceback"
+    )
     assert failed.getMessage().rstrip().endswith("ValueError: boom")
     assert one_line({"event": "x", "timestamp": "t", "level": "info", "logger": "l"}) == "x"
     assert structlog.is_configured()
@@ -142,22 +170,22 @@ def text_stats_deployed(deployed: Any, prefect_server: PrefectServer) -> Prefect
     return prefect_server
 
 
-@pytest.fixture
-def worker(
-    text_stats_deployed: PrefectServer, workers: Callable[..., Worker], tmp_path: Path, namespace: str
-) -> tuple[Worker, Path]:
-    """A worker running flows on an SQLite store in ``tmp_path`` and the offline model, logging at info."""
-    store = tmp_path / "memory.db"
+@pytest.fixture(scope="module")
+def worker(text_stats_deployed: PrefectServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Worker, Path]]:
+    """A worker the module's tests share (each passes its namespace as the run's parameter), running flows on an
+    SQLite store and the offline model, logging at info: one worker start, not one a test."""
+    store = tmp_path_factory.mktemp("results") / "memory.db"
     env = {
         "MNEMOFLOW_STORE_BACKEND": "sqlite",
         "MNEMOFLOW_STORE_SQLITE_PATH": str(store),
-        "MNEMOFLOW_NAMESPACE": namespace,
         "MNEMOFLOW_LLM_OFFLINE": "true",
         "MNEMOFLOW_LOG_LEVEL": "info",
         "MNEMOFLOW_LOG_FORMAT": "json",  # what a worker writes when not on a terminal: a run's lines must not be JSON
         "MNEMOFLOW_UI_URL": UI_URL,
     }
-    return workers("results", env=env), store
+    started = text_stats_deployed.start_worker(f"results-{uuid.uuid4().hex[:6]}", env=env)
+    yield started, store
+    started.stop()
 
 
 async def subflow_of(parent: uuid.UUID) -> FlowRun:
@@ -179,21 +207,20 @@ async def run_logs(flow_run_id: uuid.UUID, event: str) -> list[Log]:
             await asyncio.sleep(0.5)
 
 
-async def run_record(store_path: Path, namespace: str, graph: str) -> NodeRecord:
+async def run_records(store_path: Path, namespace: str) -> list[NodeRecord]:
     store = SQLiteStore(store_path, embedding_model=EMBEDDER.model, embedding_dimension=EMBEDDER.dimension)
     try:
-        [record] = await store.list_nodes(namespace, kind="Run", limit=10)
+        return await store.list_nodes(namespace, kind="Run", limit=10)
     finally:
         await store.close()
-    assert record.properties["graph"] == graph
-    return record
 
 
 async def test_a_run_on_a_worker_returns_keeps_and_reports_its_outputs_and_logs_to_its_flow_run(
     prefect_api: PrefectServer, worker: tuple[Worker, Path], namespace: str
 ) -> None:
     runner, store = worker
-    flow_run = await arun_deployment("run_graph/text-stats", parameters={"input": {"text": TEXT}}, timeout=0)
+    parameters = {"input": {"text": TEXT}, "namespace": namespace}
+    flow_run = await arun_deployment("run_graph/text-stats", parameters=parameters, timeout=0)
     finished = await wait_final(flow_run.id, [runner])
     assert finished.state is not None and finished.state.is_completed(), logs([runner])
     words = len(TEXT.split())
@@ -219,7 +246,8 @@ async def test_a_run_on_a_worker_returns_keeps_and_reports_its_outputs_and_logs_
     assert '"event"' not in output
 
     # the run record names the subflow run and links to it in Prefect's UI
-    record = await run_record(store, namespace, "text-stats")
+    [record] = await run_records(store, namespace)
+    assert record.properties["graph"] == "text-stats"
     ui = prefect_api.api_url.removesuffix("/api")
     assert record.properties["annotations"] == {
         "prefect_flow_run_id": str(subflow.id),
@@ -228,7 +256,9 @@ async def test_a_run_on_a_worker_returns_keeps_and_reports_its_outputs_and_logs_
 
     # the report: the outputs table and the link back, then the diagram
     async with get_client() as client:
-        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["graph-run-text-stats"])))
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["graph-run-text-stats"]))
+        )
     [report] = [artifact for artifact in artifacts if artifact.flow_run_id == subflow.id]
     content = str(report.data)
     assert f"| `total_words` | {words} |" in content and "| `rounds` | 3 |" in content
@@ -241,7 +271,7 @@ async def test_a_question_about_a_book_not_indexed_fails_the_flow_run_at_once_wi
     prefect_api: PrefectServer, worker: tuple[Worker, Path], namespace: str
 ) -> None:
     runner, store = worker
-    parameters = {"graph": "comorag-qa", "input": {"book_id": "no-such-book", "question": "Who?"}}
+    parameters = {"graph": "comorag-qa", "input": {"book_id": "no-such-book", "question": "Who?"}, "namespace": namespace}
     flow_run = await arun_deployment("run_graph/text-stats", parameters=parameters, timeout=0)
     finished = await wait_final(flow_run.id, [runner])
     assert finished.state is not None and finished.state.is_failed(), logs([runner])
@@ -251,3 +281,47 @@ async def test_a_question_about_a_book_not_indexed_fails_the_flow_run_at_once_wi
             flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run.id]))
         )
     assert subflows == []
+    async with get_client() as client:  # the failure, published as the run's report
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["graph-run-comorag-qa"]))
+        )
+    [report] = [artifact for artifact in artifacts if artifact.flow_run_id == flow_run.id]
+    assert "# comorag-qa: failed\n\nfailed before its first step" in str(report.data)
+    assert "book 'no-such-book' is not indexed" in str(report.data)
+
+
+async def test_a_run_rescheduled_more_often_than_allowed_ends_failed_without_running_the_graph(
+    prefect_api: PrefectServer, worker: tuple[Worker, Path], namespace: str
+) -> None:
+    """Two attempts of the run died and the automation rescheduled it twice (the states it sets, set here), more
+    than the run's MNEMOFLOW_PREFECT_MAX_RESCHEDULES=1: the worker that takes it ends it Failed, running nothing."""
+    runner, store = worker
+    job = {"env": {"MNEMOFLOW_PREFECT_MAX_RESCHEDULES": "1"}}
+    later = datetime.now(UTC) + timedelta(days=1)  # no worker takes it before its history is written
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name("run_graph/text-stats")
+        flow_run = await client.create_flow_run_from_deployment(
+            deployment.id,
+            parameters={"input": {"text": TEXT}, "namespace": namespace},
+            job_variables=job,
+            state=Scheduled(scheduled_time=later),
+        )
+        for scheduled in (later, datetime.now(UTC)):
+            await client.set_flow_run_state(flow_run.id, Running(), force=True)
+            rescheduled = AwaitingRetry(scheduled_time=scheduled, message=f"no heartbeat for 45 s: {RESCHEDULED}")
+            await client.set_flow_run_state(flow_run.id, rescheduled, force=True)
+    finished = await wait_final(flow_run.id, [runner])
+    assert finished.state is not None and finished.state.is_failed(), logs([runner])
+    expected = "rescheduled 2 times after its worker died, more than MNEMOFLOW_PREFECT_MAX_RESCHEDULES=1 allows"
+    assert expected in str(finished.state.message) and finished.run_count == 3
+    async with get_client() as client:
+        subflows = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run.id]))
+        )
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["graph-run-text-stats"]))
+        )
+    assert subflows == []  # the graph did not run again
+    [report] = [artifact for artifact in artifacts if artifact.flow_run_id == flow_run.id]
+    assert expected in str(report.data) and f"Thread {flow_run.id} keeps its last checkpoint" in str(report.data)
+    assert await run_records(store, namespace) == []
