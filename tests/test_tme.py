@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ DECOMPOSE = "You split one user message"
 CLASSIFY = "You are TRIM"
 ANSWER = "You are an assistant helping a user"
 SESSION = "s1"
+WAIT_S = 30.0
+TURN_STEPS = ["load", "decompose", "classify", "apply", "synthesize", "answer", "persist"]
 
 
 # -- the forest, alone ------------------------------------------------------------------------------------
@@ -324,37 +328,115 @@ async def test_turns_of_one_session_through_the_lock_both_apply(turns: Turns, se
     assert sorted(str(r.properties["utterance"]) for r in records if r is not None) == ["destination: Paris", "origin: Oslo"]
 
 
-async def test_racing_turns_without_the_lock_never_lose_an_update(turns: Turns, server: ScriptedOpenAIServer) -> None:
-    paris, oslo = new_step("destination", "Paris"), new_step("origin", "Oslo")
-    paris.latency, oslo.latency = 0.2, 0.8  # both load before either saves; their saves do not overlap
-    script(server, paris, oslo)
-    results = await asyncio.gather(turns.run("destination: Paris"), turns.run("origin: Oslo"), return_exceptions=True)
-    assert results[0].status == "completed"  # type: ignore[union-attr]
-    assert isinstance(results[1], SessionConflictError), results[1]
-    assert "turn 1 was saved by another" in str(results[1]) and "send the message again" in str(results[1])
-    assert await turns.turns() == 1
-    conversation = await load_conversation(turns.store, turns.namespace, SESSION)
-    assert {node.slot: node.value for node in conversation.forest.active()} == {"destination": "Paris"}
-    [record] = await turns.store.get_nodes(turns.namespace, [turn_record_id(turns.namespace, SESSION, 1)])
-    assert record is not None and record.properties["utterance"] == "destination: Paris"
+class Interleave:
+    """Scripted classifications that interleave two turns: the second turn loads the session before the first saves,
+    and answers only once the first has been saved, so its save finds the session moved on."""
+
+    def __init__(self, first: str, operations: dict[str, list[dict[str, Any]]]) -> None:
+        self.first, self.operations = first, operations
+        self.second_loaded, self.first_saved = threading.Event(), threading.Event()
+        self.seen: list[str] = []
+
+    def classify(self, body: dict[str, Any]) -> dict[str, Any]:
+        content = str(body["messages"][-1]["content"])
+        self.seen.append(content)
+        if content.endswith(f"Message: {self.first}"):
+            assert self.second_loaded.wait(WAIT_S), "the second turn never loaded"
+        elif not self.second_loaded.is_set():
+            self.second_loaded.set()
+            assert self.first_saved.wait(WAIT_S), "the first turn never saved"
+        return {"operations": self.operations[content.rsplit("Message: ", 1)[1]]}
+
+
+async def test_racing_turns_without_the_lock_both_land_in_order(turns: Turns, server: ScriptedOpenAIServer) -> None:
+    """Two turns load the same state; the one saved second starts over on the new state and keeps nothing of its
+    first attempt (the update that found no step there is not reported)."""
+    paris, rome = "destination: Paris", "go to Rome instead"
+    race = Interleave(
+        paris,
+        {
+            paris: [{"intent": "new", "slot": "destination", "value": "Paris"}],
+            rome: [{"intent": "update", "slot": "destination", "value": "Rome"}],
+        },
+    )
+    script(server, Rule(system=CLASSIFY, respond=race.classify))
+
+    async def first() -> RunResult:
+        try:
+            return await turns.run(paris)
+        finally:
+            race.first_saved.set()
+
+    saved_first, restarted = await asyncio.gather(first(), turns.run(rome))
+    assert saved_first.status == restarted.status == "completed"
+    assert saved_first.state["attempt"] == 1 and restarted.state["attempt"] == 2
+    assert restarted.state["turn"] == 1 and restarted.state["errors"] == [] and restarted.state["conflict"] == ""
+    assert restarted.steps == [*TURN_STEPS, *TURN_STEPS]  # started over from its load once
+    assert len(race.seen) == 3 and "destination" in race.seen[2].split("Message:")[0]  # re-asked on the new state
+    assert await turns.turns() == 2
+    node = (await load_conversation(turns.store, turns.namespace, SESSION)).forest.require("destination", "read")
+    assert (node.value, node.version, [entry.value for entry in node.history]) == ("Rome", 2, ["Paris"])
+    first_record, second_record = await turns.store.get_nodes(
+        turns.namespace, [turn_record_id(turns.namespace, SESSION, n) for n in (1, 2)]
+    )
+    assert first_record is not None and second_record is not None
+    assert (first_record.properties["utterance"], first_record.properties["attempts"]) == (paris, 1)
+    assert (second_record.properties["utterance"], second_record.properties["attempts"]) == (rome, 2)
+    assert second_record.properties["errors"] == [] and second_record.properties["run_id"] == restarted.run_id
+
+
+async def test_a_turn_that_loses_every_race_gives_up_after_max_attempts(turns: Turns, server: ScriptedOpenAIServer) -> None:
+    """Another process saves a turn of the session while each attempt answers: the turn starts over until its
+    bound, then fails saying what happened, and nothing of it is saved."""
+    asked: queue.Queue[None] = queue.Queue()
+    release = threading.Semaphore(0)
+
+    def held_answer(body: dict[str, Any]) -> str:
+        asked.put(None)
+        assert release.acquire(timeout=WAIT_S), "the test never let the answer go"
+        return "Noted."
+
+    server.script(Rule(system=ANSWER, respond=held_answer))
+    script(server, new_step("origin", "Oslo"))
+    bound = turns.graph.spec.nodes["persist"].with_["max_attempts"]
+    turn = asyncio.create_task(turns.run("origin: Oslo"))
+    for number in range(1, bound + 1):
+        await asyncio.to_thread(asked.get, timeout=WAIT_S)
+        other = {"utterance": f"other {number}"}
+        await save_turn(turns.store, turns.namespace, SESSION, expected_turns=number - 1, forest=Forest(), turn=other)
+        release.release()
+    with pytest.raises(SessionConflictError) as refused:
+        await turn
+    assert f"saved first every time this turn ran ({bound} attempts; the last time turn {bound})" in str(refused.value)
+    assert "send the message again" in str(refused.value)
+    assert len(chats(server, CLASSIFY)) == bound and await turns.turns() == bound
+    assert (await load_conversation(turns.store, turns.namespace, SESSION)).forest.active() == []
+    [after] = await turns.store.get_nodes(turns.namespace, [turn_record_id(turns.namespace, SESSION, bound + 1)])
+    assert after is None
 
 
 async def test_two_saves_based_on_the_same_turn_one_is_refused(store: GraphStore, namespace: str) -> None:
-    """Two processes saving the same session: the claim on the next turn's record lets exactly one through."""
+    """Two processes saving the same session: the claim on the next turn's record lets exactly one through; the
+    winner repeating its save (resumed after a kill) finishes it, the loser repeating its own is refused again."""
 
     async def save(slot: str) -> None:
         forest = Forest()
         forest.add(slot, "x", parent=None, depends_on=[], turn=1)
-        await save_turn(store, namespace, SESSION, expected_turns=0, forest=forest, turn={"utterance": slot})
+        await save_turn(
+            store, namespace, SESSION, expected_turns=0, forest=forest, turn={"utterance": slot}, saved_by=f"run-{slot}/1"
+        )
 
     results = await asyncio.gather(save("destination"), save("origin"), return_exceptions=True)
     refused = [isinstance(result, SessionConflictError) for result in results]
     assert sorted(refused) == [False, True], results
-    saved = ["destination", "origin"][refused.index(False)]
+    saved, lost = ["destination", "origin"][refused.index(False)], ["destination", "origin"][refused.index(True)]
+    await save(saved)
+    with pytest.raises(SessionConflictError, match="turn 1 was saved by another"):
+        await save(lost)
     conversation = await load_conversation(store, namespace, SESSION)
     assert conversation.turns == 1 and [node.slot for node in conversation.forest.active()] == [saved]
     [record] = await store.get_nodes(namespace, [turn_record_id(namespace, SESSION, 1)])
-    assert record is not None and record.properties["utterance"] == saved
+    assert record is not None and record.properties["utterance"] == saved and record.properties["saved_by"] == f"run-{saved}/1"
 
 
 async def test_the_turn_record_holds_utterance_operations_prompt_and_response(turns: Turns, server: ScriptedOpenAIServer) -> None:
@@ -375,7 +457,15 @@ async def test_the_turn_record_holds_utterance_operations_prompt_and_response(tu
     properties = record.properties
     assert properties["utterance"] == "go to Rome instead" and properties["turn"] == 2 and properties["session"] == SESSION
     assert properties["operations"] == [
-        {"intent": "update", "slot": "destination", "value": "Rome", "parent": None, "depends_on": [], "task": None, "new_slot": None}
+        {
+            "intent": "update",
+            "slot": "destination",
+            "value": "Rome",
+            "parent": None,
+            "depends_on": [],
+            "task": None,
+            "new_slot": None,
+        }
     ]
     assert properties["response"] == "Rome it is." and properties["run_id"] == result.run_id
     assert properties["prompt"] == result.state["prompt"]

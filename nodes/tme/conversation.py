@@ -3,7 +3,7 @@
 The records, their properties and ids are :mod:`mnemoflow.nodes.tme.model`'s. A turn's task nodes, the version
 records of the nodes it changed, its turn record and the session record are written in one upsert (one
 transaction): a turn is saved whole or not at all, and a turn that loaded a conversation another turn has moved
-on since is refused, not merged.
+on since is refused, not merged (the ``tme-turn`` graph then starts that turn over on the new state).
 
 A conversation saved before steps were scoped by task (slot-keyed nodes) loads re-keyed by task
 (:func:`forest_from_records`); its first save writes the nodes under their new ids and deletes the old records.
@@ -125,11 +125,22 @@ def versions(node: TaskNode) -> list[HistoryEntry]:
 
 
 async def save_turn(
-    store: GraphStore, namespace: str, session: str, *, expected_turns: int, forest: Forest, turn: dict[str, Any]
+    store: GraphStore,
+    namespace: str,
+    session: str,
+    *,
+    expected_turns: int,
+    forest: Forest,
+    turn: dict[str, Any],
+    saved_by: str | None = None,
 ) -> None:
     """Write the turn, the forest, the versions of what it changed and the session in one transaction; refused
     when another turn of the session was saved since this one loaded (the turn record of the next number is
-    claimed as new: one save wins)."""
+    claimed as new: one save wins).
+
+    ``saved_by`` names who saves (a run's thread and attempt) on the turn record, so that a save repeated by the
+    same saver (a run resumed after it was killed between its save and its checkpoint) finds its own record and
+    finishes instead of being refused: the turn is neither lost nor saved twice."""
     number = expected_turns + 1
     [before] = await store.get_nodes(namespace, [session_record_id(namespace, session)])
     session_record = NodeRecord(
@@ -147,10 +158,16 @@ async def save_turn(
             kind=TASK_NODE,
             text=f"{node.slot}: {node.value or ''}",
             properties={
-                "session": session, "task_key": node.task_key, "slot": node.slot, "value": node.value, "status": node.status,
-                "stale": node.stale, "version": node.version, "task": node.model_dump(mode="json"),
+                "session": session,
+                "task_key": node.task_key,
+                "slot": node.slot,
+                "value": node.value,
+                "status": node.status,
+                "stale": node.stale,
+                "version": node.version,
+                "task": node.model_dump(mode="json"),
             },
-        )  # fmt: skip
+        )
         for key, node in forest.nodes.items()
     ]
     changed = {key: versions(node) for key, node in forest.nodes.items() if node.updated_turn == number}
@@ -170,17 +187,21 @@ async def save_turn(
         namespace=namespace,
         kind=TURN,
         text=str(turn.get("utterance", "")),
-        properties={"session": session, "turn": number, **turn},
+        properties={"session": session, "turn": number, **turn, **({"saved_by": saved_by} if saved_by else {})},
     )
     try:
         await store.upsert_nodes([session_record, turn_record, *task_records, *version_records], new=[turn_record.id])
     except ConflictError as exc:
-        raise SessionConflictError(
-            f"session {session!r} moved on while this turn (based on turn {expected_turns}) ran: turn {number} was saved "
-            "by another; this turn's changes were not saved: send the message again"
-        ) from exc
+        [claimed] = await store.get_nodes(namespace, [turn_record.id])
+        if saved_by is None or claimed is None or claimed.properties.get("saved_by") != saved_by:
+            raise SessionConflictError(
+                f"session {session!r} moved on while this turn (based on turn {expected_turns}) ran: turn {number} was saved "
+                "by another; this turn's changes were not saved: send the message again"
+            ) from exc
     if before is not None and before.properties.get("identity") != IDENTITY:  # saved by slot; now saved by task
-        await store.delete_nodes(namespace, [i for i in node_record_ids(namespace, session, before.properties) if i not in ids.values()])
+        await store.delete_nodes(
+            namespace, [i for i in node_record_ids(namespace, session, before.properties) if i not in ids.values()]
+        )
     await store.upsert_relationships(_links(namespace, session, forest, ids, changed, turn_record.id, session_record.id))
 
 

@@ -23,8 +23,11 @@ the session, so a retried save rewrites the same records instead of adding new o
   ``(:TaskNodeVersion)-[:PREV]->(:TaskNodeVersion)`` to the version before. Written for every node the turn
   changed (its whole chain, idempotently). Id from (namespace, session, task key, slot key, version).
 - ``TmeTurn``: ``{session, turn, utterance, decomposition, operations, changes, stale, errors, prompt, response,
-  run_id}``; text = the utterance. ``turn`` is its number in the session, from 1; ``prompt`` is what the answer
-  step saw. ``(:TmeTurn)-[:TURN_OF]->(:TmeSession)``. Id from (namespace, session, turn number).
+  run_id, attempts, saved_by}``; text = the utterance. ``turn`` is its number in the session, from 1; ``prompt`` is
+  what the answer step saw; ``attempts`` counts the times the turn ran (more than 1: another turn of the session
+  was saved while it ran, and it started over on the new state); ``saved_by`` is the run's thread and attempt
+  (``<thread>/<attempt>``), so a resumed run repeating its save recognises its own turn.
+  ``(:TmeTurn)-[:TURN_OF]->(:TmeSession)``. Id from (namespace, session, turn number).
 
 A turn's task nodes, its turn record and the session record are written in one upsert (one transaction), the
 turn record claimed as new: a turn is saved whole or not at all, and of two turns saved on the same number only

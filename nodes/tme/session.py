@@ -1,7 +1,9 @@
 """Turns of one conversation run one at a time: a lock per (namespace, session) in this process.
 
-Across processes the turn's save is the guard: it refuses (``SessionConflictError``) when another turn of the
-session was saved after this one loaded, so no update is ever lost silently.
+Across processes the turn's save is the guard: it refuses a turn when another turn of the session was saved after
+this one loaded, so no update is ever lost silently, and the refused turn starts over from its load on the
+session's new state (``tme.after_persist``, bounded by ``tme.persist``'s ``max_attempts``). The lock spares a
+process's own turns that second round of model calls.
 """
 
 from __future__ import annotations

@@ -25,6 +25,12 @@ class TurnState(BaseModel):
     """What the user said this turn."""
     turn: int = 0
     """Turns saved before this one (this is turn ``turn + 1``)."""
+    attempt: int = 0
+    """How many times the turn has started (``tme.load`` counts): more than one when another turn of the session
+    was saved while an earlier attempt ran, and this one started over on the session's new state."""
+    conflict: str = ""
+    """Why the last attempt's save was refused (another turn of the session was saved first); empty once the turn
+    starts over or is saved. While it is set, ``tme.after_persist`` sends the turn back to ``tme.load``."""
     forest: dict[str, Any] = Field(default_factory=dict)
     """The conversation's task forest: as loaded, then as this turn changed it."""
     decomposition: dict[str, Any] = Field(default_factory=dict)

@@ -5,6 +5,11 @@ answer -> persist. The answer prompt is built from the task memory's current val
 dependencies of what the turn touched, stale marks with their reasons, never a value the user has replaced,
 except the earlier values of a step the user checks (:mod:`mnemoflow.nodes.tme.prompt`). Every model call
 samples at the node's ``temperature`` (the paper's 0.3 by default).
+
+A turn whose save finds that another turn of its session was saved since its load (another process's) starts over
+from ``load`` on the session's new state (``tme.after_persist``), at most ``max_attempts`` times in all: its model
+calls are made again, so what it decides and answers rests on what the session now holds, and both turns land, in
+the order they were saved.
 """
 
 from __future__ import annotations
@@ -27,12 +32,12 @@ from mnemoflow.nodes.tme.agents import (
     decompose_messages,
     rederive_messages,
 )
-from mnemoflow.nodes.tme.conversation import load_conversation, save_turn
+from mnemoflow.nodes.tme.conversation import SessionConflictError, load_conversation, save_turn
 from mnemoflow.nodes.tme.forest import Change, Forest, ForestError, TaskNode, slot_key
 from mnemoflow.nodes.tme.prompt import memory_listing, step_line, synthesize_prompt
 from mnemoflow.nodes.tme.state import TurnState
 
-__all__ = ["ModelCallConfig", "RederiveConfig", "RederiveStepsConfig", "apply_operations"]
+__all__ = ["ModelCallConfig", "PersistConfig", "RederiveConfig", "RederiveStepsConfig", "apply_operations"]
 
 
 class ModelCallConfig(BaseModel):
@@ -51,17 +56,37 @@ class RederiveConfig(BaseModel):
     rederive: bool = Field(False, description="Re-derive stale steps with the model after an update (one call per layer).")
 
 
+class PersistConfig(BaseModel):
+    """How often a turn that loses the race to save starts over."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        le=50,
+        description="Times a turn may run, the first included: a turn whose session moved on while it ran starts over "
+        "from its load until then, and then fails (SessionConflictError). Each failed attempt is another turn's save, "
+        "so up to max_attempts turns of one session taken at once all land.",
+    )
+
+
+_PER_ATTEMPT = ("conflict", "decomposition", "operations", "changes", "stale", "deferred", "errors", "prompt", "response")
+"""The fields an attempt of a turn works out; a turn that starts over starts them afresh."""
+
+
 def _forest(state: TurnState) -> Forest:
     return Forest.model_validate(state.forest) if state.forest else Forest()
 
 
-@node("tme.load", state=TurnState, reads={"session", "utterance"}, writes={"turn", "forest"})
+@node("tme.load", state=TurnState, reads={"session", "utterance", "attempt"}, writes={"turn", "forest", "attempt", *_PER_ATTEMPT})
 async def load(state: TurnState, config: NoConfig, context: RunContext) -> dict[str, Any]:
-    """Load the session's task forest; refuse an empty utterance."""
+    """Load the session's task forest; refuse an empty utterance. Each load starts an attempt afresh, so a turn
+    started over keeps nothing its earlier attempt worked out (errors, stale marks, operations) on an older state."""
     if not state.utterance.strip():
         raise NodeError(f"session {state.session!r}: the utterance is empty; nothing was changed")
     conversation = await load_conversation(context.store, context.namespace, state.session)
-    return {"turn": conversation.turns, "forest": conversation.forest.as_json()}
+    fresh = {name: TurnState.model_fields[name].get_default(call_default_factory=True) for name in _PER_ATTEMPT}
+    return {"turn": conversation.turns, "forest": conversation.forest.as_json(), "attempt": state.attempt + 1, **fresh}
 
 
 @node("tme.decompose", state=TurnState, reads={"utterance"}, writes={"decomposition"}, config=ModelCallConfig)
@@ -72,7 +97,11 @@ async def decompose(state: TurnState, config: ModelCallConfig, context: RunConte
 
 
 @node(
-    "tme.classify", state=TurnState, reads={"utterance", "forest", "decomposition"}, writes={"operations", "errors"}, config=ModelCallConfig
+    "tme.classify",
+    state=TurnState,
+    reads={"utterance", "forest", "decomposition"},
+    writes={"operations", "errors"},
+    config=ModelCallConfig,
 )
 async def classify(state: TurnState, config: ModelCallConfig, context: RunContext) -> dict[str, Any]:
     """Call B (TRIM): one operation per step the utterance touches. A reply that cannot be read leaves the forest as it is."""
@@ -82,7 +111,10 @@ async def classify(state: TurnState, config: ModelCallConfig, context: RunContex
         reply = await context.llm.structured(messages, Classification, temperature=config.temperature)
     except LLMOutputError as exc:
         context.log.warning("tme.classify_unreadable", error=str(exc))
-        return {"operations": [], "errors": [*state.errors, f"tme.classify: the classification could not be read, so nothing was changed: {exc}"]}
+        return {
+            "operations": [],
+            "errors": [*state.errors, f"tme.classify: the classification could not be read, so nothing was changed: {exc}"],
+        }
     return {"operations": [operation.model_dump() for operation in reply.operations]}
 
 
@@ -125,7 +157,12 @@ def _apply(forest: Forest, operation: Operation, turn: int) -> list[Change]:
     return [Change(op="check", slot=checked.slot, key=checked.key)]
 
 
-@node("tme.apply", state=TurnState, reads={"forest", "operations", "turn", "errors"}, writes={"forest", "changes", "stale", "errors"})
+@node(
+    "tme.apply",
+    state=TurnState,
+    reads={"forest", "operations", "turn", "errors"},
+    writes={"forest", "changes", "stale", "errors"},
+)
 async def apply(state: TurnState, config: NoConfig, context: RunContext) -> dict[str, Any]:
     """Apply the operations and propagate revisions to every transitive dependent."""
     operations = [Operation.model_validate(operation) for operation in state.operations]
@@ -173,7 +210,9 @@ async def rederive(state: TurnState, config: RederiveStepsConfig, context: RunCo
             )
         except LLMOutputError as exc:
             context.log.warning("tme.rederive_unreadable", error=str(exc))
-            errors.append(f"tme.rederive: the re-derivation of {', '.join(labels.values())} could not be read, so they stay stale: {exc}")
+            errors.append(
+                f"tme.rederive: the re-derivation of {', '.join(labels.values())} could not be read, so they stay stale: {exc}"
+            )
             continue
         for item in reply.values:
             target = _target(forest, ready, item)
@@ -207,7 +246,11 @@ def _target(forest: Forest, nodes: list[TaskNode], item: Rederived) -> TaskNode 
     """The step of ``nodes`` a re-derived value is for: by name, and by task where the name is not enough."""
     named = [node for node in nodes if slot_key(node.slot) == slot_key(item.slot)]
     if len(named) > 1 and item.task is not None:
-        named = [node for node in named if node.task_key == slot_key(item.task) or slot_key(forest.task_title(node)) == slot_key(item.task)]
+        named = [
+            node
+            for node in named
+            if node.task_key == slot_key(item.task) or slot_key(forest.task_title(node)) == slot_key(item.task)
+        ]
     return named[0] if len(named) == 1 else None
 
 
@@ -227,11 +270,17 @@ async def answer(state: TurnState, config: ModelCallConfig, context: RunContext)
 @node(
     "tme.persist",
     state=TurnState,
-    reads={"session", "utterance", "turn", "forest", "decomposition", "operations", "changes", "stale", "deferred", "errors", "prompt", "response"},
-    writes=set(),
-)
-async def persist(state: TurnState, config: NoConfig, context: RunContext) -> dict[str, Any]:
-    """Save the forest and the turn in one write; refused when another turn of the session was saved meanwhile."""
+    reads={
+        "session", "utterance", "turn", "attempt", "forest", "decomposition", "operations", "changes", "stale", "deferred", "errors",
+        "prompt", "response",
+    },
+    writes={"conflict"},
+    config=PersistConfig,
+)  # fmt: skip
+async def persist(state: TurnState, config: PersistConfig, context: RunContext) -> dict[str, Any]:
+    """Save the forest and the turn in one write. When another turn of the session was saved since this one loaded,
+    say so (``conflict``: the turn starts over from its load), or fail once the turn has run ``max_attempts`` times."""
+    attempt = max(state.attempt, 1)  # a thread checkpointed before turns counted their attempts holds 0
     turn = {
         "utterance": state.utterance,
         "decomposition": state.decomposition,
@@ -243,6 +292,26 @@ async def persist(state: TurnState, config: NoConfig, context: RunContext) -> di
         "prompt": state.prompt,
         "response": state.response,
         "run_id": context.run_id,
+        "attempts": attempt,
     }
-    await save_turn(context.store, context.namespace, state.session, expected_turns=state.turn, forest=_forest(state), turn=turn)
-    return {}
+    try:
+        await save_turn(
+            context.store, context.namespace, state.session, expected_turns=state.turn, forest=_forest(state), turn=turn,
+            saved_by=f"{context.thread_id}/{attempt}",
+        )  # fmt: skip
+    except SessionConflictError as exc:
+        if attempt >= config.max_attempts:
+            raise SessionConflictError(
+                f"session {state.session!r}: another turn of the session was saved first every time this turn ran ({attempt} "
+                f"attempts; the last time turn {state.turn + 1}); this turn's changes were not saved: send the message again "
+                "(tme.persist's max_attempts bounds how often a turn starts over)"
+            ) from exc
+        context.log.info("tme.turn_restarted", session=state.session, attempt=attempt, saved_first=state.turn + 1)
+        return {"conflict": f"turn {state.turn + 1} was saved by another turn of the session first"}
+    return {"conflict": ""}
+
+
+@router("tme.after_persist", state=TurnState, reads={"conflict"}, outcomes={"again", "done"})
+def after_persist(state: TurnState, config: NoConfig) -> str:
+    """Start the turn over from its load when its save found the session moved on (``tme.persist`` bounds how often)."""
+    return "again" if state.conflict else "done"
