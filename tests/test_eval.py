@@ -265,5 +265,7 @@ def test_an_evaluation_runs_both_systems_on_its_first_item_on_the_real_model(
     if mechanism == "experepair":  # the run repaired the tiny repository, not the bundled one
         assert result["data"]["source"] == str(data["data"]) and result["data"]["repositories"] == 1
         assert {entry["detail"]["repo"] for entry in result["per_item"]} == {TINY_REPOSITORY["repo"]}
+        # both systems ran the repair graph to its end on the real model (the graph's own verdict, either way)
+        assert {entry["detail"].get("status") for entry in result["per_item"]} <= {"resolved", "unresolved"}, result["per_item"]
     table = (tmp_path / "bench" / "results" / f"eval-{mechanism}.md").read_text()
     assert all(f"| {system} |" in table for system in evaluation.chosen_systems) and table in done.stdout + "\n"

@@ -3,7 +3,8 @@
 The server is started by ``infra/with-model.sh`` (``make test``); without it these tests skip, and under
 ``MNEMOFLOW_REQUIRE_MODEL=1`` (CI) they fail. Nothing here asserts what the model answers, only that every reply was
 used as the gateway documents (valid, re-asked, or a clear error) and that each graph ends as it defines: answer
-quality is measured by the evaluation harness, not tested.
+quality is measured by the evaluation harness, not tested. ExpeRepair's graph runs on the real model in
+``tests/test_eval.py`` (its evaluation runs the graph with and without memory to its end), not twice.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from mnemoflow.errors import LLMOutputError, LLMRequestError, NodeError
-from mnemoflow.evaluation.experepair import SMALL_MODEL_BUDGETS
-from mnemoflow.graphs import GraphRunner, load_graph, with_node_config, with_route_config
+from mnemoflow.graphs import GraphRunner, load_graph
 from mnemoflow.graphs.parts import open_run_parts
 from mnemoflow.graphs.runner import RunResult
 from mnemoflow.llm import LLM, OpenAIBackend, Tool, llm_from_settings
@@ -27,7 +27,6 @@ from mnemoflow.llm.endpoint import resolve_endpoint
 from mnemoflow.settings import LLMSettings, LocalServerSettings, Settings, StoreSettings
 from tests.conftest import RealModel
 from tests.support.graph_variants import library_variant
-from tests.support.repair_repo import build_repo
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -222,23 +221,6 @@ async def test_gmemory_task_on_the_real_model(real_model: RealModel, tmp_path: P
     result = await run_on(settings, load_graph("gmemory-task"), values, "real")
     assert result.status == "completed" and result.llm_calls > 0
     assert await count(settings, "real") > 0
-
-
-async def test_experepair_on_the_fixture_repository_on_the_real_model(real_model: RealModel, tmp_path: Path) -> None:
-    settings = settings_on(real_model, tmp_path)
-    # the evaluation's budgets for a small local model (bounded replies and stage counts), with one candidate and one
-    # review, and 10 s per script: the fixture repository's scripts finish at once, a model's script may hang
-    nodes = {name: dict(values) for name, values in SMALL_MODEL_BUDGETS["nodes"].items()}
-    nodes["generate"]["temperatures"], nodes["review"]["reviews"] = [0.0], 1
-    for sandboxed in ("run_test", "evaluate", "variants", "run_diff_tests"):
-        nodes[sandboxed]["timeout_s"] = 10.0
-    graph = with_route_config(with_node_config(load_graph("experepair"), nodes), SMALL_MODEL_BUDGETS["routes"])
-    repo = build_repo(tmp_path / "calc")
-    values = {"repo": "acme/calc", "repo_path": str(repo), "issue_id": "1", "issue": "add(2, 3) gives -1 instead of 5."}
-    result = await run_on(settings, graph, values, "real")
-    assert result.status == "completed" and result.state["status"] in {"resolved", "unresolved"}
-    assert result.llm_usage["retries"] == 0
-    assert await count(settings, "real") > 0  # the issue, its trajectory and the run
 
 
 async def test_l2mac_on_a_one_instruction_task_on_the_real_model(real_model: RealModel, tmp_path: Path) -> None:
