@@ -206,12 +206,14 @@ async def test_comorag_ingests_a_short_text_and_answers_on_the_real_model(real_m
     assert await count(settings, "real") > len(indexed.state["chunk_ids"])  # chunks, and the question's workspace
 
 
-async def test_three_tme_turns_of_one_session_on_the_real_model(real_model: RealModel, tmp_path: Path) -> None:
+async def test_two_tme_turns_of_one_session_on_the_real_model(real_model: RealModel, tmp_path: Path) -> None:
+    """A turn, then one that updates it on what the first saved (longer conversations on the real model run in
+    ``tests/test_eval.py``'s TME evaluation)."""
     settings = settings_on(real_model, tmp_path)
-    turns = ["Plan a trip to Lisbon for two people.", "Make it three people.", "What is the plan so far?"]
-    for utterance in turns:
+    for number, utterance in enumerate(["Plan a trip to Lisbon for two people.", "Make it three people."]):
         result = await run_on(settings, load_graph("tme-turn"), {"session": "trip", "utterance": utterance}, "real")
         assert result.status == "completed" and isinstance(result.state.get("response"), str)
+        assert result.state["turn"] == number  # the second loaded the session as the first saved it
     assert await count(settings, "real") > 0
 
 
