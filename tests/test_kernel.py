@@ -41,6 +41,11 @@ def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("MNEMOFLOW_EMBEDDING_DIMENSION", "3")
     with pytest.raises(ValidationError, match="dimension"):
         Settings()
+    monkeypatch.delenv("MNEMOFLOW_EMBEDDING_DIMENSION")
+    for bad in ("-1", "101", "many"):  # a cap on reschedules: 0 to 100 times
+        monkeypatch.setenv("MNEMOFLOW_PREFECT_MAX_RESCHEDULES", bad)
+        with pytest.raises(ValidationError, match="max_reschedules"):
+            Settings()
 
 
 def test_every_setting_is_described() -> None:
